@@ -1,0 +1,132 @@
+"""What the blocking and the asyncio clients share: the poplib command methods (each runs a
+flow from ``_flows``), argument checks and the printable state. A subclass supplies
+``_run(flow)``, which either blocks or returns an awaitable."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Optional, Union
+
+from . import _core, _flows, _trace
+from .exceptions import LocalProtocolError
+
+POP3_PORT = 110
+POP3_SSL_PORT = 995
+CR = b"\r"
+LF = b"\n"
+CRLF = CR + LF
+
+# Defaults for the limits that keep a hostile server from exhausting memory.
+MAX_LINE_LENGTH = 1 << 20  # longest message line: RFC 5322 allows 998, real mail goes past
+MAX_RESPONSE_SIZE = 256 << 20  # largest multi-line response held in memory
+
+
+def resolve_timeout(timeout: Any) -> Optional[float]:
+    """poplib's rules: the default means ``socket.getdefaulttimeout()``, ``0`` is refused."""
+    if timeout is socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+        return socket.getdefaulttimeout()
+    if timeout is not None and not timeout:
+        raise ValueError("Non-blocking socket (timeout=0) is not supported")
+    return None if timeout is None else float(timeout)
+
+
+class POP3Base:
+    """poplib's API, minus the I/O."""
+
+    encoding = "UTF-8"
+    welcome: bytes = b""
+
+    def __init__(self, host: str, port: int) -> None:
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host must be a non-empty string, not {host!r}")
+        self.host = host
+        self.port = port
+        self._debugging = 0
+        self._tls_established = False
+        self._conn: Any = None
+
+    # -- the hooks a driver provides -------------------------------------------------------
+    def _run(self, flow: _flows.Flow) -> Any:
+        raise NotImplementedError
+
+    def _check_open(self) -> Any:
+        if self._conn is None:
+            raise LocalProtocolError("the connection is closed; create a new one")
+        return self._conn
+
+    def _trace_op(self, op: _flows.Op) -> None:
+        if isinstance(op, _flows.StartTLS):
+            _trace.command(self._debugging, b"STLS", False)
+        else:
+            _trace.command(self._debugging, op.line, getattr(op, "secret", False))
+
+    def _line(self, line: Union[str, bytes]) -> bytes:
+        return _flows.encode(line, self.encoding)
+
+    # -- poplib's public API -------------------------------------------------------------------
+    def getwelcome(self) -> bytes:
+        return self.welcome
+
+    def set_debuglevel(self, level: int) -> None:
+        self._debugging = level
+
+    def user(self, user: str) -> Any:
+        return self._run(_flows.short(self._line(f"USER {user}"), login=True))
+
+    def pass_(self, pswd: str) -> Any:
+        return self._run(_flows.short(self._line(f"PASS {pswd}"), login=True))
+
+    def apop(self, user: str, password: str) -> Any:
+        return self._run(_flows.apop(self.welcome, user, password, self.encoding))
+
+    def rpop(self, user: str) -> Any:
+        return self._run(_flows.short(self._line(f"RPOP {user}"), login=True))
+
+    def auth(self, mechanism: str, authobject: _flows.AuthObject, initial_response_ok: bool = True) -> Any:
+        """SASL authentication in the style of ``smtplib.SMTP.auth``: ``authobject(None)``
+        returns the initial response, ``authobject(challenge)`` the answer to a challenge."""
+        return self._run(_flows.auth(mechanism, authobject, initial_response_ok))
+
+    def stat(self) -> Any:
+        return self._run(_flows.stat())
+
+    def list(self, which: Any = None) -> Any:
+        if which is not None:
+            return self._run(_flows.short(self._line(f"LIST {which}")))
+        return self._run(_flows.long(b"LIST"))
+
+    def retr(self, which: Any) -> Any:
+        return self._run(_flows.long(self._line(f"RETR {which}")))
+
+    def top(self, which: Any, howmuch: Any) -> Any:
+        return self._run(_flows.long(self._line(f"TOP {which} {howmuch}")))
+
+    def uidl(self, which: Any = None) -> Any:
+        if which is not None:
+            return self._run(_flows.short(self._line(f"UIDL {which}")))
+        return self._run(_flows.long(b"UIDL"))
+
+    def dele(self, which: Any) -> Any:
+        return self._run(_flows.short(self._line(f"DELE {which}")))
+
+    def noop(self) -> Any:
+        return self._run(_flows.short(b"NOOP"))
+
+    def rset(self) -> Any:
+        return self._run(_flows.short(b"RSET"))
+
+    def utf8(self) -> Any:
+        return self._run(_flows.short(b"UTF8"))
+
+    def capa(self) -> Any:
+        return self._run(_flows.capa())
+
+    def _shortcmd(self, line: Union[str, bytes]) -> Any:
+        return self._run(_flows.short(self._line(line)))
+
+    def _longcmd(self, line: Union[str, bytes]) -> Any:
+        return self._run(_flows.long(self._line(line)))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else ("TLS" if self._tls_established else "plaintext")
+        return f"<{type(self).__name__} {self.host}:{self.port} {state}>"

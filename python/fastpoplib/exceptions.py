@@ -1,0 +1,103 @@
+"""The exception tree of fastpoplib.
+
+Every protocol error is a subclass of the standard library's ``poplib.error_proto``, so code
+written for ``poplib`` (``except poplib.error_proto:``) keeps catching what it caught before.
+Connection, timeout and TLS errors also inherit the matching built-in exceptions.
+"""
+
+from __future__ import annotations
+
+import poplib as _std_poplib
+import ssl as _ssl
+
+__all__ = [
+    "POP3Error",
+    "error_proto",
+    "ServerError",
+    "AuthenticationError",
+    "InUseError",
+    "LoginDelayError",
+    "SysTempError",
+    "SysPermError",
+    "RemoteProtocolError",
+    "LocalProtocolError",
+    "InvalidArgumentError",
+    "POP3ConnectionError",
+    "ConnectionClosedError",
+    "POP3TimeoutError",
+    "TLSError",
+    "CertificateVerificationError",
+]
+
+
+class POP3Error(Exception):
+    """Base class of every exception raised by fastpoplib."""
+
+
+class error_proto(POP3Error, _std_poplib.error_proto):  # noqa: N801 - poplib's name
+    """A POP3 protocol error; also an instance of ``poplib.error_proto``."""
+
+
+class ServerError(error_proto):
+    """The server answered ``-ERR``. ``args[0]`` and :attr:`response` hold the reply bytes,
+    exactly as ``poplib`` puts them in ``error_proto``."""
+
+    @property
+    def response(self) -> bytes:
+        return self.args[0] if self.args and isinstance(self.args[0], bytes) else b""
+
+
+class AuthenticationError(ServerError):
+    """Login refused (``-ERR`` to USER/PASS/APOP/AUTH, or ``[AUTH]``). For SASL mechanisms that
+    report details (XOAUTH2), :attr:`details` holds the decoded server message."""
+
+    details: object = None
+
+
+class InUseError(ServerError):
+    """``-ERR [IN-USE]``: the maildrop is locked by another session (RFC 2449)."""
+
+
+class LoginDelayError(ServerError):
+    """``-ERR [LOGIN-DELAY]``: logging in again so soon is not allowed (RFC 2449)."""
+
+
+class SysTempError(ServerError):
+    """``-ERR [SYS/TEMP]``: a temporary server problem; retry later (RFC 3206)."""
+
+
+class SysPermError(ServerError):
+    """``-ERR [SYS/PERM]``: a permanent server problem; retrying will not help (RFC 3206)."""
+
+
+class RemoteProtocolError(error_proto):
+    """The server sent something malformed or larger than the configured limits. The
+    connection is closed, because the rest of the stream can no longer be trusted."""
+
+
+class LocalProtocolError(error_proto):
+    """The caller asked for something illegal (bad argument, closed or busy connection)."""
+
+
+class InvalidArgumentError(LocalProtocolError, ValueError):
+    """An argument would corrupt the command stream (CR, LF or NUL). Nothing was sent."""
+
+
+class POP3ConnectionError(POP3Error, ConnectionError):
+    """The connection could not be made, or broke."""
+
+
+class ConnectionClosedError(RemoteProtocolError, POP3ConnectionError):
+    """The server closed the connection where a reply was expected (poplib's ``-ERR EOF``)."""
+
+
+class POP3TimeoutError(POP3Error, TimeoutError):
+    """The server did not answer within the timeout. The connection is closed."""
+
+
+class TLSError(POP3Error, _ssl.SSLError):
+    """TLS could not be set up or broke; also an ``ssl.SSLError``."""
+
+
+class CertificateVerificationError(TLSError, _ssl.SSLCertVerificationError):
+    """The server's certificate was not trusted or does not match the host name."""

@@ -1,0 +1,3 @@
+//! Authentication computations, free of I/O.
+
+pub mod apop;

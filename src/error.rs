@@ -1,0 +1,73 @@
+//! The crate's error type. Only `python::errors` turns it into Python exceptions.
+
+use std::io;
+
+use thiserror::Error;
+
+use crate::proto::ProtoError;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// The peer closed the connection (EOF) where a reply was expected.
+    #[error("-ERR EOF: the server closed the connection {0}")]
+    Closed(&'static str),
+    #[error("timed out after {0:.3} s waiting for the server {1}")]
+    Timeout(f64, &'static str),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("{0}")]
+    Connect(String),
+    /// A TLS failure during the handshake or later; `host` is used to explain certificate problems.
+    #[error("{}", tls_message(.source, .host))]
+    Tls { source: rustls::Error, host: String },
+    /// TLS settings that cannot be honoured (bad PEM, unsupported version...).
+    #[error("{0}")]
+    TlsConfig(String),
+    /// Plaintext bytes arrived after the server's STLS `+OK`: a response-injection attempt.
+    #[error("STARTTLS response injection: {0} bytes of plaintext arrived after the STLS +OK; connection closed")]
+    StlsInjection(usize),
+    /// The connection is already closed (by `close()`, `quit()` or an earlier fatal error).
+    #[error("{0}")]
+    NotConnected(String),
+    /// Another thread or task is using the same connection right now.
+    #[error("this connection is in use by another thread or task; POP3 connections cannot be shared concurrently")]
+    Busy,
+    /// A Python signal handler raised (Ctrl-C); the pending Python exception is re-raised.
+    #[error("interrupted by a signal")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    /// Whether the byte stream can still be trusted after this error. A `-ERR` reply or a
+    /// rejected argument leaves the session usable; anything else may have left part of a
+    /// response unread, so the connection must be closed rather than desynchronised.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Error::Proto(ProtoError::ServerError(_) | ProtoError::InvalidArgument(_)) | Error::Busy)
+    }
+}
+
+fn tls_message(err: &rustls::Error, host: &str) -> String {
+    use rustls::CertificateError as C;
+    let hint = "; pass context=ssl.create_default_context(cafile=...) or cafile=... to trust a private CA";
+    match err {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::UnknownIssuer => format!("certificate for {host} is signed by an unknown authority{hint}"),
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                format!("certificate is not valid for the name {host} (hostname mismatch)")
+            }
+            C::Expired | C::ExpiredContext { .. } => format!("certificate for {host} has expired"),
+            C::NotValidYet | C::NotValidYetContext { .. } => format!("certificate for {host} is not valid yet"),
+            C::Revoked => format!("certificate for {host} has been revoked"),
+            other => format!("certificate verify failed for {host}: {other:?}"),
+        },
+        other => format!("TLS error with {host}: {other}"),
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
