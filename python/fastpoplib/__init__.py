@@ -5,6 +5,7 @@ different (verified TLS by default, CRLF rejection, secrets masked in debug outp
 """
 
 from ._base import CR, CRLF, LF, POP3_PORT, POP3_SSL_PORT
+from ._aio import AsyncPOP3, AsyncPOP3_SSL
 from ._client import POP3, POP3_SSL
 from .exceptions import (
     AuthenticationError,
@@ -35,6 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "POP3",
     "POP3_SSL",
+    "AsyncPOP3",
+    "AsyncPOP3_SSL",
     "POP3_PORT",
     "POP3_SSL_PORT",
     "CR",

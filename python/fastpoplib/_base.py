@@ -5,9 +5,10 @@ flow from ``_flows``), argument checks and the printable state. A subclass suppl
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any, Optional, Union
 
-from . import _core, _flows, _trace
+from . import _flows, _trace
 from .exceptions import LocalProtocolError
 
 POP3_PORT = 110
@@ -44,6 +45,7 @@ class POP3Base:
         self._debugging = 0
         self._tls_established = False
         self._conn: Any = None
+        self._maxline = 2048
 
     # -- the hooks a driver provides -------------------------------------------------------
     def _run(self, flow: _flows.Flow) -> Any:
@@ -54,11 +56,31 @@ class POP3Base:
             raise LocalProtocolError("the connection is closed; create a new one")
         return self._conn
 
-    def _trace_op(self, op: _flows.Op) -> None:
+    def _sync_maxline(self, conn: Any) -> None:
+        # Read at each command, as poplib reads its module global: `fastpoplib._MAXLINE = n` works.
+        maxline = getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
+        if maxline != self._maxline:
+            conn.set_max_line(maxline)
+            self._maxline = maxline
+
+    def _dispatch(self, op: _flows.Op) -> Any:
+        """Starts ``op`` on the Rust connection: the result for the blocking connection, an
+        awaitable for the asyncio one (both expose the same method names)."""
+        conn = self._check_open()
+        self._sync_maxline(conn)
         if isinstance(op, _flows.StartTLS):
             _trace.command(self._debugging, b"STLS", False)
-        else:
-            _trace.command(self._debugging, op.line, getattr(op, "secret", False))
+            return conn.starttls(op.settings)
+        _trace.command(self._debugging, op.line, getattr(op, "secret", False))
+        if isinstance(op, _flows.Short):
+            return conn.shortcmd(op.line, op.login)
+        return conn.longcmd_bytes(op.line) if op.as_bytes else conn.longcmd(op.line)
+
+    def _completed(self, op: _flows.Op, result: Any) -> Any:
+        if isinstance(op, _flows.StartTLS):
+            self._tls_established = True
+        _trace.response(self._debugging, result if isinstance(result, bytes) else result[0])
+        return result
 
     def _line(self, line: Union[str, bytes]) -> bytes:
         return _flows.encode(line, self.encoding)

@@ -14,11 +14,6 @@ from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT,
 _GLOBAL_DEFAULT_TIMEOUT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 
-def _maxline() -> int:
-    # Read at each command, like poplib reads its module global: `fastpoplib._MAXLINE = n` works.
-    return getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
-
-
 class _SocketView:
     """Stands in for poplib's ``sock`` attribute: the parts of ``socket.socket`` that code
     reads (timeout, file descriptor, addresses). I/O goes through the client, not here."""
@@ -78,14 +73,13 @@ class POP3(POP3Base):
         super().__init__(host, port)
         self.sock: Optional[_SocketView] = None
         self.file: Optional[_FileView] = None
-        self._maxline = _maxline()
         self._conn = _core.Connection(
             host,
             port,
             timeout=resolve_timeout(timeout),
             source_address=source_address,
             tls=self._implicit_tls(),
-            max_line=self._maxline,
+            max_line=getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048),
             max_data_line=max_line_length,
             max_response=max_response_size,
         )
@@ -101,28 +95,12 @@ class POP3(POP3Base):
         return None
 
     # -- the blocking driver -------------------------------------------------------------------
-    def _execute(self, op: _flows.Op) -> Any:
-        conn = self._check_open()
-        if self._maxline != _maxline():
-            self._maxline = _maxline()
-            conn.set_max_line(self._maxline)
-        self._trace_op(op)
-        if isinstance(op, _flows.Short):
-            resp = conn.shortcmd(op.line, op.login)
-        elif isinstance(op, _flows.Long):
-            resp = conn.longcmd_bytes(op.line) if op.as_bytes else conn.longcmd(op.line)
-        else:
-            resp = conn.starttls(op.settings)
-            self._tls_established = True
-        _trace.response(self._debugging, resp if isinstance(resp, bytes) else resp[0])
-        return resp
-
     def _run(self, flow: _flows.Flow) -> Any:
         try:
             op = next(flow)
             while True:
                 try:
-                    result = self._execute(op)
+                    result = self._completed(op, self._dispatch(op))
                 except Exception as exc:
                     op = flow.throw(exc)
                 else:

@@ -1,11 +1,14 @@
 //! The pyo3 layer: the only Rust code that knows Python.
 
+mod async_client;
 mod errors;
 mod sync_client;
 mod tls_settings;
 
 #[pyo3::pymodule]
 mod _core {
+    #[pymodule_export]
+    use super::async_client::AsyncConnection;
     #[pymodule_export]
     use super::sync_client::Connection;
     #[pymodule_export]

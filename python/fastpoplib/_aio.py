@@ -1,0 +1,156 @@
+"""The asyncio clients ``AsyncPOP3`` and ``AsyncPOP3_SSL``: the same commands as the blocking
+classes (run from the same flows), as coroutines, on tokio + rustls.
+
+Open a connection with ``AsyncPOP3.connect(...)``, which can be awaited or used directly as an
+async context manager::
+
+    async with AsyncPOP3_SSL.connect("pop.example.com") as pop:
+        await pop.user("me"); await pop.pass_(secret)
+        resp, lines, octets = await pop.retr(1)
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from typing import Any, Generator, Optional, Tuple, Type, TypeVar
+
+from . import _core, _flows, _tls
+from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, POP3Base, resolve_timeout
+
+T = TypeVar("T", bound="AsyncPOP3")
+
+
+class _Connecting:
+    """What ``connect()`` returns: awaitable, or usable in ``async with``."""
+
+    def __init__(self, client: "AsyncPOP3") -> None:
+        self._client = client
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._client._open().__await__()
+
+    async def __aenter__(self) -> Any:
+        return await self._client._open()
+
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        await self._client.__aexit__(exc_type, *exc)
+
+
+class AsyncPOP3(POP3Base):
+    """An asyncio POP3 connection. Create it with ``await AsyncPOP3.connect(host, ...)``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = POP3_PORT,
+        timeout: Optional[float] = None,
+        *,
+        source_address: Optional[Tuple[str, int]] = None,
+        max_line_length: int = MAX_LINE_LENGTH,
+        max_response_size: int = MAX_RESPONSE_SIZE,
+        _tls_settings: Optional[_core.TlsSettings] = None,
+    ) -> None:
+        super().__init__(host, port)
+        self._options = dict(
+            timeout=resolve_timeout(timeout),
+            source_address=source_address,
+            tls=_tls_settings,
+            max_data_line=max_line_length,
+            max_response=max_response_size,
+        )
+
+    @classmethod
+    def connect(cls: Type[T], host: str, port: int = POP3_PORT, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Connect and read the greeting: ``await AsyncPOP3.connect(...)`` or
+        ``async with AsyncPOP3.connect(...) as pop:``."""
+        return _Connecting(cls(host, port, timeout, **kwargs))
+
+    async def _open(self: T) -> T:
+        maxline = getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
+        self._conn = await _core.AsyncConnection.connect(self.host, self.port, max_line=maxline, **self._options)
+        self._maxline = maxline
+        self._tls_established = self._options["tls"] is not None
+        try:
+            self.welcome = await self._conn.getresp()
+        except BaseException:
+            self._abort()
+            raise
+        return self
+
+    async def _run(self, flow: _flows.Flow) -> Any:
+        try:
+            op = next(flow)
+            while True:
+                try:
+                    result = self._completed(op, await self._dispatch(op))
+                except Exception as exc:
+                    op = flow.throw(exc)
+                else:
+                    op = flow.send(result)
+        except StopIteration as stop:
+            return stop.value
+
+    async def quit(self) -> bytes:
+        """QUIT (the server applies deletions), then close, even if QUIT fails."""
+        try:
+            return await self._shortcmd("QUIT")
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection (TLS close_notify, then FIN). Safe to call twice."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    def _abort(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
+    async def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
+        """Upgrade to TLS (RFC 2595), verified by default; re-reads CAPA afterwards."""
+        resp = await self._run(_flows.stls(_tls.settings(context, **tls), self._tls_established))
+        self.capabilities = await self.capa()
+        return resp
+
+    async def __aenter__(self: T) -> T:
+        if self._conn is None:
+            await self._open()
+        return self
+
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        if self._conn is None:
+            return
+        if exc_type is None:
+            await self.quit()
+        else:
+            # A cancelled or failed block may have left a reply half-read: do not wait on it.
+            self._abort()
+
+
+class AsyncPOP3_SSL(AsyncPOP3):  # noqa: N801 - mirrors POP3_SSL
+    """asyncio POP3 over implicit TLS (port 995), verified by default."""
+
+    @classmethod
+    def connect(  # type: ignore[override]
+        cls,
+        host: str,
+        port: int = POP3_SSL_PORT,
+        timeout: Optional[float] = None,
+        *,
+        context: Optional[ssl.SSLContext] = None,
+        cafile: Optional[str] = None,
+        cadata: Any = None,
+        certfile: Optional[str] = None,
+        keyfile: Optional[str] = None,
+        **kwargs: Any,
+    ) -> Any:
+        settings = _tls.settings(context, cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+        return _Connecting(cls(host, port, timeout, _tls_settings=settings, **kwargs))
+
+    async def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
+        from .exceptions import error_proto
+
+        raise error_proto("-ERR TLS session already established")

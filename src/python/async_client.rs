@@ -1,0 +1,235 @@
+//! `AsyncConnection`: the tokio driver as a Python class whose methods return awaitables
+//! (through pyo3-async-runtimes). The asyncio API is built on it in
+//! `python/fastpoplib/_aio.py`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+use pyo3::types::PyBytes;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::errors::login_error;
+use super::sync_client::{duration, limits, py_lines};
+use super::tls_settings::TlsSettings;
+use crate::error::{Error, Result};
+use crate::proto::response::{BytesSink, LinesSink};
+use crate::transport::tokio::TokioConn;
+use crate::transport::ConnectOptions;
+
+#[pyclass(module = "fastpoplib._core", frozen)]
+pub struct AsyncConnection {
+    inner: Arc<Mutex<TokioConn>>,
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Holds the connection for one operation. If the operation's future is dropped before it
+/// finishes (the asyncio task was cancelled), the stream is mid-reply: close it.
+struct Active {
+    conn: OwnedMutexGuard<TokioConn>,
+    finished: bool,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.shutdown_now("the connection was closed because an operation was cancelled".into());
+        }
+    }
+}
+
+fn to_py<T: for<'py> IntoPyObject<'py>>(value: T) -> PyResult<Py<PyAny>> {
+    Python::attach(|py| value.into_py_any(py))
+}
+
+impl AsyncConnection {
+    /// Runs `op` on the connection as an awaitable; concurrent use raises instead of
+    /// interleaving commands on the wire.
+    fn spawn<'py, T, C>(&self, py: Python<'py>, login: bool, op: impl for<'a> FnOnce(&'a mut TokioConn) -> BoxFuture<'a, T> + Send + 'static, convert: C) -> PyResult<Bound<'py, PyAny>>
+    where
+        T: Send + 'static,
+        C: FnOnce(T) -> PyResult<Py<PyAny>> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let conn = inner.try_lock_owned().map_err(|_| Error::Busy)?;
+            let mut active = Active { conn, finished: false };
+            let result = op(&mut active.conn).await;
+            active.finished = true;
+            drop(active);
+            match result {
+                Ok(v) => convert(v),
+                Err(e) if login => Err(login_error(e)),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+}
+
+fn bytes_tuple(resp: Vec<u8>, sink: LinesSink, octets: usize) -> PyResult<Py<PyAny>> {
+    Python::attach(|py| {
+        (PyBytes::new(py, &resp), py_lines(py, &sink)?, octets).into_py_any(py)
+    })
+}
+
+#[pymethods]
+impl AsyncConnection {
+    /// Awaitable that connects (with TLS at once when `tls` is given).
+    #[staticmethod]
+    #[pyo3(signature = (host, port, *, timeout=None, source_address=None, tls=None, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
+    #[allow(clippy::too_many_arguments)]
+    fn connect<'py>(
+        py: Python<'py>,
+        host: String,
+        port: u16,
+        timeout: Option<f64>,
+        source_address: Option<(String, u16)>,
+        tls: Option<PyRef<'py, TlsSettings>>,
+        max_line: usize,
+        max_data_line: usize,
+        max_response: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let opts = ConnectOptions { host, port, timeout: duration(timeout)?, source_address, limits: limits(max_line, max_data_line, max_response)? };
+        let config = tls.map(|t| t.config.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let mut conn = TokioConn::connect(&opts).await?;
+            if let Some(config) = config {
+                conn.handshake(config).await?;
+            }
+            Python::attach(|py| Py::new(py, AsyncConnection { inner: Arc::new(Mutex::new(conn)) }))
+        })
+    }
+
+    #[pyo3(signature = (login=false))]
+    fn getresp<'py>(&self, py: Python<'py>, login: bool) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, login, |c| Box::pin(c.read_status()), |r| to_py(PyBytesOwned(r)))
+    }
+
+    #[pyo3(signature = (line, login=false))]
+    fn shortcmd<'py>(&self, py: Python<'py>, line: Vec<u8>, login: bool) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(
+            py,
+            login,
+            move |c| {
+                Box::pin(async move {
+                    c.send_line(&line).await?;
+                    c.read_status().await
+                })
+            },
+            |r| to_py(PyBytesOwned(r)),
+        )
+    }
+
+    fn longcmd<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(
+            py,
+            false,
+            move |c| {
+                Box::pin(async move {
+                    c.send_line(&line).await?;
+                    let resp = c.read_status().await?;
+                    let mut sink = LinesSink::default();
+                    let octets = c.read_body(&mut sink).await?;
+                    Ok((resp, sink, octets))
+                })
+            },
+            |(resp, sink, octets)| bytes_tuple(resp, sink, octets),
+        )
+    }
+
+    fn longcmd_bytes<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(
+            py,
+            false,
+            move |c| {
+                Box::pin(async move {
+                    c.send_line(&line).await?;
+                    let resp = c.read_status().await?;
+                    let mut sink = BytesSink::default();
+                    let octets = c.read_body(&mut sink).await?;
+                    Ok((resp, sink.data, octets))
+                })
+            },
+            |(resp, data, octets)| to_py((PyBytesOwned(resp), PyBytesOwned(data), octets)),
+        )
+    }
+
+    fn starttls<'py>(&self, py: Python<'py>, tls: PyRef<'py, TlsSettings>) -> PyResult<Bound<'py, PyAny>> {
+        let config = tls.config.clone();
+        self.spawn(py, false, move |c| Box::pin(c.starttls(config)), |r| to_py(PyBytesOwned(r)))
+    }
+
+    /// Awaitable graceful close; safe to call more than once.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            inner.lock().await.shutdown("the connection is closed".into()).await;
+            Ok(())
+        })
+    }
+
+    /// Immediate close without waiting (for `__del__`-like paths and errors).
+    fn abort(&self) {
+        if let Ok(mut c) = self.inner.try_lock() {
+            c.shutdown_now("the connection is closed".into());
+        }
+    }
+
+    #[getter]
+    fn is_open(&self) -> bool {
+        self.inner.try_lock().map(|c| c.is_open()).unwrap_or(true)
+    }
+
+    #[getter]
+    fn get_timeout(&self) -> Option<f64> {
+        self.inner.try_lock().ok().and_then(|c| c.timeout()).map(|d| d.as_secs_f64())
+    }
+
+    #[setter]
+    fn set_timeout(&self, timeout: Option<f64>) -> PyResult<()> {
+        let t = duration(timeout)?;
+        self.inner.try_lock().map_err(|_| Error::Busy)?.set_timeout(t);
+        Ok(())
+    }
+
+    fn set_max_line(&self, max_line: usize) -> PyResult<()> {
+        let mut c = self.inner.try_lock().map_err(|_| Error::Busy)?;
+        c.limits = limits(max_line, c.limits.max_data_line, c.limits.max_response)?;
+        Ok(())
+    }
+
+    fn fileno(&self) -> i64 {
+        use std::os::fd::AsRawFd;
+        self.inner.try_lock().ok().and_then(|c| c.tcp().map(|t| i64::from(t.as_raw_fd()))).unwrap_or(-1)
+    }
+
+    fn peername(&self) -> Option<(String, u16)> {
+        let c = self.inner.try_lock().ok()?;
+        c.tcp().and_then(|t| t.peer_addr().ok()).map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    fn sockname(&self) -> Option<(String, u16)> {
+        let c = self.inner.try_lock().ok()?;
+        c.tcp().and_then(|t| t.local_addr().ok()).map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    fn tls_info(&self) -> Option<(String, String)> {
+        self.inner.try_lock().ok()?.tls_info()
+    }
+}
+
+/// `Vec<u8>` that converts to Python `bytes`.
+struct PyBytesOwned(Vec<u8>);
+
+impl<'py> IntoPyObject<'py> for PyBytesOwned {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> std::result::Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
+    }
+}
