@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 import sys
-from typing import Any, Generator, Optional, Tuple, Type, TypeVar
+from typing import Any, AsyncIterator, Generator, List, Optional, Tuple, Type, TypeVar
 
 from . import _core, _flows, _tls
 from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, POP3Base, resolve_timeout
@@ -78,18 +78,45 @@ class AsyncPOP3(POP3Base):
             raise
         return self
 
-    async def _run(self, flow: _flows.Flow) -> Any:
+    async def _step(self, runner: _flows.Runner) -> None:
+        op = runner.op
         try:
-            op = next(flow)
-            while True:
-                try:
-                    result = self._completed(op, await self._dispatch(op))
-                except Exception as exc:
-                    op = flow.throw(exc)
-                else:
-                    op = flow.send(result)
-        except StopIteration as stop:
-            return stop.value
+            result = self._completed(op, await self._dispatch(op))
+        except Exception as exc:
+            runner.throw(exc)
+        else:
+            runner.send(result)
+
+    async def _run(self, flow: _flows.Flow) -> Any:
+        runner = _flows.Runner(flow)
+        while not runner.done:
+            await self._step(runner)
+        return runner.value
+
+    async def _iter(self, flow: _flows.Flow) -> AsyncIterator[Any]:
+        runner = _flows.Runner(flow)
+        while not runner.done:
+            if not isinstance(runner.op, _flows.Emit):
+                await self._step(runner)
+                continue
+            try:
+                yield runner.op.value
+            except GeneratorExit:
+                await self._abandon(runner)
+                raise
+            runner.send(None)
+
+    async def _abandon(self, runner: _flows.Runner) -> None:
+        """The caller left a batch early: let the flow drain the replies in flight."""
+        try:
+            runner.throw(_flows.Abandon())
+            while not runner.done:
+                await self._step(runner)
+        except _flows.Abandon:
+            pass
+
+    async def _collect(self, flow: _flows.Flow) -> List[Any]:
+        return [value async for value in self._iter(flow)]
 
     async def quit(self) -> bytes:
         """QUIT (the server applies deletions), then close, even if QUIT fails."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from . import _flows, _trace
 from .exceptions import LocalProtocolError
@@ -45,6 +45,8 @@ class POP3Base:
         self._debugging = 0
         self._tls_established = False
         self._conn: Any = None
+        # CAPA as last read (None: not asked yet); decides whether batch calls pipeline.
+        self.capabilities: Optional[Dict[str, List[str]]] = None
         self._maxline = 2048
 
     # -- the hooks a driver provides -------------------------------------------------------
@@ -68,6 +70,8 @@ class POP3Base:
         awaitable for the asyncio one (both expose the same method names)."""
         conn = self._check_open()
         self._sync_maxline(conn)
+        if isinstance(op, (_flows.Send, _flows.Recv)):
+            return self._dispatch_pipelined(op)
         if isinstance(op, _flows.StartTLS):
             _trace.command(self._debugging, b"STLS", False)
             return conn.starttls(op.settings)
@@ -76,10 +80,19 @@ class POP3Base:
             return conn.shortcmd(op.line, op.login)
         return conn.longcmd_bytes(op.line) if op.as_bytes else conn.longcmd(op.line)
 
+    def _dispatch_pipelined(self, op: _flows.Op) -> Any:
+        conn = self._check_open()
+        if isinstance(op, _flows.Send):
+            for line in op.lines:
+                _trace.command(self._debugging, line, False)
+            return conn.putlines(list(op.lines))
+        return conn.getlongresp() if op.long else conn.getresp()
+
     def _completed(self, op: _flows.Op, result: Any) -> Any:
         if isinstance(op, _flows.StartTLS):
             self._tls_established = True
-        _trace.response(self._debugging, result if isinstance(result, bytes) else result[0])
+        if result is not None:
+            _trace.response(self._debugging, result if isinstance(result, bytes) else result[0])
         return result
 
     def _line(self, line: Union[str, bytes]) -> bytes:
@@ -142,6 +155,29 @@ class POP3Base:
 
     def capa(self) -> Any:
         return self._run(_flows.capa())
+
+    # -- beyond poplib: batch calls, pipelined when the server allows it ---------------------
+    def retr_many(self, which: Iterable[Any]) -> Any:
+        """Iterate ``(number, (resp, lines, octets))`` for each message, in order, as they
+        arrive. Pipelined (RFC 2449) when the server advertises PIPELINING."""
+        numbers = [*which]
+        lines = [self._line(f"RETR {n}") for n in numbers]
+        return self._iter(_flows.pipelined(self, lines, True, lambda i, r: (numbers[i], _flows.raise_errors(i, r))))
+
+    def top_many(self, which: Iterable[Any], howmuch: int) -> Any:
+        """Like :meth:`retr_many` with ``TOP n howmuch`` (headers plus ``howmuch`` lines)."""
+        numbers = [*which]
+        lines = [self._line(f"TOP {n} {howmuch}") for n in numbers]
+        return self._iter(_flows.pipelined(self, lines, True, lambda i, r: (numbers[i], _flows.raise_errors(i, r))))
+
+    def dele_many(self, which: Iterable[Any]) -> Any:
+        """DELE each message (pipelined); returns the list of responses."""
+        lines = [self._line(f"DELE {n}") for n in which]
+        return self._collect(_flows.pipelined(self, lines, False, _flows.raise_errors))
+
+    def messages(self) -> Any:
+        """LIST and UIDL merged: ``[MessageInfo(number, size, uid)]`` (uid None without UIDL)."""
+        return self._run(_flows.messages(self))
 
     def _shortcmd(self, line: Union[str, bytes]) -> Any:
         return self._run(_flows.short(self._line(line)))

@@ -6,7 +6,7 @@ import socket
 import ssl
 import sys
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, Generator, Iterator, List, Optional, Tuple
 
 from . import _core, _flows, _tls, _trace
 from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, POP3Base, resolve_timeout
@@ -95,18 +95,50 @@ class POP3(POP3Base):
         return None
 
     # -- the blocking driver -------------------------------------------------------------------
-    def _run(self, flow: _flows.Flow) -> Any:
-        try:
-            op = next(flow)
-            while True:
+    def _drive(self, flow: _flows.Flow) -> Generator[Any, None, Any]:
+        return self._steps(_flows.Runner(flow))
+
+    def _steps(self, runner: _flows.Runner) -> Generator[Any, None, Any]:
+        while not runner.done:
+            op = runner.op
+            if isinstance(op, _flows.Emit):
                 try:
-                    result = self._completed(op, self._dispatch(op))
-                except Exception as exc:
-                    op = flow.throw(exc)
-                else:
-                    op = flow.send(result)
-        except StopIteration as stop:
-            return stop.value
+                    yield op.value
+                except GeneratorExit:
+                    self._abandon(runner)
+                    raise
+                runner.send(None)
+                continue
+            try:
+                result = self._completed(op, self._dispatch(op))
+            except Exception as exc:
+                runner.throw(exc)
+            else:
+                runner.send(result)
+        return runner.value
+
+    def _abandon(self, runner: _flows.Runner) -> None:
+        """The caller left a batch early: let the flow drain the replies in flight."""
+        try:
+            runner.throw(_flows.Abandon())
+            for _ in self._steps(runner):
+                pass
+        except _flows.Abandon:
+            pass
+
+    def _run(self, flow: _flows.Flow) -> Any:
+        gen = self._drive(flow)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    def _iter(self, flow: _flows.Flow) -> Iterator[Any]:
+        return self._drive(flow)
+
+    def _collect(self, flow: _flows.Flow) -> List[Any]:
+        return list(self._drive(flow))
 
     # -- poplib's low-level methods, used by real code ---------------------------------------
     def _putline(self, line: bytes) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generator, List, NamedTuple, Optional, Tuple, Union
 
 from . import _core
 from .exceptions import RemoteProtocolError, ServerError, error_proto
@@ -44,8 +44,53 @@ class StartTLS:
     settings: Any
 
 
-Op = Union[Short, Long, StartTLS]
+@dataclass(frozen=True)
+class Send:
+    """Write several command lines at once, reading nothing (pipelining)."""
+
+    lines: Tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Recv:
+    """Read the reply to a command sent earlier: a status line, plus a body when ``long``."""
+
+    long: bool
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Hand ``value`` to the caller now (batch calls deliver results as they arrive)."""
+
+    value: Any
+
+
+Op = Union[Short, Long, StartTLS, Send, Recv, Emit]
 Flow = Generator[Op, Any, Any]
+
+
+class Runner:
+    """Steps a flow for a driver: ``op`` is the next operation; feed it the outcome with
+    ``send`` or ``throw``; ``done``/``value`` once the flow has returned."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+        self.done = False
+        self.value: Any = None
+        self.op: Any = None
+        self._advance(flow.__next__)
+
+    def _advance(self, step: Callable[[], Op]) -> None:
+        try:
+            self.op = step()
+        except StopIteration as stop:
+            self.done, self.value, self.op = True, stop.value, None
+
+    def send(self, result: Any) -> None:
+        self._advance(lambda: self._flow.send(result))
+
+    def throw(self, exc: BaseException) -> None:
+        self._advance(lambda: self._flow.throw(exc))
 
 
 def encode(line: Union[str, bytes], encoding: str = "UTF-8") -> bytes:
@@ -97,6 +142,105 @@ def stls(settings: Any, tls_established: bool) -> Flow:
         raise error_proto("-ERR STLS not supported by server")
     resp = yield StartTLS(settings)
     return resp
+
+
+# --- pipelining (RFC 2449) ------------------------------------------------------------------
+
+# Commands in flight at once. Commands are tiny, so a window's worth always fits in the socket
+# buffer and writing it never blocks while the server is blocked writing replies to us.
+WINDOW = 64
+
+
+class Abandon(Exception):
+    """Thrown into a batch flow when the caller stops iterating: drain the replies in flight."""
+
+
+def capabilities(client: Any) -> Flow:
+    """The server's CAPA, asked once per connection; {} when CAPA is not supported."""
+    if client.capabilities is None:
+        try:
+            client.capabilities = yield from capa()
+        except error_proto:
+            client.capabilities = {}
+    return client.capabilities
+
+
+def pipelined(client: Any, lines: List[bytes], long: bool, convert: Callable[[int, Any], Any]) -> Flow:
+    """Runs ``lines`` in order and emits ``convert(index, reply)`` for each; a ``-ERR`` reply is
+    passed to ``convert`` as the ServerError. With PIPELINING up to WINDOW commands are in
+    flight; without it, one at a time (same results). If ``convert`` raises or the caller
+    stops early, the replies still in flight are read first, so the session stays usable."""
+    caps = yield from capabilities(client)
+    window = WINDOW if "PIPELINING" in caps else 1
+    sent = received = 0
+    try:
+        while received < len(lines):
+            if sent < len(lines) and sent - received < window // 2 + 1:
+                batch = lines[sent : received + window]
+                yield Send(tuple(batch))
+                sent += len(batch)
+            try:
+                reply = yield Recv(long)
+            except ServerError as exc:
+                reply = exc
+            received += 1
+            yield Emit(convert(received - 1, reply))
+    except (Abandon, ServerError):
+        while received < sent:
+            try:
+                yield Recv(long)
+            except ServerError:
+                pass
+            received += 1
+        raise
+
+
+class MessageInfo(NamedTuple):
+    """One message of the maildrop: LIST's number and size, UIDL's unique id (None when the
+    server has no UIDL)."""
+
+    number: int
+    size: int
+    uid: Optional[str]
+
+
+def _pairs(what: str, lines: List[bytes]) -> Dict[int, bytes]:
+    out = {}
+    for line in lines:
+        parts = line.split(None, 1)
+        try:
+            out[int(parts[0])] = parts[1].strip()
+        except (IndexError, ValueError):
+            raise _malformed(what, line) from None
+    return out
+
+
+def messages(client: Any) -> Flow:
+    caps = yield from capabilities(client)
+    if "PIPELINING" in caps:
+        yield Send((b"LIST", b"UIDL"))
+        _, listing, _ = yield Recv(True)
+        try:
+            _, uidls, _ = yield Recv(True)
+        except ServerError:
+            uidls = []
+    else:
+        _, listing, _ = yield Long(b"LIST")
+        try:
+            _, uidls, _ = yield Long(b"UIDL")
+        except ServerError:
+            uidls = []
+    sizes, uids = _pairs("LIST", listing), _pairs("UIDL", uidls)
+    try:
+        return [MessageInfo(n, int(size), uids[n].decode("utf-8", "replace") if n in uids else None) for n, size in sizes.items()]
+    except ValueError:
+        raise _malformed("LIST", b" ".join(listing[:3])) from None
+
+
+def raise_errors(index: int, reply: Any) -> Any:
+    if isinstance(reply, ServerError):
+        raise reply
+    return reply
 
 
 # --- SASL (RFC 5034) --------------------------------------------------------------------

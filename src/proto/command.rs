@@ -21,6 +21,16 @@ pub fn encode_line(line: &[u8], out: &mut Vec<u8>) -> Result<(), ProtoError> {
     Ok(())
 }
 
+/// Encodes a batch of command lines for pipelining (RFC 2449). Every line is checked before
+/// any byte is produced, so a bad argument anywhere sends nothing at all.
+pub fn encode_lines<L: AsRef<[u8]>>(lines: &[L]) -> Result<Vec<u8>, ProtoError> {
+    let mut out = Vec::with_capacity(lines.iter().map(|l| l.as_ref().len() + 2).sum());
+    for line in lines {
+        encode_line(line.as_ref(), &mut out)?;
+    }
+    Ok(out)
+}
+
 /// The verb of a command line, upper-cased (`b"retr 1"` -> `"RETR"`), for logging and
 /// deciding what must be redacted.
 pub fn verb(line: &[u8]) -> String {
@@ -73,6 +83,12 @@ mod tests {
             assert!(matches!(encode_line(bad, &mut out), Err(ProtoError::InvalidArgument(_))));
             assert_eq!(out, b"NOOP\r\n");
         }
+    }
+
+    #[test]
+    fn batch_is_all_or_nothing() {
+        assert_eq!(encode_lines(&[&b"RETR 1"[..], b"RETR 2"]).unwrap(), b"RETR 1\r\nRETR 2\r\n");
+        assert!(encode_lines(&[&b"RETR 1"[..], b"RETR 2\nDELE 1"]).is_err());
     }
 
     #[test]

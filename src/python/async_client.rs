@@ -103,6 +103,26 @@ impl AsyncConnection {
         })
     }
 
+    fn putlines<'py>(&self, py: Python<'py>, lines: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, false, move |c| Box::pin(async move { c.send_lines(&lines).await }), |()| to_py(()))
+    }
+
+    fn getlongresp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(
+            py,
+            false,
+            |c| {
+                Box::pin(async move {
+                    let resp = c.read_status().await?;
+                    let mut sink = LinesSink::default();
+                    let octets = c.read_body(&mut sink).await?;
+                    Ok((resp, sink, octets))
+                })
+            },
+            |(resp, sink, octets)| bytes_tuple(resp, sink, octets),
+        )
+    }
+
     #[pyo3(signature = (login=false))]
     fn getresp<'py>(&self, py: Python<'py>, login: bool) -> PyResult<Bound<'py, PyAny>> {
         self.spawn(py, login, |c| Box::pin(c.read_status()), |r| to_py(PyBytesOwned(r)))

@@ -111,6 +111,11 @@ impl Connection {
         self.run(py, |c, _| c.send_line(line))
     }
 
+    /// Sends several lines in one write (pipelining); nothing is sent if any line is bad.
+    fn putlines(&self, py: Python<'_>, lines: Vec<Vec<u8>>) -> PyResult<()> {
+        self.run(py, |c, _| c.send_lines(&lines))
+    }
+
     /// poplib's `_getline`: `(line without terminator, octets)`.
     fn getline(&self, py: Python<'_>) -> PyResult<(Py<PyBytes>, usize)> {
         let (line, octets) = self.run(py, |c, check| c.read_line(check))?;

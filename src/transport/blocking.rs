@@ -13,7 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{connect_error, map_io, ConnectOptions};
 use crate::error::{Error, Result};
-use crate::proto::command::encode_line;
+use crate::proto::command::{encode_line, encode_lines};
 use crate::proto::response::{check_status, BodyDecoder, BodySink, LineReader, Limits};
 use crate::tls::server_name;
 
@@ -131,7 +131,13 @@ impl BlockingConn {
         self.send_raw(&out)
     }
 
-    /// Writes already-encoded bytes (a batch of pipelined commands).
+    /// Sends several commands in one write (pipelining); nothing is sent if any line is bad.
+    pub fn send_lines(&mut self, lines: &[Vec<u8>]) -> Result<()> {
+        let out = encode_lines(lines)?;
+        self.send_raw(&out)
+    }
+
+    /// Writes already-encoded bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.guarded(|c| {
             let host = c.host.clone();

@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 
 use super::{connect_error, map_io, ConnectOptions};
 use crate::error::{Error, Result};
-use crate::proto::command::encode_line;
+use crate::proto::command::{encode_line, encode_lines};
 use crate::proto::response::{check_status, BodyDecoder, BodySink, LineReader, Limits};
 use crate::tls::server_name;
 
@@ -125,6 +125,12 @@ impl TokioConn {
     pub async fn send_line(&mut self, line: &[u8]) -> Result<()> {
         let mut out = Vec::with_capacity(line.len() + 2);
         encode_line(line, &mut out)?;
+        self.send_raw(&out).await
+    }
+
+    /// Sends several commands in one write (pipelining); nothing is sent if any line is bad.
+    pub async fn send_lines(&mut self, lines: &[Vec<u8>]) -> Result<()> {
+        let out = encode_lines(lines)?;
         self.send_raw(&out).await
     }
 
