@@ -72,6 +72,11 @@ class POP3Base:
         self._sync_maxline(conn)
         if isinstance(op, (_flows.Send, _flows.Recv)):
             return self._dispatch_pipelined(op)
+        if isinstance(op, _flows.Chunk):
+            return conn.read_chunk(op.size)
+        if isinstance(op, _flows.BeginBody):
+            _trace.command(self._debugging, op.line, False)
+            return conn.begin_body(op.line)
         if isinstance(op, _flows.StartTLS):
             _trace.command(self._debugging, b"STLS", False)
             return conn.starttls(op.settings)
@@ -91,6 +96,8 @@ class POP3Base:
     def _completed(self, op: _flows.Op, result: Any) -> Any:
         if isinstance(op, _flows.StartTLS):
             self._tls_established = True
+        if isinstance(op, _flows.Chunk):
+            return result
         if result is not None:
             _trace.response(self._debugging, result if isinstance(result, bytes) else result[0])
         return result
@@ -174,6 +181,33 @@ class POP3Base:
         """DELE each message (pipelined); returns the list of responses."""
         lines = [self._line(f"DELE {n}") for n in which]
         return self._collect(_flows.pipelined(self, lines, False, _flows.raise_errors))
+
+    def retr_bytes(self, which: Any) -> Any:
+        """The message as one ``bytes`` with CRLF line ends (dot-unstuffed)."""
+        return self._run(_flows.long_bytes(self._line(f"RETR {which}")))
+
+    def retr_iter(self, which: Any, chunk_size: int = _flows.CHUNK_SIZE) -> Any:
+        """Iterate the message in chunks of about ``chunk_size`` bytes (CRLF line ends);
+        memory stays bounded whatever the message size."""
+        return self._iter(_flows.stream(self._line(f"RETR {which}"), chunk_size))
+
+    def retr_to(self, which: Any, dest: Any, progress: Any = None, chunk_size: int = _flows.CHUNK_SIZE) -> Any:
+        """Stream the message into ``dest`` (a path or a binary file) without holding it in
+        memory; ``progress(done, total)`` is called after each chunk (``total`` from LIST),
+        e.g. a tqdm bar's ``update``. Returns the number of bytes written."""
+        return self._run(self._save(which, dest, progress, chunk_size))
+
+    def _save(self, which: Any, dest: Any, progress: Any, chunk_size: int) -> _flows.Flow:
+        total = (yield from _flows.size_of(which, self.encoding)) if progress is not None else None
+        return (yield from _flows.save(self._line(f"RETR {which}"), dest, progress, total, chunk_size))
+
+    def retr_message(self, which: Any) -> Any:
+        """The message as an ``email.message.EmailMessage`` (policy ``email.policy.default``)."""
+        return self._run(_flows.parsed(self._line(f"RETR {which}")))
+
+    def top_headers(self, which: Any) -> Any:
+        """The message's headers (``TOP n 0``) parsed as an ``EmailMessage``."""
+        return self._run(_flows.parsed(self._line(f"TOP {which} 0"), headers_only=True))
 
     def messages(self) -> Any:
         """LIST and UIDL merged: ``[MessageInfo(number, size, uid)]`` (uid None without UIDL)."""

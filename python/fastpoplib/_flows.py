@@ -9,6 +9,9 @@ classes share every command without a second copy of the logic.
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generator, List, NamedTuple, Optional, Tuple, Union
 
@@ -59,13 +62,27 @@ class Recv:
 
 
 @dataclass(frozen=True)
+class BeginBody:
+    """Send ``line`` and read its status; its body is then read with :class:`Chunk`."""
+
+    line: bytes
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Read the next ~``size`` bytes of the body being streamed (``None`` at its end)."""
+
+    size: int
+
+
+@dataclass(frozen=True)
 class Emit:
     """Hand ``value`` to the caller now (batch calls deliver results as they arrive)."""
 
     value: Any
 
 
-Op = Union[Short, Long, StartTLS, Send, Recv, Emit]
+Op = Union[Short, Long, StartTLS, Send, Recv, BeginBody, Chunk, Emit]
 Flow = Generator[Op, Any, Any]
 
 
@@ -103,6 +120,18 @@ def short(line: bytes, login: bool = False) -> Flow:
 
 def long(line: bytes) -> Flow:
     return (yield Long(line))
+
+
+def long_bytes(line: bytes) -> Flow:
+    _, data, _ = yield Long(line, as_bytes=True)
+    return data
+
+
+def parsed(line: bytes, headers_only: bool = False) -> Flow:
+    """The reply body parsed as an ``email.message.EmailMessage`` (policy ``default``)."""
+    data = yield from long_bytes(line)
+    parser = email.parser.BytesParser(policy=email.policy.default)
+    return parser.parsebytes(data, headersonly=headers_only)
 
 
 def _malformed(what: str, resp: bytes) -> RemoteProtocolError:
@@ -241,6 +270,71 @@ def raise_errors(index: int, reply: Any) -> Any:
     if isinstance(reply, ServerError):
         raise reply
     return reply
+
+
+# --- streaming -------------------------------------------------------------------------------
+
+CHUNK_SIZE = 1 << 20
+
+
+def stream(line: bytes, chunk_size: int = CHUNK_SIZE) -> Flow:
+    """Emits the body of ``line``'s reply in chunks (CRLF line ends). Stopping early reads
+    the rest of the body first, so the session stays usable."""
+    yield BeginBody(line)
+    try:
+        while True:
+            chunk = yield Chunk(chunk_size)
+            if chunk is None:
+                return
+            if chunk:
+                yield Emit(chunk)
+    except Abandon:
+        while (yield Chunk(chunk_size)) is not None:
+            pass
+        raise
+
+
+def save(
+    line: bytes,
+    dest: Any,
+    progress: Optional[Callable[[int, Optional[int]], Any]],
+    total: Optional[int],
+    chunk_size: int = CHUNK_SIZE,
+) -> Flow:
+    """Streams the body of ``line``'s reply into ``dest`` (a path, opened here, or a binary
+    file object); calls ``progress(done, total)`` after each chunk; returns the bytes written.
+    If writing fails, the rest of the body is read and dropped so the session stays usable."""
+    own = isinstance(dest, (str, os.PathLike))
+    out = open(dest, "wb") if own else dest
+    try:
+        yield BeginBody(line)
+        done = 0
+        while True:
+            chunk = yield Chunk(chunk_size)
+            if chunk is None:
+                return done
+            try:
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            except BaseException:
+                while (yield Chunk(chunk_size)) is not None:
+                    pass
+                raise
+    finally:
+        if own:
+            out.close()
+
+
+def size_of(which: Any, encoding: str) -> Flow:
+    """The size LIST gives for one message (progress totals)."""
+    resp = yield Short(encode(f"LIST {which}", encoding))
+    parts = resp.split()
+    try:
+        return int(parts[2])
+    except (IndexError, ValueError):
+        raise _malformed("LIST", resp) from None
 
 
 # --- SASL (RFC 5034) --------------------------------------------------------------------

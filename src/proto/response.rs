@@ -170,6 +170,11 @@ pub fn resp_code(line: &[u8]) -> Option<&[u8]> {
 /// Receives the content lines of a multi-line body, already dot-unstuffed.
 pub trait BodySink {
     fn line(&mut self, content: &[u8]) -> Result<(), ProtoError>;
+
+    /// A streaming sink returns true once it holds a chunk: decoding pauses there.
+    fn full(&self) -> bool {
+        false
+    }
 }
 
 /// Decodes one multi-line body incrementally; keeps its progress across partial input.
@@ -184,15 +189,17 @@ impl BodyDecoder {
         Self::default()
     }
 
-    /// Feeds every complete line in `reader` to `sink`. Returns `Some(octets)` once the
-    /// terminating `.` line has been read, `None` if more data is needed.
+    /// Feeds complete lines in `reader` to `sink` until the sink is full or the data runs
+    /// out. Returns `Some(octets)` once the terminating `.` line has been read, else `None`
+    /// (more data needed, or `sink.full()`).
     pub fn advance<S: BodySink + ?Sized>(
         &mut self,
         reader: &mut LineReader,
         limits: &Limits,
         sink: &mut S,
     ) -> Result<Option<usize>, ProtoError> {
-        while let Some(raw) = reader.next_raw_line(limits.max_data_line, "message")? {
+        while !sink.full() {
+            let Some(raw) = reader.next_raw_line(limits.max_data_line, "message")? else { break };
             let content = reader.content(raw);
             if content == b"." {
                 return Ok(Some(self.octets));
@@ -238,10 +245,18 @@ impl BodySink for LinesSink {
     }
 }
 
-/// Rebuilds the message as one byte string with CRLF line ends.
+/// Rebuilds the message as bytes with CRLF line ends: whole (`chunk: None`), or in chunks of
+/// about `chunk` bytes for streaming.
 #[derive(Debug, Default)]
 pub struct BytesSink {
     pub data: Vec<u8>,
+    pub chunk: Option<usize>,
+}
+
+impl BytesSink {
+    pub fn chunked(chunk: usize) -> Self {
+        BytesSink { data: Vec::with_capacity(chunk + 1024), chunk: Some(chunk) }
+    }
 }
 
 impl BodySink for BytesSink {
@@ -250,6 +265,10 @@ impl BodySink for BytesSink {
         self.data.extend_from_slice(content);
         self.data.extend_from_slice(b"\r\n");
         Ok(())
+    }
+
+    fn full(&self) -> bool {
+        self.chunk.is_some_and(|c| self.data.len() >= c)
     }
 }
 
@@ -343,6 +362,24 @@ mod tests {
         let mut sink = BytesSink::default();
         BodyDecoder::new().advance(&mut r, &Limits::default(), &mut sink).unwrap();
         assert_eq!(sink.data, b"a\r\n.b\r\n");
+    }
+
+    #[test]
+    fn chunked_sink_pauses_and_resumes() {
+        let mut r = LineReader::new();
+        r.feed(b"aaaa\r\n..bb\r\ncc\r\n.\r\n");
+        let mut decoder = BodyDecoder::new();
+        let mut out = Vec::new();
+        loop {
+            let mut sink = BytesSink::chunked(4);
+            let done = decoder.advance(&mut r, &Limits::default(), &mut sink).unwrap();
+            out.push(sink.data);
+            if done.is_some() {
+                break;
+            }
+        }
+        // The third chunk fills the sink before the "." line is seen: a last, empty call ends it.
+        assert_eq!(out, vec![b"aaaa\r\n".to_vec(), b".bb\r\n".to_vec(), b"cc\r\n".to_vec(), vec![]]);
     }
 
     #[test]

@@ -177,6 +177,14 @@ impl AsyncConnection {
         )
     }
 
+    fn begin_body<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, false, move |c| Box::pin(async move { c.begin_body(&line).await }), |r| to_py(PyBytesOwned(r)))
+    }
+
+    fn read_chunk<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+        self.spawn(py, false, move |c| Box::pin(c.read_chunk(max)), |r| to_py(r.map(PyBytesOwned)))
+    }
+
     fn starttls<'py>(&self, py: Python<'py>, tls: PyRef<'py, TlsSettings>) -> PyResult<Bound<'py, PyAny>> {
         let config = tls.config.clone();
         self.spawn(py, false, move |c| Box::pin(c.starttls(config)), |r| to_py(PyBytesOwned(r)))

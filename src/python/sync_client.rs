@@ -162,6 +162,18 @@ impl Connection {
         Ok((PyBytes::new(py, &resp).unbind(), PyBytes::new(py, &sink.data).unbind(), octets))
     }
 
+    /// Sends a command whose body is then streamed with `read_chunk`.
+    fn begin_body(&self, py: Python<'_>, line: &[u8]) -> PyResult<Py<PyBytes>> {
+        let resp = self.run(py, |c, check| c.begin_body(line, check))?;
+        Ok(PyBytes::new(py, &resp).unbind())
+    }
+
+    /// The next chunk of the streamed body, `None` at its end.
+    fn read_chunk(&self, py: Python<'_>, max: usize) -> PyResult<Option<Py<PyBytes>>> {
+        let chunk = self.run(py, |c, check| c.read_chunk(max, check))?;
+        Ok(chunk.map(|data| PyBytes::new(py, &data).unbind()))
+    }
+
     /// STLS, then the TLS handshake; returns the server's `+OK` line.
     fn starttls(&self, py: Python<'_>, tls: PyRef<'_, TlsSettings>) -> PyResult<Py<PyBytes>> {
         let config = tls.config.clone();

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::{connect_error, map_io, ConnectOptions};
 use crate::error::{Error, Result};
 use crate::proto::command::{encode_line, encode_lines};
-use crate::proto::response::{check_status, BodyDecoder, BodySink, LineReader, Limits};
+use crate::proto::response::{check_status, BodyDecoder, BodySink, BytesSink, LineReader, Limits};
 use crate::tls::server_name;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -44,6 +44,8 @@ pub struct BlockingConn {
     host: String,
     /// Why the connection is closed, for the error raised by later calls.
     closed: Option<String>,
+    /// A multi-line body being streamed chunk by chunk (`begin_body` .. `read_chunk`).
+    body: Option<BodyDecoder>,
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -67,6 +69,7 @@ impl BlockingConn {
                         timeout: opts.timeout,
                         host: opts.host.clone(),
                         closed: None,
+                        body: None,
                     });
                 }
                 Err(e) => errors.push((addr, e)),
@@ -177,6 +180,35 @@ impl BlockingConn {
             loop {
                 if let Some(octets) = decoder.advance(&mut c.reader, &c.limits, sink)? {
                     return Ok(octets);
+                }
+                c.fill(check, "in the middle of a multi-line response")?;
+            }
+        })
+    }
+
+    /// Sends a command whose body will be streamed with [`Self::read_chunk`].
+    pub fn begin_body(&mut self, line: &[u8], check: Check) -> Result<Vec<u8>> {
+        self.send_line(line)?;
+        let resp = self.read_status(check)?;
+        self.body = Some(BodyDecoder::new());
+        Ok(resp)
+    }
+
+    /// The next chunk (about `max` bytes, CRLF line ends) of the body being streamed; `None`
+    /// once it has ended. Memory stays bounded whatever the message size.
+    pub fn read_chunk(&mut self, max: usize, check: Check) -> Result<Option<Vec<u8>>> {
+        let Some(mut decoder) = self.body.take() else { return Ok(None) };
+        // A stream has no total-size limit (that is the point); lines are still bounded.
+        let limits = Limits { max_response: usize::MAX, ..self.limits };
+        let mut sink = BytesSink::chunked(max);
+        self.guarded(|c| {
+            loop {
+                if decoder.advance(&mut c.reader, &limits, &mut sink)?.is_some() {
+                    return Ok(Some(sink.data));
+                }
+                if sink.full() {
+                    c.body = Some(decoder);
+                    return Ok(Some(sink.data));
                 }
                 c.fill(check, "in the middle of a multi-line response")?;
             }

@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use super::{connect_error, map_io, ConnectOptions};
 use crate::error::{Error, Result};
 use crate::proto::command::{encode_line, encode_lines};
-use crate::proto::response::{check_status, BodyDecoder, BodySink, LineReader, Limits};
+use crate::proto::response::{check_status, BodyDecoder, BodySink, BytesSink, LineReader, Limits};
 use crate::tls::server_name;
 
 enum Stream {
@@ -41,6 +41,8 @@ pub struct TokioConn {
     timeout: Option<Duration>,
     host: String,
     closed: Option<String>,
+    /// A multi-line body being streamed chunk by chunk (`begin_body` .. `read_chunk`).
+    body: Option<BodyDecoder>,
 }
 
 /// Runs `fut` under the optional timeout.
@@ -81,6 +83,7 @@ impl TokioConn {
                         timeout: opts.timeout,
                         host: opts.host.clone(),
                         closed: None,
+                        body: None,
                     })
                 }
                 Err(e) => errors.push((addr, e)),
@@ -182,6 +185,37 @@ impl TokioConn {
             loop {
                 if let Some(octets) = decoder.advance(&mut self.reader, &self.limits, sink)? {
                     return Ok(octets);
+                }
+                self.fill("in the middle of a multi-line response").await?;
+            }
+        }
+        .await;
+        self.check_fatal(result)
+    }
+
+    /// Sends a command whose body will be streamed with [`Self::read_chunk`].
+    pub async fn begin_body(&mut self, line: &[u8]) -> Result<Vec<u8>> {
+        self.send_line(line).await?;
+        let resp = self.read_status().await?;
+        self.body = Some(BodyDecoder::new());
+        Ok(resp)
+    }
+
+    /// The next chunk (about `max` bytes, CRLF line ends) of the body being streamed; `None`
+    /// once it has ended. Memory stays bounded whatever the message size.
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Vec<u8>>> {
+        let Some(mut decoder) = self.body.take() else { return Ok(None) };
+        // A stream has no total-size limit (that is the point); lines are still bounded.
+        let limits = Limits { max_response: usize::MAX, ..self.limits };
+        let mut sink = BytesSink::chunked(max);
+        let result = async {
+            loop {
+                if decoder.advance(&mut self.reader, &limits, &mut sink)?.is_some() {
+                    return Ok(Some(sink.data));
+                }
+                if sink.full() {
+                    self.body = Some(decoder);
+                    return Ok(Some(sink.data));
                 }
                 self.fill("in the middle of a multi-line response").await?;
             }
