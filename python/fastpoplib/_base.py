@@ -47,6 +47,7 @@ class POP3Base:
         self._conn: Any = None
         # CAPA as last read (None: not asked yet); decides whether batch calls pipeline.
         self.capabilities: Optional[Dict[str, List[str]]] = None
+        self.auth_mechanism: Optional[str] = None
         self._maxline = 2048
 
     # -- the hooks a driver provides -------------------------------------------------------
@@ -128,6 +129,22 @@ class POP3Base:
         """SASL authentication in the style of ``smtplib.SMTP.auth``: ``authobject(None)``
         returns the initial response, ``authobject(challenge)`` the answer to a challenge."""
         return self._run(_flows.auth(mechanism, authobject, initial_response_ok))
+
+    def login(
+        self,
+        user: str,
+        password: Optional[str] = None,
+        *,
+        oauth2_token: Optional[str] = None,
+        mechanisms: Optional[List[str]] = None,
+        allow_insecure: bool = False,
+        allow_apop: bool = False,
+    ) -> Any:
+        """Log in with the strongest mechanism the server advertises (CRAM-MD5 > PLAIN >
+        LOGIN > USER/PASS; XOAUTH2/OAUTHBEARER with ``oauth2_token``; APOP only with
+        ``allow_apop``). A password is never sent over an unencrypted connection unless
+        ``allow_insecure``. The mechanism used is left in ``auth_mechanism``."""
+        return self._run(_flows.login(self, user, password, oauth2_token, mechanisms, allow_insecure, allow_apop))
 
     def stat(self) -> Any:
         return self._run(_flows.stat())

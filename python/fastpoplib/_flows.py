@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generator, List, NamedTuple, Optional, Tuple, Union
 
 from . import _core
-from .exceptions import RemoteProtocolError, ServerError, error_proto
+from . import _sasl
+from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError, error_proto
 
 LongResponse = Tuple[bytes, List[bytes], int]
 
@@ -376,6 +377,45 @@ def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = Tru
             answer = _b64(authobject(challenge) or b"")
             if answer == b"=":
                 answer = b""
-        resp = yield Short(answer, login=True, secret=True)
+        try:
+            resp = yield Short(answer, login=True, secret=True)
+        except AuthenticationError as exc:
+            exc.details = getattr(authobject, "error", None)
+            raise
     return resp
+
+
+def login(client: Any, user: str, password: Optional[str], oauth2_token: Optional[str], mechanisms: Optional[List[str]], allow_insecure: bool, allow_apop: bool) -> Flow:
+    """Authenticates with the strongest method both sides support; sets
+    ``client.auth_mechanism`` to the one used."""
+    if (password is None) == (oauth2_token is None):
+        raise ValueError("give exactly one of password and oauth2_token")
+    if password is not None and not client._tls_established and not allow_insecure:
+        raise LocalProtocolError(
+            "refusing to send a password over an unencrypted connection; use POP3_SSL or stls(), "
+            "or pass allow_insecure=True"
+        )
+    caps = yield from capabilities(client)
+    offered = caps.get("SASL", [])
+    for mech in _sasl.choose(offered, mechanisms, oauth2_token is not None):
+        if oauth2_token is not None:
+            authobject: Any = _sasl.OAuth2(mech, user, oauth2_token)
+        else:
+            authobject = {"CRAM-MD5": _sasl.cram_md5, "PLAIN": _sasl.plain, "LOGIN": _sasl.login}[mech](user, password or "")
+        resp = yield from auth(mech, authobject)
+        client.auth_mechanism = mech
+        return resp
+    if oauth2_token is not None:
+        raise LocalProtocolError(f"the server offers no OAuth2 mechanism (SASL: {' '.join(offered) or 'none'})")
+    wanted = [m.upper() for m in mechanisms] if mechanisms is not None else None
+    if password is not None and (wanted is None or "USER" in wanted) and (not caps or "USER" in caps):
+        yield Short(encode(f"USER {user}"), login=True)
+        resp = yield Short(encode(f"PASS {password}"), login=True)
+        client.auth_mechanism = "USER"
+        return resp
+    if allow_apop and (wanted is None or "APOP" in wanted):
+        resp = yield from apop(client.welcome, user, password or "", client.encoding)
+        client.auth_mechanism = "APOP"
+        return resp
+    raise LocalProtocolError("no login method offered by the server is allowed")
 
