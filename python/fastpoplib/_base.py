@@ -97,10 +97,9 @@ class POP3Base:
     def _completed(self, op: _flows.Op, result: Any) -> Any:
         if isinstance(op, _flows.StartTLS):
             self._tls_established = True
-        if isinstance(op, _flows.Chunk):
+        if isinstance(op, (_flows.Chunk, _flows.Send)):
             return result
-        if result is not None:
-            _trace.response(self._debugging, result if isinstance(result, bytes) else result[0])
+        _trace.response(self._debugging, result if isinstance(result, bytes) else result[0])
         return result
 
     def _line(self, line: Union[str, bytes]) -> bytes:

@@ -104,7 +104,7 @@ impl AsyncConnection {
     }
 
     fn putlines<'py>(&self, py: Python<'py>, lines: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| Box::pin(async move { c.send_lines(&lines).await }), |()| to_py(()))
+        self.spawn(py, false, move |c| Box::pin(async move { c.send_lines(&lines).await }), |()| Ok(Python::attach(|py| py.None())))
     }
 
     fn getlongresp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
