@@ -178,7 +178,7 @@ def stls(settings: Any, tls_established: bool) -> Flow:
 
 # Commands in flight at once. Commands are tiny, so a window's worth always fits in the socket
 # buffer and writing it never blocks while the server is blocked writing replies to us.
-WINDOW = 64
+WINDOW = 256
 
 
 class Abandon(Exception):
