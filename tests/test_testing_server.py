@@ -145,10 +145,17 @@ def test_apop(pop3_server: POP3TestServer) -> None:
     p.quit()
 
 
+def test_apop_off(pop3_server_factory: Callable[..., POP3TestServer], raw: Any) -> None:
+    client = raw(pop3_server_factory(apop=False))
+    assert client.greeting == b"+OK fastpoplib test server ready\r\n"
+    assert client.cmd("APOP user 0123456789abcdef0123456789abcdef") == b"-ERR Unknown command\r\n"
+
+
 def test_apop_rfc1939_vector(pop3_server_factory: Callable[..., POP3TestServer], raw: Any) -> None:
     srv = pop3_server_factory(users={"mrose": "tanstaaf"}, greeting=b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>")
     client = raw(srv)
     assert client.greeting == b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>\r\n"
+    assert client.cmd("APOP mrose dïgest").startswith(b"-ERR [AUTH]")  # non-ASCII: refused, no crash
     assert client.cmd("APOP mrose c4c9334bac560ecc979e58001b3e22fb").startswith(b"+OK")
 
 
@@ -385,7 +392,7 @@ def test_ipv6_loopback(pop3_server_factory: Callable[..., POP3TestServer]) -> No
 def test_only_loopback_addresses() -> None:
     for host in ("0.0.0.0", "192.0.2.1", "example.com"):
         with pytest.raises(ValueError):
-            POP3TestServer(host=host, stls=False)
+            POP3TestServer(host=host)
 
 
 # --- SASL ----------------------------------------------------------------------------------------
@@ -571,6 +578,7 @@ def test_fault_disconnect_after(pop3_server: POP3TestServer) -> None:
     p = logged_in(pop3_server)
     with pytest.raises(poplib.error_proto):  # poplib: b'-ERR EOF'
         p.retr(1)
+    p.close()
 
 
 def test_fault_endless_lines(pop3_server: POP3TestServer, raw: Any) -> None:
@@ -645,6 +653,7 @@ def test_stop_closes_open_connections_quickly(raw: Any) -> None:
     stalled.send(b"NOOP\r\n")
     start = time.monotonic()
     srv.stop()
+    srv.stop()  # idempotent
     assert time.monotonic() - start < 2.5
     assert srv.wait_for_sessions_closed(1)
     assert client.line() == b""

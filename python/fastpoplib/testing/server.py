@@ -41,7 +41,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Generator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from .certs import TLSCertificates, have_trustme
 from .mailbox import Mailbox, Message, sample_mailbox
@@ -247,7 +247,7 @@ class Session:
         closed: a :class:`threading.Event` set once the connection is closed.
     """
 
-    def __init__(self, peer: Tuple) -> None:
+    def __init__(self, peer: Tuple[Any, ...]) -> None:
         self.peer = peer
         self.raw_lines: List[bytes] = []
         self.user: Optional[str] = None
@@ -344,6 +344,7 @@ class POP3TestServer:
         unknown = [m for m in sasl if m.upper() not in SASL_MECHANISMS]
         if unknown:
             raise ValueError(f"unsupported SASL mechanisms {unknown}; supported: {', '.join(SASL_MECHANISMS)}")
+        self._host = _loopback(host)
         self.mailbox = _as_mailbox(mailbox)
         self.mailboxes = {user: _as_mailbox(box) for user, box in (mailboxes or {}).items()}
         self.users: Dict[str, str] = dict(users) if users is not None else {"user": "password"}
@@ -371,7 +372,6 @@ class POP3TestServer:
             self._tls_context = None
         self.stls = stls and tls == "none" and self._tls_context is not None
 
-        self._host = _loopback(host)
         self._port = port
         self._listener: Optional[socket.socket] = None
         self._wakeup: Optional[Tuple[socket.socket, socket.socket]] = None
@@ -401,6 +401,8 @@ class POP3TestServer:
 
     def stop(self) -> None:
         """Stop accepting, close every connection and wait (briefly) for the session threads."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         if self._wakeup is not None:
             self._wakeup[1].send(b"\0")
@@ -551,7 +553,7 @@ class POP3TestServer:
                     continue
                 self._accepted(sock, peer)
 
-    def _accepted(self, sock: socket.socket, peer: Tuple) -> None:
+    def _accepted(self, sock: socket.socket, peer: Tuple[Any, ...]) -> None:
         sock.settimeout(self.idle_timeout)
         session = Session(peer)
         conn = _Connection(self, sock, session)
@@ -898,7 +900,7 @@ class _Connection:
             raise _Err("APOP not available: the greeting has no timestamp")
         password = self.server.users.get(name)
         expected = hashlib.md5(f"{self.timestamp}{password}".encode("utf-8")).hexdigest()
-        if password is None or not hmac.compare_digest(expected, digest.lower()):
+        if password is None or not _same_digest(expected, digest):
             raise _Err("[AUTH] Authentication failed.")
         return self._login(name)
 
@@ -1029,7 +1031,7 @@ class _Connection:
         self.deleted.clear()
         return self._ok(self._maildrop_status())
 
-    _A, _T = (_AUTHORIZATION,), (_TRANSACTION,)
+    _A, _T = (_AUTHORIZATION,), (_TRANSACTION,)  # the states a command is valid in
     _COMMANDS: Dict[str, Tuple[Callable[["_Connection", bytes], bytes], Tuple[str, ...]]] = {
         "USER": (_cmd_user, _A),
         "PASS": (_cmd_pass, _A),
@@ -1073,7 +1075,12 @@ def _sasl_cram_md5(conn: _Connection) -> _Mechanism:
     if password is None:
         return None
     expected = hmac.new(password.encode("utf-8"), challenge, hashlib.md5).hexdigest()
-    return user if hmac.compare_digest(expected, digest.lower()) else None
+    return user if _same_digest(expected, digest) else None
+
+
+def _same_digest(expected_hex: str, given: str) -> bool:
+    """Compare hex digests case-insensitively; ``given`` comes from the client, maybe not ASCII."""
+    return hmac.compare_digest(expected_hex.encode(), given.lower().encode("utf-8", "surrogateescape"))
 
 
 def _token_ok(conn: _Connection, user: Optional[str], token: Optional[str]) -> bool:

@@ -1,0 +1,82 @@
+"""A throwaway certificate authority and server certificate for the test server.
+
+Built on ``trustme``, imported only when TLS is actually used, so the rest of
+``fastpoplib.testing`` works without it (``pip install fastpoplib[testing]`` brings it in).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+import weakref
+from typing import Optional
+
+__all__ = ["TLSCertificates", "have_trustme"]
+
+# Names the server certificate is valid for: every address the test server can bind.
+SERVER_IDENTITIES = ("localhost", "127.0.0.1", "::1")
+
+
+def have_trustme() -> bool:
+    """Whether ``trustme`` is importable, i.e. whether the test server can offer TLS."""
+    try:
+        import trustme  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TLSCertificates:
+    """A fresh test CA and a leaf certificate for ``localhost``, ``127.0.0.1`` and ``::1``.
+
+    The leaf is ``CA:FALSE`` with the addresses as subjectAltNames (rustls rejects a CA
+    certificate used as an end-entity certificate, and matches IP addresses only as IP SANs).
+    Generating one takes a few milliseconds, so each server gets its own by default.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import trustme
+        except ImportError as exc:
+            raise ImportError(
+                "the fastpoplib test server needs 'trustme' for TLS: pip install 'fastpoplib[testing]'"
+            ) from exc
+        self._ca = trustme.CA()
+        self._leaf = self._ca.issue_cert(*SERVER_IDENTITIES)
+        self._cafile: Optional[str] = None
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The test CA's certificate, PEM encoded."""
+        return self._ca.cert_pem.bytes()
+
+    @property
+    def cafile(self) -> str:
+        """Path of a temporary file holding :attr:`ca_pem`, removed when this object is collected."""
+        if self._cafile is None:
+            fd, path = tempfile.mkstemp(prefix="fastpoplib-test-ca-", suffix=".pem")
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.ca_pem)
+            weakref.finalize(self, _unlink_quietly, path)
+            self._cafile = path
+        return self._cafile
+
+    def server_context(self) -> ssl.SSLContext:
+        """A server-side context presenting the leaf certificate (TLS 1.2 or newer)."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._leaf.configure_cert(ctx)
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context trusting only the test CA, with hostname checking on."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._ca.configure_trust(ctx)
+        return ctx
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
