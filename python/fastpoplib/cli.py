@@ -156,12 +156,13 @@ def _serve_server(args: argparse.Namespace) -> Any:
         host=args.host,
         port=args.port,
         stls=False,
+        allow_concurrent=True,  # a demo server: any number of sessions may open the maildrop
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     with _serve_server(args) as srv:
-        print(f"POP3 test server on {srv.host}:{srv.port}, user {args.user!r} password {args.password!r} (Ctrl-C stops)")
+        print(f"POP3 test server on {srv.host}:{srv.port}, user {args.user!r} password {args.password!r} (Ctrl-C stops)", flush=True)
         try:
             deadline = time.monotonic() + args.seconds if args.seconds else None
             while deadline is None or time.monotonic() < deadline:

@@ -44,13 +44,18 @@ pub struct LineReader {
     filled: usize,
     /// Bytes after `pos` already searched for LF without success.
     scanned: usize,
+    /// Free space offered to the next read: starts small (thousands of idle connections
+    /// stay cheap) and doubles while reads fill it (bulk transfers get big reads).
+    chunk: usize,
+    offered: usize,
 }
 
-const READ_CHUNK: usize = 64 * 1024;
+const MIN_CHUNK: usize = 8 * 1024;
+const MAX_CHUNK: usize = 256 * 1024;
 
 impl LineReader {
     pub fn new() -> Self {
-        Self::default()
+        LineReader { chunk: MIN_CHUNK, ..Self::default() }
     }
 
     /// Space to read into; call [`LineReader::commit`] with the number of bytes written.
@@ -58,18 +63,23 @@ impl LineReader {
         if self.pos == self.filled {
             self.pos = 0;
             self.filled = 0;
-        } else if self.pos > 0 && self.buf.len() - self.filled < READ_CHUNK {
+        } else if self.pos > 0 && self.buf.len() - self.filled < self.chunk {
             self.buf.copy_within(self.pos..self.filled, 0);
             self.filled -= self.pos;
             self.pos = 0;
         }
-        if self.buf.len() - self.filled < READ_CHUNK {
-            self.buf.resize(self.filled + READ_CHUNK, 0);
+        let chunk = self.chunk.max(MIN_CHUNK);
+        if self.buf.len() - self.filled < chunk {
+            self.buf.resize(self.filled + chunk, 0);
         }
+        self.offered = self.buf.len() - self.filled;
         &mut self.buf[self.filled..]
     }
 
     pub fn commit(&mut self, n: usize) {
+        if n == self.offered {
+            self.chunk = (self.chunk * 2).min(MAX_CHUNK);
+        }
         self.filled += n;
         debug_assert!(self.filled <= self.buf.len());
     }

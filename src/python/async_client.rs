@@ -7,8 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::errors::login_error;
@@ -41,17 +40,15 @@ impl Drop for Active {
     }
 }
 
-fn to_py<T: for<'py> IntoPyObject<'py>>(value: T) -> PyResult<Py<PyAny>> {
-    Python::attach(|py| value.into_py_any(py))
-}
 
 impl AsyncConnection {
     /// Runs `op` on the connection as an awaitable; concurrent use raises instead of
     /// interleaving commands on the wire.
-    fn spawn<'py, T, C>(&self, py: Python<'py>, login: bool, op: impl for<'a> FnOnce(&'a mut TokioConn) -> BoxFuture<'a, T> + Send + 'static, convert: C) -> PyResult<Bound<'py, PyAny>>
+    /// The result is converted to Python objects only when pyo3-async-runtimes hands it to
+    /// the event loop: one GIL acquisition per operation, never inside a tokio worker.
+    fn spawn<'py, T>(&self, py: Python<'py>, login: bool, op: impl for<'a> FnOnce(&'a mut TokioConn) -> BoxFuture<'a, T> + Send + 'static) -> PyResult<Bound<'py, PyAny>>
     where
-        T: Send + 'static,
-        C: FnOnce(T) -> PyResult<Py<PyAny>> + Send + 'static,
+        T: for<'p> IntoPyObject<'p> + Send + 'static,
     {
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -61,7 +58,7 @@ impl AsyncConnection {
             active.finished = true;
             drop(active);
             match result {
-                Ok(v) => convert(v),
+                Ok(v) => Ok(v),
                 Err(e) if login => Err(login_error(e)),
                 Err(e) => Err(e.into()),
             }
@@ -69,10 +66,24 @@ impl AsyncConnection {
     }
 }
 
-fn bytes_tuple(resp: Vec<u8>, sink: LinesSink, octets: usize) -> PyResult<Py<PyAny>> {
-    Python::attach(|py| {
-        (PyBytes::new(py, &resp), py_lines(py, &sink)?, octets).into_py_any(py)
-    })
+async fn read_long(c: &mut TokioConn) -> Result<LongReply> {
+    let resp = c.read_status().await?;
+    let mut sink = LinesSink::default();
+    let octets = c.read_body(&mut sink).await?;
+    Ok(LongReply(resp, sink, octets))
+}
+
+/// `(status, [lines], octets)`, built under the GIL only when delivered.
+struct LongReply(Vec<u8>, LinesSink, usize);
+
+impl<'py> IntoPyObject<'py> for LongReply {
+    type Target = PyTuple;
+    type Output = Bound<'py, PyTuple>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        (PyBytes::new(py, &self.0), py_lines(py, &self.1)?, self.2).into_pyobject(py)
+    }
 }
 
 #[pymethods]
@@ -104,90 +115,60 @@ impl AsyncConnection {
     }
 
     fn putlines<'py>(&self, py: Python<'py>, lines: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| Box::pin(async move { c.send_lines(&lines).await }), |()| Ok(Python::attach(|py| py.None())))
+        self.spawn(py, false, move |c| Box::pin(async move { c.send_lines(&lines).await }))
     }
 
     fn getlongresp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(
-            py,
-            false,
-            |c| {
-                Box::pin(async move {
-                    let resp = c.read_status().await?;
-                    let mut sink = LinesSink::default();
-                    let octets = c.read_body(&mut sink).await?;
-                    Ok((resp, sink, octets))
-                })
-            },
-            |(resp, sink, octets)| bytes_tuple(resp, sink, octets),
-        )
+        self.spawn(py, false, |c| Box::pin(read_long(c)))
     }
 
     #[pyo3(signature = (login=false))]
     fn getresp<'py>(&self, py: Python<'py>, login: bool) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, login, |c| Box::pin(c.read_status()), |r| to_py(PyBytesOwned(r)))
+        self.spawn(py, login, |c| Box::pin(async move { c.read_status().await.map(Bytes) }))
     }
 
     #[pyo3(signature = (line, login=false))]
     fn shortcmd<'py>(&self, py: Python<'py>, line: Vec<u8>, login: bool) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(
-            py,
-            login,
-            move |c| {
-                Box::pin(async move {
-                    c.send_line(&line).await?;
-                    c.read_status().await
-                })
-            },
-            |r| to_py(PyBytesOwned(r)),
-        )
+        self.spawn(py, login, move |c| {
+            Box::pin(async move {
+                c.send_line(&line).await?;
+                c.read_status().await.map(Bytes)
+            })
+        })
     }
 
     fn longcmd<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(
-            py,
-            false,
-            move |c| {
-                Box::pin(async move {
-                    c.send_line(&line).await?;
-                    let resp = c.read_status().await?;
-                    let mut sink = LinesSink::default();
-                    let octets = c.read_body(&mut sink).await?;
-                    Ok((resp, sink, octets))
-                })
-            },
-            |(resp, sink, octets)| bytes_tuple(resp, sink, octets),
-        )
+        self.spawn(py, false, move |c| {
+            Box::pin(async move {
+                c.send_line(&line).await?;
+                read_long(c).await
+            })
+        })
     }
 
     fn longcmd_bytes<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(
-            py,
-            false,
-            move |c| {
-                Box::pin(async move {
-                    c.send_line(&line).await?;
-                    let resp = c.read_status().await?;
-                    let mut sink = BytesSink::default();
-                    let octets = c.read_body(&mut sink).await?;
-                    Ok((resp, sink.data, octets))
-                })
-            },
-            |(resp, data, octets)| to_py((PyBytesOwned(resp), PyBytesOwned(data), octets)),
-        )
+        self.spawn(py, false, move |c| {
+            Box::pin(async move {
+                c.send_line(&line).await?;
+                let resp = c.read_status().await?;
+                let mut sink = BytesSink::default();
+                let octets = c.read_body(&mut sink).await?;
+                Ok((Bytes(resp), Bytes(sink.data), octets))
+            })
+        })
     }
 
     fn begin_body<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| Box::pin(async move { c.begin_body(&line).await }), |r| to_py(PyBytesOwned(r)))
+        self.spawn(py, false, move |c| Box::pin(async move { c.begin_body(&line).await.map(Bytes) }))
     }
 
     fn read_chunk<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| Box::pin(c.read_chunk(max)), |r| to_py(r.map(PyBytesOwned)))
+        self.spawn(py, false, move |c| Box::pin(async move { Ok(c.read_chunk(max).await?.map(Bytes)) }))
     }
 
     fn starttls<'py>(&self, py: Python<'py>, tls: PyRef<'py, TlsSettings>) -> PyResult<Bound<'py, PyAny>> {
         let config = tls.config.clone();
-        self.spawn(py, false, move |c| Box::pin(c.starttls(config)), |r| to_py(PyBytesOwned(r)))
+        self.spawn(py, false, move |c| Box::pin(async move { c.starttls(config).await.map(Bytes) }))
     }
 
     /// Awaitable graceful close; safe to call more than once.
@@ -250,9 +231,9 @@ impl AsyncConnection {
 }
 
 /// `Vec<u8>` that converts to Python `bytes`.
-struct PyBytesOwned(Vec<u8>);
+struct Bytes(Vec<u8>);
 
-impl<'py> IntoPyObject<'py> for PyBytesOwned {
+impl<'py> IntoPyObject<'py> for Bytes {
     type Target = PyBytes;
     type Output = Bound<'py, PyBytes>;
     type Error = std::convert::Infallible;

@@ -16,6 +16,17 @@ mod _core {
 
     use pyo3::prelude::*;
 
+    #[pymodule_init]
+    fn init(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+        // Every completed operation is handed to asyncio from a blocking-pool thread that
+        // waits for the GIL; a small pool keeps those from piling up as hundreds of threads
+        // under load (they would only queue on the GIL anyway). Two workers do the I/O.
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all().worker_threads(2).max_blocking_threads(4).thread_name("fastpoplib-io");
+        pyo3_async_runtimes::tokio::init(builder);
+        Ok(())
+    }
+
     /// The APOP timestamp of a greeting (`None` if absent); malformed ones raise.
     #[pyfunction]
     fn apop_timestamp(greeting: &[u8]) -> PyResult<Option<Vec<u8>>> {

@@ -389,7 +389,7 @@ class POP3TestServer:
         if self._listener is not None:
             raise RuntimeError("server already started")
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        self._listener = socket.create_server((self._host, self._port), family=family, backlog=64)
+        self._listener = socket.create_server((self._host, self._port), family=family, backlog=1024)
         self._listener.setblocking(False)
         # stop() writes to this pair to wake the accept loop: closing a socket does not
         # interrupt a blocked accept() on every platform.
