@@ -15,7 +15,7 @@ import ssl
 import sys
 from typing import Any, AsyncIterator, Generator, List, Optional, Tuple, Type, TypeVar
 
-from . import _core, _flows, _tls
+from . import _bridge, _core, _flows, _tls
 from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, POP3Base, resolve_timeout
 
 T = TypeVar("T", bound="AsyncPOP3")
@@ -68,7 +68,7 @@ class AsyncPOP3(POP3Base):
 
     async def _open(self: T) -> T:
         maxline = getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
-        self._conn = await _core.AsyncConnection.connect(self.host, self.port, max_line=maxline, **self._options)
+        self._conn = await _bridge.AsyncConnection.connect(self.host, self.port, max_line=maxline, **self._options)
         self._maxline = maxline
         self._tls_established = self._options["tls"] is not None
         try:

@@ -1,17 +1,19 @@
-//! `AsyncConnection`: the tokio driver as a Python class whose methods return awaitables
-//! (through pyo3-async-runtimes). The asyncio API is built on it in
-//! `python/fastpoplib/_aio.py`.
+//! `AsyncConnection`: the tokio driver as a Python class whose operations run on tokio
+//! (on the tokio runtime of pyo3-async-runtimes, results delivered through `reactor`). The
+//! asyncio API is built on it in `python/fastpoplib/_aio.py`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
 use pyo3::types::{PyBytes, PyTuple};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::errors::login_error;
 use super::sync_client::{duration, limits, py_lines};
+use super::reactor::{Pending, Reactor};
 use super::tls_settings::TlsSettings;
 use crate::error::{Error, Result};
 use crate::proto::response::{BytesSink, LinesSink};
@@ -42,27 +44,36 @@ impl Drop for Active {
 
 
 impl AsyncConnection {
-    /// Runs `op` on the connection as an awaitable; concurrent use raises instead of
-    /// interleaving commands on the wire.
-    /// The result is converted to Python objects only when pyo3-async-runtimes hands it to
-    /// the event loop: one GIL acquisition per operation, never inside a tokio worker.
-    fn spawn<'py, T>(&self, py: Python<'py>, login: bool, op: impl for<'a> FnOnce(&'a mut TokioConn) -> BoxFuture<'a, T> + Send + 'static) -> PyResult<Bound<'py, PyAny>>
+    /// Runs `op` on the connection in the tokio runtime; its outcome is queued on `reactor`
+    /// as operation `id` and converted to Python on the event loop's thread. Concurrent use
+    /// of one connection raises instead of interleaving commands on the wire.
+    fn spawn<T>(&self, reactor: &Bound<'_, Reactor>, id: u64, login: bool, op: impl for<'a> FnOnce(&'a mut TokioConn) -> BoxFuture<'a, T> + Send + 'static) -> Pending
     where
         T: for<'p> IntoPyObject<'p> + Send + 'static,
     {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let conn = inner.try_lock_owned().map_err(|_| Error::Busy)?;
-            let mut active = Active { conn, finished: false };
-            let result = op(&mut active.conn).await;
-            active.finished = true;
-            drop(active);
-            match result {
-                Ok(v) => Ok(v),
-                Err(e) if login => Err(login_error(e)),
-                Err(e) => Err(e.into()),
-            }
-        })
+        let shared = reactor.get().shared.clone();
+        let handle = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            let result = match inner.try_lock_owned() {
+                Err(_) => Err(Error::Busy),
+                Ok(conn) => {
+                    let mut active = Active { conn, finished: false };
+                    let result = op(&mut active.conn).await;
+                    active.finished = true;
+                    result
+                }
+            };
+            shared.complete(id, Box::new(move |py| deliver(py, result, login)));
+        });
+        Pending { handle: handle.abort_handle() }
+    }
+}
+
+fn deliver<T: for<'p> IntoPyObject<'p>>(py: Python<'_>, result: Result<T>, login: bool) -> PyResult<Py<PyAny>> {
+    match result {
+        Ok(v) => v.into_py_any(py),
+        Err(e) if login => Err(login_error(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -90,46 +101,59 @@ impl<'py> IntoPyObject<'py> for LongReply {
 impl AsyncConnection {
     /// Awaitable that connects (with TLS at once when `tls` is given).
     #[staticmethod]
-    #[pyo3(signature = (host, port, *, timeout=None, source_address=None, tls=None, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
+    #[pyo3(signature = (reactor, id, host, port, *, timeout=None, source_address=None, tls=None, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
     #[allow(clippy::too_many_arguments)]
-    fn connect<'py>(
-        py: Python<'py>,
+    fn connect(
+        reactor: &Bound<'_, Reactor>,
+        id: u64,
         host: String,
         port: u16,
         timeout: Option<f64>,
         source_address: Option<(String, u16)>,
-        tls: Option<PyRef<'py, TlsSettings>>,
+        tls: Option<PyRef<'_, TlsSettings>>,
         max_line: usize,
         max_data_line: usize,
         max_response: usize,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Pending> {
         let opts = ConnectOptions { host, port, timeout: duration(timeout)?, source_address, limits: limits(max_line, max_data_line, max_response)? };
         let config = tls.map(|t| t.config.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let mut conn = TokioConn::connect(&opts).await?;
-            if let Some(config) = config {
-                conn.handshake(config).await?;
+        let shared = reactor.get().shared.clone();
+        let handle = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+            let result: Result<TokioConn> = async {
+                let mut conn = TokioConn::connect(&opts).await?;
+                if let Some(config) = config {
+                    conn.handshake(config).await?;
+                }
+                Ok(conn)
             }
-            Python::attach(|py| Py::new(py, AsyncConnection { inner: Arc::new(Mutex::new(conn)) }))
-        })
+            .await;
+            shared.complete(
+                id,
+                Box::new(move |py| match result {
+                    Ok(conn) => Ok(Py::new(py, AsyncConnection { inner: Arc::new(Mutex::new(conn)) })?.into_any()),
+                    Err(e) => Err(e.into()),
+                }),
+            );
+        });
+        Ok(Pending { handle: handle.abort_handle() })
     }
 
-    fn putlines<'py>(&self, py: Python<'py>, lines: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| Box::pin(async move { c.send_lines(&lines).await }))
+    fn putlines(&self, reactor: &Bound<'_, Reactor>, id: u64, lines: Vec<Vec<u8>>) -> Pending {
+        self.spawn(reactor, id, false, move |c| Box::pin(async move { c.send_lines(&lines).await }))
     }
 
-    fn getlongresp<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, |c| Box::pin(read_long(c)))
+    fn getlongresp(&self, reactor: &Bound<'_, Reactor>, id: u64) -> Pending {
+        self.spawn(reactor, id, false, |c| Box::pin(read_long(c)))
     }
 
-    #[pyo3(signature = (login=false))]
-    fn getresp<'py>(&self, py: Python<'py>, login: bool) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, login, |c| Box::pin(async move { c.read_status().await.map(Bytes) }))
+    #[pyo3(signature = (reactor, id, login=false))]
+    fn getresp(&self, reactor: &Bound<'_, Reactor>, id: u64, login: bool) -> Pending {
+        self.spawn(reactor, id, login, |c| Box::pin(async move { c.read_status().await.map(Bytes) }))
     }
 
-    #[pyo3(signature = (line, login=false))]
-    fn shortcmd<'py>(&self, py: Python<'py>, line: Vec<u8>, login: bool) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, login, move |c| {
+    #[pyo3(signature = (reactor, id, line, login=false))]
+    fn shortcmd(&self, reactor: &Bound<'_, Reactor>, id: u64, line: Vec<u8>, login: bool) -> Pending {
+        self.spawn(reactor, id, login, move |c| {
             Box::pin(async move {
                 c.send_line(&line).await?;
                 c.read_status().await.map(Bytes)
@@ -137,8 +161,8 @@ impl AsyncConnection {
         })
     }
 
-    fn longcmd<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| {
+    fn longcmd(&self, reactor: &Bound<'_, Reactor>, id: u64, line: Vec<u8>) -> Pending {
+        self.spawn(reactor, id, false, move |c| {
             Box::pin(async move {
                 c.send_line(&line).await?;
                 read_long(c).await
@@ -146,8 +170,8 @@ impl AsyncConnection {
         })
     }
 
-    fn longcmd_bytes<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| {
+    fn longcmd_bytes(&self, reactor: &Bound<'_, Reactor>, id: u64, line: Vec<u8>) -> Pending {
+        self.spawn(reactor, id, false, move |c| {
             Box::pin(async move {
                 c.send_line(&line).await?;
                 let resp = c.read_status().await?;
@@ -158,26 +182,28 @@ impl AsyncConnection {
         })
     }
 
-    fn begin_body<'py>(&self, py: Python<'py>, line: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| Box::pin(async move { c.begin_body(&line).await.map(Bytes) }))
+    fn begin_body(&self, reactor: &Bound<'_, Reactor>, id: u64, line: Vec<u8>) -> Pending {
+        self.spawn(reactor, id, false, move |c| Box::pin(async move { c.begin_body(&line).await.map(Bytes) }))
     }
 
-    fn read_chunk<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
-        self.spawn(py, false, move |c| Box::pin(async move { Ok(c.read_chunk(max).await?.map(Bytes)) }))
+    fn read_chunk(&self, reactor: &Bound<'_, Reactor>, id: u64, max: usize) -> Pending {
+        self.spawn(reactor, id, false, move |c| Box::pin(async move { Ok(c.read_chunk(max).await?.map(Bytes)) }))
     }
 
-    fn starttls<'py>(&self, py: Python<'py>, tls: PyRef<'py, TlsSettings>) -> PyResult<Bound<'py, PyAny>> {
+    fn starttls(&self, reactor: &Bound<'_, Reactor>, id: u64, tls: PyRef<'_, TlsSettings>) -> Pending {
         let config = tls.config.clone();
-        self.spawn(py, false, move |c| Box::pin(async move { c.starttls(config).await.map(Bytes) }))
+        self.spawn(reactor, id, false, move |c| Box::pin(async move { c.starttls(config).await.map(Bytes) }))
     }
 
-    /// Awaitable graceful close; safe to call more than once.
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Graceful close (waits for an operation in progress); safe to call more than once.
+    fn close(&self, reactor: &Bound<'_, Reactor>, id: u64) -> Pending {
         let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let shared = reactor.get().shared.clone();
+        let handle = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
             inner.lock().await.shutdown("the connection is closed".into()).await;
-            Ok(())
-        })
+            shared.complete(id, Box::new(|py| Ok(py.None())));
+        });
+        Pending { handle: handle.abort_handle() }
     }
 
     /// Immediate close without waiting (for `__del__`-like paths and errors).

@@ -2,6 +2,7 @@
 
 mod async_client;
 mod errors;
+mod reactor;
 mod sync_client;
 mod tls_settings;
 
@@ -9,6 +10,8 @@ mod tls_settings;
 mod _core {
     #[pymodule_export]
     use super::async_client::AsyncConnection;
+    #[pymodule_export]
+    use super::reactor::{Pending, Reactor};
     #[pymodule_export]
     use super::sync_client::Connection;
     #[pymodule_export]
@@ -18,11 +21,10 @@ mod _core {
 
     #[pymodule_init]
     fn init(_m: &Bound<'_, PyModule>) -> PyResult<()> {
-        // Every completed operation is handed to asyncio from a blocking-pool thread that
-        // waits for the GIL; a small pool keeps those from piling up as hundreds of threads
-        // under load (they would only queue on the GIL anyway). Two workers do the I/O.
+        // Two workers do all the I/O; results reach asyncio through `reactor`, so no thread
+        // ever blocks on the GIL and the blocking pool stays small.
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().worker_threads(2).max_blocking_threads(4).thread_name("fastpoplib-io");
+        builder.enable_all().worker_threads(2).max_blocking_threads(2).thread_name("fastpoplib-io");
         pyo3_async_runtimes::tokio::init(builder);
         Ok(())
     }

@@ -1,0 +1,85 @@
+"""asyncio's side of the Rust reactor: one per event loop.
+
+Operations run on tokio threads; when one finishes, the Rust side queues its result and
+wakes this loop through a socket registered with ``add_reader``. ``_drain`` then resolves the
+futures on the loop's own thread. Cancelling a future aborts its tokio task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import weakref
+from functools import partial
+from typing import Any, Callable, Dict
+
+from . import _core
+
+
+class Bridge:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._reactor = _core.Reactor()
+        self._futures: Dict[int, asyncio.Future] = {}
+        self._ids = itertools.count()
+        loop.add_reader(self._reactor.fileno(), self._drain)
+
+    def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+        """Starts ``method(reactor, id, *args, **kwargs)``; a future for its result."""
+        future = self._loop.create_future()
+        op_id = next(self._ids)
+        pending = method(self._reactor, op_id, *args, **kwargs)
+        self._futures[op_id] = future
+        future.add_done_callback(partial(self._settled, op_id, pending))
+        return future
+
+    def _settled(self, op_id: int, pending: Any, future: "asyncio.Future[Any]") -> None:
+        if future.cancelled():
+            self._futures.pop(op_id, None)
+            pending.abort()
+
+    def _drain(self) -> None:
+        for op_id, ok, value in self._reactor.drain():
+            future = self._futures.pop(op_id, None)
+            if future is None or future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+_bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bridge]" = weakref.WeakKeyDictionary()
+
+
+def current() -> Bridge:
+    """The bridge of the running event loop (made on first use)."""
+    loop = asyncio.get_running_loop()
+    bridge = _bridges.get(loop)
+    if bridge is None:
+        bridge = _bridges[loop] = Bridge(loop)
+    return bridge
+
+
+class AsyncConnection:
+    """The Rust ``AsyncConnection`` with its operations returning asyncio futures, under the
+    same method names as the blocking ``Connection`` (so ``_base`` drives both)."""
+
+    _OPERATIONS = frozenset(
+        {"getresp", "getlongresp", "shortcmd", "longcmd", "longcmd_bytes", "putlines", "begin_body", "read_chunk", "starttls", "close"}
+    )
+
+    def __init__(self, rust: Any, bridge: Bridge) -> None:
+        self._rust = rust
+        self._bridge = bridge
+
+    @classmethod
+    async def connect(cls, host: str, port: int, **options: Any) -> "AsyncConnection":
+        bridge = current()
+        return cls(await bridge.call(_core.AsyncConnection.connect, host, port, **options), bridge)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._rust, name)
+        if name in self._OPERATIONS:
+            return partial(self._bridge.call, attr)
+        return attr

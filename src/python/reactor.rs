@@ -1,0 +1,102 @@
+//! Handing tokio results to asyncio without touching the GIL from tokio threads.
+//!
+//! A finished operation is pushed onto its event loop's queue and, if the queue was empty,
+//! one byte is written to a socket pair whose other end the loop watches (`add_reader`).
+//! The loop thread then drains the queue and converts results to Python objects. Tokio
+//! threads never wait for the GIL, so there is no GIL convoy under load, no thread pool of
+//! GIL waiters, and nothing left running Python code while the interpreter shuts down.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::error::Error;
+
+/// A finished operation's value, still in Rust form.
+pub type Outcome = Result<Py<PyAny>, PyErr>;
+
+/// Converts a result to Python on the loop thread.
+pub type Deliver = Box<dyn FnOnce(Python<'_>) -> Outcome + Send>;
+
+struct Queue {
+    done: Vec<(u64, Deliver)>,
+    /// A wake-up byte is in the socket and not yet read.
+    armed: bool,
+}
+
+pub struct Shared {
+    queue: Mutex<Queue>,
+    waker: UnixStream,
+}
+
+impl Shared {
+    /// Called from any thread when operation `id` has finished.
+    pub fn complete(&self, id: u64, deliver: Deliver) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.done.push((id, deliver));
+        if !q.armed {
+            q.armed = true;
+            // One byte into a socket the loop drains: cannot block in practice.
+            let _ = (&self.waker).write_all(b"!");
+        }
+    }
+}
+
+/// One per asyncio event loop (see `python/fastpoplib/_bridge.py`).
+#[pyclass(module = "fastpoplib._core", frozen)]
+pub struct Reactor {
+    pub shared: Arc<Shared>,
+    wakeup: UnixStream,
+}
+
+#[pymethods]
+impl Reactor {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let (wakeup, waker) = UnixStream::pair().map_err(|e| Error::io("creating the asyncio wake-up socket", e))?;
+        wakeup.set_nonblocking(true).map_err(|e| Error::io("configuring the asyncio wake-up socket", e))?;
+        Ok(Reactor { shared: Arc::new(Shared { queue: Mutex::new(Queue { done: Vec::new(), armed: false }), waker }), wakeup })
+    }
+
+    /// The descriptor the event loop watches.
+    fn fileno(&self) -> i32 {
+        self.wakeup.as_raw_fd()
+    }
+
+    /// Every finished operation: `[(id, ok, value or exception)]`.
+    fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let done = {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut byte = [0u8; 64];
+            let _ = (&self.wakeup).read(&mut byte);
+            q.armed = false;
+            std::mem::take(&mut q.done)
+        };
+        let out = PyList::empty(py);
+        for (id, deliver) in done {
+            match deliver(py) {
+                Ok(value) => out.append((id, true, value))?,
+                Err(err) => out.append((id, false, err.into_value(py)))?,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Lets Python abort a running operation (task cancellation): the future is dropped, and
+/// the connection's guard closes it.
+#[pyclass(module = "fastpoplib._core", frozen)]
+pub struct Pending {
+    pub handle: tokio::task::AbortHandle,
+}
+
+#[pymethods]
+impl Pending {
+    fn abort(&self) {
+        self.handle.abort();
+    }
+}
