@@ -71,6 +71,14 @@ def connect(kind: str, host: str, port: int, *, tls: bool = False, context: Any 
     return AsyncAdapter(loop, client)
 
 
+def logged_in(kind: str, host: str, port: int, user: str = "user", password: str = "password", **kw: Any) -> Any:
+    """A client of `kind`, logged in with USER/PASS."""
+    p = connect(kind, host, port, **kw)
+    p.user(user)
+    p.pass_(password)
+    return p
+
+
 def outcome(fn: Any, *args: Any) -> Any:
     """A call's result, or `(exception class name chain, args)` so errors compare too."""
     try:

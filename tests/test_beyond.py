@@ -13,17 +13,14 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect
+from clients import FAST_KINDS, connect, logged_in
 from fastpoplib.testing import Fault
 
 USER, PASSWORD = "user", "password"
 
 
 def open_session(kind: str, server: Any, **kw: Any) -> Any:
-    p = connect(kind, server.host, server.port, **kw)
-    p.user(USER)
-    p.pass_(PASSWORD)
-    return p
+    return logged_in(kind, server.host, server.port, USER, PASSWORD, **kw)
 
 
 def collect(kind: str, result: Any, adapter: Any) -> list:

@@ -9,16 +9,14 @@ from typing import Any, Callable, Dict, List
 import pytest
 
 import fastpoplib
+import clients
 from clients import KINDS, connect, outcome
 
 USER, PASSWORD = "user", "password"
 
 
 def logged_in(kind: str, server: Any, **kw: Any) -> Any:
-    p = connect(kind, server.host, server.port, **kw)
-    p.user(USER)
-    p.pass_(PASSWORD)
-    return p
+    return clients.logged_in(kind, server.host, server.port, USER, PASSWORD, **kw)
 
 
 def session_results(kind: str, server: Any) -> List[Any]:

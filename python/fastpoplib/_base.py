@@ -183,14 +183,15 @@ class POP3Base:
     def retr_many(self, which: Iterable[Any]) -> Any:
         """Iterate ``(number, (resp, lines, octets))`` for each message, in order, as they
         arrive. Pipelined (RFC 2449) when the server advertises PIPELINING."""
-        numbers = [*which]
-        lines = [self._line(f"RETR {n}") for n in numbers]
-        return self._iter(_flows.pipelined(self, lines, True, lambda i, r: (numbers[i], _flows.raise_errors(i, r))))
+        return self._each_message("RETR {}", which)
 
     def top_many(self, which: Iterable[Any], howmuch: int) -> Any:
         """Like :meth:`retr_many` with ``TOP n howmuch`` (headers plus ``howmuch`` lines)."""
+        return self._each_message("TOP {} %d" % howmuch, which)
+
+    def _each_message(self, template: str, which: Iterable[Any]) -> Any:
         numbers = [*which]
-        lines = [self._line(f"TOP {n} {howmuch}") for n in numbers]
+        lines = [self._line(template.format(n)) for n in numbers]
         return self._iter(_flows.pipelined(self, lines, True, lambda i, r: (numbers[i], _flows.raise_errors(i, r))))
 
     def dele_many(self, which: Iterable[Any]) -> Any:

@@ -18,7 +18,8 @@ from . import _core
 
 class Bridge:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # No reference to the loop here: the loop is the key of a WeakKeyDictionary whose
+        # value this is, and a strong reference back would keep both alive forever.
         self._reactor = _core.Reactor()
         self._futures: Dict[int, asyncio.Future] = {}
         self._ids = itertools.count()
@@ -26,7 +27,7 @@ class Bridge:
 
     def call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
         """Starts ``method(reactor, id, *args, **kwargs)``; a future for its result."""
-        future = self._loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         op_id = next(self._ids)
         pending = method(self._reactor, op_id, *args, **kwargs)
         self._futures[op_id] = future
