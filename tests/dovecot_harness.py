@@ -1,0 +1,160 @@
+"""A private, unprivileged Dovecot (a real POP3 server) on loopback high ports, with Maildir
+mailboxes generated here. Used by the interop suite and the benchmarks.
+
+    with Dovecot(tmp_dir) as dove:
+        dove.add_user("basic", messages)          # list of raw messages (bytes, CRLF)
+        poplib.POP3(dove.host, dove.plain_port)   # STLS offered; implicit TLS on dove.tls_port
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
+PASSWORD = "pop-test-pw"
+MAIL_UID = 65534  # nobody: Dovecot refuses uid 0 for mail access
+
+
+def installed() -> bool:
+    return os.access(DOVECOT, os.X_OK) and os.access(DOVEADM, os.X_OK)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CONFIG = """\
+base_dir = {root}/run
+state_dir = {root}/state
+instance_name = fastpoplib-test-{plain_port}
+log_path = {root}/dovecot.log
+protocols = pop3
+listen = 127.0.0.1
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+first_valid_gid = {uid}
+ssl = yes
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = no
+auth_mechanisms = plain login cram-md5 apop
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users.passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/users.passwd
+}}
+mail_location = maildir:~/Maildir
+mail_fsync = never
+pop3_uidl_format = %08Xu%08Xv
+mail_max_userip_connections = 1000
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {plain_port}
+  }}
+  inet_listener pop3s {{
+    port = {tls_port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+default_internal_user = nobody
+default_login_user = nobody
+"""
+
+
+class Dovecot:
+    """Starts Dovecot from a generated config under ``root``; ``stop()`` (or leaving the
+    ``with`` block) stops it. The TLS certificate comes from trustme: trust ``cafile``."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, root: Path) -> None:
+        import trustme
+
+        self.root = Path(root)
+        self.plain_port, self.tls_port = _free_port(), _free_port()
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        self._ca = trustme.CA()
+        leaf = self._ca.issue_cert("127.0.0.1", "localhost")
+        leaf.private_key_pem.write_to_path(str(self.root / "key.pem"))
+        leaf.cert_chain_pems[0].write_to_path(str(self.root / "cert.pem"))
+        self.cafile = str(self.root / "ca.pem")
+        self._ca.cert_pem.write_to_path(self.cafile)
+        (self.root / "users.passwd").write_text("")
+        self.conf = self.root / "dovecot.conf"
+        self.conf.write_text(CONFIG.format(root=self.root, plain_port=self.plain_port, tls_port=self.tls_port, uid=MAIL_UID))
+
+    def ssl_context(self):  # type: ignore[no-untyped-def]
+        import ssl
+
+        return ssl.create_default_context(cafile=self.cafile)
+
+    def add_user(self, name: str, messages: Iterable[bytes]) -> List[bytes]:
+        """Creates ``name`` (password :data:`PASSWORD`) with these messages, in order; returns
+        them as stored (CRLF line ends). Dovecot re-reads the passwd-file: no restart."""
+        home = self.root / "mail" / name
+        cur = home / "Maildir" / "cur"
+        for sub in ("cur", "new", "tmp"):
+            (home / "Maildir" / sub).mkdir(parents=True, exist_ok=True)
+        stored = []
+        for i, raw in enumerate(messages):
+            data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            # S= and W= let Dovecot size messages without reading them (CRLF stored: equal).
+            (cur / f"{1700000000 + i}.M{i}P1.fastpoplib,S={len(data)},W={len(data)}:2,").write_bytes(data)
+            stored.append(data)
+        for path in [home, *home.rglob("*")]:
+            os.chown(path, MAIL_UID, MAIL_UID)
+        with open(self.root / "users.passwd", "a") as f:
+            f.write(f"{name}:{{PLAIN}}{PASSWORD}:{MAIL_UID}:{MAIL_UID}::{home}::\n")
+        return stored
+
+    def start(self) -> "Dovecot":
+        for sub in ("run", "state"):
+            (self.root / sub).mkdir(exist_ok=True)
+        # Dovecot daemonizes and its children inherit our descriptors: no pipes here, or
+        # run() would wait for them to close.
+        with open(self.root / "start.log", "wb") as out:
+            subprocess.run([DOVECOT, "-c", str(self.conf)], check=True, stdout=out, stderr=out, stdin=subprocess.DEVNULL, timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.host, self.plain_port), timeout=1) as s:
+                    if s.recv(100).startswith(b"+OK"):
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"Dovecot did not start; log:\n{self.log()}")
+
+    def log(self) -> str:
+        path = self.root / "dovecot.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        subprocess.run([DOVEADM, "-c", str(self.conf), "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        pid_file: Optional[Path] = self.root / "run" / "master.pid"
+        deadline = time.monotonic() + 10
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def __enter__(self) -> "Dovecot":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
