@@ -18,7 +18,7 @@ import pytest
 
 import fastpoplib
 from clients import FAST_KINDS, KINDS, connect, logged_in, outcome
-from dovecot_harness import PASSWORD, Dovecot, installed
+from fastpoplib.testing.dovecot import PASSWORD, Dovecot, installed
 from fastpoplib.testing import sample_mailbox
 
 

@@ -1,5 +1,7 @@
 """A private, unprivileged Dovecot (a real POP3 server) on loopback high ports, with Maildir
-mailboxes generated here. Used by the interop suite and the benchmarks.
+mailboxes generated here: for tests against a real server (fastpoplib's interop suite and
+benchmarks use it). Needs Dovecot installed (``dovecot-core dovecot-pop3d``), root (mail is
+owned by ``nobody``) and trustme; ``root`` must be readable by unprivileged processes.
 
     with Dovecot(tmp_dir) as dove:
         dove.add_user("basic", messages)          # list of raw messages (bytes, CRLF)

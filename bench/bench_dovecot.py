@@ -1,0 +1,255 @@
+"""fastpoplib against stdlib poplib on a real server (a private Dovecot on loopback), same run,
+clients alternating, medians of N runs, ratios printed; writes a Markdown table (and a PNG
+chart when matplotlib is installed).
+
+    python bench/bench_dovecot.py [--runs 5] [--huge] [--out bench/results]
+
+Rows: retrieval of 1,000 x 4 KB and 10 x 20 MB (plaintext and TLS) with poplib's retr(),
+fastpoplib's retr(), and fastpoplib's fastest path (retr_many / retr_iter); LIST+UIDL of
+20,000 messages; connect+login+quit; peak memory streaming one 20 MB (and with --huge a
+500 MB) message; and a raw-socket reader as the physical ceiling. Needs root and Dovecot
+(.ci/install-dovecot.sh). Not a test."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import poplib
+import resource
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import fastpoplib
+from fastpoplib.testing.dovecot import PASSWORD, Dovecot
+
+MB = 1_000_000
+
+
+def message(index: int, size: int) -> bytes:
+    """A realistic-looking message of about `size` bytes: headers + 76-column base64-ish body."""
+    head = (f"From: Sender {index} <s{index}@example.com>\r\nTo: me@example.com\r\n"
+            f"Subject: benchmark message {index}\r\nMessage-ID: <{index}@bench>\r\n\r\n").encode()
+    line = (b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3" * 2)[:76] + b"\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def measure(fn: Callable[[], int]) -> Tuple[float, float, int]:
+    wall, c = time.perf_counter(), cpu()
+    nbytes = fn()
+    return time.perf_counter() - wall, cpu() - c, nbytes
+
+
+def open_client(lib: Any, dove: Dovecot, user: str, tls: bool) -> Any:
+    if tls:
+        return lib.POP3_SSL(dove.host, dove.tls_port, timeout=60, context=dove.ssl_context())
+    return lib.POP3(dove.host, dove.plain_port, timeout=60)
+
+
+def retr_loop(lib: Any, dove: Dovecot, user: str, tls: bool) -> int:
+    p = open_client(lib, dove, user, tls)
+    p.user(user)
+    p.pass_(PASSWORD)
+    count, _ = p.stat()
+    total = sum(p.retr(n)[2] for n in range(1, count + 1))
+    p.quit()
+    return total
+
+
+def fast_path(dove: Dovecot, user: str, tls: bool, large: bool) -> int:
+    p = open_client(fastpoplib, dove, user, tls)
+    p.user(user)
+    p.pass_(PASSWORD)
+    count, _ = p.stat()
+    if large:
+        total = sum(len(chunk) for n in range(1, count + 1) for chunk in p.retr_iter(n))
+    else:
+        total = sum(octets for _, (_, _, octets) in p.retr_many(range(1, count + 1)))
+    p.quit()
+    return total
+
+
+def raw_reader(dove: Dovecot, user: str, tls: bool) -> int:
+    """Physical ceiling: big recv()s, only the end-of-response marker is looked for."""
+    sock: Any = socket.create_connection((dove.host, dove.tls_port if tls else dove.plain_port))
+    if tls:
+        sock = dove.ssl_context().wrap_socket(sock, server_hostname=dove.host)
+
+    def until(marker: bytes, buf: bytearray) -> bytearray:
+        while marker not in buf[-len(marker) - 65536:]:
+            buf += sock.recv(1 << 20)
+        return buf
+
+    until(b"\r\n", bytearray())
+    sock.sendall(f"USER {user}\r\nPASS {PASSWORD}\r\nSTAT\r\n".encode())
+    reply = until(b"\r\n+OK ", until(b"\r\n", bytearray()))
+    reply = until(b"\r\n", reply) if reply.count(b"\r\n") < 3 else reply
+    count = int(reply.split(b"\r\n")[2].split()[1])
+    total = 0
+    for n in range(1, count + 1):
+        sock.sendall(b"RETR %d\r\n" % n)
+        total += len(until(b"\r\n.\r\n", bytearray()))
+    sock.sendall(b"QUIT\r\n")
+    sock.close()
+    return total
+
+
+def list_uidl(lib: Any, dove: Dovecot) -> int:
+    p = lib.POP3(dove.host, dove.plain_port, timeout=60)
+    p.user("many")
+    p.pass_(PASSWORD)
+    if lib is fastpoplib:
+        n = len(p.messages())
+    else:
+        n = len(p.list()[1])
+        p.uidl()
+    p.quit()
+    return n
+
+
+def login_quit(lib: Any, dove: Dovecot) -> int:
+    p = lib.POP3(dove.host, dove.plain_port, timeout=60)
+    p.user("small")
+    p.pass_(PASSWORD)
+    p.quit()
+    return 1
+
+
+STREAM_CHILD = """
+import resource, sys, fastpoplib, poplib, ssl
+lib, host, port, user, pw = sys.argv[1:6]
+p = (fastpoplib if lib == "fast" else poplib).POP3(host, int(port), timeout=120)
+p.user(user); p.pass_(pw)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if lib == "fast":
+    with open("/dev/null", "wb") as f:
+        p.retr_to(1, f)
+else:
+    p.retr(1)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+p.quit()
+"""
+
+
+def peak_memory(dove: Dovecot, user: str, lib: str) -> float:
+    out = subprocess.run([sys.executable, "-c", STREAM_CHILD, lib, dove.host, str(dove.plain_port), user, PASSWORD],
+                         capture_output=True, text=True, timeout=600, check=True)
+    return float(out.stdout.strip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--huge", action="store_true", help="also stream a 500 MB message")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    runs = max(1, min(args.runs, 20))
+    root = Path(tempfile.mkdtemp(prefix="fastpoplib-bench-"))
+    dove = Dovecot(root)
+    dove.add_user("small", [message(i, 4096) for i in range(1000)])
+    dove.add_user("large", [message(i, 20 * MB) for i in range(10)])
+    dove.add_user("many", [message(i, 1100) for i in range(20000)])
+    dove.add_user("one20", [message(0, 20 * MB)])
+    if args.huge:
+        dove.add_user("one500", [message(0, 500 * MB)])
+    rows: List[Dict[str, Any]] = []
+    try:
+        with dove:
+            for user, label, large in (("small", "1,000 x 4 KB", False), ("large", "10 x 20 MB", True)):
+                for tls in (False, True):
+                    cases = {
+                        "poplib retr()": lambda: retr_loop(poplib, dove, user, tls),
+                        "fastpoplib retr()": lambda: retr_loop(fastpoplib, dove, user, tls),
+                        f"fastpoplib {'retr_iter' if large else 'retr_many'}()": lambda: fast_path(dove, user, tls, large),
+                        "raw socket reader (ceiling)": lambda: raw_reader(dove, user, tls),
+                    }
+                    rows.append(run_cases(f"{label} {'TLS' if tls else 'plain'}", cases, runs))
+            rows.append(run_cases("LIST+UIDL, 20,000 msgs", {
+                "poplib list()+uidl()": lambda: list_uidl(poplib, dove),
+                "fastpoplib messages()": lambda: list_uidl(fastpoplib, dove),
+            }, runs))
+            rows.append(run_cases("connect+login+quit", {
+                "poplib": lambda: login_quit(poplib, dove),
+                "fastpoplib": lambda: login_quit(fastpoplib, dove),
+            }, runs * 4))
+            memory = {"20 MB": {lib: peak_memory(dove, "one20", lib) for lib in ("stdlib", "fast")}}
+            if args.huge:
+                memory["500 MB"] = {"fast": peak_memory(dove, "one500", "fast")}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report(rows, memory, runs, Path(args.out))
+
+
+def run_cases(title: str, cases: Dict[str, Callable[[], int]], runs: int) -> Dict[str, Any]:
+    results: Dict[str, List[Tuple[float, float, int]]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, fn in cases.items():  # alternating clients in the same run
+            results[name].append(measure(fn))
+    summary = {}
+    for name, values in results.items():
+        summary[name] = {
+            "wall": statistics.median(v[0] for v in values),
+            "cpu": statistics.median(v[1] for v in values),
+            "bytes": values[0][2],
+        }
+    print(f"\n{title} ({runs} runs, medians)")
+    base = next(iter(summary.values()))
+    for name, s in summary.items():
+        print(f"  {name:<30} wall {s['wall']:8.3f} s  cpu {s['cpu']:8.3f} s  "
+              f"wall x{base['wall'] / s['wall']:6.2f}  cpu x{base['cpu'] / max(s['cpu'], 1e-9):6.2f} vs first row")
+    return {"title": title, "summary": summary}
+
+
+def report(rows: List[Dict[str, Any]], memory: Dict[str, Dict[str, float]], runs: int, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"Medians of {runs} runs, clients alternating in the same run; ratios against the first row of each group.", "",
+             "| case | client | wall s | client CPU s | wall ratio | CPU ratio |", "|---|---|---:|---:|---:|---:|"]
+    for row in rows:
+        base = next(iter(row["summary"].values()))
+        for name, s in row["summary"].items():
+            lines.append(f"| {row['title']} | {name} | {s['wall']:.3f} | {s['cpu']:.3f} | "
+                         f"{base['wall'] / s['wall']:.2f}x | {base['cpu'] / max(s['cpu'], 1e-9):.2f}x |")
+    lines += ["", "| peak memory while retrieving one message | stdlib poplib retr() | fastpoplib retr_to() |", "|---|---:|---:|"]
+    for size, m in memory.items():
+        lines.append(f"| {size} | {m.get('stdlib', float('nan')):.1f} MiB | {m['fast']:.1f} MiB |")
+    text = "\n".join(lines) + "\n"
+    (out / "dovecot.md").write_text(text)
+    (out / "dovecot.json").write_text(json.dumps({"rows": rows, "memory": memory}, indent=1))
+    print("\n" + text)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no chart")
+        return
+    fig, ax = plt.subplots(figsize=(10, 0.45 * sum(len(r["summary"]) for r in rows) + 1))
+    labels, values = [], []
+    for row in rows:
+        base = next(iter(row["summary"].values()))["wall"]
+        for name, s in row["summary"].items():
+            labels.append(f"{row['title']}: {name}")
+            values.append(base / s["wall"])
+    ax.barh(labels[::-1], values[::-1])
+    ax.set_xlabel("speed relative to the first client of each group (higher is faster)")
+    fig.tight_layout()
+    fig.savefig(out / "dovecot.png", dpi=100)
+    print(f"chart: {out / 'dovecot.png'}")
+
+
+if __name__ == "__main__":
+    main()
