@@ -88,20 +88,28 @@ def raw_reader(dove: Dovecot, user: str, tls: bool) -> int:
     if tls:
         sock = dove.ssl_context().wrap_socket(sock, server_hostname=dove.host)
 
-    def until(marker: bytes, buf: bytearray) -> bytearray:
-        while marker not in buf[-len(marker) - 65536:]:
-            buf += sock.recv(1 << 20)
-        return buf
+    buf = bytearray()
 
-    until(b"\r\n", bytearray())
-    sock.sendall(f"USER {user}\r\nPASS {PASSWORD}\r\nSTAT\r\n".encode())
-    reply = until(b"\r\n+OK ", until(b"\r\n", bytearray()))
-    reply = until(b"\r\n", reply) if reply.count(b"\r\n") < 3 else reply
-    count = int(reply.split(b"\r\n")[2].split()[1])
+    def until(marker: bytes) -> bytes:
+        """Everything up to and including `marker` (searching only the new tail)."""
+        nonlocal buf
+        start = 0
+        while (end := buf.find(marker, start)) < 0:
+            start = max(0, len(buf) - len(marker))
+            buf += sock.recv(1 << 20)
+        out, buf = bytes(buf[: end + len(marker)]), buf[end + len(marker) :]
+        return out
+
+    until(b"\r\n")
+    for command in (f"USER {user}", f"PASS {PASSWORD}"):
+        sock.sendall(command.encode() + b"\r\n")
+        until(b"\r\n")
+    sock.sendall(b"STAT\r\n")
+    count = int(until(b"\r\n").split()[1])
     total = 0
     for n in range(1, count + 1):
         sock.sendall(b"RETR %d\r\n" % n)
-        total += len(until(b"\r\n.\r\n", bytearray()))
+        total += len(until(b"\r\n.\r\n"))
     sock.sendall(b"QUIT\r\n")
     sock.close()
     return total
@@ -129,17 +137,25 @@ def login_quit(lib: Any, dove: Dovecot) -> int:
 
 
 STREAM_CHILD = """
-import resource, sys, fastpoplib, poplib, ssl
+import sys, fastpoplib, poplib
+
+def hwm_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
 lib, host, port, user, pw = sys.argv[1:6]
 p = (fastpoplib if lib == "fast" else poplib).POP3(host, int(port), timeout=120)
 p.user(user); p.pass_(pw)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak-RSS mark: measure the retrieval alone
+base = hwm_mib()
 if lib == "fast":
     with open("/dev/null", "wb") as f:
         p.retr_to(1, f)
 else:
     p.retr(1)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print(hwm_mib() - base)
 p.quit()
 """
 
