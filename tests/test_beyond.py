@@ -225,3 +225,27 @@ def test_plain_initial_response_is_base64(pop3_server: Any) -> None:
     p.quit()
     auth_line = next(c for c in pop3_server.sessions[-1].commands if c.upper().startswith(b"AUTH"))
     assert base64.b64decode(auth_line.split()[2]) == f"\0{USER}\0{PASSWORD}".encode()
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_scram_sha256(kind: str, pop3_server_factory: Any) -> None:
+    srv = pop3_server_factory(sasl=("SCRAM-SHA-256", "PLAIN"))
+    p = connect(kind, srv.host, srv.port)
+    p.stls(context=srv.client_context())
+    p.login(USER, PASSWORD)
+    assert p.auth_mechanism == "SCRAM-SHA-256" and p.stat()[0] == 12
+    p.quit()
+    q = connect(kind, srv.host, srv.port)
+    with pytest.raises(fastpoplib.AuthenticationError):
+        q.login(USER, "wrong", mechanisms=["SCRAM-SHA-256"], allow_insecure=True)
+    q.quit()
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_typed_capabilities(kind: str, pop3_server: Any) -> None:
+    p = connect(kind, pop3_server.host, pop3_server.port)
+    caps = p.capa()
+    assert isinstance(caps, fastpoplib.Capabilities) and isinstance(caps, dict)
+    assert caps.pipelining and caps.stls and caps.utf8
+    assert "PLAIN" in caps.sasl and caps.expire is None
+    p.quit()

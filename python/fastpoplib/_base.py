@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Iterable, List, Optional, Union
 
 from . import _flows, _trace
 from .exceptions import LocalProtocolError
@@ -46,7 +46,7 @@ class POP3Base:
         self._tls_established = False
         self._conn: Any = None
         # CAPA as last read (None: not asked yet); decides whether batch calls pipeline.
-        self.capabilities: Optional[Dict[str, List[str]]] = None
+        self.capabilities: Optional[_flows.Capabilities] = None
         self.auth_mechanism: Optional[str] = None
         self._maxline = 2048
 
@@ -174,7 +174,15 @@ class POP3Base:
         return self._run(_flows.short(b"RSET"))
 
     def utf8(self) -> Any:
+        """RFC 6856: switch the session to UTF-8 (arguments and replies)."""
         return self._run(_flows.short(b"UTF8"))
+
+    def lang(self, tag: Optional[str] = None) -> Any:
+        """RFC 6856 LANG: with a tag (``"de"``, ``"*"``), choose the language of the server's
+        replies; without, list the languages offered (a multi-line reply)."""
+        if tag is None:
+            return self._run(_flows.long(b"LANG"))
+        return self._run(_flows.short(self._line(f"LANG {tag}")))
 
     def capa(self) -> Any:
         return self._run(_flows.capa())

@@ -156,19 +156,64 @@ def apop(welcome: bytes, user: str, password: str, encoding: str) -> Flow:
     return (yield Short(encode(f"APOP {user} {digest}", encoding), login=True))
 
 
+class Capabilities(Dict[str, List[str]]):
+    """CAPA as poplib returns it (``{name: [args]}``, so it compares equal to poplib's dict),
+    with typed accessors for what a client decides on."""
+
+    def has(self, name: str) -> bool:
+        return name.upper() in (key.upper() for key in self)
+
+    def _args(self, name: str) -> List[str]:
+        return next((v for k, v in self.items() if k.upper() == name), [])
+
+    @property
+    def pipelining(self) -> bool:
+        return self.has("PIPELINING")
+
+    @property
+    def stls(self) -> bool:
+        return self.has("STLS")
+
+    @property
+    def utf8(self) -> bool:
+        return self.has("UTF8")
+
+    @property
+    def sasl(self) -> List[str]:
+        """SASL mechanisms offered (upper case)."""
+        return [m.upper() for m in self._args("SASL")]
+
+    @property
+    def login_delay(self) -> Optional[int]:
+        """Seconds between logins (RFC 2449 LOGIN-DELAY), if advertised."""
+        args = self._args("LOGIN-DELAY")
+        return int(args[0]) if args and args[0].isdigit() else None
+
+    @property
+    def expire(self) -> Optional[str]:
+        """Days messages stay on the server (``"NEVER"`` possible), if advertised."""
+        args = self._args("EXPIRE")
+        return args[0] if args else None
+
+    @property
+    def implementation(self) -> Optional[str]:
+        args = self._args("IMPLEMENTATION")
+        return " ".join(args) if args else None
+
+
 def capa() -> Flow:
     try:
         _, lines, _ = yield Long(b"CAPA")
     except ServerError:
         raise error_proto("-ERR CAPA not supported by server") from None
-    return {name: args for name, args in _core.parse_capa(lines)}
+    return Capabilities(_core.parse_capa(lines))
 
 
 def stls(settings: Any, tls_established: bool) -> Flow:
     if tls_established:
         raise error_proto("-ERR TLS session already established")
     caps = yield from capa()
-    if "STLS" not in caps:
+    if not caps.stls:
         raise error_proto("-ERR STLS not supported by server")
     resp = yield StartTLS(settings)
     return resp
@@ -191,7 +236,7 @@ def capabilities(client: Any) -> Flow:
         try:
             client.capabilities = yield from capa()
         except error_proto:
-            client.capabilities = {}
+            client.capabilities = Capabilities()
     return client.capabilities
 
 
@@ -201,7 +246,7 @@ def pipelined(client: Any, lines: List[bytes], long: bool, convert: Callable[[in
     flight; without it, one at a time (same results). If ``convert`` raises or the caller
     stops early, the replies still in flight are read first, so the session stays usable."""
     caps = yield from capabilities(client)
-    window = WINDOW if "PIPELINING" in caps else 1
+    window = WINDOW if caps.pipelining else 1
     sent = received = 0
     try:
         while received < len(lines):
@@ -247,7 +292,7 @@ def _pairs(what: str, lines: List[bytes]) -> Dict[int, bytes]:
 
 def messages(client: Any) -> Flow:
     caps = yield from capabilities(client)
-    if "PIPELINING" in caps:
+    if caps.pipelining:
         yield Send((b"LIST", b"UIDL"))
         _, listing, _ = yield Recv(True)
         try:
@@ -351,6 +396,14 @@ def _b64(data: Union[str, bytes]) -> bytes:
     return base64.b64encode(raw) if raw else b"="
 
 
+def _cancel_auth() -> Flow:
+    """RFC 5034: "*" cancels the exchange; the server answers -ERR."""
+    try:
+        yield Short(b"*", secret=True)
+    except ServerError:
+        pass
+
+
 def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> Flow:
     """The SASL exchange: ``authobject(None)`` gives the initial response, then
     ``authobject(challenge)`` answers each ``+ <base64>`` challenge."""
@@ -372,9 +425,13 @@ def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = Tru
             try:
                 challenge = base64.b64decode(resp[1:].strip(), validate=True)
             except ValueError:
-                yield Short(b"*", login=True, secret=True)
+                yield from _cancel_auth()
                 raise _malformed("SASL challenge", resp) from None
-            answer = _b64(authobject(challenge) or b"")
+            try:
+                answer = _b64(authobject(challenge) or b"")
+            except _sasl.AuthMechanismError as exc:
+                yield from _cancel_auth()
+                raise AuthenticationError(str(exc)) from None
             if answer == b"=":
                 answer = b""
         try:
@@ -383,6 +440,12 @@ def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = Tru
             exc.details = getattr(authobject, "error", None)
             raise
     return resp
+
+
+def _password_mechanism(mech: str, user: str, password: str) -> Any:
+    if mech.startswith("SCRAM-"):
+        return _sasl.Scram(mech, user, password)
+    return {"CRAM-MD5": _sasl.cram_md5, "PLAIN": _sasl.plain, "LOGIN": _sasl.login}[mech](user, password)
 
 
 def login(client: Any, user: str, password: Optional[str], oauth2_token: Optional[str], mechanisms: Optional[List[str]], allow_insecure: bool, allow_apop: bool) -> Flow:
@@ -396,19 +459,19 @@ def login(client: Any, user: str, password: Optional[str], oauth2_token: Optiona
             "or pass allow_insecure=True"
         )
     caps = yield from capabilities(client)
-    offered = caps.get("SASL", [])
+    offered = caps.sasl
     for mech in _sasl.choose(offered, mechanisms, oauth2_token is not None):
         if oauth2_token is not None:
             authobject: Any = _sasl.OAuth2(mech, user, oauth2_token)
         else:
-            authobject = {"CRAM-MD5": _sasl.cram_md5, "PLAIN": _sasl.plain, "LOGIN": _sasl.login}[mech](user, password or "")
+            authobject = _password_mechanism(mech, user, password or "")
         resp = yield from auth(mech, authobject)
         client.auth_mechanism = mech
         return resp
     if oauth2_token is not None:
         raise LocalProtocolError(f"the server offers no OAuth2 mechanism (SASL: {' '.join(offered) or 'none'})")
     wanted = [m.upper() for m in mechanisms] if mechanisms is not None else None
-    if password is not None and (wanted is None or "USER" in wanted) and (not caps or "USER" in caps):
+    if password is not None and (wanted is None or "USER" in wanted) and (not caps or caps.has("USER")):
         yield Short(encode(f"USER {user}"), login=True)
         resp = yield Short(encode(f"PASS {password}"), login=True)
         client.auth_mechanism = "USER"

@@ -3,8 +3,11 @@ the initial response, then with each decoded challenge) and the choice made by `
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
+import secrets
 from typing import Any, Callable, Dict, List, Optional, Union
 
 Response = Union[str, bytes, None]
@@ -31,6 +34,59 @@ def cram_md5(user: str, password: str) -> Callable[[Optional[bytes]], Response]:
         return f"{user} {digest}"
 
     return step
+
+
+class Scram:
+    """SCRAM-SHA-256 / SCRAM-SHA-1 (RFC 5802, 7677) without channel binding. The server's
+    final message is verified: a server that does not know the password cannot fake success."""
+
+    def __init__(self, mechanism: str, user: str, password: str) -> None:
+        self.hash = "sha256" if mechanism.upper() == "SCRAM-SHA-256" else "sha1"
+        self.password = password.encode("utf-8")
+        name = user.replace("=", "=3D").replace(",", "=2C")
+        self.nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        self.first_bare = f"n={name},r={self.nonce}"
+        self.server_signature = b""
+        self.step = 0
+
+    def __call__(self, challenge: Optional[bytes]) -> Response:
+        self.step += 1
+        if self.step == 1:
+            return "n,," + self.first_bare
+        if self.step == 2:
+            return self._final(challenge or b"")
+        attrs = _attributes(challenge or b"")
+        if "e" in attrs or not hmac.compare_digest(base64.b64decode(attrs.get("v", "")), self.server_signature):
+            raise AuthMechanismError(f"SCRAM: the server's proof is wrong ({attrs.get('e', 'bad signature')})")
+        return b""
+
+    def _final(self, server_first: bytes) -> str:
+        attrs = _attributes(server_first)
+        nonce, salt, rounds = attrs.get("r", ""), base64.b64decode(attrs.get("s", "")), int(attrs.get("i", "0"))
+        if not nonce.startswith(self.nonce) or rounds < 1 or not salt:
+            raise AuthMechanismError("SCRAM: malformed or forged server-first message")
+        salted = hashlib.pbkdf2_hmac(self.hash, self.password, salt, rounds)
+        client_key = hmac.new(salted, b"Client Key", self.hash).digest()
+        stored = hashlib.new(self.hash, client_key).digest()
+        without_proof = f"c=biws,r={nonce}"
+        auth_message = f"{self.first_bare},{server_first.decode()},{without_proof}".encode()
+        signature = hmac.new(stored, auth_message, self.hash).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        server_key = hmac.new(salted, b"Server Key", self.hash).digest()
+        self.server_signature = hmac.new(server_key, auth_message, self.hash).digest()
+        return f"{without_proof},p={base64.b64encode(proof).decode()}"
+
+    def __repr__(self) -> str:
+        return f"<Scram {self.hash} password=****>"
+
+
+def _attributes(data: bytes) -> Dict[str, str]:
+    text = data.decode("utf-8", "replace")
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+
+
+class AuthMechanismError(Exception):
+    """Raised by an auth object that refuses the server's challenge."""
 
 
 class OAuth2:
@@ -61,7 +117,7 @@ class OAuth2:
 
 
 # login() tries the strongest mechanism the server offers first.
-PASSWORD_MECHANISMS = ["CRAM-MD5", "PLAIN", "LOGIN"]
+PASSWORD_MECHANISMS = ["SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"]
 
 
 def choose(offered: List[str], wanted: Optional[List[str]], oauth2: bool) -> List[str]:
