@@ -304,3 +304,23 @@ def test_apop_refuses_malformed_and_cve_2018_1060_challenges(pop3_server_factory
         p.apop(USER, PASSWORD)
     assert time.monotonic() - started < 1
     p.quit()
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_ipv6_and_source_address(kind: str, pop3_server_factory: Any) -> None:
+    v6 = pop3_server_factory(host="::1")
+    p = connect(kind, "::1", v6.port)
+    assert p.getwelcome().startswith(b"+OK")
+    p.quit()
+    v4 = pop3_server_factory()
+    q = connect(kind, v4.host, v4.port, source_address=("127.0.0.3", 0))
+    q.quit()
+    assert v4.sessions[-1].peer[0] == "127.0.0.3"
+
+
+def test_rpop_is_sent_as_poplib_sends_it(pop3_server: Any) -> None:
+    p = fastpoplib.POP3(pop3_server.host, pop3_server.port)
+    with pytest.raises(fastpoplib.error_proto):
+        p.rpop("user")
+    p.quit()
+    assert pop3_server.sessions[-1].commands[0] == b"RPOP user"
