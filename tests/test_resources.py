@@ -31,6 +31,7 @@ def test_sync_cycles_leak_nothing(pop3_server_factory: Any) -> None:
 
     for _ in range(50):  # warm-up: lazy imports, caches
         cycle()
+    gc.collect()
     fds, threads = open_fds(), threading.active_count()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     deadline = time.monotonic() + 120
@@ -38,8 +39,9 @@ def test_sync_cycles_leak_nothing(pop3_server_factory: Any) -> None:
         cycle()
         assert time.monotonic() < deadline
     pop3_server.wait_for_sessions_closed()
-    assert open_fds() == fds
-    assert threading.active_count() == threads
+    gc.collect()
+    assert open_fds() <= fds  # no growth (earlier tests' leftovers may close meanwhile)
+    assert threading.active_count() <= threads
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 20_000  # KiB
 
 
@@ -61,10 +63,11 @@ def test_async_cycles_leak_nothing(pop3_server_factory: Any) -> None:
     asyncio.run(many(CYCLES))
     gc.collect()
     pop3_server.wait_for_sessions_closed()
-    assert open_fds() == fds
+    assert open_fds() <= fds
 
 
 def test_garbage_collected_connection_closes_its_socket(pop3_server: Any) -> None:
+    gc.collect()
     fds = open_fds()
     p = fastpoplib.POP3(pop3_server.host, pop3_server.port)
     p.user("user")
@@ -72,4 +75,4 @@ def test_garbage_collected_connection_closes_its_socket(pop3_server: Any) -> Non
     del p
     gc.collect()
     assert pop3_server.sessions[-1].wait_closed(timeout=5), "the server never saw the socket close"
-    assert open_fds() == fds  # our socket and the server's are both gone
+    assert open_fds() <= fds  # our socket and the server's are both gone
