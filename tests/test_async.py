@@ -146,3 +146,27 @@ def test_many_concurrent_sessions(pop3_server_factory: Any) -> None:
 def test_uvloop_if_installed(pop3_server: Any) -> None:
     uvloop = pytest.importorskip("uvloop", reason="uvloop is optional")
     assert uvloop.run(_session(pop3_server)) == 12
+
+
+def test_thousand_concurrent_sessions_retrieve_intact_messages(pop3_server_factory: Any) -> None:
+    """Load: 1,000 sessions at once on one loop, every message checked against the mailbox."""
+    import hashlib
+
+    srv = pop3_server_factory(allow_concurrent=True)
+    want = {n: hashlib.sha256(m).hexdigest() for n, m in enumerate(srv.mailbox.messages, start=1)}
+
+    async def one(i: int) -> int:
+        numbers = [1 + (i + k) % 12 for k in range(3)]
+        async with fastpoplib.AsyncPOP3.connect(srv.host, srv.port, timeout=60) as pop:
+            await pop.user(USER)
+            await pop.pass_(PASSWORD)
+            checked = 0
+            async for number, (_, lines, _) in pop.retr_many(numbers):
+                assert hashlib.sha256(b"".join(line + b"\r\n" for line in lines)).hexdigest() == want[number]
+                checked += 1
+            return checked
+
+    async def main() -> List[int]:
+        return list(await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1000))), 120))
+
+    assert asyncio.run(main()) == [3] * 1000
