@@ -79,6 +79,18 @@ def logged_in(kind: str, host: str, port: int, user: str = "user", password: str
     return p
 
 
+def iterate(kind: str, client: Any, batch: Any) -> Any:
+    """Items of a batch call (`retr_many`...), lazily, from either client."""
+    if kind != "async":
+        yield from batch
+        return
+    while True:
+        try:
+            yield client._loop.run_until_complete(batch.__anext__())
+        except StopAsyncIteration:
+            return
+
+
 def outcome(fn: Any, *args: Any) -> Any:
     """A call's result, or `(exception class name chain, args)` so errors compare too."""
     try:

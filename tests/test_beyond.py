@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect, logged_in
+from clients import FAST_KINDS, connect, iterate, logged_in
 from fastpoplib.testing import Fault
 
 USER, PASSWORD = "user", "password"
@@ -21,17 +21,6 @@ USER, PASSWORD = "user", "password"
 
 def open_session(kind: str, server: Any, **kw: Any) -> Any:
     return logged_in(kind, server.host, server.port, USER, PASSWORD, **kw)
-
-
-def collect(kind: str, result: Any, adapter: Any) -> list:
-    """Materialise a batch iterator from either client."""
-    if kind == "sync":
-        return list(result)
-
-    async def gather() -> list:
-        return [item async for item in result]
-
-    return adapter._loop.run_until_complete(gather())
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
@@ -42,8 +31,8 @@ def test_batch_calls_match_one_by_one(kind: str, pipelining: bool, pop3_server_f
     count = p.stat()[0]
     numbers = list(range(1, count + 1))
     one_by_one = [(n, p.retr(n)) for n in numbers]
-    assert collect(kind, p.retr_many(numbers), p) == one_by_one
-    assert collect(kind, p.top_many(numbers, 2), p) == [(n, p.top(n, 2)) for n in numbers]
+    assert list(iterate(kind, p, p.retr_many(numbers))) == one_by_one
+    assert list(iterate(kind, p, p.top_many(numbers, 2))) == [(n, p.top(n, 2)) for n in numbers]
     infos = p.messages()
     assert [(i.number, i.size, i.uid) for i in infos] == [
         (n, int(p.list(n).split()[2]), p.uidl(n).split()[2].decode()) for n in numbers
@@ -87,29 +76,18 @@ def test_batch_error_drains_and_keeps_session(kind: str, pop3_server: Any) -> No
     p = open_session(kind, pop3_server)
     got = []
     with pytest.raises(fastpoplib.ServerError):
-        for number, reply in collect_lazy(kind, p.retr_many([1, 2, 99, 3, 4]), p):
+        for number, reply in iterate(kind, p, p.retr_many([1, 2, 99, 3, 4])):
             got.append(number)
     assert got == [1, 2]
     assert p.stat()[0] == 12  # the replies in flight were read: the session is in sync
     p.quit()
 
 
-def collect_lazy(kind: str, result: Any, adapter: Any) -> Any:
-    if kind == "sync":
-        yield from result
-        return
-    while True:
-        try:
-            yield adapter._loop.run_until_complete(result.__anext__())
-        except StopAsyncIteration:
-            return
-
-
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_leaving_a_batch_early_keeps_session(kind: str, pop3_server: Any) -> None:
     p = open_session(kind, pop3_server)
     it = p.retr_many(range(1, 13))
-    for number, _ in collect_lazy(kind, it, p):
+    for number, _ in iterate(kind, p, it):
         if number == 2:
             break
     if kind == "sync":
@@ -127,7 +105,7 @@ def test_streaming_matches_retr(kind: str, pop3_server: Any, tmp_path: Any) -> N
         _, lines, _ = p.retr(n)
         whole = b"".join(line + b"\r\n" for line in lines)
         assert p.retr_bytes(n) == whole
-        chunks = collect(kind, p.retr_iter(n, chunk_size=100), p)
+        chunks = list(iterate(kind, p, p.retr_iter(n, chunk_size=100)))
         assert b"".join(chunks) == whole and (len(chunks) > 1 or len(whole) < 200)
         seen = []
         written = p.retr_to(n, tmp_path / f"{n}.eml", progress=lambda done, total: seen.append((done, total)))
@@ -147,7 +125,7 @@ def test_large_message_streams_with_dot_lines_across_chunks(kind: str, pop3_serv
     srv = pop3_server_factory(mailbox=[raw])
     p = open_session(kind, srv)
     digest = hashlib.sha256()
-    for chunk in collect_lazy(kind, p.retr_iter(1, chunk_size=4096), p):
+    for chunk in iterate(kind, p, p.retr_iter(1, chunk_size=4096)):
         assert len(chunk) < 4096 + 100
         digest.update(chunk)
     assert digest.hexdigest() == hashlib.sha256(raw).hexdigest()

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, KINDS, connect, logged_in, outcome
+from clients import FAST_KINDS, KINDS, connect, iterate, logged_in, outcome
 from fastpoplib.testing.dovecot import PASSWORD, Dovecot, installed
 from fastpoplib.testing import sample_mailbox
 
@@ -131,20 +131,9 @@ def test_many_messages_listing(kind: str, dovecot: Dovecot) -> None:
     if kind != "stdlib":
         infos = p.messages()
         assert [i.uid for i in infos] == [u.split()[1].decode() for u in uids]
-        got = sum(1 for _ in _iterate(kind, p, p.retr_many(range(1, 3001))))
+        got = sum(1 for _ in iterate(kind, p, p.retr_many(range(1, 3001))))
         assert got == 3000
     p.quit()
-
-
-def _iterate(kind: str, p: Any, it: Any) -> Iterator[Any]:
-    if kind == "sync":
-        yield from it
-        return
-    while True:
-        try:
-            yield p._loop.run_until_complete(it.__anext__())
-        except StopAsyncIteration:
-            return
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect, logged_in
+from clients import FAST_KINDS, connect, iterate, logged_in
 from fastpoplib.testing import Fault
 
 TIMEOUT = 1.0
@@ -90,14 +90,8 @@ def test_disconnect_during_batch(kind: str, pop3_server: Any) -> None:
     p = logged_in(kind, pop3_server.host, pop3_server.port, timeout=TIMEOUT)
     got = []
     with pytest.raises(fastpoplib.ConnectionClosedError):
-        it = p.retr_many(range(1, 13))
-        if kind == "sync":
-            for number, _ in it:
-                got.append(number)
-        else:
-            while True:
-                number, _ = p._loop.run_until_complete(it.__anext__())
-                got.append(number)
+        for number, _ in iterate(kind, p, p.retr_many(range(1, 13))):
+            got.append(number)
     assert got == [1, 2, 3]  # the messages before the cut, never a partial one
     p.close()
 

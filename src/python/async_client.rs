@@ -78,9 +78,8 @@ fn deliver<T: for<'p> IntoPyObject<'p>>(py: Python<'_>, result: Result<T>, login
 }
 
 async fn read_long(c: &mut TokioConn) -> Result<LongReply> {
-    let resp = c.read_status().await?;
     let mut sink = LinesSink::default();
-    let octets = c.read_body(&mut sink).await?;
+    let (resp, octets) = c.read_long_reply(&mut sink).await?;
     Ok(LongReply(resp, sink, octets))
 }
 
@@ -174,9 +173,8 @@ impl AsyncConnection {
         self.spawn(reactor, id, false, move |c| {
             Box::pin(async move {
                 c.send_line(&line).await?;
-                let resp = c.read_status().await?;
                 let mut sink = BytesSink::default();
-                let octets = c.read_body(&mut sink).await?;
+                let (resp, octets) = c.read_long_reply(&mut sink).await?;
                 Ok((Bytes(resp), Bytes(sink.data), octets))
             })
         })

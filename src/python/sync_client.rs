@@ -154,9 +154,8 @@ impl Connection {
     fn longcmd_bytes(&self, py: Python<'_>, line: &[u8]) -> PyResult<(Py<PyBytes>, Py<PyBytes>, usize)> {
         let (resp, sink, octets) = self.run(py, |c, check| {
             c.send_line(line)?;
-            let resp = c.read_status(check)?;
             let mut sink = BytesSink::default();
-            let octets = c.read_body(&mut sink, check)?;
+            let (resp, octets) = c.read_long_reply(&mut sink, check)?;
             Ok((resp, sink, octets))
         })?;
         Ok((PyBytes::new(py, &resp).unbind(), PyBytes::new(py, &sink.data).unbind(), octets))
@@ -243,9 +242,8 @@ impl Connection {
             if let Some(line) = line {
                 c.send_line(line)?;
             }
-            let resp = c.read_status(check)?;
             let mut sink = LinesSink::default();
-            let octets = c.read_body(&mut sink, check)?;
+            let (resp, octets) = c.read_long_reply(&mut sink, check)?;
             Ok((resp, sink, octets))
         })?;
         Ok((PyBytes::new(py, &resp).unbind(), py_lines(py, &sink)?, octets))

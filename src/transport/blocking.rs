@@ -173,6 +173,13 @@ impl BlockingConn {
         Ok(line)
     }
 
+    /// Reads a status line and, on `+OK`, its multi-line body into `sink`.
+    pub fn read_long_reply(&mut self, sink: &mut dyn BodySink, check: Check) -> Result<(Vec<u8>, usize)> {
+        let resp = self.read_status(check)?;
+        let octets = self.read_body(sink, check)?;
+        Ok((resp, octets))
+    }
+
     /// Reads a multi-line body into `sink`; returns poplib's octet count.
     pub fn read_body(&mut self, sink: &mut dyn BodySink, check: Check) -> Result<usize> {
         self.guarded(|c| {

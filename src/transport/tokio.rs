@@ -179,6 +179,13 @@ impl TokioConn {
         Ok(line)
     }
 
+    /// Reads a status line and, on `+OK`, its multi-line body into `sink`.
+    pub async fn read_long_reply(&mut self, sink: &mut (dyn BodySink + Send)) -> Result<(Vec<u8>, usize)> {
+        let resp = self.read_status().await?;
+        let octets = self.read_body(sink).await?;
+        Ok((resp, octets))
+    }
+
     pub async fn read_body(&mut self, sink: &mut (dyn BodySink + Send)) -> Result<usize> {
         let result = async {
             let mut decoder = BodyDecoder::new();
