@@ -11,6 +11,12 @@ VENV="${VENV:-.venv}"
 
 cargo test --no-default-features --quiet
 
+# A short bounded fuzz run of the sans-IO core (fuzz/README.md): always in CI, elsewhere when
+# FUZZ_SECONDS is set (the first run installs cargo-fuzz).
+if [ "${CI:-}" = "true" ] || [ -n "${FUZZ_SECONDS:-}" ]; then
+    bash fuzz/run.sh "${FUZZ_SECONDS:-20}"
+fi
+
 # Exit code 5 means pytest collected nothing: for us that is a broken suite, not a pass.
 status=0
 "$VENV/bin/python" -m pytest "$@" || status=$?

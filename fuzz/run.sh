@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for N seconds (default 20) on the stable toolchain (-s none: no
+# sanitizer, which would need nightly). Exits non-zero on the first crash.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-20}"
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+for target in framing greeting capa; do
+    mkdir -p "corpus/$target"
+    cargo fuzz run -s none "$target" "corpus/$target" -- -max_total_time="$seconds" -rss_limit_mb=1024 -max_len=65536
+done
