@@ -150,3 +150,11 @@ def test_error_proto_is_poplibs() -> None:
 def test_module_constants_match_poplib() -> None:
     for name in ("POP3_PORT", "POP3_SSL_PORT", "CR", "LF", "CRLF", "_MAXLINE"):
         assert getattr(fastpoplib, name) == getattr(poplib, name)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_tls_info(kind: str, pop3_tls_server: Any) -> None:
+    p = connect(kind, pop3_tls_server.host, pop3_tls_server.port, tls=True, context=pop3_tls_server.client_context())
+    version, cipher = p.tls_info
+    assert version in ("TLSv1_3", "TLSv1_2") and cipher
+    p.quit()

@@ -244,6 +244,11 @@ class POP3Base:
     def _longcmd(self, line: Union[str, bytes]) -> Any:
         return self._run(_flows.long(self._line(line)))
 
+    @property
+    def tls_info(self) -> Optional[Any]:
+        """``(protocol version, cipher suite)`` while TLS is active, else ``None``."""
+        return None if self._conn is None else self._conn.tls_info()
+
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else ("TLS" if self._tls_established else "plaintext")
         return f"<{type(self).__name__} {self.host}:{self.port} {state}>"

@@ -100,14 +100,6 @@ impl LineReader {
         &self.buf[self.pos..self.filled]
     }
 
-    /// Takes everything buffered (used to hand raw bytes back to a caller).
-    pub fn take_buffered(&mut self, max: usize) -> Vec<u8> {
-        let n = self.buffered().len().min(max);
-        let out = self.buf[self.pos..self.pos + n].to_vec();
-        self.consume(n);
-        out
-    }
-
     fn consume(&mut self, n: usize) {
         self.pos += n;
         self.scanned = 0;

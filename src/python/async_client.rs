@@ -212,11 +212,6 @@ impl AsyncConnection {
     }
 
     #[getter]
-    fn is_open(&self) -> bool {
-        self.inner.try_lock().map(|c| c.is_open()).unwrap_or(true)
-    }
-
-    #[getter]
     fn get_timeout(&self) -> Option<f64> {
         self.inner.try_lock().ok().and_then(|c| c.timeout()).map(|d| d.as_secs_f64())
     }

@@ -189,11 +189,6 @@ impl Connection {
     }
 
     #[getter]
-    fn is_open(&self) -> bool {
-        self.inner.lock().map(|c| c.is_open()).unwrap_or(false)
-    }
-
-    #[getter]
     fn get_timeout(&self) -> Option<f64> {
         self.inner.lock().ok().and_then(|c| c.timeout()).map(|d| d.as_secs_f64())
     }

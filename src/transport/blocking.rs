@@ -284,10 +284,6 @@ impl BlockingConn {
         self.closed.get_or_insert(reason);
     }
 
-    pub fn is_open(&self) -> bool {
-        self.stream.is_some()
-    }
-
     pub fn tcp(&self) -> Option<&TcpStream> {
         self.stream.as_ref().map(Stream::tcp)
     }
