@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect
+from clients import FAST_KINDS, connect, iterate
 from fastpoplib.testing import Fault, POP3TestServer
 
 USER, PASSWORD = "user", "password"
@@ -324,3 +324,32 @@ def test_rpop_is_sent_as_poplib_sends_it(pop3_server: Any) -> None:
         p.rpop("user")
     p.quit()
     assert pop3_server.sessions[-1].commands[0] == b"RPOP user"
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_expired_certificate_is_refused(kind: str, pop3_server_factory: Any) -> None:
+    from fastpoplib.testing.certs import TLSCertificates
+
+    certs = TLSCertificates(expired=True)
+    srv = pop3_server_factory(tls="implicit", certificates=certs)
+    with pytest.raises(fastpoplib.CertificateVerificationError, match="expired"):
+        connect(kind, srv.host, srv.port, tls=True, context=certs.client_context())
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_crlf_refused_in_every_argument(kind: str, pop3_server: Any) -> None:
+    bad = "1\r\nDELE 2"
+    p = connect(kind, pop3_server.host, pop3_server.port)
+    calls = [
+        lambda: p.user(bad), lambda: p.pass_(bad), lambda: p.apop(bad, "x"), lambda: p.rpop(bad),
+        lambda: p.list(bad), lambda: p.uidl(bad), lambda: p.retr(bad), lambda: p.top(bad, 0), lambda: p.top(1, bad),
+        lambda: p.dele(bad), lambda: p.lang(bad), lambda: p._shortcmd(bad), lambda: p._longcmd(bad),
+        lambda: p.retr_bytes(bad), lambda: p.dele_many([1, bad]),
+    ]  # (SASL responses are base64: a CR/LF there cannot reach the wire as a line break)
+    for call in calls:
+        with pytest.raises(fastpoplib.InvalidArgumentError):
+            result = call()
+            if hasattr(result, "__next__") or hasattr(result, "__anext__"):
+                list(iterate(kind, p, result))
+    p.quit()
+    assert all(b"DELE" not in line.upper() for line in pop3_server.sessions[-1].raw_lines)

@@ -6,6 +6,7 @@ Built on ``trustme``, imported only when TLS is actually used, so the rest of
 
 from __future__ import annotations
 
+import datetime
 import os
 import ssl
 import tempfile
@@ -35,7 +36,8 @@ class TLSCertificates:
     Generating one takes a few milliseconds, so each server gets its own by default.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, expired: bool = False) -> None:
+        """``expired=True`` issues a leaf that expired yesterday (for certificate tests)."""
         try:
             import trustme
         except ImportError as exc:
@@ -43,7 +45,11 @@ class TLSCertificates:
                 "the fastpoplib test server needs 'trustme' for TLS: pip install 'fastpoplib[testing]'"
             ) from exc
         self._ca = trustme.CA()
-        self._leaf = self._ca.issue_cert(*SERVER_IDENTITIES)
+        validity = {}
+        if expired:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            validity = {"not_before": now - datetime.timedelta(days=30), "not_after": now - datetime.timedelta(days=1)}
+        self._leaf = self._ca.issue_cert(*SERVER_IDENTITIES, **validity)
         self._cafile: Optional[str] = None
 
     @property
