@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List
 sys.path.insert(0, str(Path(__file__).parent))
 
 import fastpoplib  # noqa: E402
+from _guard import require_release_build  # noqa: E402
 from delay_proxy import DelayProxy  # noqa: E402
 from fastpoplib.testing import POP3TestServer  # noqa: E402
 
@@ -48,6 +49,7 @@ def with_retr_many(port: int) -> int:
 
 
 def main() -> None:
+    require_release_build()
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--delay-ms", type=float, default=25.0)

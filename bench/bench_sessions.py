@@ -21,6 +21,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _guard import require_release_build  # noqa: E402
+
 PER_SESSION = 3
 
 
@@ -98,6 +102,7 @@ def child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    require_release_build()
     ap = argparse.ArgumentParser()
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--pool", type=int, default=100, help="poplib thread-pool size")

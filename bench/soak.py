@@ -19,7 +19,10 @@ import sys
 import threading
 import time
 
-import fastpoplib
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fastpoplib  # noqa: E402
+from _guard import require_release_build  # noqa: E402
 
 
 def snapshot() -> tuple:
@@ -28,6 +31,7 @@ def snapshot() -> tuple:
 
 
 def main() -> None:
+    require_release_build()
     ap = argparse.ArgumentParser()
     ap.add_argument("--cycles", type=int, default=10_000)
     ap.add_argument("--max-seconds", type=float, default=600)

@@ -12,7 +12,6 @@ async context manager::
 from __future__ import annotations
 
 import ssl
-import sys
 from typing import Any, AsyncIterator, Generator, List, Optional, Tuple, Type, TypeVar
 
 from . import _bridge, _core, _flows, _tls
@@ -67,9 +66,7 @@ class AsyncPOP3(POP3Base):
         return _Connecting(cls(host, port, timeout, **kwargs))
 
     async def _open(self: T) -> T:
-        maxline = getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
-        self._conn = await _bridge.AsyncConnection.connect(self.host, self.port, max_line=maxline, **self._options)
-        self._maxline = maxline
+        self._conn = await _bridge.AsyncConnection.connect(self.host, self.port, max_line=self._maxline, **self._options)
         self._tls_established = self._options["tls"] is not None
         try:
             self.welcome = await self._conn.getresp()

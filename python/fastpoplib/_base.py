@@ -22,6 +22,12 @@ MAX_LINE_LENGTH = 1 << 20  # longest message line: RFC 5322 allows 998, real mai
 MAX_RESPONSE_SIZE = 256 << 20  # largest multi-line response held in memory
 
 
+def current_maxline() -> int:
+    """``fastpoplib._MAXLINE``, read at each command as poplib reads its module global, so
+    assigning it works as it does in poplib."""
+    return getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
+
+
 def resolve_timeout(timeout: Any) -> Optional[float]:
     """poplib's rules: the default means ``socket.getdefaulttimeout()``, ``0`` is refused."""
     if timeout is socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
@@ -48,7 +54,7 @@ class POP3Base:
         # CAPA as last read (None: not asked yet); decides whether batch calls pipeline.
         self.capabilities: Optional[_flows.Capabilities] = None
         self.auth_mechanism: Optional[str] = None
-        self._maxline = 2048
+        self._maxline = current_maxline()
 
     # -- the hooks a driver provides -------------------------------------------------------
     def _run(self, flow: _flows.Flow) -> Any:
@@ -60,8 +66,7 @@ class POP3Base:
         return self._conn
 
     def _sync_maxline(self, conn: Any) -> None:
-        # Read at each command, as poplib reads its module global: `fastpoplib._MAXLINE = n` works.
-        maxline = getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
+        maxline = current_maxline()
         if maxline != self._maxline:
             conn.set_max_line(maxline)
             self._maxline = maxline

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import sys
 import warnings
 from typing import Any, Generator, Iterator, List, Optional, Tuple
 
@@ -79,7 +78,7 @@ class POP3(POP3Base):
             timeout=resolve_timeout(timeout),
             source_address=source_address,
             tls=self._implicit_tls(),
-            max_line=getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048),
+            max_line=self._maxline,
             max_data_line=max_line_length,
             max_response=max_response_size,
         )

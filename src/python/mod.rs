@@ -54,6 +54,12 @@ mod _core {
         crate::proto::command::redact(line, in_auth_exchange)
     }
 
+    /// Whether this extension was built without optimisations (benchmarks refuse to run on it).
+    #[pyfunction]
+    fn debug_build() -> bool {
+        cfg!(debug_assertions)
+    }
+
     /// `-ERR [CODE] ...` -> `"CODE"`.
     #[pyfunction]
     fn resp_code(line: &[u8]) -> Option<String> {
