@@ -136,7 +136,9 @@ class AsyncPOP3(POP3Base):
     async def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
         """Upgrade to TLS (RFC 2595), verified by default; re-reads CAPA afterwards."""
         resp = await self._run(_flows.stls(_tls.settings(context, **tls), self._tls_established))
-        self.capabilities = await self.capa()
+        # RFC 2595: what was advertised in plaintext cannot be trusted; ask again.
+        self.capabilities = None
+        await self._run(_flows.capabilities(self))
         return resp
 
     async def __aenter__(self: T) -> T:

@@ -190,7 +190,7 @@ class POP3Base:
         return self._run(_flows.short(self._line(f"LANG {tag}")))
 
     def capa(self) -> Any:
-        return self._run(_flows.capa())
+        return self._run(_flows.remember_capa(self))
 
     # -- beyond poplib: batch calls, pipelined when the server allows it ---------------------
     def retr_many(self, which: Iterable[Any]) -> Any:

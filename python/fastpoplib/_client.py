@@ -179,7 +179,9 @@ class POP3(POP3Base):
         """Upgrade to TLS (RFC 2595), verifying the certificate unless ``context`` says not
         to. Refuses plaintext that arrives after the ``+OK`` and re-reads CAPA afterwards."""
         resp = self._run(_flows.stls(_tls.settings(context, **tls), self._tls_established))
-        self.capabilities = self.capa()
+        # RFC 2595: what was advertised in plaintext cannot be trusted; ask again.
+        self.capabilities = None
+        self._run(_flows.capabilities(self))
         return resp
 
     def __enter__(self) -> "POP3":

@@ -230,11 +230,17 @@ class Abandon(Exception):
     """Thrown into a batch flow when the caller stops iterating: drain the replies in flight."""
 
 
+def remember_capa(client: Any) -> Flow:
+    """CAPA, kept in ``client.capabilities`` for the batch calls' decisions."""
+    client.capabilities = yield from capa()
+    return client.capabilities
+
+
 def capabilities(client: Any) -> Flow:
-    """The server's CAPA, asked once per connection; {} when CAPA is not supported."""
+    """The server's CAPA as last read, asked only if never asked; empty without CAPA."""
     if client.capabilities is None:
         try:
-            client.capabilities = yield from capa()
+            yield from remember_capa(client)
         except error_proto:
             client.capabilities = Capabilities()
     return client.capabilities
