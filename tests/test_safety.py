@@ -353,3 +353,19 @@ def test_crlf_refused_in_every_argument(kind: str, pop3_server: Any) -> None:
                 list(iterate(kind, p, result))
     p.quit()
     assert all(b"DELE" not in line.upper() for line in pop3_server.sessions[-1].raw_lines)
+
+
+def test_client_certificate(pop3_server_factory: Any, tmp_path: Any) -> None:
+    from fastpoplib.testing.certs import TLSCertificates
+
+    certs = TLSCertificates(require_client_cert=True)
+    srv = pop3_server_factory(tls="implicit", certificates=certs)
+    certfile, keyfile = certs.client_cert_files(str(tmp_path))
+    with pytest.warns(DeprecationWarning):  # poplib 3.11's positional form
+        p = fastpoplib.POP3_SSL(srv.host, srv.port, keyfile, certfile, cafile=certs.cafile)
+    p.user("user")
+    assert p.pass_("password").startswith(b"+OK")
+    p.quit()
+    with pytest.raises(fastpoplib.POP3Error):  # no client certificate: the server refuses
+        q = fastpoplib.POP3_SSL(srv.host, srv.port, cafile=certs.cafile, timeout=5)
+        q.user("user")

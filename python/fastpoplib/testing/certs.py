@@ -36,8 +36,10 @@ class TLSCertificates:
     Generating one takes a few milliseconds, so each server gets its own by default.
     """
 
-    def __init__(self, *, expired: bool = False) -> None:
-        """``expired=True`` issues a leaf that expired yesterday (for certificate tests)."""
+    def __init__(self, *, expired: bool = False, require_client_cert: bool = False) -> None:
+        """``expired=True`` issues a leaf that expired yesterday (for certificate tests);
+        ``require_client_cert=True`` makes the server demand a certificate from this CA (see
+        :meth:`client_cert_files`)."""
         try:
             import trustme
         except ImportError as exc:
@@ -51,6 +53,7 @@ class TLSCertificates:
             validity = {"not_before": now - datetime.timedelta(days=30), "not_after": now - datetime.timedelta(days=1)}
         self._leaf = self._ca.issue_cert(*SERVER_IDENTITIES, **validity)
         self._cafile: Optional[str] = None
+        self.require_client_cert = require_client_cert
 
     @property
     def ca_pem(self) -> bytes:
@@ -72,7 +75,19 @@ class TLSCertificates:
         """A server-side context presenting the leaf certificate (TLS 1.2 or newer)."""
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._leaf.configure_cert(ctx)
+        if self.require_client_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            self._ca.configure_trust(ctx)
         return ctx
+
+    def client_cert_files(self, directory: str) -> "tuple[str, str]":
+        """A client certificate issued by the test CA: ``(certfile, keyfile)`` PEM paths
+        written into ``directory``."""
+        client = self._ca.issue_cert("client@fastpoplib.test")
+        certfile, keyfile = os.path.join(directory, "client.pem"), os.path.join(directory, "client.key")
+        client.cert_chain_pems[0].write_to_path(certfile)
+        client.private_key_pem.write_to_path(keyfile)
+        return certfile, keyfile
 
     def client_context(self) -> ssl.SSLContext:
         """A client context trusting only the test CA, with hostname checking on."""
