@@ -11,7 +11,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from . import _aio
 from ._store import Maildir, Mbox, State, uid_tag
@@ -22,6 +22,16 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_CONNECTION = 0, 1, 2, 3, 4
 
 # How often the UID record is saved while fetching (it is always saved before any DELE).
 SAVE_EVERY = 50
+
+
+class Progress:
+    """What the retriever reports while it works; the CLI subclasses it with a tqdm bar."""
+
+    def expect(self, nbytes: int) -> None:
+        """More bytes are about to be fetched (an account's new messages, sizes from LIST)."""
+
+    def advance(self, nbytes: int) -> None:
+        """Bytes stored."""
 
 
 class ConfigError(Exception):
@@ -128,7 +138,7 @@ async def _open(acct: Account) -> Any:
     return pop
 
 
-async def fetch_account(acct: Account, default_maildir: Path, progress: Callable[[int], None]) -> Report:
+async def fetch_account(acct: Account, default_maildir: Path, progress: Progress) -> Report:
     report = Report(acct.name)
     try:
         store = _store_for(acct, default_maildir)
@@ -160,7 +170,7 @@ def _failed(report: Report, message: str, code: int) -> Report:
     return report
 
 
-async def _transfer(pop: Any, acct: Account, store: Any, report: Report, progress: Callable[[int], None]) -> None:
+async def _transfer(pop: Any, acct: Account, store: Any, report: Report, progress: Progress) -> None:
     infos = await pop.messages()
     state = State(store.state_dir, acct.label)
     if any(info.uid is None for info in infos):
@@ -181,6 +191,7 @@ async def _transfer(pop: Any, acct: Account, store: Any, report: Report, progres
     if acct.max_messages is not None:
         wanted = wanted[: acct.max_messages]
     by_number = {info.number: info for info in wanted}
+    progress.expect(sum(info.size for info in wanted))
     unsaved = 0
     async for number, (_, lines, _) in pop.retr_many(list(by_number)):
         info = by_number[number]
@@ -194,7 +205,7 @@ async def _transfer(pop: Any, acct: Account, store: Any, report: Report, progres
             unsaved = 0
         report.fetched += 1
         report.bytes += len(data)
-        progress(len(data))
+        progress.advance(len(data))
     state.save()
     if acct.delete:
         stored_now = {i.number for i in infos if i.uid in state.uids or (i.uid is None and i.number in by_number)}
@@ -203,7 +214,7 @@ async def _transfer(pop: Any, acct: Account, store: Any, report: Report, progres
             report.deleted = len(stored_now)
 
 
-async def fetch_all(accounts: List[Account], default_maildir: Path, progress: Callable[[int], None]) -> List[Report]:
+async def fetch_all(accounts: List[Account], default_maildir: Path, progress: Progress) -> List[Report]:
     return list(await asyncio.gather(*(fetch_account(a, default_maildir, progress) for a in accounts)))
 
 

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import _retriever
 from ._retriever import EXIT_OK, EXIT_USAGE, Account, ConfigError
@@ -68,24 +68,35 @@ def _account(settings: Dict[str, Any]) -> Account:
         raise ConfigError(str(exc)) from None
 
 
-def _progress(total_hint: Optional[int], quiet: bool) -> Any:
-    """A tqdm bar when tqdm is installed and stderr is a terminal; else nothing."""
+class _TqdmProgress(_retriever.Progress):
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def expect(self, nbytes: int) -> None:
+        self.bar.total = (self.bar.total or 0) + nbytes
+        self.bar.refresh()
+
+    def advance(self, nbytes: int) -> None:
+        self.bar.update(nbytes)
+
+
+def _progress(quiet: bool) -> _retriever.Progress:
+    """A tqdm bar when tqdm is installed and stderr is a terminal; else silence."""
     if quiet or not sys.stderr.isatty():
-        return None
+        return _retriever.Progress()
     try:
         from tqdm import tqdm
     except ImportError:
-        return None
-    return tqdm(total=total_hint, unit="B", unit_scale=True, desc="fetching", file=sys.stderr)
+        return _retriever.Progress()
+    return _TqdmProgress(tqdm(total=0, unit="B", unit_scale=True, desc="fetching", file=sys.stderr))
 
 
 def run_fetch(accounts: List[Account], maildir: Path, quiet: bool) -> int:
-    bar = _progress(None, quiet)
-    update: Callable[[int], Any] = bar.update if bar is not None else (lambda n: None)
+    progress = _progress(quiet)
     started = time.monotonic()
-    reports = asyncio.run(_retriever.fetch_all(accounts, maildir, update))
-    if bar is not None:
-        bar.close()
+    reports = asyncio.run(_retriever.fetch_all(accounts, maildir, progress))
+    if isinstance(progress, _TqdmProgress):
+        progress.bar.close()
     elapsed = time.monotonic() - started
     for r in reports:
         if r.error:
