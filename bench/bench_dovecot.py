@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import poplib
 import resource
 import shutil
 import socket
-import ssl
 import statistics
 import subprocess
 import sys

@@ -39,8 +39,11 @@ fn model(stream: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>>, usize)> {
     None
 }
 
+/// Status line, body lines, octets, and the body rebuilt with CRLF.
+type Decoded = (Vec<u8>, Vec<Vec<u8>>, usize, Vec<u8>);
+
 /// Our decoder fed `pieces` one after another.
-fn decode(pieces: &[&[u8]], limits: &Limits) -> Result<Option<(Vec<u8>, Vec<Vec<u8>>, usize, Vec<u8>)>, ProtoError> {
+fn decode(pieces: &[&[u8]], limits: &Limits) -> Result<Option<Decoded>, ProtoError> {
     let mut reader = LineReader::new();
     let (mut status, mut decoder) = (None, BodyDecoder::new());
     let (mut lines, mut bytes) = (LinesSink::default(), BytesSink::default());

@@ -11,9 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Set
+from typing import Any, List
 
-import pytest
 
 from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 import poplib
 import ssl
-from typing import Any, Dict, Iterator, List
+from typing import Any, Iterator, List
 
 import pytest
 

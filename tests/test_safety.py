@@ -18,7 +18,7 @@ import pytest
 
 import fastpoplib
 from clients import FAST_KINDS, connect, iterate
-from fastpoplib.testing import Fault, POP3TestServer
+from fastpoplib.testing import Fault
 
 USER, PASSWORD = "user", "password"
 

@@ -311,7 +311,7 @@ mod tests {
         assert!(matches!(read_status(&long), Err(ProtoError::LineTooLong { .. })));
         // No LF yet but already over the limit: fail early instead of buffering forever.
         assert!(matches!(read_status(&vec![b'x'; 3000]), Err(ProtoError::LineTooLong { .. })));
-        assert_eq!(read_status(&vec![b'x'; 100]).unwrap(), None);
+        assert_eq!(read_status(&[b'x'; 100]).unwrap(), None);
     }
 
     #[test]
