@@ -44,6 +44,7 @@ class ServerError(error_proto):
 
     @property
     def response(self) -> bytes:
+        """The server's ``-ERR`` line, without CRLF (``b""`` if the error carries no bytes)."""
         return self.args[0] if self.args and isinstance(self.args[0], bytes) else b""
 
 

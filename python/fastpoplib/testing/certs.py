@@ -47,11 +47,12 @@ class TLSCertificates:
                 "the fastpoplib test server needs 'trustme' for TLS: pip install 'fastpoplib[testing]'"
             ) from exc
         self._ca = trustme.CA()
-        validity = {}
+        not_before: Optional[datetime.datetime] = None
+        not_after: Optional[datetime.datetime] = None
         if expired:
             now = datetime.datetime.now(datetime.timezone.utc)
-            validity = {"not_before": now - datetime.timedelta(days=30), "not_after": now - datetime.timedelta(days=1)}
-        self._leaf = self._ca.issue_cert(*SERVER_IDENTITIES, **validity)
+            not_before, not_after = now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
+        self._leaf = self._ca.issue_cert(*SERVER_IDENTITIES, not_before=not_before, not_after=not_after)
         self._cafile: Optional[str] = None
         self.require_client_cert = require_client_cert
 

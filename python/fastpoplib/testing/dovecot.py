@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Iterable, List
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
@@ -25,13 +26,15 @@ MAIL_UID = 65534  # nobody: Dovecot refuses uid 0 for mail access
 
 
 def installed() -> bool:
+    """Whether the ``dovecot`` and ``doveadm`` programs are there to run."""
     return os.access(DOVECOT, os.X_OK) and os.access(DOVEADM, os.X_OK)
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 CONFIG = """\
@@ -89,23 +92,23 @@ class Dovecot:
     def __init__(self, root: Path) -> None:
         import trustme
 
-        self.root = Path(root)
-        self.plain_port, self.tls_port = _free_port(), _free_port()
+        self.root: Path = Path(root)
+        self.plain_port: int = _free_port()
+        self.tls_port: int = _free_port()
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         self._ca = trustme.CA()
         leaf = self._ca.issue_cert("127.0.0.1", "localhost")
         leaf.private_key_pem.write_to_path(str(self.root / "key.pem"))
         leaf.cert_chain_pems[0].write_to_path(str(self.root / "cert.pem"))
-        self.cafile = str(self.root / "ca.pem")
+        self.cafile: str = str(self.root / "ca.pem")
         self._ca.cert_pem.write_to_path(self.cafile)
         (self.root / "users.passwd").write_text("")
-        self.conf = self.root / "dovecot.conf"
+        self.conf: Path = self.root / "dovecot.conf"
         self.conf.write_text(CONFIG.format(root=self.root, plain_port=self.plain_port, tls_port=self.tls_port, uid=MAIL_UID))
 
-    def ssl_context(self):  # type: ignore[no-untyped-def]
-        import ssl
-
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this instance's certificate (hostname checks on)."""
         return ssl.create_default_context(cafile=self.cafile)
 
     def add_user(self, name: str, messages: Iterable[bytes]) -> List[bytes]:
@@ -128,6 +131,7 @@ class Dovecot:
         return stored
 
     def start(self) -> "Dovecot":
+        """Start Dovecot and wait until it greets on :attr:`plain_port`; returns ``self``."""
         for sub in ("run", "state"):
             (self.root / sub).mkdir(exist_ok=True)
         # Dovecot daemonizes and its children inherit our descriptors: no pipes here, or
@@ -145,12 +149,14 @@ class Dovecot:
         raise RuntimeError(f"Dovecot did not start; log:\n{self.log()}")
 
     def log(self) -> str:
+        """Dovecot's log so far (empty before anything was logged)."""
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
+        """Stop Dovecot (``doveadm stop``) and wait up to 10 s for its master process to exit."""
         subprocess.run([DOVEADM, "-c", str(self.conf), "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-        pid_file: Optional[Path] = self.root / "run" / "master.pid"
+        pid_file = self.root / "run" / "master.pid"
         deadline = time.monotonic() + 10
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)

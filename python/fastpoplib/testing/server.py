@@ -254,7 +254,7 @@ class Session:
         self.tls = False
         self.utf8 = False
         self.quit_received = False
-        self.closed = threading.Event()
+        self.closed: threading.Event = threading.Event()
 
     @property
     def commands(self) -> List[bytes]:
@@ -345,15 +345,15 @@ class POP3TestServer:
         if unknown:
             raise ValueError(f"unsupported SASL mechanisms {unknown}; supported: {', '.join(SASL_MECHANISMS)}")
         self._host = _loopback(host)
-        self.mailbox = _as_mailbox(mailbox)
-        self.mailboxes = {user: _as_mailbox(box) for user, box in (mailboxes or {}).items()}
+        self.mailbox: Mailbox = _as_mailbox(mailbox)
+        self.mailboxes: Dict[str, Mailbox] = {user: _as_mailbox(box) for user, box in (mailboxes or {}).items()}
         self.users: Dict[str, str] = dict(users) if users is not None else {"user": "password"}
         self.tls = tls
         self.apop = apop
         self.greeting = greeting
-        self.capabilities = list(capabilities) if capabilities is not None else None
-        self.sasl = tuple(m.upper() for m in sasl)
-        self.oauth2_tokens = dict(oauth2_tokens) if oauth2_tokens is not None else None
+        self.capabilities: Optional[List[str]] = list(capabilities) if capabilities is not None else None
+        self.sasl: Tuple[str, ...] = tuple(m.upper() for m in sasl)
+        self.oauth2_tokens: Optional[Dict[str, str]] = dict(oauth2_tokens) if oauth2_tokens is not None else None
         self.utf8 = utf8
         self.pipelining = pipelining
         self.login_delay = login_delay
@@ -361,7 +361,7 @@ class POP3TestServer:
         self.allow_concurrent = allow_concurrent
         self.idle_timeout = idle_timeout
         self.max_line_length = max_line_length
-        self.max_auth_line_length = max(max_auth_line_length, max_line_length)
+        self.max_auth_line_length: int = max(max_auth_line_length, max_line_length)
         self.faults: List[Fault] = list(faults)
 
         if tls == "implicit" or (stls and (certificates is not None or have_trustme())):
@@ -370,7 +370,7 @@ class POP3TestServer:
         else:
             self.certificates = None
             self._tls_context = None
-        self.stls = stls and tls == "none" and self._tls_context is not None
+        self.stls: bool = stls and tls == "none" and self._tls_context is not None
 
         self._port = port
         self._listener: Optional[socket.socket] = None
