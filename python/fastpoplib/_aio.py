@@ -15,7 +15,7 @@ import ssl
 from typing import Any, AsyncIterator, Generator, List, Optional, Tuple, Type, TypeVar
 
 from . import _bridge, _core, _flows, _tls
-from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, POP3Base, resolve_timeout
+from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, STATUS, BatchReplies, POP3Base, resolve_timeout
 
 T = TypeVar("T", bound="AsyncPOP3")
 
@@ -34,6 +34,19 @@ class _Connecting:
 
     async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
         await self._client.__aexit__(exc_type, *exc)
+
+
+class _Batch(BatchReplies):
+    def __aiter__(self) -> "_Batch":
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._done:
+            raise StopAsyncIteration
+        item = self._item(await self._client._call("batch_next", self._id))
+        if item is None:
+            raise StopAsyncIteration
+        return item
 
 
 class AsyncPOP3(POP3Base):
@@ -66,54 +79,56 @@ class AsyncPOP3(POP3Base):
         return _Connecting(cls(host, port, timeout, **kwargs))
 
     async def _open(self: T) -> T:
-        self._conn = await _bridge.AsyncConnection.connect(self.host, self.port, max_line=self._maxline, **self._options)
+        self._bridge = _bridge.current()
+        self._conn = await self._bridge.call(_core.Connection.connect, self.host, self.port, max_line=self._maxline, **self._options)
         self._tls_established = self._options["tls"] is not None
         try:
-            self.welcome = await self._conn.getresp()
+            self.welcome = await self._call("claim", STATUS)
         except BaseException:
             self._abort()
             raise
         return self
 
-    async def _step(self, runner: _flows.Runner) -> None:
-        op = runner.op
+    async def _call(self, name: str, *args: Any) -> Any:
+        conn = self._check_open()
+        self._before(conn)
         try:
-            result = self._completed(op, await self._dispatch(op))
-        except Exception as exc:
-            runner.throw(exc)
-        else:
-            runner.send(result)
+            return await self._bridge.call(getattr(conn, name), *args)
+        finally:
+            self._after()
 
     async def _run(self, flow: _flows.Flow) -> Any:
         runner = _flows.Runner(flow)
         while not runner.done:
-            await self._step(runner)
+            op = runner.op
+            try:
+                if isinstance(op, _flows.DropStream):
+                    result = self._check_open().drop_stream(op.stream)
+                else:
+                    result = self._completed(op, await self._dispatch(op))
+            except Exception as exc:
+                runner.throw(exc)
+            else:
+                runner.send(result)
         return runner.value
 
-    async def _iter(self, flow: _flows.Flow) -> AsyncIterator[Any]:
-        runner = _flows.Runner(flow)
-        while not runner.done:
-            if not isinstance(runner.op, _flows.Emit):
-                await self._step(runner)
-                continue
-            try:
-                yield runner.op.value
-            except GeneratorExit:
-                await self._abandon(runner)
-                raise
-            runner.send(None)
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> AsyncIterator[Any]:
+        return _Batch(self, numbers, lines, kind)
 
-    async def _abandon(self, runner: _flows.Runner) -> None:
-        """The caller left a batch early: let the flow drain the replies in flight."""
+    async def _collect(self, items: AsyncIterator[Any]) -> List[Any]:
+        return [reply async for _, reply in items]
+
+    async def _stream(self, line: bytes, chunk_size: int) -> AsyncIterator[bytes]:
+        _, stream = await self._call("open_stream", line)
+        conn = self._conn
         try:
-            runner.throw(_flows.Abandon())
-            while not runner.done:
-                await self._step(runner)
-        except _flows.Abandon:
-            pass
-
-    async def _collect(self, flow: _flows.Flow) -> List[Any]:
-        return [value async for value in self._iter(flow)]
+            while True:
+                chunk = await self._call("chunk", stream, chunk_size)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            conn.drop_stream(stream)
 
     async def quit(self) -> bytes:
         """QUIT (the server applies deletions), then close, even if QUIT fails."""
@@ -123,10 +138,11 @@ class AsyncPOP3(POP3Base):
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection (TLS close_notify, then FIN). Safe to call twice."""
+        """Close the connection (TLS close_notify, then FIN). Safe to call twice; from
+        another task it interrupts a call in progress, which then raises."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close()
+            await self._bridge.call(conn.close)
 
     def _abort(self) -> None:
         conn, self._conn = self._conn, None
@@ -176,7 +192,4 @@ class AsyncPOP3_SSL(AsyncPOP3):  # noqa: N801 - mirrors POP3_SSL
         settings = _tls.settings(context, cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
         return _Connecting(cls(host, port, timeout, _tls_settings=settings, **kwargs))
 
-    async def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
-        from .exceptions import error_proto
 
-        raise error_proto("-ERR TLS session already established")

@@ -5,17 +5,28 @@ from __future__ import annotations
 import socket
 import ssl
 import warnings
-from typing import Any, Generator, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 from . import _core, _flows, _tls, _trace
-from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, POP3Base, resolve_timeout
+from ._base import (
+    LINES,
+    MAX_LINE_LENGTH,
+    MAX_RESPONSE_SIZE,
+    POP3_PORT,
+    POP3_SSL_PORT,
+    STATUS,
+    BatchReplies,
+    POP3Base,
+    resolve_timeout,
+)
 
 _GLOBAL_DEFAULT_TIMEOUT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 
 class _SocketView:
     """Stands in for poplib's ``sock`` attribute: the parts of ``socket.socket`` that code
-    reads (timeout, file descriptor, addresses). I/O goes through the client, not here."""
+    reads (timeout, file descriptor, addresses). I/O goes through the client, not here; none
+    of these waits for a call in progress in another thread."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -36,7 +47,12 @@ class _SocketView:
         return self._conn.sockname()
 
     def close(self) -> None:
-        self._conn.close()
+        self._conn.close(None, 0)
+
+    def shutdown(self, how: int) -> None:
+        """poplib's watchdog idiom: interrupts a call in progress in another thread, which
+        then raises; the connection is closed."""
+        self._conn.close(None, 0)
 
     def __repr__(self) -> str:
         return f"<fastpoplib socket fd={self.fileno()} peer={self._conn.peername()}>"
@@ -49,7 +65,20 @@ class _FileView:
         self._conn = conn
 
     def close(self) -> None:
-        self._conn.close()
+        self._conn.close(None, 0)
+
+
+class _Batch(BatchReplies):
+    def __iter__(self) -> "_Batch":
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        item = self._item(self._client._call("batch_next", self._id))
+        if item is None:
+            raise StopIteration
+        return item
 
 
 class POP3(POP3Base):
@@ -72,7 +101,9 @@ class POP3(POP3Base):
         super().__init__(host, port)
         self.sock: Optional[_SocketView] = None
         self.file: Optional[_FileView] = None
-        self._conn = _core.Connection(
+        self._conn = _core.Connection.connect(
+            None,
+            0,
             host,
             port,
             timeout=resolve_timeout(timeout),
@@ -94,69 +125,63 @@ class POP3(POP3Base):
         return None
 
     # -- the blocking driver -------------------------------------------------------------------
-    def _drive(self, flow: _flows.Flow) -> Generator[Any, None, Any]:
-        return self._steps(_flows.Runner(flow))
+    def _call(self, name: str, *args: Any) -> Any:
+        conn = self._check_open()
+        self._before(conn)
+        try:
+            return getattr(conn, name)(None, 0, *args)
+        finally:
+            self._after()
 
-    def _steps(self, runner: _flows.Runner) -> Generator[Any, None, Any]:
+    def _run(self, flow: _flows.Flow) -> Any:
+        runner = _flows.Runner(flow)
         while not runner.done:
             op = runner.op
-            if isinstance(op, _flows.Emit):
-                try:
-                    yield op.value
-                except GeneratorExit:
-                    self._abandon(runner)
-                    raise
-                runner.send(None)
-                continue
             try:
-                result = self._completed(op, self._dispatch(op))
+                if isinstance(op, _flows.DropStream):
+                    result = self._check_open().drop_stream(op.stream)
+                else:
+                    result = self._completed(op, self._dispatch(op))
             except Exception as exc:
                 runner.throw(exc)
             else:
                 runner.send(result)
         return runner.value
 
-    def _abandon(self, runner: _flows.Runner) -> None:
-        """The caller left a batch early: let the flow drain the replies in flight."""
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> Iterator[Any]:
+        return _Batch(self, numbers, lines, kind)
+
+    def _collect(self, items: Iterator[Any]) -> List[Any]:
+        return [reply for _, reply in items]
+
+    def _stream(self, line: bytes, chunk_size: int) -> Iterator[bytes]:
+        _, stream = self._call("open_stream", line)
+        conn = self._conn
         try:
-            runner.throw(_flows.Abandon())
-            for _ in self._steps(runner):
-                pass
-        except _flows.Abandon:
-            pass
-
-    def _run(self, flow: _flows.Flow) -> Any:
-        gen = self._drive(flow)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
-
-    def _iter(self, flow: _flows.Flow) -> Iterator[Any]:
-        return self._drive(flow)
-
-    def _collect(self, flow: _flows.Flow) -> List[Any]:
-        return list(self._drive(flow))
+            while True:
+                chunk = self._call("chunk", stream, chunk_size)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            conn.drop_stream(stream)
 
     # -- poplib's low-level methods, used by real code ---------------------------------------
     def _putline(self, line: bytes) -> None:
-        _trace.command(self._debugging, line, False)
-        self._check_open().putline(line)
+        self._call("put", line)
 
     def _putcmd(self, line: str) -> None:
         self._putline(self._line(line))
 
     def _getline(self) -> Tuple[bytes, int]:
-        return self._check_open().getline()
+        resp = self._call("claim", STATUS)
+        return resp, len(resp) + 2
 
     def _getresp(self) -> bytes:
-        resp = self._check_open().getresp()
-        _trace.response(self._debugging, resp)
-        return resp
+        return self._call("claim", STATUS)
 
     def _getlongresp(self) -> Tuple[bytes, list, int]:
-        return self._check_open().getlongresp()
+        return self._call("claim", LINES)
 
     # -- session end ------------------------------------------------------------------------------
     def quit(self) -> bytes:
@@ -168,12 +193,13 @@ class POP3(POP3Base):
             self.close()
 
     def close(self) -> None:
-        """Close the connection without assuming anything about it."""
+        """Close the connection without assuming anything about it. From another thread it
+        interrupts a call in progress, which then raises."""
         conn, self._conn = self._conn, None
         self.file = None
         self.sock = None
         if conn is not None:
-            conn.close()
+            conn.close(None, 0)
 
     def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
         """Upgrade to TLS (RFC 2595), verifying the certificate unless ``context`` says not
@@ -230,7 +256,4 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return self._tls
 
-    def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
-        from .exceptions import error_proto
 
-        raise error_proto("-ERR TLS session already established")

@@ -15,7 +15,9 @@ pub struct Limits {
     pub max_status_line: usize,
     /// Longest line inside a multi-line body, including line end and dot-stuffing.
     pub max_data_line: usize,
-    /// Largest multi-line body collected in memory (octets as poplib counts them).
+    /// Largest multi-line body collected in memory: its octets as poplib counts them, plus
+    /// what each line costs the sink beyond its bytes ([`BodySink::line_cost`]), so that a
+    /// reply of many short lines is bounded by what it costs in memory, not by its wire size.
     pub max_response: usize,
 }
 
@@ -177,6 +179,11 @@ pub trait BodySink {
     fn full(&self) -> bool {
         false
     }
+
+    /// Memory a line costs beyond its content bytes, counted against `max_response`.
+    fn line_cost(&self) -> usize {
+        0
+    }
 }
 
 /// Decodes one multi-line body incrementally; keeps its progress across partial input.
@@ -184,6 +191,8 @@ pub trait BodySink {
 pub struct BodyDecoder {
     /// Octets so far, counted like poplib (line end included, one less per unstuffed line).
     pub octets: usize,
+    /// Octets plus the sink's per-line cost: what `max_response` bounds.
+    cost: usize,
 }
 
 impl BodyDecoder {
@@ -211,7 +220,8 @@ impl BodyDecoder {
                 _ => (content, raw.octets),
             };
             self.octets += octets;
-            if self.octets > limits.max_response {
+            self.cost = self.cost.saturating_add(octets + sink.line_cost());
+            if self.cost > limits.max_response {
                 return Err(ProtoError::ResponseTooLarge { limit: limits.max_response });
             }
             sink.line(content)?;
@@ -220,30 +230,75 @@ impl BodyDecoder {
     }
 }
 
-/// Collects body lines into one buffer plus end offsets: two allocations per response
-/// instead of one per line, turned into Python objects in a single pass later.
+/// What a line costs in memory once it is a Python `bytes` in a list (object header, list
+/// slot, allocator rounding), beyond its content: the unit of the `max_response` bound.
+pub const LINE_COST: usize = 64;
+
+/// Lines are stored in segments of about this size: no reallocation copies of a large body,
+/// and each segment can be freed as soon as it has been handed over.
+const SEGMENT: usize = 1 << 20;
+
+/// Body lines in a few large buffers plus end offsets, instead of one allocation per line.
 #[derive(Debug, Default)]
 pub struct LinesSink {
-    pub data: Vec<u8>,
-    pub ends: Vec<usize>,
+    segments: Vec<Segment>,
+    count: usize,
+}
+
+/// One buffer of consecutive lines.
+#[derive(Debug, Default)]
+pub struct Segment {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Segment {
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.ends.iter().enumerate().map(move |(i, &end)| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.data[start..end]
+        })
+    }
 }
 
 impl LinesSink {
     pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let line = &self.data[start..end];
-            start = end;
-            line
-        })
+        self.segments.iter().flat_map(Segment::lines)
+    }
+
+    /// The number of lines.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The segments, in order, for a consumer that frees each once converted.
+    pub fn into_segments(self) -> Vec<Segment> {
+        self.segments
     }
 }
 
 impl BodySink for LinesSink {
     fn line(&mut self, content: &[u8]) -> Result<(), ProtoError> {
-        self.data.extend_from_slice(content);
-        self.ends.push(self.data.len());
+        let full = self.segments.last().is_none_or(|s| !s.data.is_empty() && s.data.len() + content.len() > SEGMENT);
+        if full {
+            // The first segment grows from small (most replies are small); later ones are
+            // allocated whole, so a large body is never copied by a reallocation.
+            let capacity = if self.segments.is_empty() { 0 } else { SEGMENT.max(content.len()) };
+            self.segments.push(Segment { data: Vec::with_capacity(capacity), ends: Vec::new() });
+        }
+        let segment = self.segments.last_mut().expect("a segment exists");
+        segment.data.extend_from_slice(content);
+        segment.ends.push(segment.data.len());
+        self.count += 1;
         Ok(())
+    }
+
+    fn line_cost(&self) -> usize {
+        LINE_COST
     }
 }
 

@@ -1,0 +1,2 @@
+//! Session tests: scripted server bytes, no sockets.
+use super::*;
