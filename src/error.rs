@@ -35,7 +35,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Whether the byte stream can still be trusted after this error. A `-ERR` reply or a
@@ -44,22 +47,30 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
-            Error::Proto(ProtoError::ServerError(_) | ProtoError::InvalidArgument(_) | ProtoError::Usage(_)) | Error::Busy | Error::NotConnected(_)
+            Error::Proto(
+                ProtoError::ServerError(_) | ProtoError::InvalidArgument(_) | ProtoError::Usage(_)
+            ) | Error::Busy
+                | Error::NotConnected(_)
         )
     }
 }
 
 fn tls_message(err: &rustls::Error, host: &str) -> String {
     use rustls::CertificateError as C;
-    let hint = "; pass context=ssl.create_default_context(cafile=...) or cafile=... to trust a private CA";
+    let hint =
+        "; pass context=ssl.create_default_context(cafile=...) or cafile=... to trust a private CA";
     match err {
         rustls::Error::InvalidCertificate(cert) => match cert {
-            C::UnknownIssuer => format!("certificate for {host} is signed by an unknown authority{hint}"),
+            C::UnknownIssuer => {
+                format!("certificate for {host} is signed by an unknown authority{hint}")
+            }
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 format!("certificate is not valid for the name {host} (hostname mismatch)")
             }
             C::Expired | C::ExpiredContext { .. } => format!("certificate for {host} has expired"),
-            C::NotValidYet | C::NotValidYetContext { .. } => format!("certificate for {host} is not valid yet"),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                format!("certificate for {host} is not valid yet")
+            }
             C::Revoked => format!("certificate for {host} has been revoked"),
             other => format!("certificate verify failed for {host}: {other:?}"),
         },

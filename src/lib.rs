@@ -5,9 +5,9 @@ pub mod auth;
 #[cfg(feature = "net")]
 pub mod error;
 pub mod proto;
+#[cfg(feature = "python")]
+mod python;
 #[cfg(feature = "net")]
 pub mod tls;
 #[cfg(feature = "net")]
 pub mod transport;
-#[cfg(feature = "python")]
-mod python;

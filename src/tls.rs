@@ -33,13 +33,22 @@ pub struct TlsOptions {
 
 impl Default for TlsOptions {
     fn default() -> Self {
-        TlsOptions { verify: true, check_hostname: true, ca_certs: vec![], min_version: 12, max_version: 13, client_cert: None }
+        TlsOptions {
+            verify: true,
+            check_hostname: true,
+            ca_certs: vec![],
+            min_version: 12,
+            max_version: 13,
+            client_cert: None,
+        }
     }
 }
 
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(crypto::ring::default_provider())).clone()
+    PROVIDER
+        .get_or_init(|| Arc::new(crypto::ring::default_provider()))
+        .clone()
 }
 
 /// webpki-roots plus the operating system's store, loaded once per process.
@@ -47,7 +56,9 @@ fn default_roots() -> Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
-            let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            let mut roots = RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
             // Unreadable system certificates are skipped: the bundled roots still apply.
             let native = rustls_native_certs::load_native_certs();
             roots.add_parsable_certificates(native.certs);
@@ -62,18 +73,21 @@ pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::TlsConfig(format!("cannot parse PEM certificates: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::TlsConfig("no PEM certificate found in the data given".into()));
+        return Err(Error::TlsConfig(
+            "no PEM certificate found in the data given".into(),
+        ));
     }
     Ok(certs)
 }
 
 impl TlsOptions {
     pub fn build(&self) -> Result<Arc<ClientConfig>> {
-        let versions: Vec<&'static rustls::SupportedProtocolVersion> = [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
-            .into_iter()
-            .filter(|(v, _)| (self.min_version..=self.max_version).contains(v))
-            .map(|(_, v)| v)
-            .collect();
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+            [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
+                .into_iter()
+                .filter(|(v, _)| (self.min_version..=self.max_version).contains(v))
+                .map(|(_, v)| v)
+                .collect();
         if versions.is_empty() {
             return Err(Error::TlsConfig(format!(
                 "no TLS version between 1.{} and 1.{} is supported; fastpoplib speaks TLS 1.2 and 1.3",
@@ -89,8 +103,9 @@ impl TlsOptions {
         let config = match &self.client_cert {
             None => builder.with_no_client_auth(),
             Some((chain, key)) => {
-                let key = PrivateKeyDer::from_pem_slice(key)
-                    .map_err(|e| Error::TlsConfig(format!("cannot read the client private key: {e}")))?;
+                let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+                    Error::TlsConfig(format!("cannot read the client private key: {e}"))
+                })?;
                 builder
                     .with_client_auth_cert(certs_from_pem(chain)?, key)
                     .map_err(|e| Error::TlsConfig(format!("client certificate rejected: {e}")))?
@@ -117,14 +132,18 @@ impl TlsOptions {
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
             .map_err(|e| Error::TlsConfig(format!("cannot build the certificate verifier: {e}")))?;
-        Ok(Arc::new(Verifier { inner: webpki, check_hostname: self.check_hostname }))
+        Ok(Arc::new(Verifier {
+            inner: webpki,
+            check_hostname: self.check_hostname,
+        }))
     }
 }
 
 /// The server name to verify: an IP address when `host` is one, else a DNS name.
 pub fn server_name(host: &str) -> Result<ServerName<'static>> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(bare.to_owned()).map_err(|_| Error::TlsConfig(format!("{host:?} is not a valid host name for TLS")))
+    ServerName::try_from(bare.to_owned())
+        .map_err(|_| Error::TlsConfig(format!("{host:?} is not a valid host name for TLS")))
 }
 
 /// Chain verification by webpki, with the host-name check optional (`check_hostname=False`).
@@ -143,9 +162,13 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
             )) if !self.check_hostname => Ok(ServerCertVerified::assertion()),
             other => other,
         }
@@ -197,7 +220,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -206,7 +234,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -76,7 +76,7 @@ def test_batch_error_drains_and_keeps_session(kind: str, pop3_server: Any) -> No
     p = open_session(kind, pop3_server)
     got = []
     with pytest.raises(fastpoplib.ServerError):
-        for number, reply in iterate(kind, p, p.retr_many([1, 2, 99, 3, 4])):
+        for number, _reply in iterate(kind, p, p.retr_many([1, 2, 99, 3, 4])):
             got.append(number)
     assert got == [1, 2]
     assert p.stat()[0] == 12  # the replies in flight were read: the session is in sync
@@ -107,8 +107,8 @@ def test_streaming_matches_retr(kind: str, pop3_server: Any, tmp_path: Any) -> N
         assert p.retr_bytes(n) == whole
         chunks = list(iterate(kind, p, p.retr_iter(n, chunk_size=100)))
         assert b"".join(chunks) == whole and (len(chunks) > 1 or len(whole) < 200)
-        seen = []
-        written = p.retr_to(n, tmp_path / f"{n}.eml", progress=lambda done, total: seen.append((done, total)))
+        seen: list = []
+        written = p.retr_to(n, tmp_path / f"{n}.eml", progress=lambda done, total, seen=seen: seen.append((done, total)))
         assert (tmp_path / f"{n}.eml").read_bytes() == whole and written == len(whole)
         assert seen[-1] == (len(whole), len(whole))
     msg = p.retr_message(1)

@@ -246,7 +246,7 @@ def test_two_threads_on_one_connection_get_a_clear_error(pop3_server: Any) -> No
     worker = threading.Thread(target=p.noop)
     worker.start()
     time.sleep(0.3)
-    with pytest.raises(fastpoplib.LocalProtocolError, match="in use"):
+    with pytest.raises(fastpoplib.LocalProtocolError, match="busy with another call"):
         p.stat()
     worker.join()
     assert p.noop().startswith(b"+OK")

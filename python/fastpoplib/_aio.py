@@ -48,6 +48,10 @@ class _Batch(BatchReplies):
             raise StopAsyncIteration
         return item
 
+    async def aclose(self) -> None:
+        """Stop early: the session drops the replies still in flight."""
+        self.close()
+
 
 class AsyncPOP3(POP3Base):
     """An asyncio POP3 connection. Create it with ``await AsyncPOP3.connect(host, ...)``."""

@@ -70,8 +70,14 @@ class BatchReplies:
             self._done = True
             self._conn.drop_batch(self._id)
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """Stop early: the session drops the replies still in flight (no I/O here)."""
         self._finish()
+
+    def __del__(self) -> None:
+        # `__init__` may have failed before the batch existed (a bad argument).
+        if hasattr(self, "_done"):
+            self._finish()
 
 
 def resolve_timeout(timeout: Any) -> Optional[float]:
@@ -140,9 +146,9 @@ class POP3Base:
     def _dispatch(self, op: _flows.Op) -> Any:
         """Starts ``op``: one call into the session."""
         if isinstance(op, _flows.Short):
-            return self._call("command", op.line, STATUS, op.login, op.secret)
+            return self._call("command", op.line, STATUS, op.login, op.secret, op.raw)
         if isinstance(op, _flows.Long):
-            return self._call("command", op.line, BYTES if op.as_bytes else LINES)
+            return self._call("command", op.line, BYTES if op.as_bytes else LINES, False, False, op.raw)
         if isinstance(op, _flows.Chunk):
             return self._call("chunk", op.stream, op.size)
         if isinstance(op, _flows.OpenStream):
@@ -305,10 +311,10 @@ class POP3Base:
         return self._run(_flows.one(_flows.Messages()))
 
     def _shortcmd(self, line: Union[str, bytes]) -> Any:
-        return self._run(_flows.short(self._line(line)))
+        return self._run(_flows.one(_flows.Short(self._line(line), raw=True)))
 
     def _longcmd(self, line: Union[str, bytes]) -> Any:
-        return self._run(_flows.long(self._line(line)))
+        return self._run(_flows.one(_flows.Long(self._line(line), raw=True)))
 
     @property
     def tls_info(self) -> Optional[Any]:

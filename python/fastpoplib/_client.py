@@ -7,7 +7,7 @@ import ssl
 import warnings
 from typing import Any, Iterator, List, Optional, Tuple
 
-from . import _core, _flows, _tls, _trace
+from . import _core, _flows, _tls
 from ._base import (
     LINES,
     MAX_LINE_LENGTH,

@@ -18,7 +18,7 @@ from typing import Any, Callable, Generator, List, Optional, Tuple, Union
 
 from . import _core
 from . import _sasl
-from ._types import Capabilities, MessageInfo
+from ._types import Capabilities
 from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError, error_proto
 
 LongResponse = Tuple[bytes, List[bytes], int]
@@ -33,6 +33,7 @@ class Short:
     line: bytes
     login: bool = False
     secret: bool = False
+    raw: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Long:
 
     line: bytes
     as_bytes: bool = False
+    raw: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_status_line: 2048, max_data_line: 1 << 20, max_response: 256 << 20 }
+        Limits {
+            max_status_line: 2048,
+            max_data_line: 1 << 20,
+            max_response: 256 << 20,
+        }
     }
 }
 
@@ -57,7 +61,10 @@ const MAX_CHUNK: usize = 256 * 1024;
 
 impl LineReader {
     pub fn new() -> Self {
-        LineReader { chunk: MIN_CHUNK, ..Self::default() }
+        LineReader {
+            chunk: MIN_CHUNK,
+            ..Self::default()
+        }
     }
 
     /// Space to read into; call [`LineReader::commit`] with the number of bytes written.
@@ -109,7 +116,11 @@ impl LineReader {
 
     /// The next complete raw line (terminator included), or `None` if more data is needed.
     /// A line (with its LF) longer than `limit` is an error, as in poplib.
-    pub fn next_raw_line(&mut self, limit: usize, what: &'static str) -> Result<Option<RawLine>, ProtoError> {
+    pub fn next_raw_line(
+        &mut self,
+        limit: usize,
+        what: &'static str,
+    ) -> Result<Option<RawLine>, ProtoError> {
         let data = &self.buf[self.pos..self.filled];
         let from = self.scanned.min(data.len());
         match memchr::memchr(b'\n', &data[from..]) {
@@ -118,7 +129,11 @@ impl LineReader {
                 if len > limit {
                     return Err(ProtoError::LineTooLong { what, limit });
                 }
-                let line = RawLine { start: self.pos, end: self.pos + len, octets: len };
+                let line = RawLine {
+                    start: self.pos,
+                    end: self.pos + len,
+                    octets: len,
+                };
                 self.consume(len);
                 Ok(Some(line))
             }
@@ -167,7 +182,10 @@ pub fn resp_code(line: &[u8]) -> Option<&[u8]> {
     let rest = line.strip_prefix(b"-ERR [")?;
     let end = memchr::memchr(b']', rest)?;
     let code = &rest[..end];
-    let valid = !code.is_empty() && code.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/'));
+    let valid = !code.is_empty()
+        && code
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/'));
     valid.then_some(code)
 }
 
@@ -210,7 +228,9 @@ impl BodyDecoder {
         sink: &mut S,
     ) -> Result<Option<usize>, ProtoError> {
         while !sink.full() {
-            let Some(raw) = reader.next_raw_line(limits.max_data_line, "message")? else { break };
+            let Some(raw) = reader.next_raw_line(limits.max_data_line, "message")? else {
+                break;
+            };
             let content = reader.content(raw);
             if content == b"." {
                 return Ok(Some(self.octets));
@@ -222,7 +242,9 @@ impl BodyDecoder {
             self.octets += octets;
             self.cost = self.cost.saturating_add(octets + sink.line_cost());
             if self.cost > limits.max_response {
-                return Err(ProtoError::ResponseTooLarge { limit: limits.max_response });
+                return Err(ProtoError::ResponseTooLarge {
+                    limit: limits.max_response,
+                });
             }
             sink.line(content)?;
         }
@@ -283,12 +305,22 @@ impl LinesSink {
 
 impl BodySink for LinesSink {
     fn line(&mut self, content: &[u8]) -> Result<(), ProtoError> {
-        let full = self.segments.last().is_none_or(|s| !s.data.is_empty() && s.data.len() + content.len() > SEGMENT);
+        let full = self
+            .segments
+            .last()
+            .is_none_or(|s| !s.data.is_empty() && s.data.len() + content.len() > SEGMENT);
         if full {
             // The first segment grows from small (most replies are small); later ones are
             // allocated whole, so a large body is never copied by a reallocation.
-            let capacity = if self.segments.is_empty() { 0 } else { SEGMENT.max(content.len()) };
-            self.segments.push(Segment { data: Vec::with_capacity(capacity), ends: Vec::new() });
+            let capacity = if self.segments.is_empty() {
+                0
+            } else {
+                SEGMENT.max(content.len())
+            };
+            self.segments.push(Segment {
+                data: Vec::with_capacity(capacity),
+                ends: Vec::new(),
+            });
         }
         let segment = self.segments.last_mut().expect("a segment exists");
         segment.data.extend_from_slice(content);
@@ -312,7 +344,10 @@ pub struct BytesSink {
 
 impl BytesSink {
     pub fn chunked(chunk: usize) -> Self {
-        BytesSink { data: Vec::with_capacity(chunk + 1024), chunk: Some(chunk) }
+        BytesSink {
+            data: Vec::with_capacity(chunk + 1024),
+            chunk: Some(chunk),
+        }
     }
 }
 
@@ -336,7 +371,8 @@ mod tests {
     fn read_status(input: &[u8]) -> Result<Option<Vec<u8>>, ProtoError> {
         let mut r = LineReader::new();
         r.feed(input);
-        Ok(r.next_raw_line(2048, "status")?.map(|l| r.content(l).to_vec()))
+        Ok(r.next_raw_line(2048, "status")?
+            .map(|l| r.content(l).to_vec()))
     }
 
     #[test]
@@ -352,7 +388,12 @@ mod tests {
             (b"\r\n", b""),
         ];
         for (wire, want) in table {
-            assert_eq!(read_status(wire).unwrap().unwrap(), *want, "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(
+                read_status(wire).unwrap().unwrap(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
         }
     }
 
@@ -363,9 +404,15 @@ mod tests {
         assert!(read_status(&ok).unwrap().is_some());
         let mut long = vec![b'+'; 2047];
         long.extend_from_slice(b"\r\n");
-        assert!(matches!(read_status(&long), Err(ProtoError::LineTooLong { .. })));
+        assert!(matches!(
+            read_status(&long),
+            Err(ProtoError::LineTooLong { .. })
+        ));
         // No LF yet but already over the limit: fail early instead of buffering forever.
-        assert!(matches!(read_status(&vec![b'x'; 3000]), Err(ProtoError::LineTooLong { .. })));
+        assert!(matches!(
+            read_status(&vec![b'x'; 3000]),
+            Err(ProtoError::LineTooLong { .. })
+        ));
         assert_eq!(read_status(&[b'x'; 100]).unwrap(), None);
     }
 
@@ -373,7 +420,10 @@ mod tests {
     fn status_classification_and_codes() {
         assert!(check_status(b"+OK").is_ok());
         assert!(check_status(b"+ challenge").is_ok());
-        assert_eq!(check_status(b"-ERR no"), Err(ProtoError::ServerError(b"-ERR no".to_vec())));
+        assert_eq!(
+            check_status(b"-ERR no"),
+            Err(ProtoError::ServerError(b"-ERR no".to_vec()))
+        );
         assert_eq!(check_status(b""), Err(ProtoError::ServerError(vec![])));
         assert_eq!(resp_code(b"-ERR [IN-USE] locked"), Some(&b"IN-USE"[..]));
         assert_eq!(resp_code(b"-ERR [SYS/TEMP] later"), Some(&b"SYS/TEMP"[..]));
@@ -387,7 +437,9 @@ mod tests {
         let mut r = LineReader::new();
         r.feed(input);
         let mut sink = LinesSink::default();
-        let octets = BodyDecoder::new().advance(&mut r, limits, &mut sink)?.expect("complete body");
+        let octets = BodyDecoder::new()
+            .advance(&mut r, limits, &mut sink)?
+            .expect("complete body");
         Ok((sink.lines().map(<[u8]>::to_vec).collect(), octets))
     }
 
@@ -395,7 +447,16 @@ mod tests {
     fn body_known_answers() {
         let l = Limits::default();
         let (lines, octets) = decode(b"a\r\n..b\r\n.c\r\n...\r\n\r\n.\r\n", &l).unwrap();
-        assert_eq!(lines, vec![b"a".to_vec(), b".b".to_vec(), b".c".to_vec(), b"..".to_vec(), vec![]]);
+        assert_eq!(
+            lines,
+            vec![
+                b"a".to_vec(),
+                b".b".to_vec(),
+                b".c".to_vec(),
+                b"..".to_vec(),
+                vec![]
+            ]
+        );
         // Checked against CPython poplib: 3 + (5-1) + 4 + (5-1) + 2.
         assert_eq!(octets, 17);
         let (lines, octets) = decode(b"x\ny\n.\n", &l).unwrap();
@@ -407,9 +468,19 @@ mod tests {
 
     #[test]
     fn body_limits() {
-        let l = Limits { max_status_line: 2048, max_data_line: 10, max_response: 12 };
-        assert!(matches!(decode(b"0123456789abc\r\n.\r\n", &l), Err(ProtoError::LineTooLong { .. })));
-        assert!(matches!(decode(b"12345\r\n12345\r\n.\r\n", &l), Err(ProtoError::ResponseTooLarge { .. })));
+        let l = Limits {
+            max_status_line: 2048,
+            max_data_line: 10,
+            max_response: 12,
+        };
+        assert!(matches!(
+            decode(b"0123456789abc\r\n.\r\n", &l),
+            Err(ProtoError::LineTooLong { .. })
+        ));
+        assert!(matches!(
+            decode(b"12345\r\n12345\r\n.\r\n", &l),
+            Err(ProtoError::ResponseTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -417,7 +488,9 @@ mod tests {
         let mut r = LineReader::new();
         r.feed(b"a\n..b\r\n.\r\n");
         let mut sink = BytesSink::default();
-        BodyDecoder::new().advance(&mut r, &Limits::default(), &mut sink).unwrap();
+        BodyDecoder::new()
+            .advance(&mut r, &Limits::default(), &mut sink)
+            .unwrap();
         assert_eq!(sink.data, b"a\r\n.b\r\n");
     }
 
@@ -429,14 +502,24 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let mut sink = BytesSink::chunked(4);
-            let done = decoder.advance(&mut r, &Limits::default(), &mut sink).unwrap();
+            let done = decoder
+                .advance(&mut r, &Limits::default(), &mut sink)
+                .unwrap();
             out.push(sink.data);
             if done.is_some() {
                 break;
             }
         }
         // The third chunk fills the sink before the "." line is seen: a last, empty call ends it.
-        assert_eq!(out, vec![b"aaaa\r\n".to_vec(), b".bb\r\n".to_vec(), b"cc\r\n".to_vec(), vec![]]);
+        assert_eq!(
+            out,
+            vec![
+                b"aaaa\r\n".to_vec(),
+                b".bb\r\n".to_vec(),
+                b"cc\r\n".to_vec(),
+                vec![]
+            ]
+        );
     }
 
     #[test]
@@ -444,7 +527,10 @@ mod tests {
         let mut r = LineReader::new();
         r.feed(b"a\r\n.\r\n+OK next\r\n");
         let mut sink = LinesSink::default();
-        BodyDecoder::new().advance(&mut r, &Limits::default(), &mut sink).unwrap().unwrap();
+        BodyDecoder::new()
+            .advance(&mut r, &Limits::default(), &mut sink)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.buffered(), b"+OK next\r\n");
     }
 }

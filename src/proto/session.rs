@@ -17,7 +17,9 @@ use std::collections::{HashMap, VecDeque};
 
 use super::capa::parse_capa;
 use super::command::{encode_line, redact, verb};
-use super::response::{check_status, BodyDecoder, BodySink, BytesSink, LineReader, Limits, LinesSink};
+use super::response::{
+    check_status, BodyDecoder, BodySink, BytesSink, Limits, LineReader, LinesSink,
+};
 use super::ProtoError;
 
 /// Commands in flight at once in a pipelined batch (RFC 2449 PIPELINING). Commands are tiny, so
@@ -55,8 +57,16 @@ pub enum State {
 #[derive(Debug)]
 pub enum Reply {
     Status(Vec<u8>),
-    Lines { status: Vec<u8>, lines: LinesSink, octets: usize },
-    Bytes { status: Vec<u8>, data: Vec<u8>, octets: usize },
+    Lines {
+        status: Vec<u8>,
+        lines: LinesSink,
+        octets: usize,
+    },
+    Bytes {
+        status: Vec<u8>,
+        data: Vec<u8>,
+        octets: usize,
+    },
 }
 
 pub type Outcome = Result<Reply, ProtoError>;
@@ -67,9 +77,15 @@ pub type MessageRow = (u64, u64, Option<Vec<u8>>);
 /// What a caller asks of the session.
 #[derive(Debug)]
 pub enum Request {
-    /// Send a command line and wait for its reply. `secret`: never traced in clear; inside an
-    /// AUTH exchange (RFC 5034) only secret lines (SASL responses, `*`) may be sent.
-    Command { line: Vec<u8>, expect: Expect, secret: bool },
+    /// Send a command line and wait for its reply. `secret`: never traced in clear. Inside an
+    /// AUTH exchange (RFC 5034) a line is a SASL response (traced masked), and only lines
+    /// marked `secret` or `raw` (poplib's `_shortcmd`, for SASL by hand) may be sent there.
+    Command {
+        line: Vec<u8>,
+        expect: Expect,
+        secret: bool,
+        raw: bool,
+    },
     /// poplib's `_putline`: send only; the reply is claimed later with [`Request::Claim`].
     Put { line: Vec<u8> },
     /// poplib's `_getresp` / `_getlongresp`: the reply to the oldest command sent with `Put`
@@ -163,7 +179,7 @@ fn classify(line: &[u8]) -> Verb {
 
 /// The reply kind a `Put` command gets when nobody claims it.
 fn inferred(line: &[u8]) -> Expect {
-    let has_arg = line.iter().any(|b| *b == b' ');
+    let has_arg = line.contains(&b' ');
     match verb(line).as_str() {
         "RETR" | "TOP" | "CAPA" => Expect::Lines,
         "LIST" | "UIDL" | "LANG" if !has_arg => Expect::Lines,
@@ -217,6 +233,15 @@ struct Batch {
     in_flight: VecDeque<u64>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Open,
+    /// A later request came first: the rest of the body was dropped.
+    Superseded,
+    /// The last chunk was handed out; the next request for one gets the end.
+    Ended,
+}
+
 /// Progress of a multi-step request.
 #[derive(Debug)]
 enum Phase {
@@ -224,8 +249,14 @@ enum Phase {
     Await(u64),
     /// `Messages`: CAPA first, since pipelining depends on it.
     MessagesCapa(u64),
-    MessagesList { list: u64, uidl: Option<u64> },
-    MessagesUidl { rows: Vec<(u64, u64)>, uidl: u64 },
+    MessagesList {
+        list: u64,
+        uidl: Option<u64>,
+    },
+    MessagesUidl {
+        rows: Vec<(u64, u64)>,
+        uidl: u64,
+    },
     /// `BatchNext` waiting for the CAPA that decides the window.
     BatchCapa(u64),
     Batch,
@@ -243,6 +274,8 @@ pub struct Job {
     phase: Phase,
     /// The job ended with its reply claimed (used to forget the caller's entry on drop).
     finished: bool,
+    /// `StreamNext` on a stream whose last chunk was already handed out.
+    ended_stream: bool,
 }
 
 /// The capabilities the session decides on (RFC 2449), when known.
@@ -266,8 +299,8 @@ pub struct Session {
     /// Replies read ahead for a batch, by entry id.
     ready: HashMap<u64, Outcome>,
     batches: HashMap<u64, Batch>,
-    /// Open streams; `false` once superseded by a later request.
-    streams: HashMap<u64, bool>,
+    /// Streams whose iterators may still ask for chunks.
+    streams: HashMap<u64, StreamState>,
     next_id: u64,
     state: State,
     tls: bool,
@@ -300,7 +333,12 @@ impl Session {
             broken: None,
             trace: None,
         };
-        session.queue.push_back(Entry { id: 0, expect: Expect::Status, owner: Owner::Put, verb: Verb::Other });
+        session.queue.push_back(Entry {
+            id: 0,
+            expect: Expect::Status,
+            owner: Owner::Put,
+            verb: Verb::Other,
+        });
         session
     }
 
@@ -390,7 +428,16 @@ impl Session {
             scratch.clear();
         }
         let id = self.fresh_id();
-        self.batches.insert(id, Batch { lines, expect, sent: 0, next: 0, in_flight: VecDeque::new() });
+        self.batches.insert(
+            id,
+            Batch {
+                lines,
+                expect,
+                sent: 0,
+                next: 0,
+                in_flight: VecDeque::new(),
+            },
+        );
         Ok(id)
     }
 
@@ -444,17 +491,24 @@ impl Session {
         if let Some(err) = &self.broken {
             return Err(err.clone());
         }
-        let secret = matches!(request, Request::Command { secret: true, .. });
-        if self.sasl_open && !secret {
+        let response = matches!(
+            request,
+            Request::Command { secret: true, .. }
+                | Request::Command { raw: true, .. }
+                | Request::Put { .. }
+        );
+        if self.sasl_open && !response {
             return Err(ProtoError::Usage(
                 "an AUTH exchange is in progress: answer the server's challenge or cancel it with \"*\" first".into(),
             ));
         }
         if self.state == State::Update {
-            return Err(ProtoError::Usage("QUIT was sent: the session is over; open a new connection".into()));
+            return Err(ProtoError::Usage(
+                "QUIT was sent: the session is over; open a new connection".into(),
+            ));
         }
         let phase = match &request {
-            Request::Command { line, expect, secret } => {
+            Request::Command { line, expect, secret, .. } => {
                 let verb = if self.sasl_open { Verb::Sasl } else { classify(line) };
                 let id = self.send(line, *expect, Owner::Caller, verb)?;
                 if *secret && verb != Verb::Sasl {
@@ -464,7 +518,8 @@ impl Session {
             }
             Request::Put { line } => {
                 let expect = inferred(line);
-                self.send(line, expect, Owner::Put, classify(line))?;
+                let verb = if self.sasl_open { Verb::Sasl } else { classify(line) };
+                self.send(line, expect, Owner::Put, verb)?;
                 Phase::Flush
             }
             Request::Claim { expect } => {
@@ -487,8 +542,12 @@ impl Session {
                 Phase::Await(id)
             }
             Request::StreamNext { id, .. } => match self.streams.get(id) {
-                Some(true) => Phase::Stream(*id),
-                Some(false) => {
+                Some(StreamState::Open) => Phase::Stream(*id),
+                Some(StreamState::Ended) => {
+                    self.streams.remove(id);
+                    return Ok(Job { request, phase: Phase::Flush, finished: false, ended_stream: true });
+                }
+                Some(StreamState::Superseded) => {
                     return Err(ProtoError::Usage(
                         "this message stream was abandoned: another command was issued before it was read to the end, \
                          and its rest was discarded; retrieve the message again"
@@ -513,29 +572,49 @@ impl Session {
                 Phase::Await(self.send(b"STLS", Expect::Status, Owner::Caller, Verb::Stls)?)
             }
         };
-        Ok(Job { request, phase, finished: false })
+        Ok(Job {
+            request,
+            phase,
+            finished: false,
+            ended_stream: false,
+        })
     }
 
     fn send_listing(&mut self, pipelining: bool) -> Result<Phase, ProtoError> {
         let list = self.send(b"LIST", Expect::Lines, Owner::Caller, Verb::Other)?;
-        let uidl = if pipelining { Some(self.send(b"UIDL", Expect::Lines, Owner::Caller, Verb::Other)?) } else { None };
+        let uidl = if pipelining {
+            Some(self.send(b"UIDL", Expect::Lines, Owner::Caller, Verb::Other)?)
+        } else {
+            None
+        };
         Ok(Phase::MessagesList { list, uidl })
     }
 
     /// Queues one command line; CR, LF and NUL are refused before anything is queued.
-    fn send(&mut self, line: &[u8], expect: Expect, owner: Owner, verb: Verb) -> Result<u64, ProtoError> {
+    fn send(
+        &mut self,
+        line: &[u8],
+        expect: Expect,
+        owner: Owner,
+        verb: Verb,
+    ) -> Result<u64, ProtoError> {
         encode_line(line, &mut self.out)?;
         if let Some(trace) = &mut self.trace {
             trace.push((true, redact(line, verb == Verb::Sasl)));
         }
         let id = self.fresh_id();
         let owner = if expect == Expect::Stream {
-            self.streams.insert(id, true);
+            self.streams.insert(id, StreamState::Open);
             Owner::Stream(id)
         } else {
             owner
         };
-        self.queue.push_back(Entry { id, expect, owner, verb });
+        self.queue.push_back(Entry {
+            id,
+            expect,
+            owner,
+            verb,
+        });
         Ok(id)
     }
 
@@ -558,6 +637,7 @@ impl Session {
                 return Ok(Step::Write);
             }
             let progressed = match &mut job.phase {
+                Phase::Flush if job.ended_stream => return Ok(self.finish(job, Done::Chunk(None))),
                 Phase::Flush => return Ok(self.finish(job, Done::Sent)),
                 Phase::Await(id) => {
                     let id = *id;
@@ -598,7 +678,9 @@ impl Session {
                             let rows = parse_listing(&reply)?;
                             let uidl = match uidl {
                                 Some(id) => id,
-                                None => self.send(b"UIDL", Expect::Lines, Owner::Caller, Verb::Other)?,
+                                None => {
+                                    self.send(b"UIDL", Expect::Lines, Owner::Caller, Verb::Other)?
+                                }
                             };
                             job.phase = Phase::MessagesUidl { rows, uidl };
                             true
@@ -617,7 +699,10 @@ impl Session {
                                 Err(err) => return Err(err),
                             };
                             let mut uids = uids;
-                            let rows = std::mem::take(rows).into_iter().map(|(n, size)| (n, size, uids.remove(&n))).collect();
+                            let rows = std::mem::take(rows)
+                                .into_iter()
+                                .map(|(n, size)| (n, size, uids.remove(&n)))
+                                .collect();
                             return Ok(self.finish(job, Done::Messages(rows)));
                         }
                     }
@@ -633,7 +718,9 @@ impl Session {
                     }
                 }
                 Phase::Batch => {
-                    let Request::BatchNext { id } = job.request else { unreachable!("batch phase without a batch request") };
+                    let Request::BatchNext { id } = job.request else {
+                        unreachable!("batch phase without a batch request")
+                    };
                     match self.batch_step(id)? {
                         BatchStep::Sent => true,
                         BatchStep::Wait => false,
@@ -642,7 +729,9 @@ impl Session {
                 }
                 Phase::Stream(id) => {
                     let id = *id;
-                    let Request::StreamNext { max, .. } = job.request else { unreachable!("stream phase without a stream request") };
+                    let Request::StreamNext { max, .. } = job.request else {
+                        unreachable!("stream phase without a stream request")
+                    };
                     match self.stream_chunk(id, max)? {
                         None => false,
                         Some(chunk) => return Ok(self.finish(job, Done::Chunk(chunk))),
@@ -675,7 +764,9 @@ impl Session {
                 Step::Handshake
             }
             (Request::StreamOpen { .. }, Ok(Reply::Status(status))) => {
-                let Phase::Await(id) = job.phase else { unreachable!("stream open without an entry") };
+                let Phase::Await(id) = job.phase else {
+                    unreachable!("stream open without an entry")
+                };
                 self.finish(job, Done::Stream(id, status))
             }
             (_, outcome) => self.finish(job, Done::Reply(outcome)),
@@ -690,17 +781,21 @@ impl Session {
                 return Ok(Some(outcome));
             }
             let Some(front) = self.queue.front() else {
-                return Err(ProtoError::Usage("internal error: awaited a reply that was never requested".into()));
+                return Err(ProtoError::Usage(
+                    "internal error: awaited a reply that was never requested".into(),
+                ));
             };
             let (front_id, front_owner, front_expect) = (front.id, front.owner, front.expect);
             // A stream in front of another request is superseded: its rest is dropped.
             if let Owner::Stream(stream) = front_owner {
                 if stream != id && self.body.is_some() {
-                    self.streams.insert(stream, false);
+                    self.streams.insert(stream, StreamState::Superseded);
                     self.forget(stream);
                 }
             }
-            let Some(outcome) = self.decode_front()? else { return Ok(None) };
+            let Some(outcome) = self.decode_front()? else {
+                return Ok(None);
+            };
             // An opened stream stays in front: its body follows.
             let streaming = self.body.is_some();
             if !streaming {
@@ -714,7 +809,7 @@ impl Session {
             }
             if streaming {
                 // Nobody waits for this stream's status (its opener is gone): drop the body.
-                self.streams.insert(front_id, false);
+                self.streams.insert(front_id, StreamState::Superseded);
                 self.forget(front_id);
             } else if let Owner::Batch(_) = front_owner {
                 self.ready.insert(front_id, outcome);
@@ -728,7 +823,12 @@ impl Session {
         let entry = self.queue.front().expect("decode_front needs an entry");
         let (expect, verb, owner) = (entry.expect, entry.verb, entry.owner);
         if self.body.is_none() {
-            let Some(raw) = self.reader.next_raw_line(limits.max_status_line, "status")? else { return Ok(None) };
+            let Some(raw) = self
+                .reader
+                .next_raw_line(limits.max_status_line, "status")?
+            else {
+                return Ok(None);
+            };
             let line = self.reader.content(raw).to_vec();
             if let Some(trace) = &mut self.trace {
                 trace.push((false, line.clone()));
@@ -745,25 +845,56 @@ impl Session {
                 Expect::Lines => Sink::Lines(LinesSink::default()),
                 Expect::Bytes => Sink::Bytes(BytesSink::default()),
                 Expect::Stream => {
-                    self.body = Some(Body { status: line.clone(), decoder: BodyDecoder::new(), sink: Sink::Stream });
+                    self.body = Some(Body {
+                        status: line.clone(),
+                        decoder: BodyDecoder::new(),
+                        sink: Sink::Stream,
+                    });
                     // The opener gets the status now; the body follows chunk by chunk.
                     return Ok(Some(Ok(Reply::Status(line))));
                 }
             };
-            self.body = Some(Body { status: line, decoder: BodyDecoder::new(), sink });
+            self.body = Some(Body {
+                status: line,
+                decoder: BodyDecoder::new(),
+                sink,
+            });
         }
         let body = self.body.as_mut().expect("body is set");
         let body_limits = match (&body.sink, verb) {
-            (_, Verb::Capa) => Limits { max_response: MAX_CAPA, ..limits },
-            (Sink::Discard | Sink::Stream, _) => Limits { max_response: usize::MAX, ..limits },
+            (_, Verb::Capa) => Limits {
+                max_response: MAX_CAPA,
+                ..limits
+            },
+            (Sink::Discard | Sink::Stream, _) => Limits {
+                max_response: usize::MAX,
+                ..limits
+            },
             _ => limits,
         };
-        let Some(octets) = body.decoder.advance(&mut self.reader, &body_limits, &mut body.sink)? else { return Ok(None) };
+        let Some(octets) = body
+            .decoder
+            .advance(&mut self.reader, &body_limits, &mut body.sink)?
+        else {
+            return Ok(None);
+        };
         let body = self.body.take().expect("body is set");
         let reply = match body.sink {
-            Sink::Lines(lines) => Reply::Lines { status: body.status, lines, octets },
-            Sink::Bytes(bytes) => Reply::Bytes { status: body.status, data: bytes.data, octets },
-            Sink::Stream | Sink::Discard => Reply::Bytes { status: body.status, data: Vec::new(), octets },
+            Sink::Lines(lines) => Reply::Lines {
+                status: body.status,
+                lines,
+                octets,
+            },
+            Sink::Bytes(bytes) => Reply::Bytes {
+                status: body.status,
+                data: bytes.data,
+                octets,
+            },
+            Sink::Stream | Sink::Discard => Reply::Bytes {
+                status: body.status,
+                data: Vec::new(),
+                octets,
+            },
         };
         if verb == Verb::Capa {
             if let Reply::Lines { lines, .. } = &reply {
@@ -799,7 +930,11 @@ impl Session {
 
     /// One step of a batch: send more of it, hand out its next reply, or wait.
     fn batch_step(&mut self, id: u64) -> Result<BatchStep, ProtoError> {
-        let window = if self.caps.as_ref().is_some_and(|c| c.pipelining) { WINDOW } else { 1 };
+        let window = if self.caps.as_ref().is_some_and(|c| c.pipelining) {
+            WINDOW
+        } else {
+            1
+        };
         let batch = self.batches.get_mut(&id).expect("batch exists");
         if batch.next == batch.lines.len() {
             self.batches.remove(&id);
@@ -807,18 +942,27 @@ impl Session {
         }
         // Refill once half the window has been answered, so writes stay few and large.
         if batch.sent < batch.lines.len() && batch.in_flight.len() < window / 2 + 1 {
-            let end = batch.lines.len().min(batch.sent + window - batch.in_flight.len());
+            let end = batch
+                .lines
+                .len()
+                .min(batch.sent + window - batch.in_flight.len());
             let lines: Vec<Vec<u8>> = batch.lines[batch.sent..end].to_vec();
             let expect = batch.expect;
             batch.sent = end;
             for line in lines {
                 let entry = self.send(&line, expect, Owner::Batch(id), classify(&line))?;
-                self.batches.get_mut(&id).expect("batch exists").in_flight.push_back(entry);
+                self.batches
+                    .get_mut(&id)
+                    .expect("batch exists")
+                    .in_flight
+                    .push_back(entry);
             }
             return Ok(BatchStep::Sent);
         }
         let next_entry = *batch.in_flight.front().expect("a batch reply is in flight");
-        let Some(outcome) = self.reply_for(next_entry)? else { return Ok(BatchStep::Wait) };
+        let Some(outcome) = self.reply_for(next_entry)? else {
+            return Ok(BatchStep::Wait);
+        };
         let batch = self.batches.get_mut(&id).expect("batch exists");
         batch.in_flight.pop_front();
         let index = batch.next;
@@ -835,15 +979,25 @@ impl Session {
                 return Ok(None);
             }
         }
-        let limits = Limits { max_response: usize::MAX, ..self.limits };
-        let body = self.body.as_mut().expect("an open stream has its body in front");
+        let limits = Limits {
+            max_response: usize::MAX,
+            ..self.limits
+        };
+        let body = self
+            .body
+            .as_mut()
+            .expect("an open stream has its body in front");
         let mut sink = BytesSink::chunked(max);
         let done = body.decoder.advance(&mut self.reader, &limits, &mut sink)?;
         if done.is_some() {
             self.queue.pop_front();
             self.body = None;
-            self.streams.remove(&id);
-            return Ok(Some(if sink.data.is_empty() { None } else { Some(sink.data) }));
+            if sink.data.is_empty() {
+                self.streams.remove(&id);
+                return Ok(Some(None));
+            }
+            self.streams.insert(id, StreamState::Ended);
+            return Ok(Some(Some(sink.data)));
         }
         if sink.data.is_empty() {
             return Ok(None);
@@ -859,13 +1013,17 @@ enum BatchStep {
 }
 
 fn malformed(what: &str, line: &[u8]) -> ProtoError {
-    let shown: String = String::from_utf8_lossy(&line[..line.len().min(100)]).escape_debug().collect();
+    let shown: String = String::from_utf8_lossy(&line[..line.len().min(100)])
+        .escape_debug()
+        .collect();
     ProtoError::Malformed(format!("malformed {what} line: \"{shown}\""))
 }
 
 /// LIST's `n size [text]` lines (RFC 1939 §5 allows text after the size).
 fn parse_listing(reply: &Reply) -> Result<Vec<(u64, u64)>, ProtoError> {
-    let Reply::Lines { lines, .. } = reply else { return Ok(Vec::new()) };
+    let Reply::Lines { lines, .. } = reply else {
+        return Ok(Vec::new());
+    };
     lines
         .lines()
         .map(|line| {
@@ -879,7 +1037,9 @@ fn parse_listing(reply: &Reply) -> Result<Vec<(u64, u64)>, ProtoError> {
 
 /// UIDL's `n unique-id` lines (RFC 1939 §7), unique-ids kept as exact bytes.
 fn parse_uidl(reply: &Reply) -> Result<HashMap<u64, Vec<u8>>, ProtoError> {
-    let Reply::Lines { lines, .. } = reply else { return Ok(HashMap::new()) };
+    let Reply::Lines { lines, .. } = reply else {
+        return Ok(HashMap::new());
+    };
     lines
         .lines()
         .map(|line| {
@@ -892,7 +1052,10 @@ fn parse_uidl(reply: &Reply) -> Result<HashMap<u64, Vec<u8>>, ProtoError> {
 }
 
 fn parse_u64(word: &[u8]) -> Option<u64> {
-    std::str::from_utf8(word).ok().filter(|s| s.bytes().all(|b| b.is_ascii_digit())).and_then(|s| s.parse().ok())
+    std::str::from_utf8(word)
+        .ok()
+        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
 }
 
 /// What the session itself needs from a CAPA reply.

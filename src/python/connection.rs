@@ -86,7 +86,15 @@ impl Shared {
         };
         Arc::new(Shared {
             core: Arc::new(tokio::sync::Mutex::new(Core { session, io })),
-            status: Mutex::new(Status { info, timeout, closed: None, trace: Vec::new(), shutdown, task: None, dropped: Vec::new() }),
+            status: Mutex::new(Status {
+                info,
+                timeout,
+                closed: None,
+                trace: Vec::new(),
+                shutdown,
+                task: None,
+                dropped: Vec::new(),
+            }),
             tracing: AtomicBool::new(false),
         })
     }
@@ -179,16 +187,28 @@ impl Drop for Active {
 pub fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     match seconds {
         None => Ok(None),
-        Some(s) if s.is_nan() || s <= 0.0 => Err(PyValueError::new_err(format!("timeout must be a positive number of seconds or None, not {s}"))),
-        Some(s) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| PyOverflowError::new_err(format!("timeout {s} is too large; use None to wait forever"))),
+        Some(s) if s.is_nan() || s <= 0.0 => Err(PyValueError::new_err(format!(
+            "timeout must be a positive number of seconds or None, not {s}"
+        ))),
+        Some(s) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
+            PyOverflowError::new_err(format!(
+                "timeout {s} is too large; use None to wait forever"
+            ))
+        }),
     }
 }
 
 pub fn limits(max_line: usize, max_data_line: usize, max_response: usize) -> PyResult<Limits> {
     if max_line < 3 || max_data_line < 3 || max_response < 3 {
-        return Err(PyValueError::new_err("line and response limits must be at least 3 bytes"));
+        return Err(PyValueError::new_err(
+            "line and response limits must be at least 3 bytes",
+        ));
     }
-    Ok(Limits { max_status_line: max_line, max_data_line, max_response })
+    Ok(Limits {
+        max_status_line: max_line,
+        max_data_line,
+        max_response,
+    })
 }
 
 fn expect(kind: u8) -> PyResult<Expect> {
@@ -196,7 +216,9 @@ fn expect(kind: u8) -> PyResult<Expect> {
         0 => Ok(Expect::Status),
         1 => Ok(Expect::Lines),
         2 => Ok(Expect::Bytes),
-        _ => Err(PyValueError::new_err("reply kind must be 0 (status), 1 (lines) or 2 (bytes)")),
+        _ => Err(PyValueError::new_err(
+            "reply kind must be 0 (status), 1 (lines) or 2 (bytes)",
+        )),
     }
 }
 
@@ -232,23 +254,34 @@ impl Connection {
                 drop(core);
                 match result {
                     Ok(done) => convert(py, done, login),
-                    Err(Error::Interrupted) => Err(PyErr::take(py).unwrap_or_else(|| Error::Interrupted.into())),
+                    Err(Error::Interrupted) => {
+                        Err(PyErr::take(py).unwrap_or_else(|| Error::Interrupted.into()))
+                    }
                     Err(err) => Err(err.into()),
                 }
             }
             Some(reactor) => {
-                let mut core = shared.core.clone().try_lock_owned().map_err(|_| Error::Busy)?;
+                let mut core = shared
+                    .core
+                    .clone()
+                    .try_lock_owned()
+                    .map_err(|_| Error::Busy)?;
                 shared.prepare(&mut core)?;
                 let job = core.session.start(request).map_err(Error::from)?;
                 let done_queue = reactor.get().shared.clone();
                 let task_shared = shared.clone();
-                let mut active = Active { core: Some(core), shared: shared.clone() };
+                let mut active = Active {
+                    core: Some(core),
+                    shared: shared.clone(),
+                };
                 let handle = runtime().spawn(async move {
                     let core = active.core.as_mut().expect("held until delivered");
                     let Core { session, io } = &mut **core;
                     let result = match io {
                         Io::Tokio(io) => io.run(session, job, tls.as_ref()).await,
-                        _ => Err(Error::NotConnected("the connection is closed; open a new one".into())),
+                        _ => Err(Error::NotConnected(
+                            "the connection is closed; open a new one".into(),
+                        )),
                     };
                     task_shared.settle(core, &result);
                     let core = active.core.take();
@@ -265,7 +298,10 @@ impl Connection {
                     );
                 });
                 shared.status().task = Some(handle.abort_handle());
-                Ok(Pending { handle: handle.abort_handle() }.into_py_any(py)?)
+                Ok(Pending {
+                    handle: handle.abort_handle(),
+                }
+                .into_py_any(py)?)
             }
         }
     }
@@ -273,13 +309,21 @@ impl Connection {
 
 /// The blocking run: GIL released; between 50 ms slices the GIL is taken back briefly to run
 /// Python signal handlers, so Ctrl-C interrupts any wait.
-fn blocking(py: Python<'_>, core: &mut Core, job: Job, tls: Option<&Arc<ClientConfig>>) -> Result<Done> {
+fn blocking(
+    py: Python<'_>,
+    core: &mut Core,
+    job: Job,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<Done> {
     let Core { session, io } = core;
     let Io::Blocking(io) = io else {
-        return Err(Error::NotConnected("the connection is closed; open a new one".into()));
+        return Err(Error::NotConnected(
+            "the connection is closed; open a new one".into(),
+        ));
     };
     py.detach(|| {
-        let mut check = || -> Result<()> { Python::attach(|py| py.check_signals()).map_err(interrupted) };
+        let mut check =
+            || -> Result<()> { Python::attach(|py| py.check_signals()).map_err(interrupted) };
         io.run(session, job, tls, &mut check)
     })
 }
@@ -292,7 +336,11 @@ fn interrupted(err: PyErr) -> Error {
 
 // -- result conversion ----------------------------------------------------------------------
 
-fn reply(py: Python<'_>, outcome: std::result::Result<Reply, ProtoError>, login: bool) -> PyResult<Py<PyAny>> {
+fn reply(
+    py: Python<'_>,
+    outcome: std::result::Result<Reply, ProtoError>,
+    login: bool,
+) -> PyResult<Py<PyAny>> {
     let reply = match outcome {
         Ok(reply) => reply,
         Err(ProtoError::ServerError(line)) => return Err(server_error(line, login)),
@@ -300,8 +348,16 @@ fn reply(py: Python<'_>, outcome: std::result::Result<Reply, ProtoError>, login:
     };
     match reply {
         Reply::Status(line) => PyBytes::new(py, &line).into_py_any(py),
-        Reply::Lines { status, lines, octets } => (PyBytes::new(py, &status), py_lines(py, lines)?, octets).into_py_any(py),
-        Reply::Bytes { status, data, octets } => (PyBytes::new(py, &status), PyBytes::new(py, &data), octets).into_py_any(py),
+        Reply::Lines {
+            status,
+            lines,
+            octets,
+        } => (PyBytes::new(py, &status), py_lines(py, lines)?, octets).into_py_any(py),
+        Reply::Bytes {
+            status,
+            data,
+            octets,
+        } => (PyBytes::new(py, &status), PyBytes::new(py, &data), octets).into_py_any(py),
     }
 }
 
@@ -309,23 +365,33 @@ fn convert_reply(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>>
     match done {
         Done::Reply(outcome) => reply(py, outcome, login),
         Done::Sent => Ok(py.None()),
-        other => Err(Error::from(ProtoError::Usage(format!("internal error: unexpected result {other:?}"))).into()),
+        other => Err(Error::from(ProtoError::Usage(format!(
+            "internal error: unexpected result {other:?}"
+        )))
+        .into()),
     }
 }
 
 /// `[(number, size, uid)]`, each a `MessageInfo`; unique-ids are `str` decoded losslessly
 /// (UTF-8 with `surrogateescape`: `uid.encode("utf-8", "surrogateescape")` gives the bytes).
 fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    let Done::Messages(rows) = done else { return convert_reply(py, done, login) };
+    let Done::Messages(rows) = done else {
+        return convert_reply(py, done, login);
+    };
     let class = py.import("fastpoplib._types")?.getattr("MessageInfo")?;
-    let new = py.import("builtins")?.getattr("tuple")?.getattr("__new__")?;
+    let new = py
+        .import("builtins")?
+        .getattr("tuple")?
+        .getattr("__new__")?;
     let out = PyList::empty(py);
     for (number, size, uid) in rows {
         let uid = match uid {
             None => py.None(),
             Some(bytes) => match std::str::from_utf8(&bytes) {
                 Ok(text) => PyString::new(py, text).into_any().unbind(),
-                Err(_) => PyBytes::new(py, &bytes).call_method1("decode", ("utf-8", "surrogateescape"))?.unbind(),
+                Err(_) => PyBytes::new(py, &bytes)
+                    .call_method1("decode", ("utf-8", "surrogateescape"))?
+                    .unbind(),
             },
         };
         let row = PyTuple::new(py, [number.into_py_any(py)?, size.into_py_any(py)?, uid])?;
@@ -346,7 +412,9 @@ pub fn py_lines(py: Python<'_>, lines: LinesSink) -> PyResult<Bound<'_, PyList>>
 }
 
 fn convert_stream(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    let Done::Stream(id, status) = done else { return convert_reply(py, done, login) };
+    let Done::Stream(id, status) = done else {
+        return convert_reply(py, done, login);
+    };
     (PyBytes::new(py, &status), id).into_py_any(py)
 }
 
@@ -361,7 +429,9 @@ fn convert_item(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> 
     match done {
         Done::Item(None) => Ok(py.None()),
         Done::Item(Some((index, outcome))) => match outcome {
-            Err(ProtoError::ServerError(line)) => (index, server_error(line, login).into_value(py)).into_py_any(py),
+            Err(ProtoError::ServerError(line)) => {
+                (index, server_error(line, login).into_value(py)).into_py_any(py)
+            }
             outcome => (index, reply(py, outcome, login)?).into_py_any(py),
         },
         other => convert_reply(py, other, login),
@@ -389,12 +459,20 @@ impl Connection {
         max_response: usize,
     ) -> PyResult<Py<PyAny>> {
         let limits = limits(max_line, max_data_line, max_response)?;
-        let opts = ConnectOptions { host, port, timeout: duration(timeout)?, source_address, limits };
+        let opts = ConnectOptions {
+            host,
+            port,
+            timeout: duration(timeout)?,
+            source_address,
+            limits,
+        };
         let config = tls.map(|t| t.config.clone());
         match reactor {
             None => {
                 let io = py.detach(|| -> Result<BlockingIo> {
-                    let mut check = || -> Result<()> { Python::attach(|py| py.check_signals()).map_err(interrupted) };
+                    let mut check = || -> Result<()> {
+                        Python::attach(|py| py.check_signals()).map_err(interrupted)
+                    };
                     let mut io = BlockingIo::connect(&opts, &mut check)?;
                     if let Some(config) = config {
                         io.handshake(config, &mut check)?;
@@ -403,7 +481,9 @@ impl Connection {
                 });
                 let io = match io {
                     Ok(io) => io,
-                    Err(Error::Interrupted) => return Err(PyErr::take(py).unwrap_or_else(|| Error::Interrupted.into())),
+                    Err(Error::Interrupted) => {
+                        return Err(PyErr::take(py).unwrap_or_else(|| Error::Interrupted.into()))
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 let shared = Shared::new(Session::new(limits), Io::Blocking(io), opts.timeout);
@@ -424,59 +504,172 @@ impl Connection {
                         op,
                         Box::new(move |py| {
                             let io = result?;
-                            Connection { shared: Shared::new(Session::new(limits), Io::Tokio(io), opts.timeout) }.into_py_any(py)
+                            Connection {
+                                shared: Shared::new(
+                                    Session::new(limits),
+                                    Io::Tokio(io),
+                                    opts.timeout,
+                                ),
+                            }
+                            .into_py_any(py)
                         }),
                     );
                 });
-                Pending { handle: handle.abort_handle() }.into_py_any(py)
+                Pending {
+                    handle: handle.abort_handle(),
+                }
+                .into_py_any(py)
             }
         }
     }
 
     /// Sends `line` and reads its reply: `bytes` (kind 0), `(resp, [lines], octets)` (1) or
     /// `(resp, data, octets)` (2). `login`: a bare -ERR is an AuthenticationError. `secret`:
-    /// never traced in clear; inside an AUTH exchange only secret lines may be sent.
-    #[pyo3(signature = (reactor, op, line, kind, login=false, secret=false))]
+    /// never traced in clear. `raw`: poplib's `_shortcmd`, allowed as a SASL response.
+    #[pyo3(signature = (reactor, op, line, kind, login=false, secret=false, raw=false))]
     #[allow(clippy::too_many_arguments)]
-    fn command(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64, line: Vec<u8>, kind: u8, login: bool, secret: bool) -> PyResult<Py<PyAny>> {
-        let request = Request::Command { line, expect: expect(kind)?, secret };
+    fn command(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+        line: Vec<u8>,
+        kind: u8,
+        login: bool,
+        secret: bool,
+        raw: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let request = Request::Command {
+            line,
+            expect: expect(kind)?,
+            secret,
+            raw,
+        };
         self.execute(py, reactor, op, request, None, login, convert_reply)
     }
 
     /// poplib's `_putline`: sends only.
-    fn put(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64, line: Vec<u8>) -> PyResult<Py<PyAny>> {
-        self.execute(py, reactor, op, Request::Put { line }, None, false, convert_reply)
+    fn put(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+        line: Vec<u8>,
+    ) -> PyResult<Py<PyAny>> {
+        self.execute(
+            py,
+            reactor,
+            op,
+            Request::Put { line },
+            None,
+            false,
+            convert_reply,
+        )
     }
 
     /// poplib's `_getresp` (kind 0) / `_getlongresp` (kind 1): the reply to the oldest line
     /// sent with `put` (or the greeting).
     #[pyo3(signature = (reactor, op, kind, login=false))]
-    fn claim(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64, kind: u8, login: bool) -> PyResult<Py<PyAny>> {
-        self.execute(py, reactor, op, Request::Claim { expect: expect(kind)? }, None, login, convert_reply)
+    fn claim(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+        kind: u8,
+        login: bool,
+    ) -> PyResult<Py<PyAny>> {
+        self.execute(
+            py,
+            reactor,
+            op,
+            Request::Claim {
+                expect: expect(kind)?,
+            },
+            None,
+            login,
+            convert_reply,
+        )
     }
 
     /// CAPA: `(resp, [lines], octets)`; the session keeps what decides pipelining.
-    fn capa(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64) -> PyResult<Py<PyAny>> {
+    fn capa(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+    ) -> PyResult<Py<PyAny>> {
         self.execute(py, reactor, op, Request::Capa, None, false, convert_reply)
     }
 
     /// LIST and UIDL merged: `[MessageInfo]`.
-    fn messages(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64) -> PyResult<Py<PyAny>> {
-        self.execute(py, reactor, op, Request::Messages, None, false, convert_messages)
+    fn messages(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+    ) -> PyResult<Py<PyAny>> {
+        self.execute(
+            py,
+            reactor,
+            op,
+            Request::Messages,
+            None,
+            false,
+            convert_messages,
+        )
     }
 
     /// Sends `line`, reads its status: `(resp, stream id)`; the body is read with `chunk`.
-    fn open_stream(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64, line: Vec<u8>) -> PyResult<Py<PyAny>> {
-        self.execute(py, reactor, op, Request::StreamOpen { line }, None, false, convert_stream)
+    fn open_stream(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+        line: Vec<u8>,
+    ) -> PyResult<Py<PyAny>> {
+        self.execute(
+            py,
+            reactor,
+            op,
+            Request::StreamOpen { line },
+            None,
+            false,
+            convert_stream,
+        )
     }
 
     /// The next chunk (about `size` bytes, CRLF line ends) of stream `id`; `None` at its end.
-    fn chunk(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64, id: u64, size: i64) -> PyResult<Py<PyAny>> {
-        let max = self.shared.core.try_lock().map(|c| c.session.limits().max_response).unwrap_or(usize::MAX);
+    fn chunk(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+        id: u64,
+        size: i64,
+    ) -> PyResult<Py<PyAny>> {
+        let max = self
+            .shared
+            .core
+            .try_lock()
+            .map(|c| c.session.limits().max_response)
+            .unwrap_or(usize::MAX);
         if size <= 0 || usize::try_from(size).map_or(true, |s| s > max) {
-            return Err(PyValueError::new_err(format!("chunk_size must be between 1 and max_response_size ({max}) bytes, not {size}")));
+            return Err(PyValueError::new_err(format!(
+                "chunk_size must be between 1 and max_response_size ({max}) bytes, not {size}"
+            )));
         }
-        self.execute(py, reactor, op, Request::StreamNext { id, max: size as usize }, None, false, convert_chunk)
+        self.execute(
+            py,
+            reactor,
+            op,
+            Request::StreamNext {
+                id,
+                max: size as usize,
+            },
+            None,
+            false,
+            convert_chunk,
+        )
     }
 
     /// The stream's iterator is gone: the rest of its body will be read and dropped.
@@ -492,8 +685,22 @@ impl Connection {
     }
 
     /// The next reply of batch `id`: `(index, reply or ServerError)`, `None` when done.
-    fn batch_next(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64, id: u64) -> PyResult<Py<PyAny>> {
-        self.execute(py, reactor, op, Request::BatchNext { id }, None, false, convert_item)
+    fn batch_next(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+        id: u64,
+    ) -> PyResult<Py<PyAny>> {
+        self.execute(
+            py,
+            reactor,
+            op,
+            Request::BatchNext { id },
+            None,
+            false,
+            convert_item,
+        )
     }
 
     /// The batch's iterator is gone: replies still in flight will be read and dropped.
@@ -502,17 +709,38 @@ impl Connection {
     }
 
     /// STLS, then the TLS handshake; returns the server's `+OK` line.
-    fn starttls(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64, tls: PyRef<'_, TlsSettings>) -> PyResult<Py<PyAny>> {
+    fn starttls(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+        tls: PyRef<'_, TlsSettings>,
+    ) -> PyResult<Py<PyAny>> {
         let config = tls.config.clone();
-        self.execute(py, reactor, op, Request::StartTls, Some(config), false, convert_reply)
+        self.execute(
+            py,
+            reactor,
+            op,
+            Request::StartTls,
+            Some(config),
+            false,
+            convert_reply,
+        )
     }
 
     /// Closes the connection; safe to call more than once and from another thread or task:
     /// an operation in progress is interrupted (it raises) within one wait slice.
-    fn close(&self, py: Python<'_>, reactor: Option<&Bound<'_, Reactor>>, op: u64) -> PyResult<Py<PyAny>> {
+    fn close(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+    ) -> PyResult<Py<PyAny>> {
         {
             let mut status = self.shared.status();
-            status.closed.get_or_insert_with(|| "the connection is closed; open a new one".into());
+            status
+                .closed
+                .get_or_insert_with(|| "the connection is closed; open a new one".into());
             status.info.fd = -1;
             if let Some(tcp) = status.shutdown.take() {
                 let _ = tcp.shutdown(Shutdown::Both);
@@ -543,7 +771,10 @@ impl Connection {
                     drop(core);
                     done_queue.complete(op, Box::new(|py| Ok(py.None())));
                 });
-                Pending { handle: handle.abort_handle() }.into_py_any(py)
+                Pending {
+                    handle: handle.abort_handle(),
+                }
+                .into_py_any(py)
             }
         }
     }
@@ -573,7 +804,12 @@ impl Connection {
 
     /// Applies new limits (e.g. poplib's module-level `_MAXLINE` assigned after connecting).
     #[pyo3(signature = (*, max_line=None, max_data_line=None, max_response=None))]
-    fn set_limits(&self, max_line: Option<usize>, max_data_line: Option<usize>, max_response: Option<usize>) -> PyResult<()> {
+    fn set_limits(
+        &self,
+        max_line: Option<usize>,
+        max_data_line: Option<usize>,
+        max_response: Option<usize>,
+    ) -> PyResult<()> {
         let mut core = self.shared.core.try_lock().map_err(|_| Error::Busy)?;
         let old = core.session.limits();
         let new = limits(
@@ -593,7 +829,12 @@ impl Connection {
     /// `[(sent, line)]` traced since the last call.
     fn take_trace(&self) -> Vec<(bool, Py<PyBytes>)> {
         let trace = std::mem::take(&mut self.shared.status().trace);
-        Python::attach(|py| trace.into_iter().map(|(sent, line)| (sent, PyBytes::new(py, &line).unbind())).collect())
+        Python::attach(|py| {
+            trace
+                .into_iter()
+                .map(|(sent, line)| (sent, PyBytes::new(py, &line).unbind()))
+                .collect()
+        })
     }
 
     fn fileno(&self) -> i64 {
@@ -601,17 +842,29 @@ impl Connection {
     }
 
     fn peername(&self) -> Option<(String, u16)> {
-        self.shared.status().info.peer.map(|a| (a.ip().to_string(), a.port()))
+        self.shared
+            .status()
+            .info
+            .peer
+            .map(|a| (a.ip().to_string(), a.port()))
     }
 
     fn sockname(&self) -> Option<(String, u16)> {
-        self.shared.status().info.local.map(|a| (a.ip().to_string(), a.port()))
+        self.shared
+            .status()
+            .info
+            .local
+            .map(|a| (a.ip().to_string(), a.port()))
     }
 
     /// `(protocol, cipher suite)` when TLS is active, else `None`.
     fn tls_info(&self) -> Option<(String, String)> {
         let status = self.shared.status();
-        status.closed.is_none().then(|| status.info.tls.clone()).flatten()
+        status
+            .closed
+            .is_none()
+            .then(|| status.info.tls.clone())
+            .flatten()
     }
 
     /// Why the connection is closed, or `None` while it is open.
@@ -623,11 +876,14 @@ impl Connection {
     /// RFC 1939 state: `"AUTHORIZATION"`, `"TRANSACTION"` or `"UPDATE"`; `None` while busy.
     #[getter]
     fn state(&self) -> Option<&'static str> {
-        self.shared.core.try_lock().ok().map(|c| match c.session.state() {
-            State::Authorization => "AUTHORIZATION",
-            State::Transaction => "TRANSACTION",
-            State::Update => "UPDATE",
-        })
+        self.shared
+            .core
+            .try_lock()
+            .ok()
+            .map(|c| match c.session.state() {
+                State::Authorization => "AUTHORIZATION",
+                State::Transaction => "TRANSACTION",
+                State::Update => "UPDATE",
+            })
     }
 }
-

@@ -51,8 +51,13 @@ impl From<Error> for PyErr {
             Error::Proto(ProtoError::Closed) => ConnectionClosedError::new_err(msg),
             Error::Proto(_) => RemoteProtocolError::new_err(msg),
             Error::Timeout(..) => POP3TimeoutError::new_err(msg),
-            Error::Io { .. } | Error::Connect(_) | Error::NotConnected(_) => POP3ConnectionError::new_err(msg),
-            Error::Tls { source: rustls::Error::InvalidCertificate(_), .. } => CertificateVerificationError::new_err(msg),
+            Error::Io { .. } | Error::Connect(_) | Error::NotConnected(_) => {
+                POP3ConnectionError::new_err(msg)
+            }
+            Error::Tls {
+                source: rustls::Error::InvalidCertificate(_),
+                ..
+            } => CertificateVerificationError::new_err(msg),
             Error::Tls { .. } => TLSError::new_err(msg),
             Error::TlsConfig(_) => PyValueError::new_err(msg),
             Error::Busy => LocalProtocolError::new_err(msg),

@@ -19,7 +19,9 @@ mod _core {
     /// The APOP timestamp of a greeting (`None` if absent); malformed ones raise.
     #[pyfunction]
     fn apop_timestamp(greeting: &[u8]) -> PyResult<Option<Vec<u8>>> {
-        Ok(crate::proto::greeting::apop_timestamp(greeting).map_err(crate::error::Error::from)?.map(<[u8]>::to_vec))
+        Ok(crate::proto::greeting::apop_timestamp(greeting)
+            .map_err(crate::error::Error::from)?
+            .map(<[u8]>::to_vec))
     }
 
     /// Hex MD5 of `timestamp || secret` (RFC 1939 APOP).
@@ -31,7 +33,10 @@ mod _core {
     /// `[(name, [args])]` from CAPA body lines.
     #[pyfunction]
     fn parse_capa(lines: Vec<Vec<u8>>) -> PyResult<Vec<(String, Vec<String>)>> {
-        Ok(crate::proto::capa::parse_capa(lines.iter().map(Vec::as_slice)).map_err(crate::error::Error::from)?)
+        Ok(
+            crate::proto::capa::parse_capa(lines.iter().map(Vec::as_slice))
+                .map_err(crate::error::Error::from)?,
+        )
     }
 
     /// A copy of a command line fit for logs, secrets masked (`PASS ****`).

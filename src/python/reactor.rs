@@ -59,9 +59,21 @@ pub struct Reactor {
 impl Reactor {
     #[new]
     fn new() -> PyResult<Self> {
-        let (wakeup, waker) = UnixStream::pair().map_err(|e| Error::io("creating the asyncio wake-up socket", e))?;
-        wakeup.set_nonblocking(true).map_err(|e| Error::io("configuring the asyncio wake-up socket", e))?;
-        Ok(Reactor { shared: Arc::new(Shared { queue: Mutex::new(Queue { done: Vec::new(), armed: false }), waker }), wakeup })
+        let (wakeup, waker) =
+            UnixStream::pair().map_err(|e| Error::io("creating the asyncio wake-up socket", e))?;
+        wakeup
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("configuring the asyncio wake-up socket", e))?;
+        Ok(Reactor {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue {
+                    done: Vec::new(),
+                    armed: false,
+                }),
+                waker,
+            }),
+            wakeup,
+        })
     }
 
     /// The descriptor the event loop watches.

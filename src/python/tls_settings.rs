@@ -32,8 +32,18 @@ impl TlsSettings {
         if let Some(pem) = cadata {
             ca_certs.extend(certs_from_pem(pem)?.into_iter().map(|c| c.to_vec()));
         }
-        let options = TlsOptions { verify, check_hostname, ca_certs, min_version, max_version, client_cert };
-        Ok(TlsSettings { config: options.build()?, options })
+        let options = TlsOptions {
+            verify,
+            check_hostname,
+            ca_certs,
+            min_version,
+            max_version,
+            client_cert,
+        };
+        Ok(TlsSettings {
+            config: options.build()?,
+            options,
+        })
     }
 
     fn __repr__(&self) -> String {

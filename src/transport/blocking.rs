@@ -36,7 +36,10 @@ pub struct BlockingIo {
 }
 
 fn is_wait(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 /// A deadline `timeout` from now, checked between slices.
@@ -56,7 +59,9 @@ impl Deadline {
 
     /// How long the next wait may last.
     fn slice(&self) -> Duration {
-        self.0.map_or(SLICE, |(end, _)| end.saturating_duration_since(Instant::now()).min(SLICE))
+        self.0.map_or(SLICE, |(end, _)| {
+            end.saturating_duration_since(Instant::now()).min(SLICE)
+        })
     }
 }
 
@@ -69,9 +74,16 @@ impl BlockingIo {
             match open_socket(addr, source, opts.timeout, check) {
                 Ok(tcp) => {
                     tcp.set_nodelay(true).ok();
-                    tcp.set_read_timeout(Some(SLICE)).map_err(|e| Error::io("setting the read timeout", e))?;
-                    tcp.set_write_timeout(Some(SLICE)).map_err(|e| Error::io("setting the write timeout", e))?;
-                    return Ok(BlockingIo { tcp, tls: None, timeout: opts.timeout, host: opts.host.clone() });
+                    tcp.set_read_timeout(Some(SLICE))
+                        .map_err(|e| Error::io("setting the read timeout", e))?;
+                    tcp.set_write_timeout(Some(SLICE))
+                        .map_err(|e| Error::io("setting the write timeout", e))?;
+                    return Ok(BlockingIo {
+                        tcp,
+                        tls: None,
+                        timeout: opts.timeout,
+                        host: opts.host.clone(),
+                    });
                 }
                 Err(ConnectFailure::Aborted(e)) => return Err(e),
                 Err(ConnectFailure::Io(e)) => errors.push((addr, e)),
@@ -82,7 +94,13 @@ impl BlockingIo {
 
     /// Runs `job` to its end: the one pump of the blocking driver. `tls` is the configuration
     /// for a handshake the session asks for (STLS).
-    pub fn run(&mut self, session: &mut Session, mut job: Job, tls: Option<&Arc<ClientConfig>>, check: Check) -> Result<Done> {
+    pub fn run(
+        &mut self,
+        session: &mut Session,
+        mut job: Job,
+        tls: Option<&Arc<ClientConfig>>,
+        check: Check,
+    ) -> Result<Done> {
         loop {
             match session.step(&mut job)? {
                 Step::Done(done) => return Ok(done),
@@ -95,7 +113,8 @@ impl BlockingIo {
                     session.received(n)?;
                 }
                 Step::Handshake => {
-                    let config = tls.ok_or_else(|| Error::TlsConfig("no TLS configuration for STLS".into()))?;
+                    let config = tls
+                        .ok_or_else(|| Error::TlsConfig("no TLS configuration for STLS".into()))?;
                     self.handshake(config.clone(), check)?;
                     session.tls_started();
                 }
@@ -117,10 +136,14 @@ impl BlockingIo {
                 match tls.read_tls(&mut self.tcp) {
                     Ok(0) => return Ok(0),
                     Ok(_) => {
-                        tls.process_new_packets().map_err(|source| Error::Tls { source, host: self.host.clone() })?;
+                        tls.process_new_packets().map_err(|source| Error::Tls {
+                            source,
+                            host: self.host.clone(),
+                        })?;
                         // Alerts or key updates the peer is owed.
                         while tls.wants_write() {
-                            tls.write_tls(&mut self.tcp).map_err(|e| map_io(e, &self.host, "writing"))?;
+                            tls.write_tls(&mut self.tcp)
+                                .map_err(|e| map_io(e, &self.host, "writing"))?;
                         }
                         continue;
                     }
@@ -143,7 +166,9 @@ impl BlockingIo {
         let deadline = Deadline::new(self.timeout);
         let what = "to accept the command";
         if let Some(tls) = &mut self.tls {
-            tls.writer().write_all(data).map_err(|e| map_io(e, &self.host, "writing"))?;
+            tls.writer()
+                .write_all(data)
+                .map_err(|e| map_io(e, &self.host, "writing"))?;
             while tls.wants_write() {
                 match tls.write_tls(&mut self.tcp) {
                     Ok(_) => {}
@@ -174,10 +199,15 @@ impl BlockingIo {
     /// by the timeout.
     pub fn handshake(&mut self, config: Arc<ClientConfig>, check: Check) -> Result<()> {
         if self.tls.is_some() {
-            return Err(Error::TlsConfig("TLS is already active on this connection".into()));
+            return Err(Error::TlsConfig(
+                "TLS is already active on this connection".into(),
+            ));
         }
         let name = server_name(&self.host)?;
-        let mut tls = ClientConnection::new(config, name).map_err(|source| Error::Tls { source, host: self.host.clone() })?;
+        let mut tls = ClientConnection::new(config, name).map_err(|source| Error::Tls {
+            source,
+            host: self.host.clone(),
+        })?;
         let deadline = Deadline::new(self.timeout);
         let what = "to complete the TLS handshake";
         while tls.is_handshaking() || tls.wants_write() {
@@ -190,7 +220,10 @@ impl BlockingIo {
                         if let Err(source) = tls.process_new_packets() {
                             // Tell the server why (a certificate alert, say), then report it.
                             let _ = tls.write_tls(&mut self.tcp);
-                            return Err(Error::Tls { source, host: self.host.clone() });
+                            return Err(Error::Tls {
+                                source,
+                                host: self.host.clone(),
+                            });
                         }
                         Ok(n)
                     }
@@ -246,15 +279,24 @@ enum ConnectFailure {
 }
 
 /// A non-blocking connect waited for in slices, so signals are seen while it is pending.
-fn open_socket(addr: SocketAddr, source: Option<SocketAddr>, timeout: Option<Duration>, check: Check) -> Result<TcpStream, ConnectFailure> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(ConnectFailure::Io)?;
+fn open_socket(
+    addr: SocketAddr,
+    source: Option<SocketAddr>,
+    timeout: Option<Duration>,
+    check: Check,
+) -> Result<TcpStream, ConnectFailure> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(ConnectFailure::Io)?;
     if let Some(src) = source {
         socket.bind(&src.into()).map_err(ConnectFailure::Io)?;
     }
     socket.set_nonblocking(true).map_err(ConnectFailure::Io)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::EINPROGRESS) => {
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock
+                || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+        {
             wait_connected(&socket, timeout, check)?;
         }
         Err(e) => return Err(ConnectFailure::Io(e)),
@@ -263,10 +305,16 @@ fn open_socket(addr: SocketAddr, source: Option<SocketAddr>, timeout: Option<Dur
     Ok(socket.into())
 }
 
-fn wait_connected(socket: &Socket, timeout: Option<Duration>, check: Check) -> Result<(), ConnectFailure> {
+fn wait_connected(
+    socket: &Socket,
+    timeout: Option<Duration>,
+    check: Check,
+) -> Result<(), ConnectFailure> {
     let mut poll = Poll::new().map_err(ConnectFailure::Io)?;
     let fd = socket.as_raw_fd();
-    poll.registry().register(&mut SourceFd(&fd), Token(0), Interest::WRITABLE).map_err(ConnectFailure::Io)?;
+    poll.registry()
+        .register(&mut SourceFd(&fd), Token(0), Interest::WRITABLE)
+        .map_err(ConnectFailure::Io)?;
     let mut events = Events::with_capacity(1);
     let deadline = Deadline::new(timeout);
     loop {

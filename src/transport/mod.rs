@@ -32,11 +32,19 @@ impl ConnectOptions {
 
     /// Resolves the host (IPv4 and IPv6, in the resolver's order), blocking.
     pub fn addresses(&self) -> Result<Vec<SocketAddr>, Error> {
-        self.resolved((self.bare_host(), self.port).to_socket_addrs().map(Iterator::collect))
+        self.resolved(
+            (self.bare_host(), self.port)
+                .to_socket_addrs()
+                .map(Iterator::collect),
+        )
     }
 
-    pub(crate) fn resolved(&self, result: io::Result<Vec<SocketAddr>>) -> Result<Vec<SocketAddr>, Error> {
-        let addrs = result.map_err(|e| Error::Connect(format!("cannot resolve {}: {e}", self.host)))?;
+    pub(crate) fn resolved(
+        &self,
+        result: io::Result<Vec<SocketAddr>>,
+    ) -> Result<Vec<SocketAddr>, Error> {
+        let addrs =
+            result.map_err(|e| Error::Connect(format!("cannot resolve {}: {e}", self.host)))?;
         if addrs.is_empty() {
             return Err(Error::Connect(format!("{} has no address", self.host)));
         }
@@ -44,8 +52,14 @@ impl ConnectOptions {
     }
 
     pub fn source(&self) -> Result<Option<SocketAddr>, Error> {
-        let Some((host, port)) = &self.source_address else { return Ok(None) };
-        let host = if host.is_empty() { "0.0.0.0" } else { host.as_str() };
+        let Some((host, port)) = &self.source_address else {
+            return Ok(None);
+        };
+        let host = if host.is_empty() {
+            "0.0.0.0"
+        } else {
+            host.as_str()
+        };
         (host, *port)
             .to_socket_addrs()
             .map_err(|e| Error::Connect(format!("bad source_address {host}:{port}: {e}")))?
@@ -58,9 +72,15 @@ impl ConnectOptions {
 /// Maps an I/O error from the socket or TLS layer to ours, unwrapping the `rustls::Error`
 /// that rustls and tokio-rustls hide inside `io::Error`.
 pub(crate) fn map_io(err: io::Error, host: &str, context: &'static str) -> Error {
-    let tls = err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).cloned();
+    let tls = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .cloned();
     match (tls, err.kind()) {
-        (Some(source), _) => Error::Tls { source, host: host.to_owned() },
+        (Some(source), _) => Error::Tls {
+            source,
+            host: host.to_owned(),
+        },
         (None, io::ErrorKind::UnexpectedEof) => Error::Proto(ProtoError::Closed),
         _ => Error::io(format!("{context} ({host})"), err),
     }
@@ -68,12 +88,22 @@ pub(crate) fn map_io(err: io::Error, host: &str, context: &'static str) -> Error
 
 /// Connection failure message naming every address tried.
 pub(crate) fn connect_error(opts: &ConnectOptions, errors: Vec<(SocketAddr, io::Error)>) -> Error {
-    let timed_out = errors.iter().all(|(_, e)| e.kind() == io::ErrorKind::TimedOut);
+    let timed_out = errors
+        .iter()
+        .all(|(_, e)| e.kind() == io::ErrorKind::TimedOut);
     let detail: Vec<String> = errors.iter().map(|(a, e)| format!("{a}: {e}")).collect();
     if timed_out {
-        Error::Timeout(opts.timeout.unwrap_or_default().as_secs_f64(), "to accept the connection")
+        Error::Timeout(
+            opts.timeout.unwrap_or_default().as_secs_f64(),
+            "to accept the connection",
+        )
     } else {
-        Error::Connect(format!("cannot connect to {}:{} ({})", opts.host, opts.port, detail.join("; ")))
+        Error::Connect(format!(
+            "cannot connect to {}:{} ({})",
+            opts.host,
+            opts.port,
+            detail.join("; ")
+        ))
     }
 }
 
@@ -96,6 +126,10 @@ pub(crate) fn tls_summary(conn: &rustls::CommonState) -> (String, String) {
         Some(other) => format!("{other:?}"),
         None => String::new(),
     };
-    let cipher = conn.negotiated_cipher_suite().and_then(|c| c.suite().as_str()).unwrap_or_default().to_owned();
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|c| c.suite().as_str())
+        .unwrap_or_default()
+        .to_owned();
     (version, cipher)
 }

@@ -35,15 +35,25 @@ pub struct TokioIo {
 }
 
 /// Runs `fut` under the optional timeout.
-async fn bounded<T>(timeout: Option<Duration>, what: &'static str, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     match timeout {
         None => fut.await,
-        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| Error::Timeout(t.as_secs_f64(), what))?,
+        Some(t) => tokio::time::timeout(t, fut)
+            .await
+            .map_err(|_| Error::Timeout(t.as_secs_f64(), what))?,
     }
 }
 
 async fn open_socket(addr: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(src) = source {
         socket.bind(src)?;
     }
@@ -53,7 +63,9 @@ async fn open_socket(addr: SocketAddr, source: Option<SocketAddr>) -> std::io::R
 }
 
 fn gone() -> Error {
-    Error::NotConnected("the connection was lost during the TLS handshake; open a new connection".into())
+    Error::NotConnected(
+        "the connection was lost during the TLS handshake; open a new connection".into(),
+    )
 }
 
 impl TokioIo {
@@ -61,15 +73,28 @@ impl TokioIo {
     pub async fn connect(opts: &ConnectOptions) -> Result<Self> {
         let source = opts.source()?;
         let lookup = tokio::net::lookup_host((opts.bare_host(), opts.port));
-        let addrs = opts.resolved(bounded(opts.timeout, "to resolve the host name", async { Ok(lookup.await.map(Iterator::collect)) }).await?)?;
+        let addrs = opts.resolved(
+            bounded(opts.timeout, "to resolve the host name", async {
+                Ok(lookup.await.map(Iterator::collect))
+            })
+            .await?,
+        )?;
         let mut errors = Vec::new();
         for addr in addrs {
             let attempt = match opts.timeout {
                 None => open_socket(addr, source).await,
-                Some(t) => tokio::time::timeout(t, open_socket(addr, source)).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+                Some(t) => tokio::time::timeout(t, open_socket(addr, source))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
             };
             match attempt {
-                Ok(tcp) => return Ok(TokioIo { stream: Stream::Plain(tcp), timeout: opts.timeout, host: opts.host.clone() }),
+                Ok(tcp) => {
+                    return Ok(TokioIo {
+                        stream: Stream::Plain(tcp),
+                        timeout: opts.timeout,
+                        host: opts.host.clone(),
+                    })
+                }
                 Err(e) => errors.push((addr, e)),
             }
         }
@@ -77,7 +102,12 @@ impl TokioIo {
     }
 
     /// Runs `job` to its end: the one pump of the tokio driver (the blocking one's twin).
-    pub async fn run(&mut self, session: &mut Session, mut job: Job, tls: Option<&Arc<ClientConfig>>) -> Result<Done> {
+    pub async fn run(
+        &mut self,
+        session: &mut Session,
+        mut job: Job,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> Result<Done> {
         loop {
             match session.step(&mut job)? {
                 Step::Done(done) => return Ok(done),
@@ -90,7 +120,8 @@ impl TokioIo {
                     session.received(n)?;
                 }
                 Step::Handshake => {
-                    let config = tls.ok_or_else(|| Error::TlsConfig("no TLS configuration for STLS".into()))?;
+                    let config = tls
+                        .ok_or_else(|| Error::TlsConfig("no TLS configuration for STLS".into()))?;
                     self.handshake(config.clone()).await?;
                     session.tls_started();
                 }
@@ -100,7 +131,11 @@ impl TokioIo {
 
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
         let what = "to send the rest of its reply";
-        let Self { stream, host, timeout } = self;
+        let Self {
+            stream,
+            host,
+            timeout,
+        } = self;
         bounded(*timeout, what, async {
             match stream {
                 Stream::Plain(s) => s.read(buf).await,
@@ -113,7 +148,11 @@ impl TokioIo {
     }
 
     async fn write_all(&mut self, data: &[u8]) -> Result<()> {
-        let Self { stream, host, timeout } = self;
+        let Self {
+            stream,
+            host,
+            timeout,
+        } = self;
         bounded(*timeout, "to accept the command", async {
             let written = match stream {
                 Stream::Plain(s) => s.write_all(data).await,
@@ -134,16 +173,21 @@ impl TokioIo {
             Stream::Plain(tcp) => tcp,
             other => {
                 self.stream = other;
-                return Err(Error::TlsConfig("TLS is already active on this connection".into()));
+                return Err(Error::TlsConfig(
+                    "TLS is already active on this connection".into(),
+                ));
             }
         };
         let name = server_name(&self.host)?;
         let host = self.host.clone();
         let tls = bounded(self.timeout, "to complete the TLS handshake", async {
-            TlsConnector::from(config).connect(name, tcp).await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => Error::Proto(ProtoError::Closed),
-                _ => map_io(e, &host, "during the TLS handshake"),
-            })
+            TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => Error::Proto(ProtoError::Closed),
+                    _ => map_io(e, &host, "during the TLS handshake"),
+                })
         })
         .await?;
         self.stream = Stream::Tls(Box::new(tls));
@@ -166,12 +210,22 @@ impl TokioIo {
         let tcp = match &self.stream {
             Stream::Plain(s) => s,
             Stream::Tls(s) => s.get_ref().0,
-            Stream::Gone => return Info { fd: -1, ..Info::default() },
+            Stream::Gone => {
+                return Info {
+                    fd: -1,
+                    ..Info::default()
+                }
+            }
         };
         let tls = match &self.stream {
             Stream::Tls(s) => Some(super::tls_summary(s.get_ref().1)),
             _ => None,
         };
-        Info { fd: i64::from(tcp.as_raw_fd()), peer: tcp.peer_addr().ok(), local: tcp.local_addr().ok(), tls }
+        Info {
+            fd: i64::from(tcp.as_raw_fd()),
+            peer: tcp.peer_addr().ok(),
+            local: tcp.local_addr().ok(),
+            tls,
+        }
     }
 }
