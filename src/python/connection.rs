@@ -32,6 +32,9 @@ use crate::transport::{ConnectOptions, Info};
 enum Io {
     Blocking(BlockingIo),
     Tokio(TokioIo),
+    /// Python moves the bytes (a socket of its own, an `ssl.SSLSocket` made with the user's
+    /// context, an asyncio stream): each operation returns a [`PyJob`] it pumps.
+    External,
     Closed,
 }
 
@@ -78,7 +81,7 @@ impl Shared {
         let info = match &io {
             Io::Blocking(b) => b.info(),
             Io::Tokio(t) => t.info(),
-            Io::Closed => Info::default(),
+            Io::External | Io::Closed => Info::default(),
         };
         let shutdown = match &io {
             Io::Blocking(b) => b.shutdown_handle(),
@@ -125,7 +128,7 @@ impl Shared {
         let info = match &core.io {
             Io::Blocking(b) => Some(b.info()),
             Io::Tokio(t) => Some(t.info()),
-            Io::Closed => None,
+            Io::External | Io::Closed => None,
         };
         let mut status = self.status();
         status.trace.extend(trace);
@@ -244,6 +247,13 @@ impl Connection {
         convert: Convert,
     ) -> PyResult<Py<PyAny>> {
         let shared = self.shared.clone();
+        if matches!(shared.core.try_lock().map(|c| matches!(c.io, Io::External)), Ok(true)) {
+            let mut core = shared.core.clone().try_lock_owned().map_err(|_| Error::Busy)?;
+            shared.prepare(&mut core)?;
+            let job = core.session.start(request).map_err(Error::from)?;
+            let state = JobState { core, job, convert, login, shared };
+            return PyJob { state: Mutex::new(Some(state)) }.into_py_any(py);
+        }
         match reactor {
             None => {
                 let mut core = shared.core.try_lock().map_err(|_| Error::Busy)?;
@@ -438,6 +448,126 @@ fn convert_item(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> 
     }
 }
 
+/// An operation on a connection whose bytes Python moves (`Io::External`): Python calls
+/// `step()` and does what it says until it gives the result. The session stays locked (a
+/// second call is refused) until the job ends or is dropped.
+#[pyclass(module = "fastpoplib._core", name = "Job", frozen)]
+pub struct PyJob {
+    state: Mutex<Option<JobState>>,
+}
+
+struct JobState {
+    core: OwnedMutexGuard<Core>,
+    job: Job,
+    convert: Convert,
+    login: bool,
+    shared: Arc<Shared>,
+}
+
+/// What `Job.step()` asks of Python.
+const WRITE: u8 = 0;
+const READ: u8 = 1;
+const HANDSHAKE: u8 = 2;
+const DONE: u8 = 3;
+
+impl PyJob {
+    fn state(&self) -> MutexGuard<'_, Option<JobState>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends the job with `result`: publish the session's state, unlock it, convert.
+    fn end(&self, py: Python<'_>, mut state: JobState, result: Result<Done>) -> PyResult<Py<PyAny>> {
+        state.shared.settle(&mut state.core, &result);
+        let JobState { convert, login, core, .. } = state;
+        drop(core);
+        match result {
+            Ok(done) => convert(py, done, login),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+#[pymethods]
+impl PyJob {
+    /// `(0, bytes)`: send them all; `(1, None)`: read some bytes and `feed` them; `(2, None)`:
+    /// do the TLS handshake, then `tls_started()`; `(3, result)`: finished.
+    fn step(&self, py: Python<'_>) -> PyResult<(u8, Py<PyAny>)> {
+        let mut slot = self.state();
+        let Some(mut state) = slot.take() else {
+            return Err(Error::from(ProtoError::Usage("this operation has already finished".into())).into());
+        };
+        let JobState { core, job, .. } = &mut state;
+        match core.session.step(job) {
+            Ok(crate::proto::session::Step::Write) => {
+                let data = PyBytes::new(py, core.session.outgoing()).into_any().unbind();
+                core.session.wrote();
+                *slot = Some(state);
+                Ok((WRITE, data))
+            }
+            Ok(crate::proto::session::Step::Read) => {
+                *slot = Some(state);
+                Ok((READ, py.None()))
+            }
+            Ok(crate::proto::session::Step::Handshake) => {
+                *slot = Some(state);
+                Ok((HANDSHAKE, py.None()))
+            }
+            Ok(crate::proto::session::Step::Done(done)) => {
+                drop(slot);
+                Ok((DONE, self.end(py, state, Ok(done))?))
+            }
+            Err(err) => {
+                drop(slot);
+                self.end(py, state, Err(err.into())).map(|v| (DONE, v))
+            }
+        }
+    }
+
+    /// Bytes read from the server; `b""` means it closed the connection.
+    fn feed(&self, py: Python<'_>, mut data: &[u8]) -> PyResult<()> {
+        let mut slot = self.state();
+        let Some(state) = slot.as_mut() else { return Ok(()) };
+        let session = &mut state.core.session;
+        let result = if data.is_empty() {
+            session.received(0)
+        } else {
+            let mut result = Ok(());
+            while !data.is_empty() && result.is_ok() {
+                let buf = session.read_buf();
+                let n = buf.len().min(data.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                result = session.received(n);
+                data = &data[n..];
+            }
+            result
+        };
+        if let Err(err) = result {
+            let state = slot.take().expect("state is set");
+            drop(slot);
+            return self.end(py, state, Err(err.into())).map(drop);
+        }
+        Ok(())
+    }
+
+    /// The handshake asked for by step 2 succeeded.
+    fn tls_started(&self) {
+        if let Some(state) = self.state().as_mut() {
+            state.core.session.tls_started();
+        }
+    }
+
+    /// Python's I/O failed (`reason` says how): the connection is closed, so a reply left
+    /// half-read is never taken for another.
+    fn fail(&self, reason: String) {
+        if let Some(mut state) = self.state().take() {
+            let err = Error::NotConnected(format!("the connection was closed after an earlier error ({reason}); open a new connection"));
+            state.shared.status().closed.get_or_insert_with(|| err.to_string());
+            let result: Result<()> = Err(err);
+            state.shared.settle(&mut state.core, &result);
+        }
+    }
+}
+
 #[pymethods]
 impl Connection {
     /// Connects (and with `tls` performs the TLS handshake at once: implicit TLS). Blocking
@@ -519,6 +649,41 @@ impl Connection {
                     handle: handle.abort_handle(),
                 }
                 .into_py_any(py)
+            }
+        }
+    }
+
+    /// A session whose bytes Python moves (its own socket, or an `ssl.SSLSocket` made with the
+    /// caller's context): every operation returns a `Job` to pump.
+    #[staticmethod]
+    #[pyo3(signature = (*, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
+    fn external(max_line: usize, max_data_line: usize, max_response: usize) -> PyResult<Self> {
+        let limits = limits(max_line, max_data_line, max_response)?;
+        Ok(Connection { shared: Shared::new(Session::new(limits), Io::External, None) })
+    }
+
+    /// Hands the plain socket over to Python (before a TLS handshake Python does with the
+    /// caller's `ssl.SSLContext`): returns its file descriptor, which the caller now owns;
+    /// later operations return a `Job`.
+    fn detach(&self) -> PyResult<i64> {
+        use std::os::fd::IntoRawFd;
+        let mut core = self.shared.core.try_lock().map_err(|_| Error::Busy)?;
+        let io = std::mem::replace(&mut core.io, Io::External);
+        let fd = match io {
+            Io::Blocking(b) => b.into_plain_tcp().map(IntoRawFd::into_raw_fd),
+            Io::Tokio(t) => t.into_plain_tcp().map(IntoRawFd::into_raw_fd),
+            other => {
+                core.io = other;
+                return Err(Error::from(ProtoError::Usage("this connection's socket cannot be handed over".into())).into());
+            }
+        };
+        let mut status = self.shared.status();
+        status.shutdown = None;
+        match fd {
+            Ok(fd) => Ok(i64::from(fd)),
+            Err(err) => {
+                status.closed.get_or_insert_with(|| err.to_string());
+                Err(err.into())
             }
         }
     }
@@ -796,7 +961,7 @@ impl Connection {
         match &mut core.io {
             Io::Blocking(io) => io.set_timeout(t),
             Io::Tokio(io) => io.set_timeout(t),
-            Io::Closed => {}
+            Io::External | Io::Closed => {}
         }
         self.shared.status().timeout = t;
         Ok(())

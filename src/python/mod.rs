@@ -8,7 +8,7 @@ mod tls_settings;
 #[pyo3::pymodule]
 mod _core {
     #[pymodule_export]
-    use super::connection::Connection;
+    use super::connection::{Connection, PyJob};
     #[pymodule_export]
     use super::reactor::{Pending, Reactor};
     #[pymodule_export]

@@ -202,6 +202,18 @@ impl TokioIo {
         self.stream = Stream::Gone;
     }
 
+    /// The socket, for Python to take over; only before TLS.
+    pub fn into_plain_tcp(self) -> Result<std::net::TcpStream> {
+        match self.stream {
+            Stream::Plain(tcp) => {
+                let tcp = tcp.into_std().map_err(|e| Error::io("handing the socket over", e))?;
+                tcp.set_nonblocking(false).map_err(|e| Error::io("handing the socket over", e))?;
+                Ok(tcp)
+            }
+            _ => Err(Error::TlsConfig("TLS is already active on this connection".into())),
+        }
+    }
+
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
     }
