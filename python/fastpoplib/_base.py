@@ -94,6 +94,19 @@ class POP3Base:
 
     encoding = "UTF-8"
     welcome: bytes = b""
+    # Class-level defaults: a poplib-style subclass may skip ``__init__`` and set only
+    # ``host``, ``port``, ``sock``, ``file`` and ``_debugging`` itself.
+    _conn: Any = None
+    _driver: Any = None
+    _stls_context: Any = None
+    _debugging = 0
+    _tracing = False
+    _tls_established = False
+    _maxline = 2048
+    _label = "pop3"
+    timeout: Optional[float] = None
+    capabilities: Optional[_flows.Capabilities] = None
+    auth_mechanism: Optional[str] = None
 
     def __init__(self, host: str, port: int) -> None:
         if not isinstance(host, str) or not host:
@@ -106,9 +119,7 @@ class POP3Base:
         self.port = port
         self._label = _trace.label(host, port)
         self._debugging = 0
-        self._tracing = False
         self._tls_established = False
-        self._conn: Any = None
         # CAPA as last read (None: not asked yet); decides whether batch calls pipeline.
         self.capabilities: Optional[_flows.Capabilities] = None
         self.auth_mechanism: Optional[str] = None
@@ -124,8 +135,14 @@ class POP3Base:
 
     def _check_open(self) -> Any:
         if self._conn is None:
-            raise LocalProtocolError("the connection is closed; open a new one")
+            self._conn = self._adopt()
+            if self._conn is None:
+                raise LocalProtocolError("the connection is closed; open a new one")
         return self._conn
+
+    def _adopt(self) -> Any:
+        """A connection over a socket a subclass set up itself, or None."""
+        return None
 
     def _before(self, conn: Any) -> None:
         """Applies what may have changed since the last call: ``fastpoplib._MAXLINE`` (read
@@ -134,14 +151,16 @@ class POP3Base:
         if maxline != self._maxline:
             conn.set_limits(max_line=maxline)
             self._maxline = maxline
-        tracing = _trace.wanted(self._debugging)
-        if tracing != self._tracing:
-            conn.set_trace(tracing)
-            self._tracing = tracing
+        if not self._tracing:
+            # Always on: audit hooks see every line sent, whether or not anyone debugs.
+            conn.set_trace(True)
+            self._tracing = True
 
     def _after(self) -> None:
-        if self._tracing and self._conn is not None:
-            _trace.show(self._debugging, self._label, self._conn.take_trace())
+        if self._conn is not None:
+            lines = self._conn.take_trace()
+            if lines:
+                _trace.show(self, lines)
 
     def _dispatch(self, op: _flows.Op) -> Any:
         """Starts ``op``: one call into the session."""
@@ -171,6 +190,9 @@ class POP3Base:
 
     # -- poplib's public API -------------------------------------------------------------------
     def getwelcome(self) -> bytes:
+        """The server's greeting line (RFC 1939 §4), as read when connecting."""
+        if self._debugging:
+            print("*welcome*", repr(self.welcome))
         return self.welcome
 
     def set_debuglevel(self, level: int) -> None:
@@ -210,7 +232,7 @@ class POP3Base:
         return self._run(_flows.login(self, user, password, oauth2_token, mechanisms, allow_insecure, allow_apop))
 
     def stat(self) -> Any:
-        return self._run(_flows.stat())
+        return self._run(_flows.stat(self._debugging))
 
     def list(self, which: Any = None) -> Any:
         if which is not None:

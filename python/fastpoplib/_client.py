@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
+import sys
 import warnings
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple, Union
 
-from . import _core, _flows, _tls
+from . import _core, _flows, _tls, _trace, _wire
 from ._base import (
     LINES,
     MAX_LINE_LENGTH,
@@ -17,6 +19,7 @@ from ._base import (
     STATUS,
     BatchReplies,
     POP3Base,
+    current_maxline,
     resolve_timeout,
 )
 
@@ -82,10 +85,15 @@ class _Batch(BatchReplies):
 
 
 class POP3(POP3Base):
-    """A POP3 connection, API-compatible with ``poplib.POP3``.
+    """A POP3 connection (RFC 1939), API-compatible with ``poplib.POP3``.
 
-    Beyond poplib: ``with POP3(...) as p:``, ``source_address``, verified TLS in ``stls()``,
-    typed exceptions, and separate limits for message lines and response size.
+    Connects to ``host:port`` and reads the greeting. ``timeout`` (seconds) bounds the connect,
+    a TLS handshake and each wait for the server; Ctrl-C interrupts any wait. Beyond poplib:
+    ``with POP3(...) as p:``, ``source_address``, verified TLS in ``stls()``, typed
+    exceptions, and separate limits for message lines and response size (in bytes).
+
+    A subclass may skip this ``__init__`` and bring its own connected socket, as poplib
+    subclasses do: set ``host``, ``port``, ``sock`` (and ``file``), then call ``_getresp()``.
     """
 
     def __init__(
@@ -99,39 +107,67 @@ class POP3(POP3Base):
         max_response_size: int = MAX_RESPONSE_SIZE,
     ) -> None:
         super().__init__(host, port)
-        self.sock: Optional[_SocketView] = None
-        self.file: Optional[_FileView] = None
-        self._conn = _core.Connection.connect(
-            None,
-            0,
-            host,
-            port,
-            timeout=resolve_timeout(timeout),
-            source_address=source_address,
-            tls=self._implicit_tls(),
-            max_line=self._maxline,
-            max_data_line=max_line_length,
-            max_response=max_response_size,
-        )
-        self.sock = _SocketView(self._conn)
-        self.file = _FileView(self._conn)
+        self.timeout = resolve_timeout(timeout)
+        limits = dict(max_line=self._maxline, max_data_line=max_line_length, max_response=max_response_size)
+        context = self._context()
+        sys.audit("poplib.connect", self, host, port)
+        if context is None:
+            self._conn = _core.Connection.connect(
+                None, 0, host, port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits
+            )
+            self.sock = _SocketView(self._conn)
+            self.file = _FileView(self._conn)
+        else:
+            self._conn = _core.Connection.external(**limits)
+            try:
+                raw = socket.create_connection((host, port), self.timeout, source_address)
+                self.sock = context.wrap_socket(raw, server_hostname=host)
+            except BaseException as exc:
+                err = _wire.translate(exc, host)
+                if err is exc:
+                    raise
+                raise err from exc
+            self._driver = _wire.SocketDriver(self.sock, host)
+            self.file = self.sock.makefile("rb")
         try:
             self.welcome = self._getresp()
         except BaseException:
             self.close()
             raise
+        _trace.event(logging.INFO, self._label, "connected%s", " (TLS %s, %s)" % self.tls_info if self.tls_info else "")
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return None
 
+    def _context(self) -> Optional[ssl.SSLContext]:
+        return None
+
     # -- the blocking driver -------------------------------------------------------------------
+    def _adopt(self) -> Any:
+        """poplib's subclass pattern: ``sock`` was set by the subclass; drive it from Python."""
+        sock = self.__dict__.get("sock")
+        if not isinstance(sock, socket.socket) or sock.fileno() < 0:
+            return None
+        self._driver = _wire.SocketDriver(sock, getattr(self, "host", "the server"))
+        self._tls_established = isinstance(sock, ssl.SSLSocket)
+        return _core.Connection.external(max_line=current_maxline())
+
     def _call(self, name: str, *args: Any) -> Any:
         conn = self._check_open()
         self._before(conn)
         try:
-            return getattr(conn, name)(None, 0, *args)
+            result = getattr(conn, name)(None, 0, *args)
+            if self._driver is not None:
+                result = self._driver.run(result, self._wrap_tls)
+            return result
         finally:
             self._after()
+
+    def _wrap_tls(self, sock: socket.socket) -> socket.socket:
+        context = self._stls_context or _tls.default_context()
+        self.sock = context.wrap_socket(sock, server_hostname=self.host)
+        self.file = self.sock.makefile("rb")
+        return self.sock
 
     def _run(self, flow: _flows.Flow) -> Any:
         runner = _flows.Runner(flow)
@@ -196,19 +232,59 @@ class POP3(POP3Base):
         """Close the connection without assuming anything about it. From another thread it
         interrupts a call in progress, which then raises."""
         conn, self._conn = self._conn, None
+        sock, file = self.__dict__.get("sock"), self.__dict__.get("file")
         self.file = None
         self.sock = None
         if conn is not None:
             conn.close(None, 0)
+        if isinstance(sock, socket.socket):
+            _close_socket(sock, file)
+        if conn is not None:
+            _trace.event(logging.INFO, self._label, "closed")
 
     def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
-        """Upgrade to TLS (RFC 2595), verifying the certificate unless ``context`` says not
-        to. Refuses plaintext that arrives after the ``+OK`` and re-reads CAPA afterwards."""
-        resp = self._run(_flows.stls(_tls.settings(context, **tls), self._tls_established))
+        """STLS (RFC 2595): upgrade to TLS and return the server's ``+OK`` line.
+
+        Without ``context`` the certificate is verified (bundled Mozilla roots and the system
+        store, or ``cafile=``/``cadata=``; ``certfile=``/``keyfile=`` for a client
+        certificate). A ``context`` is used by Python's ``ssl`` exactly as given, as poplib
+        does; ``sock`` is then that ``ssl.SSLSocket``. Plaintext that arrives after the
+        ``+OK`` is refused (response injection, RemoteProtocolError); CAPA is read again.
+        Raises error_proto if TLS is already up or the server has no STLS."""
+        if context is not None:
+            _tls.check_context(context)
+            if self._driver is None and not self._tls_established:
+                self._take_socket()
+        if self._driver is not None:
+            self._stls_context = context or _tls.default_context(**tls)
+            settings = None
+        else:
+            settings = _tls.settings(**tls)
+        resp = self._run(_flows.stls(settings, self._tls_established))
+        self._tls_established = True
         # RFC 2595: what was advertised in plaintext cannot be trusted; ask again.
         self.capabilities = None
         self._run(_flows.capabilities(self))
         return resp
+
+    def _take_socket(self) -> None:
+        """From here on Python drives the socket (TLS with the caller's context)."""
+        fd = self._check_open().detach()
+        sock = socket.socket(fileno=fd)
+        sock.settimeout(self.timeout)
+        self.sock = sock
+        self.file = sock.makefile("rb")
+        self._driver = _wire.SocketDriver(sock, self.host)
+
+    @property
+    def tls_info(self) -> Optional[Tuple[str, str]]:
+        """``(protocol version, cipher suite)`` while TLS is active, else ``None``; never
+        waits for a call in progress."""
+        if self._conn is None:
+            return None
+        if self._driver is not None:
+            return self._driver.tls_info()
+        return self._conn.tls_info()
 
     def __enter__(self) -> "POP3":
         return self
@@ -216,14 +292,31 @@ class POP3(POP3Base):
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if self._conn is None:
             return
-        if exc_type is None:
+        if exc_type is None and self._conn.closed is None:
             self.quit()
         else:
+            # An exception, or the connection was already closed by an error the block caught.
             self.close()
 
 
+def _close_socket(sock: socket.socket, file: Any) -> None:
+    try:
+        if file is not None:
+            file.close()
+        sock.close()
+    except OSError:
+        pass  # closing anyway
+
+
 class POP3_SSL(POP3):  # noqa: N801 - poplib's name
-    """POP3 over implicit TLS (port 995), with the certificate verified by default."""
+    """POP3 over implicit TLS (port 995), with the certificate verified by default.
+
+    Without ``context``, rustls verifies the server against the bundled Mozilla roots and the
+    system store, or against ``cafile``/``cadata`` (PEM; a self-signed certificate given
+    there is trusted as is, as OpenSSL does). A ``context`` is used by Python's ``ssl``
+    exactly as given, as poplib does (``sock`` is then its ``ssl.SSLSocket``).
+    ``keyfile``/``certfile`` (deprecated, as in poplib) select a client certificate.
+    Raises CertificateVerificationError when the certificate is not trusted."""
 
     def __init__(
         self,
@@ -235,7 +328,7 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
         context: Optional[ssl.SSLContext] = None,
         *,
         cafile: Optional[str] = None,
-        cadata: Optional[str | bytes] = None,
+        cadata: Optional[Union[str, bytes]] = None,
         **kwargs: Any,
     ) -> None:
         if keyfile is not None or certfile is not None:
@@ -245,15 +338,23 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
                 DeprecationWarning,
                 stacklevel=2,
             )
-            if context is not None and keyfile is not None:
+        if context is not None:
+            if keyfile is not None:
                 raise ValueError("context and keyfile arguments are mutually exclusive")
-            if context is not None and certfile is not None:
+            if certfile is not None:
                 raise ValueError("context and certfile arguments are mutually exclusive")
-        self._tls = _tls.settings(context, cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+            if cafile is not None or cadata is not None:
+                raise ValueError("context and cafile/cadata are mutually exclusive: load the CA into the context")
+            self._ssl_context: Optional[ssl.SSLContext] = _tls.check_context(context)
+            self._tls = None
+        else:
+            self._ssl_context = None
+            self._tls = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
         super().__init__(host, port, timeout, **kwargs)
         self._tls_established = True
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return self._tls
 
-
+    def _context(self) -> Optional[ssl.SSLContext]:
+        return self._ssl_context

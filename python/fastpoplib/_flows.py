@@ -142,13 +142,16 @@ def _malformed(what: str, resp: bytes) -> RemoteProtocolError:
     return RemoteProtocolError(f"malformed {what} response: {resp[:100]!r}")
 
 
-def stat() -> Flow:
+def stat(debuglevel: int = 0) -> Flow:
     resp = yield Short(b"STAT")
     parts = resp.split()
     try:
-        return int(parts[1]), int(parts[2])
+        result = int(parts[1]), int(parts[2])
     except (IndexError, ValueError):
         raise _malformed("STAT", resp) from None
+    if debuglevel:
+        print("*stat*", repr(result))
+    return result
 
 
 def apop(welcome: bytes, user: str, password: str, encoding: str) -> Flow:
@@ -168,6 +171,8 @@ def capa() -> Flow:
 
 
 def stls(settings: Any, tls_established: bool) -> Flow:
+    """CAPA, then STLS; ``settings`` is the rustls configuration, or None when Python's ``ssl``
+    does the handshake the session asks for."""
     if tls_established:
         raise error_proto("-ERR TLS session already established")
     caps = yield from capa()

@@ -1,12 +1,14 @@
-"""Debug output (poplib's ``set_debuglevel`` prints) and the ``fastpoplib`` logger. The session
-records the lines itself, with secrets already masked (a password, digest or SASL response
-never reaches either); this module only shows them, each log record naming its connection."""
+"""Debug output (poplib's ``set_debuglevel`` prints), poplib's audit events and the
+``fastpoplib`` logger. The session records the lines itself, with secrets already masked (a
+password, digest or SASL response never reaches any of them); this module only shows them,
+each log record naming its connection."""
 
 from __future__ import annotations
 
 import itertools
 import logging
-from typing import List, Tuple
+import sys
+from typing import Any, List, Tuple
 
 logger = logging.getLogger("fastpoplib")
 
@@ -18,25 +20,24 @@ def label(host: str, port: int) -> str:
     return f"{host}:{port}#{next(_ids)}"
 
 
-def wanted(debuglevel: int) -> bool:
-    """Whether the session should record lines (debug output on, or DEBUG logging)."""
-    return bool(debuglevel) or logger.isEnabledFor(logging.DEBUG)
-
-
-def show(debuglevel: int, conn: str, lines: List[Tuple[bool, bytes]]) -> None:
-    """Prints as poplib does (``*cmd*`` at level 1, ``*put*`` and ``*resp*`` at level 2) and
-    logs ``C:``/``S:`` lines at DEBUG."""
+def show(client: Any, lines: List[Tuple[bool, bytes]]) -> None:
+    """Raises poplib's ``poplib.putline`` audit event for each line sent, prints as poplib does
+    (``*cmd*`` at level 1; ``*put*``, ``*get*`` and ``*resp*`` at level 2) and logs
+    ``C:``/``S:`` lines at DEBUG. Secrets arrive masked from the session."""
+    debuglevel = client._debugging
     debug = logger.isEnabledFor(logging.DEBUG)
     for sent, line in lines:
         if sent:
+            sys.audit("poplib.putline", client, line)
             if debuglevel:
                 print("*cmd*", repr(line.decode("utf-8", "replace")))
             if debuglevel > 1:
                 print("*put*", repr(line))
         elif debuglevel > 1:
+            print("*get*", repr(line))
             print("*resp*", repr(line))
         if debug:
-            logger.debug("%s %s %s", conn, "C:" if sent else "S:", line.decode("utf-8", "replace"))
+            logger.debug("%s %s %s", client._label, "C:" if sent else "S:", line.decode("utf-8", "replace"))
 
 
 def event(level: int, conn: str, message: str, *args: object) -> None:

@@ -98,6 +98,11 @@ class POP3TimeoutError(POP3Error, TimeoutError):
 class TLSError(POP3Error, _ssl.SSLError):
     """TLS could not be set up or broke; also an ``ssl.SSLError``."""
 
+    def __str__(self) -> str:
+        # OSError's and ValueError's __str__ disagree under multiple inheritance (the
+        # certificate error is both): the message is the one argument.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
 
 class CertificateVerificationError(TLSError, _ssl.SSLCertVerificationError):
     """The server's certificate was not trusted or does not match the host name."""

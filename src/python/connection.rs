@@ -873,21 +873,22 @@ impl Connection {
         self.shared.handle_dropped(Handle::Batch(id));
     }
 
-    /// STLS, then the TLS handshake; returns the server's `+OK` line.
+    /// STLS, then the TLS handshake; returns the server's `+OK` line. `tls=None` on a
+    /// connection whose bytes Python moves: Python does the handshake.
     fn starttls(
         &self,
         py: Python<'_>,
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
-        tls: PyRef<'_, TlsSettings>,
+        tls: Option<PyRef<'_, TlsSettings>>,
     ) -> PyResult<Py<PyAny>> {
-        let config = tls.config.clone();
+        let config = tls.map(|t| t.config.clone());
         self.execute(
             py,
             reactor,
             op,
             Request::StartTls,
-            Some(config),
+            config,
             false,
             convert_reply,
         )

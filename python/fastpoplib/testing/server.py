@@ -981,6 +981,9 @@ class _Connection:
             assert self.maildrop is not None
             self.maildrop.remove(self.messages[n - 1].uid for n in self.deleted)
             text = f"fastpoplib test server signing off ({len(self.maildrop)} messages left)"
+            # The maildrop is free before the client reads +OK, so a client that logs in again
+            # right away is not refused [IN-USE] (RFC 1939 §6: the update ends the lock).
+            self._release()
         else:
             text = "fastpoplib test server signing off"
         self.session.quit_received = True
