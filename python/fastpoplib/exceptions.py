@@ -49,9 +49,17 @@ class ServerError(error_proto):
 
 class AuthenticationError(ServerError):
     """Login refused (``-ERR`` to USER/PASS/APOP/AUTH, or ``[AUTH]``). For SASL mechanisms that
-    report details (XOAUTH2), :attr:`details` holds the decoded server message."""
+    report details (XOAUTH2), :attr:`details` holds the decoded server message. From
+    ``login()``, :attr:`attempts` lists ``(method, reply)`` for each method tried, in order,
+    the replies made printable; ``args[0]`` is the last reply."""
 
     details: object = None
+    attempts: tuple = ()
+
+    def __str__(self) -> str:
+        if not self.attempts:
+            return super().__str__()
+        return "login refused; tried " + "; ".join(f"{method}: {reply}" for method, reply in self.attempts)
 
 
 class InUseError(ServerError):
