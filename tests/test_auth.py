@@ -49,20 +49,22 @@ def test_falls_back_when_cram_md5_is_unusable(kind: str, pop3_server_factory: An
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_every_refusal_is_listed_and_mechanisms_restricts(kind: str, pop3_server_factory: Any) -> None:
-    srv = pop3_server_factory(sasl=("CRAM-MD5", "PLAIN"), sasl_quirks=SASLQuirks(cram_md5_unusable=True))
+    srv = pop3_server_factory(sasl=("SCRAM-SHA-1", "CRAM-MD5", "LOGIN"), sasl_quirks=SASLQuirks(cram_md5_unusable=True))
     p = connect(kind, srv.host, srv.port)
     with pytest.raises(fastpoplib.AuthenticationError) as info:
         p.login(USER, "wrong-Secret-1", allow_insecure=True)
-    assert info.value.attempts == (("CRAM-MD5", REFUSED), ("PLAIN", REFUSED), ("USER", REFUSED))
-    assert str(info.value) == f"login refused; tried CRAM-MD5: {REFUSED}; PLAIN: {REFUSED}; USER: {REFUSED}"
+    # LOGIN sent the password itself and the server refused it: USER/PASS would fail the same way.
+    assert info.value.attempts == (("SCRAM-SHA-1", REFUSED), ("CRAM-MD5", REFUSED), ("LOGIN", REFUSED))
+    assert str(info.value) == f"login refused; tried SCRAM-SHA-1: {REFUSED}; CRAM-MD5: {REFUSED}; LOGIN: {REFUSED}"
     assert info.value.response == REFUSED.encode()  # poplib's args: the last reply
+    assert not any(c.startswith(b"USER") for c in srv.sessions[-1].commands)
     assert_in_step(p)
     q = connect(kind, srv.host, srv.port)
     with pytest.raises(fastpoplib.AuthenticationError) as info:
-        q.login(USER, "wrong", mechanisms=["plain"], allow_insecure=True)
-    assert info.value.attempts == (("PLAIN", REFUSED),)
+        q.login(USER, "wrong", mechanisms=["login"], allow_insecure=True)
+    assert info.value.attempts == (("LOGIN", REFUSED),)
     q.quit()
-    assert [line.split()[1] for line in auth_lines(srv)] == [b"PLAIN"]
+    assert [line.split()[1] for line in auth_lines(srv)] == [b"LOGIN"]
     assert not any(c.startswith(b"USER") for c in srv.sessions[-1].commands[:-1])
 
 
@@ -135,6 +137,18 @@ def test_undecodable_challenge_cancels_cleanly(kind: str, pop3_server_factory: A
     with pytest.raises(fastpoplib.RemoteProtocolError, match="not base64"):
         p.login(USER, PASSWORD, allow_insecure=True)
     assert srv.sessions[-1].commands[-1] == b"*"
+    assert_in_step(p)
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_a_failing_auth_object_still_ends_the_exchange(kind: str, pop3_server: Any) -> None:
+    def broken(challenge: Any) -> str:
+        raise KeyError("no credentials")
+
+    p = connect(kind, pop3_server.host, pop3_server.port)
+    with pytest.raises(KeyError):
+        p.auth("PLAIN", broken, initial_response_ok=False)
+    assert pop3_server.sessions[-1].commands[-2:] == [b"AUTH PLAIN", b"*"]
     assert_in_step(p)
 
 
@@ -271,7 +285,7 @@ def test_no_secret_and_no_control_character_in_errors_or_logs(kind: str, pop3_se
             p.login(USER, secret, allow_insecure=True)
         p.quit()
     err = info.value
-    assert [m for m, _ in err.attempts] == ["CRAM-MD5", "PLAIN", "LOGIN", "USER"]
+    assert [m for m, _ in err.attempts] == ["CRAM-MD5", "PLAIN"]
     assert all(c.isprintable() for c in str(err)) and "bad" in str(err)
     texts = [str(err), repr(err), repr(err.args), repr(err.attempts), out.getvalue(), caplog.text]
     encoded = [base64.b64encode(s.encode()).decode() for s in (secret, f"\0{USER}\0{secret}")]

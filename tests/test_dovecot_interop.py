@@ -161,13 +161,32 @@ def test_apop(kind: str, dovecot: Dovecot) -> None:
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
-@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"])
 def test_sasl(kind: str, mechanism: str, dovecot: Dovecot) -> None:
     p = connect(kind, dovecot.host, dovecot.plain_port)
     p.stls(context=dovecot.ssl_context())
     p.login("basic", PASSWORD, mechanisms=[mechanism])
     assert p.auth_mechanism == mechanism and p.stat()[0] == 20
     p.quit()
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_login_order_and_fallback_on_a_real_server(kind: str, dovecot: Dovecot) -> None:
+    p = connect(kind, dovecot.host, dovecot.plain_port)
+    p.stls(context=dovecot.ssl_context())
+    p.login("basic", PASSWORD)
+    assert p.auth_mechanism == "SCRAM-SHA-256"
+    p.quit()
+    # Dovecot delays each further attempt from an address after a failure (2, 4, 8, 15 s): a
+    # source address of its own keeps that penalty away from the other tests.
+    source = ("127.0.0.3" if kind == "sync" else "127.0.0.4", 0)
+    q = connect(kind, dovecot.host, dovecot.plain_port, timeout=30, source_address=source)
+    q.stls(context=dovecot.ssl_context())
+    with pytest.raises(fastpoplib.AuthenticationError) as info:
+        q.login("basic", "wrong-password", mechanisms=["SCRAM-SHA-256", "PLAIN", "LOGIN", "USER"])
+    assert [m for m, _ in info.value.attempts] == ["SCRAM-SHA-256", "PLAIN"]  # PLAIN sent the password itself
+    assert "USER" in q.capa()  # still in step after the refusals (another login would wait out the penalty)
+    q.quit()
 
 
 def test_plain_auth_via_shortcmd_works_on_both(dovecot: Dovecot) -> None:

@@ -133,6 +133,15 @@ def test_candidates_order_and_restriction() -> None:
         _sasl.check_wanted(["PLAIN"], oauth2=True)
 
 
+def test_rounds_and_challenge_needs_for_plain_callables() -> None:
+    def plain(challenge: object) -> str:
+        return "\0u\0p"
+
+    assert [_sasl.rounds(m, plain) for m in ("PLAIN", "LOGIN", "CRAM-MD5", "SCRAM-SHA-1", "XOAUTH2", "GSSAPI")] == [0, 1, 0, 2, 1, 8]
+    assert [_sasl.needs_challenge(m, plain) for m in ("PLAIN", "LOGIN", "OAUTHBEARER", "CRAM-MD5", "GSSAPI")] == [False, False, False, True, True]
+    assert _sasl.rounds("GSSAPI", _sasl.Scram("SCRAM-SHA-1", "u", "p")) == 2  # an object's own count wins
+
+
 def test_error_json_is_parsed_defensively() -> None:
     assert _sasl.parse_error_json(b'{"status":"401","scope":"x"}') == {"status": "401", "scope": "x"}
     assert _sasl.parse_error_json(b'{"a":{"b":["]]]]"]}}') == {"a": {"b": ["]]]]"]}}  # brackets in strings

@@ -148,7 +148,8 @@ def login(
 ) -> _flows.Flow:
     """Tries each method both sides support, strongest first, until one succeeds; sets
     ``client.auth_mechanism`` to it. Stops at the first reply that is not a refusal of the
-    credentials, and whenever the server fails to prove itself (SCRAM)."""
+    credentials, when a method that sends the password itself was refused, and whenever the
+    server fails to prove itself (SCRAM)."""
     if (password is None) == (oauth2_token is None):
         raise ValueError("give exactly one of password and oauth2_token")
     oauth2 = oauth2_token is not None
@@ -183,6 +184,8 @@ def login(
             last = _redact(exc.response, secret)
             tried.append((method, _sasl.printable(last)))
             details = exc.details if exc.details is not None else details
+            if not oauth2 and method in _sasl.SENDS_PASSWORD:
+                break
             continue
         except _sasl.ServerNotVerified as exc:
             tried.append((method, str(exc)))

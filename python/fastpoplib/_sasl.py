@@ -270,6 +270,10 @@ class OAuth2(Mechanism):
 
 
 OAUTH2_MECHANISMS = ["XOAUTH2", "OAUTHBEARER"]
+# These send the password itself, so the server has checked exactly that password: after a
+# refusal no other method can succeed, and each further failure costs time (Dovecot delays the
+# next attempt from the same address by 2, 4, 8, then 15 s) and may count towards a lockout.
+SENDS_PASSWORD = {"PLAIN", "LOGIN", "USER"}
 # login() tries what the server offers in this order, strongest first; USER is USER/PASS.
 PASSWORD_METHODS = ["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN", "USER", "APOP"]
 # Challenges after the initial response for auth objects that do not say; unknown: a handful.
