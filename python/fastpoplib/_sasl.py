@@ -16,7 +16,7 @@ import hmac
 import json
 import re
 import secrets
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 Response = Union[str, bytes, None]
 
@@ -293,7 +293,8 @@ def needs_challenge(mechanism: str, authobject: Any) -> bool:
 def for_password(method: str, user: str, password: str) -> Mechanism:
     if method in SCRAM_HASHES:
         return Scram(method, user, password)
-    return {"CRAM-MD5": CramMD5, "PLAIN": Plain, "LOGIN": Login}[method](user, password)
+    factories: Dict[str, Callable[[str, str], Mechanism]] = {"CRAM-MD5": CramMD5, "PLAIN": Plain, "LOGIN": Login}
+    return factories[method](user, password)
 
 
 def candidates(offered: List[str], wanted: Optional[List[str]], oauth2: bool, user_ok: bool, apop_ok: bool) -> List[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import poplib as _std_poplib
 import ssl as _ssl
+from typing import Tuple
 
 __all__ = [
     "POP3Error",
@@ -54,7 +55,7 @@ class AuthenticationError(ServerError):
     the replies made printable; ``args[0]`` is the last reply."""
 
     details: object = None
-    attempts: tuple = ()
+    attempts: Tuple[Tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         if not self.attempts:
