@@ -923,14 +923,15 @@ class _Connection:
             # is a common extension that real servers accept.
             if response is not None and challenge and mechanism != "LOGIN":
                 raise _Err(f"{mechanism} takes no initial response")
+            first = True
             while True:
                 if response is None:
                     text = base64.b64encode(challenge)
-                    if not challenge and quirks.text_continuation is not None:
+                    if first and not challenge and quirks.text_continuation is not None:
                         text = quirks.text_continuation
                     self._send(b"+ " + text + _CRLF)
                     response = self._read_sasl_response()
-                challenge, response = steps.send(response), None
+                challenge, response, first = steps.send(response), None, False
         except StopIteration as done:
             user = done.value
         except (ValueError, KeyError):  # malformed response: bad UTF-8, missing fields, ...
@@ -1188,8 +1189,8 @@ class SASLQuirks:
             store passwords hashed.
         login_prompts: LOGIN's two prompts (sent base64-encoded): ``(b"", b"")``,
             ``(b"Benutzername:", b"Kennwort:")``...
-        text_continuation: sent as is (``b"go ahead"`` gives ``+ go ahead``) where the server
-            asks a client-first mechanism for its initial response, instead of ``+ ``.
+        text_continuation: sent as is (``b"go ahead"`` gives ``+ go ahead``) instead of an
+            empty first challenge (``+ ``: a client-first mechanism's initial response asked for).
         scram_server_first: attributes replaced in the SCRAM server-first message as sent
             (``{"i": "abc"}``, ``{"s": "!!!"}``); the server goes on with its real values.
         scram_server_final: ``"valid"``; ``"missing"``: ``+OK`` without the server's signature;
