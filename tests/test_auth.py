@@ -119,7 +119,7 @@ def test_login_mechanism_answers_in_order(kind: str, prompts: Any, pop3_server_f
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_text_continuation_for_mechanisms_that_ignore_it(kind: str, pop3_server_factory: Any) -> None:
-    srv = pop3_server_factory(sasl=("PLAIN", "XOAUTH2", "CRAM-MD5"), sasl_quirks=SASLQuirks(text_continuation=b"go ahead"))
+    srv = pop3_server_factory(sasl=("PLAIN", "XOAUTH2", "SCRAM-SHA-256"), sasl_quirks=SASLQuirks(text_continuation=b"go ahead"))
     p = connect(kind, srv.host, srv.port)
     assert p.auth("PLAIN", lambda challenge: f"\0{USER}\0{PASSWORD}", initial_response_ok=False).startswith(b"+OK")
     p.quit()
@@ -127,6 +127,10 @@ def test_text_continuation_for_mechanisms_that_ignore_it(kind: str, pop3_server_
     xoauth2 = _sasl.OAuth2("XOAUTH2", USER, PASSWORD)
     assert q.auth("XOAUTH2", xoauth2, initial_response_ok=False).startswith(b"+OK")
     q.quit()
+    r = connect(kind, srv.host, srv.port)
+    scram = _sasl.Scram("SCRAM-SHA-256", USER, PASSWORD)
+    assert r.auth("SCRAM-SHA-256", scram, initial_response_ok=False).startswith(b"+OK") and scram.verified
+    r.quit()
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)

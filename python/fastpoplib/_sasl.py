@@ -139,6 +139,10 @@ class Scram(Mechanism):
 
     rounds = 2  # server-first, server-final
 
+    @property
+    def needs_challenge(self) -> bool:  # type: ignore[override]
+        return self._step > 0  # the client-first message ignores any "+ go ahead"
+
     def __init__(self, mechanism: str, user: str, password: str, nonce: Optional[str] = None) -> None:
         self.name = mechanism.upper()
         if self.name not in SCRAM_HASHES:
