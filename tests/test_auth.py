@@ -69,6 +69,18 @@ def test_every_refusal_is_listed_and_mechanisms_restricts(kind: str, pop3_server
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
+def test_refusals_before_the_password_was_sent_fall_back(kind: str, pop3_server_factory: Any) -> None:
+    srv = pop3_server_factory(sasl=("LOGIN",))
+    srv.add_fault(Fault.reply(b"-ERR [AUTH] LOGIN disabled\r\n", on="AUTH"))
+    srv.add_fault(Fault.reply(b"-ERR [AUTH] no USER here\r\n", on="USER"))
+    p = connect(kind, srv.host, srv.port)
+    p.login(USER, PASSWORD, allow_insecure=True, allow_apop=True)
+    assert p.auth_mechanism == "APOP" and p.stat()[0] == 12
+    p.quit()
+    assert [c.split()[0] for c in srv.sessions[-1].commands[1:4]] == [b"AUTH", b"USER", b"APOP"]
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("code,exc", [
     (b"IN-USE", fastpoplib.InUseError),
     (b"LOGIN-DELAY", fastpoplib.LoginDelayError),

@@ -147,8 +147,8 @@ class POP3Base:
         """Log in with each method the server offers, strongest first, until one succeeds
         (SCRAM-SHA-512 > SCRAM-SHA-256 > SCRAM-SHA-1 > CRAM-MD5 > PLAIN > LOGIN > USER/PASS,
         then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with ``oauth2_token``;
-        ``mechanisms`` restricts and orders them). Stops after a refused PLAIN, LOGIN or
-        USER/PASS (the server checked that very password), at ``[IN-USE]``, ``[LOGIN-DELAY]``,
+        ``mechanisms`` restricts and orders them). Stops once the password itself (sent by
+        PLAIN, LOGIN or PASS) was refused, at ``[IN-USE]``, ``[LOGIN-DELAY]``,
         ``[SYS/TEMP]``, ``[SYS/PERM]`` and when a SCRAM server fails to prove itself. No
         password or token is sent over an unencrypted connection unless ``allow_insecure``.
         The method used is left in ``auth_mechanism``."""

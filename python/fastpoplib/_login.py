@@ -127,14 +127,31 @@ def _redact(text: bytes, secret: str) -> bytes:
     return text.replace(secret.encode("utf-8"), b"****") if secret else text
 
 
+class _PasswordRefused(Exception):
+    """The server refused the password itself (sent by PLAIN, LOGIN or PASS): every other
+    method would be refused too, and each further failure costs time (Dovecot delays the next
+    attempt from the same address by 2, 4, 8, then 15 s) and may count towards a lockout."""
+
+    def __init__(self, error: AuthenticationError) -> None:
+        self.error = error
+
+
 def _attempt(client: Any, method: str, user: str, secret: str, oauth2: bool) -> _flows.Flow:
     if method == "USER":
         yield _flows.Short(_flows.encode(f"USER {user}", client.encoding), login=True)
-        return (yield _flows.Short(_flows.encode(f"PASS {secret}", client.encoding), login=True, secret=True))
+        try:
+            return (yield _flows.Short(_flows.encode(f"PASS {secret}", client.encoding), login=True, secret=True))
+        except AuthenticationError as exc:
+            raise _PasswordRefused(exc) from None
     if method == "APOP":
         return (yield from _flows.apop(client.welcome, user, secret, client.encoding))
     authobject = _sasl.OAuth2(method, user, secret) if oauth2 else _sasl.for_password(method, user, secret)
-    return (yield from exchange(method, authobject))
+    try:
+        return (yield from exchange(method, authobject))
+    except AuthenticationError as exc:
+        if authobject.password_sent:
+            raise _PasswordRefused(exc) from None
+        raise
 
 
 def login(
@@ -148,8 +165,8 @@ def login(
 ) -> _flows.Flow:
     """Tries each method both sides support, strongest first, until one succeeds; sets
     ``client.auth_mechanism`` to it. Stops at the first reply that is not a refusal of the
-    credentials, when a method that sends the password itself was refused, and whenever the
-    server fails to prove itself (SCRAM)."""
+    credentials, when the password itself was refused, and whenever the server fails to
+    prove itself (SCRAM)."""
     if (password is None) == (oauth2_token is None):
         raise ValueError("give exactly one of password and oauth2_token")
     oauth2 = oauth2_token is not None
@@ -180,11 +197,12 @@ def login(
         # Only a refusal of the credentials moves on. [IN-USE], [LOGIN-DELAY], [SYS/TEMP] and
         # [SYS/PERM] raise their own ServerError subclasses and end login(): another method
         # would fail the same way, or count as one more login attempt.
-        except AuthenticationError as exc:
-            last = _redact(exc.response, secret)
+        except (AuthenticationError, _PasswordRefused) as exc:
+            refusal = exc.error if isinstance(exc, _PasswordRefused) else exc
+            last = _redact(refusal.response, secret)
             tried.append((method, _sasl.printable(last)))
-            details = exc.details if exc.details is not None else details
-            if not oauth2 and method in _sasl.SENDS_PASSWORD:
+            details = refusal.details if refusal.details is not None else details
+            if isinstance(exc, _PasswordRefused):
                 break
             continue
         except _sasl.ServerNotVerified as exc:

@@ -45,6 +45,9 @@ class Mechanism:
     name = ""
     rounds = 0  # challenges answered after the initial response
     needs_challenge = True  # False: the challenge is ignored, so it need not be base64
+    # True once the password itself went out (PLAIN, LOGIN): a refusal after that is the
+    # server's verdict on that very password, so login() tries nothing else.
+    password_sent = False
 
     def __call__(self, challenge: Optional[bytes]) -> Response:
         raise NotImplementedError
@@ -66,6 +69,7 @@ class Plain(Mechanism):
         self._message = f"{authzid}\0{user}\0{password}"
 
     def __call__(self, challenge: Optional[bytes]) -> Response:
+        self.password_sent = True
         return self._message
 
 
@@ -86,6 +90,7 @@ class Login(Mechanism):
             return None
         if not self._answers:
             raise MalformedChallenge("LOGIN: a third prompt after the user name and the password")
+        self.password_sent = len(self._answers) == 1
         return self._answers.pop(0)
 
 
@@ -274,10 +279,6 @@ class OAuth2(Mechanism):
 
 
 OAUTH2_MECHANISMS = ["XOAUTH2", "OAUTHBEARER"]
-# These send the password itself, so the server has checked exactly that password: after a
-# refusal no other method can succeed, and each further failure costs time (Dovecot delays the
-# next attempt from the same address by 2, 4, 8, then 15 s) and may count towards a lockout.
-SENDS_PASSWORD = {"PLAIN", "LOGIN", "USER"}
 # login() tries what the server offers in this order, strongest first; USER is USER/PASS.
 PASSWORD_METHODS = ["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN", "USER", "APOP"]
 # Challenges after the initial response for auth objects that do not say; unknown: a handful.
