@@ -2,8 +2,8 @@
 
 It implements the server side of RFC 1939 (POP3), RFC 2449 (CAPA, RESP-CODES, PIPELINING,
 LOGIN-DELAY, EXPIRE), RFC 2595 (STLS), RFC 5034 (SASL AUTH: PLAIN, LOGIN, CRAM-MD5, XOAUTH2,
-OAUTHBEARER, SCRAM-SHA-1/-256/-512) and RFC 6856 (UTF8) on its own, sharing no code with the client,
-so each checks the other. It binds loopback addresses only.
+OAUTHBEARER, SCRAM-SHA-1/-256/-512) and RFC 6856 (UTF8) on its own, sharing no code with the
+client, so each checks the other. It binds loopback addresses only.
 
 Example::
 
@@ -1109,7 +1109,7 @@ def _sasl_xoauth2(conn: _Connection) -> _Mechanism:
         return user
     # Google's failure shape: an error challenge, which the client answers with an empty line.
     error = conn.server.sasl_quirks.oauth2_error
-    yield error if error is not None else json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}).encode()
+    yield json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}).encode() if error is None else error
     return None
 
 
@@ -1122,7 +1122,7 @@ def _sasl_oauthbearer(conn: _Connection) -> _Mechanism:
         return user
     # RFC 7628 3.2.2: an error challenge; the client answers with a lone ^A.
     error = conn.server.sasl_quirks.oauth2_error
-    yield error if error is not None else json.dumps({"status": "invalid_token", "scope": "pop3"}).encode()
+    yield json.dumps({"status": "invalid_token", "scope": "pop3"}).encode() if error is None else error
     return None
 
 
