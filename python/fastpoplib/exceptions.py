@@ -81,7 +81,9 @@ class SysPermError(ServerError):
 
 class RemoteProtocolError(error_proto):
     """The server sent something malformed or larger than the configured limits. The
-    connection is closed, because the rest of the stream can no longer be trusted."""
+    connection is closed, because the rest of the stream can no longer be trusted; except
+    for a malformed SASL challenge, after which the AUTH exchange is cancelled in step and
+    the session goes on."""
 
 
 class LocalProtocolError(error_proto):
