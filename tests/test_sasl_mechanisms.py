@@ -7,6 +7,8 @@ import base64
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastpoplib import _sasl
 
@@ -176,3 +178,41 @@ def test_printable_and_repr_hide_what_they_must() -> None:
         _sasl.OAuth2("XOAUTH2", "u", "pw-secret"),
     ):
         assert "pw-secret" not in repr(mech)
+
+
+_counts = st.one_of(
+    st.just("4096"),  # valid: the server-final message gets fuzzed too
+    st.text(alphabet="0123456789-+ abc\u0664", max_size=12).filter(
+        lambda i: not (i.isascii() and i.isdigit() and _sasl.SCRAM_MIN_ITERATIONS <= int(i))
+    ),  # other valid counts only cost time
+)
+_server_firsts = st.one_of(
+    st.binary(max_size=300),
+    st.builds(
+        lambda suffix, salt, count, tail: f"r={NONCE}{suffix},s={salt},i={count}{tail}".encode(),
+        st.text(alphabet="aZ09~,=\x7f\u00e9", max_size=8), st.just("QSXCR+Q6sek8bf92") | st.text(max_size=30), _counts, st.sampled_from(["", ",x=y", ",", ",m"]),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(server_first=_server_firsts, server_final=st.binary(max_size=100))
+def test_scram_challenges_either_answer_or_raise_sasl_errors(server_first: bytes, server_final: bytes) -> None:
+    """Whatever the server sends, the mechanism answers or raises SaslError (which the flow
+    turns into a cancelled exchange): never ValueError, binascii.Error, UnicodeError..."""
+    mech = _sasl.Scram("SCRAM-SHA-1", "user", "pencil", nonce=NONCE)
+    mech(None)
+    try:
+        assert isinstance(mech(server_first), str)
+        mech(server_final)
+    except _sasl.SaslError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.one_of(st.binary(max_size=5000), st.recursive(st.none() | st.integers() | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c)).map(lambda v: repr(v).encode())))
+def test_error_json_parsing_never_raises(data: bytes) -> None:
+    value = _sasl.parse_error_json(data)
+    assert isinstance(value, dict)
+    if "raw" in value and len(value) == 1:
+        assert all(c.isprintable() for c in value["raw"])

@@ -10,7 +10,6 @@ initial response (``rounds``), whether a challenge must be base64 (``needs_chall
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -179,7 +178,7 @@ class Scram(Mechanism):
             raise MalformedChallenge(f"{self.name}: the server's nonce does not extend ours")
         try:
             salt = base64.b64decode(salt_b64, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a str that is not ASCII
             raise MalformedChallenge(f"{self.name}: the salt is not base64") from None
         if not salt:
             raise MalformedChallenge(f"{self.name}: empty salt")
@@ -206,7 +205,7 @@ class Scram(Mechanism):
             raise SaslError(f"{self.name}: the server reports {printable(fields['e'], 60)}")
         try:
             signature = base64.b64decode(fields.get("v", ""), validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a str that is not ASCII
             raise MalformedChallenge(f"{self.name}: the server signature is not base64") from None
         if not hmac.compare_digest(signature, self._server_signature):
             raise ServerNotVerified(f"{self.name}: the server's signature is wrong: it does not know the password")
