@@ -1,16 +1,19 @@
-"""SASL mechanism objects on their own (no server): the RFCs' published exchanges, and how
-each refuses a malformed or hostile challenge."""
+"""SASL mechanism objects and the AUTH flow on their own (no server): the RFCs' published
+exchanges, how each mechanism refuses a malformed or hostile challenge, and the flow driven
+by scripted replies."""
 
 from __future__ import annotations
 
 import base64
 import time
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastpoplib import _sasl
+import fastpoplib
+from fastpoplib import _flows, _login, _sasl
 
 
 def test_cram_md5_rfc2195() -> None:
@@ -216,3 +219,72 @@ def test_error_json_parsing_never_raises(data: bytes) -> None:
     assert isinstance(value, dict)
     if "raw" in value and len(value) == 1:
         assert all(c.isprintable() for c in value["raw"])
+
+
+def run_exchange(mechanism: str, authobject: object, replies: list) -> tuple:
+    """Drives the AUTH flow with scripted server replies, as a client would: returns the
+    outcome (the reply, or the exception) and the lines sent. ``*`` always gets ``-ERR``
+    (RFC 5034), QUIT gets ``+OK``; otherwise the next scripted reply (``-ERR`` when none is left)."""
+    flow = _login.exchange(mechanism, authobject)  # type: ignore[arg-type]
+    sent: list = []
+    step = flow.__next__
+    while True:
+        try:
+            op = step()
+        except StopIteration as stop:
+            return stop.value, sent
+        except Exception as exc:
+            return exc, sent
+        assert isinstance(op, _flows.Short)
+        sent.append(op.line)
+        reply = {b"*": b"-ERR cancelled", b"QUIT": b"+OK bye"}.get(op.line) or (replies.pop(0) if replies else b"-ERR no")
+        error = fastpoplib.AuthenticationError(reply)
+        step = partial(flow.throw, error) if reply.startswith(b"-ERR") else partial(flow.send, reply)
+
+
+def _mechanisms() -> list:
+    return [
+        ("PLAIN", _sasl.Plain("user", "pencil")),
+        ("LOGIN", _sasl.Login("user", "pencil")),
+        ("CRAM-MD5", _sasl.CramMD5("user", "pencil")),
+        ("SCRAM-SHA-1", _sasl.Scram("SCRAM-SHA-1", "user", "pencil", nonce=NONCE)),
+        ("XOAUTH2", _sasl.OAuth2("XOAUTH2", "user", "token")),
+        ("OAUTHBEARER", _sasl.OAuth2("OAUTHBEARER", "user", "token")),
+    ]
+
+
+_replies = st.lists(
+    st.one_of(
+        st.just(b"+OK"),
+        st.just(b"-ERR [AUTH] no"),
+        st.binary(max_size=40).map(lambda b: b"+ " + base64.b64encode(b)),
+        st.text(max_size=20).map(lambda t: b"+ " + t.encode()),
+        st.just(b"+ " + base64.b64encode(f"r={NONCE}x,s=QSXCR+Q6sek8bf92,i=4096".encode())),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=st.integers(0, 5), replies=_replies)
+def test_the_auth_flow_always_ends_in_step(index: int, replies: list) -> None:
+    """Whatever the server answers, the exchange ends with the server's own +OK/-ERR or with
+    our "*" (or QUIT), within the mechanism's rounds, and only POP3 errors escape."""
+    mechanism, authobject = _mechanisms()[index]
+    outcome, sent = run_exchange(mechanism, authobject, list(replies))
+    assert len(sent) <= authobject.rounds + 4
+    if isinstance(outcome, bytes):
+        assert outcome.startswith(b"+OK")
+    else:
+        assert isinstance(outcome, (fastpoplib.error_proto, _sasl.ServerNotVerified)), repr(outcome)
+    if isinstance(outcome, _sasl.ServerNotVerified):
+        assert sent[-1] == b"QUIT"
+    if isinstance(outcome, fastpoplib.RemoteProtocolError):  # our refusal: cancelled, reply read
+        assert sent[-1] == b"*"
+
+
+def test_the_auth_flow_cancels_a_malformed_challenge_and_reads_the_reply() -> None:
+    outcome, sent = run_exchange("CRAM-MD5", _sasl.CramMD5("u", "p"), [b"+ not base64!"])
+    assert isinstance(outcome, fastpoplib.RemoteProtocolError) and sent == [b"AUTH CRAM-MD5", b"*"]
+    outcome, sent = run_exchange("PLAIN", _sasl.Plain("u", "p"), [b"+ ", b"+ "])
+    assert isinstance(outcome, fastpoplib.RemoteProtocolError) and sent[-1] == b"*" and len(sent) == 2
