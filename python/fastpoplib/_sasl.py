@@ -184,12 +184,12 @@ class Scram(Mechanism):
             raise MalformedChallenge(f"{self.name}: empty salt")
         if not re.fullmatch(r"[0-9]{1,9}", count):
             raise MalformedChallenge(f"{self.name}: the iteration count is not a number")
-        rounds = int(count)
-        if not SCRAM_MIN_ITERATIONS <= rounds <= SCRAM_MAX_ITERATIONS:
+        iterations = int(count)
+        if not SCRAM_MIN_ITERATIONS <= iterations <= SCRAM_MAX_ITERATIONS:
             raise MalformedChallenge(
-                f"{self.name}: iteration count {rounds} outside {SCRAM_MIN_ITERATIONS}..{SCRAM_MAX_ITERATIONS}"
+                f"{self.name}: iteration count {iterations} outside {SCRAM_MIN_ITERATIONS}..{SCRAM_MAX_ITERATIONS}"
             )
-        salted = hashlib.pbkdf2_hmac(self._hash, self._password, salt, rounds)
+        salted = hashlib.pbkdf2_hmac(self._hash, self._password, salt, iterations)
         client_key = hmac.digest(salted, b"Client Key", self._hash)
         stored_key = hashlib.new(self._hash, client_key).digest()
         without_proof = f"c=biws,r={nonce}"  # biws: base64 of "n,," (no channel binding)
