@@ -182,7 +182,7 @@ class Scram(Mechanism):
             raise MalformedChallenge(f"{self.name}: the salt is not base64") from None
         if not salt:
             raise MalformedChallenge(f"{self.name}: empty salt")
-        if not re.fullmatch(r"[0-9]{1,9}", count):
+        if not re.fullmatch(r"[0-9]{1,10}", count):  # no int() of a 5,000-digit string
             raise MalformedChallenge(f"{self.name}: the iteration count is not a number")
         iterations = int(count)
         if not SCRAM_MIN_ITERATIONS <= iterations <= SCRAM_MAX_ITERATIONS:
