@@ -163,12 +163,12 @@ def test_xoauth2_long_token_and_error_details(kind: str, initial_response_ok: bo
     token = "ya29." + "t" * 5000
     srv = pop3_server_factory(oauth2_tokens={USER: token})
     p = connect(kind, srv.host, srv.port)
-    p.login(USER, oauth2_token=token)
+    p.login(USER, oauth2_token=token, allow_insecure=True)
     assert p.auth_mechanism == "XOAUTH2" and p.stat()[0] == 12
     p.quit()
     q = connect(kind, srv.host, srv.port)
     with pytest.raises(fastpoplib.AuthenticationError) as info:
-        q.login(USER, oauth2_token="expired")
+        q.login(USER, oauth2_token="expired", allow_insecure=True)
     assert isinstance(info.value.details, dict) and info.value.details.get("status") == "401"
     q.quit()
     r = connect(kind, srv.host, srv.port)

@@ -302,7 +302,7 @@ def test_auth_with_authobject(kind: str, mechanism: str, initial_response_ok: bo
     dovecot_server.wait_for_log(f"user=<basic>, method={mechanism}", since=mark)
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS)
+@pytest.mark.parametrize("mechanism", [*MECHANISMS, "SCRAM-SHA-1", "SCRAM-SHA-256"])
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_login_uses_the_mechanism_asked_for(kind: str, mechanism: str, dovecot_server: InteropDovecot) -> None:
     mark = dovecot_server.log_mark()
@@ -337,6 +337,23 @@ def connect_for_failure(kind: str, server: InteropDovecot) -> Any:
     if kind == "stdlib":
         return _POP3From(source, server.host, server.plain_port)
     return connect(kind, server.host, server.plain_port, source_address=(source, 0))
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_login_order_and_fallback_on_a_real_server(kind: str, dovecot_server: InteropDovecot) -> None:
+    p = connect(kind, dovecot_server.host, dovecot_server.plain_port)
+    p.stls(context=dovecot_server.ssl_context())
+    p.login("basic", PASSWORD)
+    assert p.auth_mechanism == "SCRAM-SHA-256"  # the strongest both offer
+    p.quit()
+    q = connect_for_failure(kind, dovecot_server)
+    q.stls(context=dovecot_server.ssl_context())
+    with pytest.raises(fastpoplib.AuthenticationError) as info:
+        q.login("basic", "wrong-password", mechanisms=["SCRAM-SHA-256", "PLAIN", "LOGIN", "USER"])
+    # SCRAM refused, then PLAIN sent the password itself and was refused: nothing more is tried.
+    assert [m for m, _ in info.value.attempts] == ["SCRAM-SHA-256", "PLAIN"]
+    assert "USER" in q.capa()  # still in step after the refusals
+    q.quit()
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import Any, Iterable, List, Optional, Union
 
-from . import _flows, _trace
+from . import _flows, _login, _trace
 from .exceptions import LocalProtocolError, ServerError
 
 POP3_PORT = 110
@@ -210,10 +210,10 @@ class POP3Base:
     def rpop(self, user: str) -> Any:
         return self._run(_flows.short(self._line(f"RPOP {user}"), login=True))
 
-    def auth(self, mechanism: str, authobject: _flows.AuthObject, initial_response_ok: bool = True) -> Any:
+    def auth(self, mechanism: str, authobject: _login.AuthObject, initial_response_ok: bool = True) -> Any:
         """SASL authentication in the style of ``smtplib.SMTP.auth``: ``authobject(None)``
         returns the initial response, ``authobject(challenge)`` the answer to a challenge."""
-        return self._run(_flows.auth(mechanism, authobject, initial_response_ok))
+        return self._run(_login.auth(mechanism, authobject, initial_response_ok))
 
     def login(
         self,
@@ -225,11 +225,15 @@ class POP3Base:
         allow_insecure: bool = False,
         allow_apop: bool = False,
     ) -> Any:
-        """Log in with the strongest mechanism the server advertises (CRAM-MD5 > PLAIN >
-        LOGIN > USER/PASS; XOAUTH2/OAUTHBEARER with ``oauth2_token``; APOP only with
-        ``allow_apop``). A password is never sent over an unencrypted connection unless
-        ``allow_insecure``. The mechanism used is left in ``auth_mechanism``."""
-        return self._run(_flows.login(self, user, password, oauth2_token, mechanisms, allow_insecure, allow_apop))
+        """Log in with each method the server offers, strongest first, until one succeeds
+        (SCRAM-SHA-512 > SCRAM-SHA-256 > SCRAM-SHA-1 > CRAM-MD5 > PLAIN > LOGIN > USER/PASS,
+        then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with ``oauth2_token``;
+        ``mechanisms`` restricts and orders them). Stops once the password itself (sent by
+        PLAIN, LOGIN or PASS) was refused, at ``[IN-USE]``, ``[LOGIN-DELAY]``,
+        ``[SYS/TEMP]``, ``[SYS/PERM]`` and when a SCRAM server fails to prove itself. No
+        password or token is sent over an unencrypted connection unless ``allow_insecure``.
+        The method used is left in ``auth_mechanism``."""
+        return self._run(_login.login(self, user, password, oauth2_token, mechanisms, allow_insecure, allow_apop))
 
     def stat(self) -> Any:
         return self._run(_flows.stat(self._debugging))

@@ -9,7 +9,6 @@ only to the session (``src/proto/session.rs``).
 
 from __future__ import annotations
 
-import base64
 import email.parser
 import email.policy
 import os
@@ -17,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generator, List, Optional, Tuple, Union
 
 from . import _core
-from . import _sasl
 from ._types import Capabilities
-from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError, error_proto
+from .exceptions import RemoteProtocolError, ServerError, error_proto
 
 LongResponse = Tuple[bytes, List[bytes], int]
 
@@ -246,107 +244,6 @@ def size_of(which: Any, encoding: str) -> Flow:
         return int(parts[2])
     except (IndexError, ValueError):
         raise _malformed("LIST", resp) from None
-
-
-# --- SASL (RFC 5034) --------------------------------------------------------------------
-
-AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
-
-# RFC 5034 §4: an AUTH command line with its initial response is at most 255 octets.
-_MAX_AUTH_LINE = 255
-
-
-def _b64(data: Union[str, bytes]) -> bytes:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return base64.b64encode(raw) if raw else b"="
-
-
-def _cancel_auth() -> Flow:
-    """RFC 5034: "*" cancels the exchange; the server answers -ERR."""
-    try:
-        yield Short(b"*", secret=True)
-    except ServerError:
-        pass
-
-
-def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> Flow:
-    """The SASL exchange: ``authobject(None)`` gives the initial response, then
-    ``authobject(challenge)`` answers each ``+ <base64>`` challenge."""
-    mech = mechanism.upper().encode("ascii")
-    first = authobject(None) if initial_response_ok else None
-    line = b"AUTH " + mech
-    pending = None
-    if first is not None:
-        response = _b64(first)
-        if len(line) + 1 + len(response) <= _MAX_AUTH_LINE:
-            line += b" " + response
-        else:
-            pending = response  # too long for the AUTH line: send it after the first "+".
-    resp = yield Short(line, login=True)
-    while not resp.startswith(b"+OK"):
-        if pending is not None:
-            answer, pending = pending, None
-        else:
-            try:
-                challenge = base64.b64decode(resp[1:].strip(), validate=True)
-            except ValueError:
-                yield from _cancel_auth()
-                raise _malformed("SASL challenge", resp) from None
-            try:
-                answer = _b64(authobject(challenge) or b"")
-            except _sasl.AuthMechanismError as exc:
-                yield from _cancel_auth()
-                raise AuthenticationError(str(exc)) from None
-            if answer == b"=":
-                answer = b""
-        try:
-            resp = yield Short(answer, login=True, secret=True)
-        except AuthenticationError as exc:
-            exc.details = getattr(authobject, "error", None)
-            raise
-    return resp
-
-
-def _password_mechanism(mech: str, user: str, password: str) -> Any:
-    if mech.startswith("SCRAM-"):
-        return _sasl.Scram(mech, user, password)
-    return {"CRAM-MD5": _sasl.cram_md5, "PLAIN": _sasl.plain, "LOGIN": _sasl.login}[mech](user, password)
-
-
-def login(client: Any, user: str, password: Optional[str], oauth2_token: Optional[str], mechanisms: Optional[List[str]], allow_insecure: bool, allow_apop: bool) -> Flow:
-    """Authenticates with the strongest method both sides support; sets
-    ``client.auth_mechanism`` to the one used."""
-    if (password is None) == (oauth2_token is None):
-        raise ValueError("give exactly one of password and oauth2_token")
-    if password is not None and not client._tls_established and not allow_insecure:
-        raise LocalProtocolError(
-            "refusing to send a password over an unencrypted connection; use POP3_SSL or stls(), "
-            "or pass allow_insecure=True"
-        )
-    caps = yield from capabilities(client)
-    offered = caps.sasl
-    for mech in _sasl.choose(offered, mechanisms, oauth2_token is not None):
-        if oauth2_token is not None:
-            authobject: Any = _sasl.OAuth2(mech, user, oauth2_token)
-        else:
-            authobject = _password_mechanism(mech, user, password or "")
-        resp = yield from auth(mech, authobject)
-        client.auth_mechanism = mech
-        return resp
-    if oauth2_token is not None:
-        raise LocalProtocolError(f"the server offers no OAuth2 mechanism (SASL: {' '.join(offered) or 'none'})")
-    wanted = [m.upper() for m in mechanisms] if mechanisms is not None else None
-    if password is not None and (wanted is None or "USER" in wanted) and (not caps or caps.has("USER")):
-        yield Short(encode(f"USER {user}"), login=True)
-        resp = yield Short(encode(f"PASS {password}"), login=True)
-        client.auth_mechanism = "USER"
-        return resp
-    if allow_apop and (wanted is None or "APOP" in wanted):
-        resp = yield from apop(client.welcome, user, password or "", client.encoding)
-        client.auth_mechanism = "APOP"
-        return resp
-    raise LocalProtocolError("no login method offered by the server is allowed")
-
 
 
 def one(op: Op) -> Flow:
