@@ -15,7 +15,6 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::capa::parse_capa;
 use super::command::{encode_line, redact, verb};
 use super::response::{
     check_status, BodyDecoder, BodySink, BytesSink, Limits, LineReader, LinesSink,
@@ -182,7 +181,7 @@ fn inferred(line: &[u8]) -> Expect {
     let has_arg = line.contains(&b' ');
     match verb(line).as_str() {
         "RETR" | "TOP" | "CAPA" => Expect::Lines,
-        "LIST" | "UIDL" | "LANG" if !has_arg => Expect::Lines,
+        "LIST" | "UIDL" | "LANG" | "AUTH" if !has_arg => Expect::Lines,
         _ => Expect::Status,
     }
 }
@@ -193,6 +192,9 @@ struct Body {
     status: Vec<u8>,
     decoder: BodyDecoder,
     sink: Sink,
+    /// A stream's body superseded by a later request: its octets at that moment. If none
+    /// follow before its end, nothing was lost and the stream simply ended.
+    superseded_at: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -496,6 +498,7 @@ impl Session {
             Request::Command { secret: true, .. }
                 | Request::Command { raw: true, .. }
                 | Request::Put { .. }
+                | Request::Claim { .. }
         );
         if self.sasl_open && !response {
             return Err(ProtoError::Usage(
@@ -540,6 +543,9 @@ impl Session {
             Request::StreamOpen { line } => {
                 let id = self.send(line, Expect::Stream, Owner::Caller, classify(line))?;
                 Phase::Await(id)
+            }
+            Request::StreamNext { max: 0, .. } => {
+                return Err(ProtoError::InvalidArgument("a chunk must be at least 1 byte".into()))
             }
             Request::StreamNext { id, .. } => match self.streams.get(id) {
                 Some(StreamState::Open) => Phase::Stream(*id),
@@ -675,7 +681,17 @@ impl Session {
                             return Ok(self.finish(job, Done::Reply(Err(err))));
                         }
                         Some(Ok(reply)) => {
-                            let rows = parse_listing(&reply)?;
+                            // A malformed line is the server's data, not a framing error: the
+                            // session stays in step (the pipelined UIDL is dropped).
+                            let rows = match parse_listing(&reply) {
+                                Ok(rows) => rows,
+                                Err(err) => {
+                                    if let Some(uidl) = uidl {
+                                        self.forget(uidl);
+                                    }
+                                    return Ok(self.finish(job, Done::Reply(Err(err))));
+                                }
+                            };
                             let uidl = match uidl {
                                 Some(id) => id,
                                 None => {
@@ -693,10 +709,10 @@ impl Session {
                         None => false,
                         Some(outcome) => {
                             // A server without UIDL answers -ERR: sizes without unique-ids.
-                            let uids = match outcome {
-                                Ok(reply) => parse_uidl(&reply)?,
+                            let uids = match outcome.and_then(|reply| parse_uidl(&reply)) {
+                                Ok(uids) => uids,
                                 Err(ProtoError::ServerError(_)) => HashMap::new(),
-                                Err(err) => return Err(err),
+                                Err(err) => return Ok(self.finish(job, Done::Reply(Err(err)))),
                             };
                             let mut uids = uids;
                             let rows = std::mem::take(rows)
@@ -788,11 +804,15 @@ impl Session {
             let (front_id, front_owner, front_expect) = (front.id, front.owner, front.expect);
             // A stream in front of another request is superseded: its rest is dropped.
             if let Owner::Stream(stream) = front_owner {
-                if stream != id && self.body.is_some() {
-                    self.streams.insert(stream, StreamState::Superseded);
-                    self.forget(stream);
+                if stream != id {
+                    if let Some(body) = &mut self.body {
+                        body.superseded_at = Some(body.decoder.octets);
+                        self.streams.insert(stream, StreamState::Superseded);
+                        self.forget(stream);
+                    }
                 }
             }
+            let superseded_at = self.body.as_ref().and_then(|b| b.superseded_at);
             let Some(outcome) = self.decode_front()? else {
                 return Ok(None);
             };
@@ -801,7 +821,7 @@ impl Session {
             if !streaming {
                 self.queue.pop_front();
                 if front_expect == Expect::Stream {
-                    self.streams.remove(&front_id);
+                    self.stream_gone(front_id, superseded_at, &outcome);
                 }
             }
             if front_id == id {
@@ -813,6 +833,25 @@ impl Session {
                 self.forget(front_id);
             } else if let Owner::Batch(_) = front_owner {
                 self.ready.insert(front_id, outcome);
+            }
+        }
+    }
+
+    /// A stream's entry left the queue without `stream_chunk`: it failed to open (its iterator
+    /// gets nothing more), or its rest was dropped after a later request superseded it.
+    fn stream_gone(&mut self, id: u64, superseded_at: Option<usize>, outcome: &Outcome) {
+        match (superseded_at, outcome) {
+            (Some(octets), Ok(Reply::Bytes { octets: end, .. })) if octets == *end => {
+                // Nothing followed the last chunk handed out: the stream simply ended.
+                if self.streams.contains_key(&id) {
+                    self.streams.insert(id, StreamState::Ended);
+                }
+            }
+            (Some(_), _) => {}
+            (None, _) => {
+                if self.streams.get(&id) == Some(&StreamState::Open) {
+                    self.streams.remove(&id);
+                }
             }
         }
     }
@@ -838,7 +877,9 @@ impl Session {
             if let Err(err) = ok {
                 return Ok(Some(Err(err)));
             }
-            let discard = owner == Owner::Internal && verb != Verb::Capa;
+            // Nobody will read this body: an entry forgotten, or a `Put` nobody claimed (a claimed
+            // one belongs to its caller by now). CAPA is still read: the session learns from it.
+            let discard = matches!(owner, Owner::Internal | Owner::Put) && verb != Verb::Capa;
             let sink = match expect {
                 Expect::Status => return Ok(Some(Ok(Reply::Status(line)))),
                 _ if discard => Sink::Discard,
@@ -849,6 +890,7 @@ impl Session {
                         status: line.clone(),
                         decoder: BodyDecoder::new(),
                         sink: Sink::Stream,
+                        superseded_at: None,
                     });
                     // The opener gets the status now; the body follows chunk by chunk.
                     return Ok(Some(Ok(Reply::Status(line))));
@@ -858,6 +900,7 @@ impl Session {
                 status: line,
                 decoder: BodyDecoder::new(),
                 sink,
+                superseded_at: None,
             });
         }
         let body = self.body.as_mut().expect("body is set");
@@ -1060,15 +1103,21 @@ fn parse_u64(word: &[u8]) -> Option<u64> {
 
 /// What the session itself needs from a CAPA reply.
 fn summarise(lines: &LinesSink) -> Capabilities {
-    let parsed = parse_capa(lines.lines()).unwrap_or_default();
+    // Line by line, so that one odd line (non-ASCII text, say) hides nothing else.
     let mut caps = Capabilities::default();
-    for (name, args) in parsed {
-        match name.to_ascii_uppercase().as_str() {
-            "PIPELINING" => caps.pipelining = true,
-            "UIDL" => caps.uidl = true,
-            "TOP" => caps.top = true,
-            "STLS" => caps.stls = true,
-            "SASL" => caps.sasl = args.iter().map(|a| a.to_ascii_uppercase()).collect(),
+    for line in lines.lines() {
+        let mut words = line.split(|b| *b == b' ').filter(|w| !w.is_empty());
+        let Some(name) = words.next() else { continue };
+        match name.to_ascii_uppercase().as_slice() {
+            b"PIPELINING" => caps.pipelining = true,
+            b"UIDL" => caps.uidl = true,
+            b"TOP" => caps.top = true,
+            b"STLS" => caps.stls = true,
+            b"SASL" => {
+                caps.sasl = words
+                    .map(|w| String::from_utf8_lossy(w).to_ascii_uppercase())
+                    .collect()
+            }
             _ => {}
         }
     }

@@ -247,12 +247,28 @@ impl Connection {
         convert: Convert,
     ) -> PyResult<Py<PyAny>> {
         let shared = self.shared.clone();
-        if matches!(shared.core.try_lock().map(|c| matches!(c.io, Io::External)), Ok(true)) {
-            let mut core = shared.core.clone().try_lock_owned().map_err(|_| Error::Busy)?;
+        if matches!(
+            shared.core.try_lock().map(|c| matches!(c.io, Io::External)),
+            Ok(true)
+        ) {
+            let mut core = shared
+                .core
+                .clone()
+                .try_lock_owned()
+                .map_err(|_| Error::Busy)?;
             shared.prepare(&mut core)?;
             let job = core.session.start(request).map_err(Error::from)?;
-            let state = JobState { core, job, convert, login, shared };
-            return PyJob { state: Mutex::new(Some(state)) }.into_py_any(py);
+            let state = JobState {
+                core,
+                job,
+                convert,
+                login,
+                shared,
+            };
+            return PyJob {
+                state: Mutex::new(Some(state)),
+            }
+            .into_py_any(py);
         }
         match reactor {
             None => {
@@ -476,9 +492,19 @@ impl PyJob {
     }
 
     /// Ends the job with `result`: publish the session's state, unlock it, convert.
-    fn end(&self, py: Python<'_>, mut state: JobState, result: Result<Done>) -> PyResult<Py<PyAny>> {
+    fn end(
+        &self,
+        py: Python<'_>,
+        mut state: JobState,
+        result: Result<Done>,
+    ) -> PyResult<Py<PyAny>> {
         state.shared.settle(&mut state.core, &result);
-        let JobState { convert, login, core, .. } = state;
+        let JobState {
+            convert,
+            login,
+            core,
+            ..
+        } = state;
         drop(core);
         match result {
             Ok(done) => convert(py, done, login),
@@ -494,12 +520,17 @@ impl PyJob {
     fn step(&self, py: Python<'_>) -> PyResult<(u8, Py<PyAny>)> {
         let mut slot = self.state();
         let Some(mut state) = slot.take() else {
-            return Err(Error::from(ProtoError::Usage("this operation has already finished".into())).into());
+            return Err(Error::from(ProtoError::Usage(
+                "this operation has already finished".into(),
+            ))
+            .into());
         };
         let JobState { core, job, .. } = &mut state;
         match core.session.step(job) {
             Ok(crate::proto::session::Step::Write) => {
-                let data = PyBytes::new(py, core.session.outgoing()).into_any().unbind();
+                let data = PyBytes::new(py, core.session.outgoing())
+                    .into_any()
+                    .unbind();
                 core.session.wrote();
                 *slot = Some(state);
                 Ok((WRITE, data))
@@ -526,7 +557,9 @@ impl PyJob {
     /// Bytes read from the server; `b""` means it closed the connection.
     fn feed(&self, py: Python<'_>, mut data: &[u8]) -> PyResult<()> {
         let mut slot = self.state();
-        let Some(state) = slot.as_mut() else { return Ok(()) };
+        let Some(state) = slot.as_mut() else {
+            return Ok(());
+        };
         let session = &mut state.core.session;
         let result = if data.is_empty() {
             session.received(0)
@@ -561,7 +594,11 @@ impl PyJob {
     fn fail(&self, reason: String) {
         if let Some(mut state) = self.state().take() {
             let err = Error::NotConnected(format!("the connection was closed after an earlier error ({reason}); open a new connection"));
-            state.shared.status().closed.get_or_insert_with(|| err.to_string());
+            state
+                .shared
+                .status()
+                .closed
+                .get_or_insert_with(|| err.to_string());
             let result: Result<()> = Err(err);
             state.shared.settle(&mut state.core, &result);
         }
@@ -659,7 +696,9 @@ impl Connection {
     #[pyo3(signature = (*, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
     fn external(max_line: usize, max_data_line: usize, max_response: usize) -> PyResult<Self> {
         let limits = limits(max_line, max_data_line, max_response)?;
-        Ok(Connection { shared: Shared::new(Session::new(limits), Io::External, None) })
+        Ok(Connection {
+            shared: Shared::new(Session::new(limits), Io::External, None),
+        })
     }
 
     /// Hands the plain socket over to Python (before a TLS handshake Python does with the
@@ -674,7 +713,10 @@ impl Connection {
             Io::Tokio(t) => t.into_plain_tcp().map(IntoRawFd::into_raw_fd),
             other => {
                 core.io = other;
-                return Err(Error::from(ProtoError::Usage("this connection's socket cannot be handed over".into())).into());
+                return Err(Error::from(ProtoError::Usage(
+                    "this connection's socket cannot be handed over".into(),
+                ))
+                .into());
             }
         };
         let mut status = self.shared.status();

@@ -260,10 +260,16 @@ impl BlockingIo {
     /// The socket, for Python to take over; only before TLS (rustls state cannot move).
     pub fn into_plain_tcp(self) -> Result<TcpStream> {
         if self.tls.is_some() {
-            return Err(Error::TlsConfig("TLS is already active on this connection".into()));
+            return Err(Error::TlsConfig(
+                "TLS is already active on this connection".into(),
+            ));
         }
-        self.tcp.set_read_timeout(None).map_err(|e| Error::io("handing the socket over", e))?;
-        self.tcp.set_write_timeout(None).map_err(|e| Error::io("handing the socket over", e))?;
+        self.tcp
+            .set_read_timeout(None)
+            .map_err(|e| Error::io("handing the socket over", e))?;
+        self.tcp
+            .set_write_timeout(None)
+            .map_err(|e| Error::io("handing the socket over", e))?;
         Ok(self.tcp)
     }
 

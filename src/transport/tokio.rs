@@ -206,11 +206,16 @@ impl TokioIo {
     pub fn into_plain_tcp(self) -> Result<std::net::TcpStream> {
         match self.stream {
             Stream::Plain(tcp) => {
-                let tcp = tcp.into_std().map_err(|e| Error::io("handing the socket over", e))?;
-                tcp.set_nonblocking(false).map_err(|e| Error::io("handing the socket over", e))?;
+                let tcp = tcp
+                    .into_std()
+                    .map_err(|e| Error::io("handing the socket over", e))?;
+                tcp.set_nonblocking(false)
+                    .map_err(|e| Error::io("handing the socket over", e))?;
                 Ok(tcp)
             }
-            _ => Err(Error::TlsConfig("TLS is already active on this connection".into())),
+            _ => Err(Error::TlsConfig(
+                "TLS is already active on this connection".into(),
+            )),
         }
     }
 
