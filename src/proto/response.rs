@@ -258,7 +258,7 @@ pub const LINE_COST: usize = 64;
 
 /// Lines are stored in segments of about this size: no reallocation copies of a large body,
 /// and each segment can be freed as soon as it has been handed over.
-const SEGMENT: usize = 1 << 20;
+const SEGMENT: usize = 64 << 10;
 
 /// Body lines in a few large buffers plus end offsets, instead of one allocation per line.
 #[derive(Debug, Default)]
@@ -300,6 +300,15 @@ impl LinesSink {
     /// The segments, in order, for a consumer that frees each once converted.
     pub fn into_segments(self) -> Vec<Segment> {
         self.segments
+    }
+
+    /// The segments already full, handed over early (the one being filled stays): a consumer
+    /// converting a large body as it arrives never holds two whole copies of it.
+    pub fn take_full(&mut self) -> Vec<Segment> {
+        let keep = self.segments.len().saturating_sub(1);
+        let mut full: Vec<Segment> = self.segments.drain(..keep).collect();
+        full.shrink_to_fit();
+        full
     }
 }
 

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::command::{encode_line, redact, verb};
 use super::response::{
-    check_status, BodyDecoder, BodySink, BytesSink, Limits, LineReader, LinesSink,
+    check_status, BodyDecoder, BodySink, BytesSink, Limits, LineReader, LinesSink, Segment,
 };
 use super::ProtoError;
 
@@ -409,6 +409,24 @@ impl Session {
         }
         self.reader.commit(n);
         Ok(())
+    }
+
+    /// Full segments of the body `job` is waiting for, handed over before the body ends
+    /// ([`LinesSink::take_full`]); the final reply holds the rest. Empty for anything else.
+    pub fn take_segments(&mut self, job: &Job) -> Vec<Segment> {
+        let Phase::Await(id) = job.phase else {
+            return Vec::new();
+        };
+        if self.queue.front().map(|e| e.id) != Some(id) {
+            return Vec::new();
+        }
+        match &mut self.body {
+            Some(Body {
+                sink: Sink::Lines(lines),
+                ..
+            }) => lines.take_full(),
+            _ => Vec::new(),
+        }
     }
 
     /// The handshake asked for by [`Step::Handshake`] succeeded.

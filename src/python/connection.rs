@@ -22,7 +22,7 @@ use super::errors::server_error;
 use super::reactor::{runtime, Pending, Reactor};
 use super::tls_settings::TlsSettings;
 use crate::error::{Error, Result};
-use crate::proto::response::{Limits, LinesSink};
+use crate::proto::response::{Limits, LinesSink, Segment};
 use crate::proto::session::{Done, Expect, Job, Reply, Request, Session, State};
 use crate::proto::ProtoError;
 use crate::transport::blocking::BlockingIo;
@@ -279,7 +279,19 @@ impl Connection {
                 shared.settle(&mut core, &result);
                 drop(core);
                 match result {
-                    Ok(done) => convert(py, done, login),
+                    Ok((
+                        Done::Reply(Ok(Reply::Lines {
+                            status,
+                            lines,
+                            octets,
+                        })),
+                        Some(early),
+                    )) => {
+                        let early = early.into_bound(py);
+                        extend(&early, lines.into_segments())?;
+                        (PyBytes::new(py, &status), early, octets).into_py_any(py)
+                    }
+                    Ok((done, _)) => convert(py, done, login),
                     Err(Error::Interrupted) => {
                         Err(PyErr::take(py).unwrap_or_else(|| Error::Interrupted.into()))
                     }
@@ -335,23 +347,61 @@ impl Connection {
 
 /// The blocking run: GIL released; between 50 ms slices the GIL is taken back briefly to run
 /// Python signal handlers, so Ctrl-C interrupts any wait.
+///
+/// The lines of a large body become Python objects as they arrive (each full segment under a
+/// brief GIL hold): the Rust copy is freed as it goes, so the peak is about the size of the
+/// result, as with poplib. They come back as the list to continue.
 fn blocking(
     py: Python<'_>,
     core: &mut Core,
     job: Job,
     tls: Option<&Arc<ClientConfig>>,
-) -> Result<Done> {
+) -> Result<(Done, Option<Py<PyList>>)> {
     let Core { session, io } = core;
     let Io::Blocking(io) = io else {
         return Err(Error::NotConnected(
             "the connection is closed; open a new one".into(),
         ));
     };
-    py.detach(|| {
+    let mut early: Option<Py<PyList>> = None;
+    let mut failed: Option<PyErr> = None;
+    let done = py.detach(|| {
         let mut check =
             || -> Result<()> { Python::attach(|py| py.check_signals()).map_err(interrupted) };
-        io.run(session, job, tls, &mut check)
-    })
+        let mut arrived = |session: &mut Session, job: &Job| {
+            let segments = session.take_segments(job);
+            if segments.is_empty() || failed.is_some() {
+                return;
+            }
+            Python::attach(|py| {
+                let list = early
+                    .get_or_insert_with(|| PyList::empty(py).unbind())
+                    .bind(py);
+                if let Err(err) = extend(list, segments) {
+                    failed = Some(err);
+                }
+            });
+        };
+        io.run(session, job, tls, &mut check, &mut arrived)
+    })?;
+    match failed {
+        Some(err) => Python::attach(|py| {
+            err.restore(py);
+            Err(Error::Interrupted)
+        }),
+        None => Ok((done, early)),
+    }
+}
+
+/// Appends the lines of `segments` to `list`, freeing each segment once converted.
+fn extend(list: &Bound<'_, PyList>, segments: Vec<Segment>) -> PyResult<()> {
+    let py = list.py();
+    for segment in segments {
+        for line in segment.lines() {
+            list.append(PyBytes::new(py, line))?;
+        }
+    }
+    Ok(())
 }
 
 /// Keeps the exception a signal handler raised (KeyboardInterrupt) for the caller to re-raise.
@@ -429,11 +479,7 @@ fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAn
 /// `lines` as a Python list of bytes, freeing each segment of the Rust copy once converted.
 pub fn py_lines(py: Python<'_>, lines: LinesSink) -> PyResult<Bound<'_, PyList>> {
     let out = PyList::empty(py);
-    for segment in lines.into_segments() {
-        for line in segment.lines() {
-            out.append(PyBytes::new(py, line))?;
-        }
-    }
+    extend(&out, lines.into_segments())?;
     Ok(out)
 }
 

@@ -93,13 +93,15 @@ impl BlockingIo {
     }
 
     /// Runs `job` to its end: the one pump of the blocking driver. `tls` is the configuration
-    /// for a handshake the session asks for (STLS).
+    /// for a handshake the session asks for (STLS); `arrived` runs after each read (the caller
+    /// may take what is complete of a large body).
     pub fn run(
         &mut self,
         session: &mut Session,
         mut job: Job,
         tls: Option<&Arc<ClientConfig>>,
         check: Check,
+        arrived: &mut dyn FnMut(&mut Session, &Job),
     ) -> Result<Done> {
         loop {
             match session.step(&mut job)? {
@@ -111,6 +113,7 @@ impl BlockingIo {
                 Step::Read => {
                     let n = self.read(session.read_buf(), check)?;
                     session.received(n)?;
+                    arrived(session, &job);
                 }
                 Step::Handshake => {
                     let config = tls
