@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 use rustls::ClientConfig;
@@ -451,29 +452,28 @@ fn convert_reply(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>>
 /// `[(number, size, uid)]`, each a `MessageInfo`; unique-ids are `str` decoded losslessly
 /// (UTF-8 with `surrogateescape`: `uid.encode("utf-8", "surrogateescape")` gives the bytes).
 fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
+    static MESSAGE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let Done::Messages(rows) = done else {
         return convert_reply(py, done, login);
     };
-    let class = py.import("fastpoplib._types")?.getattr("MessageInfo")?;
-    let new = py
-        .import("builtins")?
-        .getattr("tuple")?
-        .getattr("__new__")?;
-    let out = PyList::empty(py);
+    let class = MESSAGE_INFO.import(py, "fastpoplib._types", "MessageInfo")?;
+    // `tuple.__new__(MessageInfo, row)`: what the named tuple's own `__new__` does, minus a
+    // Python-level call per row.
+    let new = TUPLE_NEW.get_or_try_init(py, || py.import("builtins")?.getattr("tuple")?.getattr("__new__").map(Bound::unbind))?.bind(py);
+    let mut infos = Vec::with_capacity(rows.len());
     for (number, size, uid) in rows {
         let uid = match uid {
             None => py.None(),
             Some(bytes) => match std::str::from_utf8(&bytes) {
                 Ok(text) => PyString::new(py, text).into_any().unbind(),
-                Err(_) => PyBytes::new(py, &bytes)
-                    .call_method1("decode", ("utf-8", "surrogateescape"))?
-                    .unbind(),
+                Err(_) => PyBytes::new(py, &bytes).call_method1("decode", ("utf-8", "surrogateescape"))?.unbind(),
             },
         };
         let row = PyTuple::new(py, [number.into_py_any(py)?, size.into_py_any(py)?, uid])?;
-        out.append(new.call1((&class, row))?)?;
+        infos.push(new.call1((class, row))?);
     }
-    out.into_py_any(py)
+    PyList::new(py, infos)?.into_py_any(py)
 }
 
 /// `lines` as a Python list of bytes, freeing each segment of the Rust copy once converted.
