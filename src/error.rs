@@ -57,8 +57,7 @@ impl Error {
 
 fn tls_message(err: &rustls::Error, host: &str) -> String {
     use rustls::CertificateError as C;
-    let hint =
-        "; pass context=ssl.create_default_context(cafile=...) or cafile=... to trust a private CA";
+    let hint = "; trust a private CA (or the server's own self-signed certificate) with cafile=... or context=...";
     match err {
         rustls::Error::InvalidCertificate(cert) => match cert {
             C::UnknownIssuer => {
@@ -72,7 +71,14 @@ fn tls_message(err: &rustls::Error, host: &str) -> String {
                 format!("certificate for {host} is not valid yet")
             }
             C::Revoked => format!("certificate for {host} has been revoked"),
-            other => format!("certificate verify failed for {host}: {other:?}"),
+            C::BadSignature => format!("certificate for {host} has an invalid signature"),
+            C::BadEncoding => format!("certificate for {host} is malformed"),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                format!("certificate for {host} is not meant for a TLS server")
+            }
+            // webpki's own reasons (a CA certificate used as the server's, say), as text.
+            C::Other(reason) => format!("certificate for {host} was refused ({reason}){hint}"),
+            _ => format!("certificate for {host} was refused{hint}"),
         },
         other => format!("TLS error with {host}: {other}"),
     }

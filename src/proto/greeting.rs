@@ -28,7 +28,11 @@ pub fn apop_timestamp(greeting: &[u8]) -> Result<Option<&[u8]>, ProtoError> {
         return Err(malformed("the timestamp is longer than 512 bytes"));
     }
     let inner = &stamp[1..stamp.len() - 1];
-    if inner.is_empty() || !inner.iter().all(|b| (0x21..=0x7e).contains(b) && *b != b'<') {
+    if inner.is_empty()
+        || !inner
+            .iter()
+            .all(|b| (0x21..=0x7e).contains(b) && *b != b'<')
+    {
         return Err(malformed(
             "the timestamp must be printable ASCII without spaces or angle brackets",
         ));

@@ -460,14 +460,23 @@ fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAn
     let class = MESSAGE_INFO.import(py, "fastpoplib._types", "MessageInfo")?;
     // `tuple.__new__(MessageInfo, row)`: what the named tuple's own `__new__` does, minus a
     // Python-level call per row.
-    let new = TUPLE_NEW.get_or_try_init(py, || py.import("builtins")?.getattr("tuple")?.getattr("__new__").map(Bound::unbind))?.bind(py);
+    let new = TUPLE_NEW
+        .get_or_try_init(py, || {
+            py.import("builtins")?
+                .getattr("tuple")?
+                .getattr("__new__")
+                .map(Bound::unbind)
+        })?
+        .bind(py);
     let mut infos = Vec::with_capacity(rows.len());
     for (number, size, uid) in rows {
         let uid = match uid {
             None => py.None(),
             Some(bytes) => match std::str::from_utf8(&bytes) {
                 Ok(text) => PyString::new(py, text).into_any().unbind(),
-                Err(_) => PyBytes::new(py, &bytes).call_method1("decode", ("utf-8", "surrogateescape"))?.unbind(),
+                Err(_) => PyBytes::new(py, &bytes)
+                    .call_method1("decode", ("utf-8", "surrogateescape"))?
+                    .unbind(),
             },
         };
         let row = PyTuple::new(py, [number.into_py_any(py)?, size.into_py_any(py)?, uid])?;

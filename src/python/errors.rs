@@ -51,9 +51,9 @@ impl From<Error> for PyErr {
             Error::Proto(ProtoError::Closed) => ConnectionClosedError::new_err(msg),
             Error::Proto(_) => RemoteProtocolError::new_err(msg),
             Error::Timeout(..) => POP3TimeoutError::new_err(msg),
-            Error::Io { .. } | Error::Connect(_) | Error::NotConnected(_) => {
-                POP3ConnectionError::new_err(msg)
-            }
+            Error::Io { .. } | Error::Connect(_) => POP3ConnectionError::new_err(msg),
+            // Closed after an earlier error: an `error_proto` too, as poplib-style code expects.
+            Error::NotConnected(_) => ConnectionClosedError::new_err(msg),
             Error::Tls {
                 source: rustls::Error::InvalidCertificate(_),
                 ..

@@ -126,10 +126,11 @@ pub(crate) fn tls_summary(conn: &rustls::CommonState) -> (String, String) {
         Some(other) => format!("{other:?}"),
         None => String::new(),
     };
+    // TLS 1.3 suites under OpenSSL's names (`TLS_AES_256_GCM_SHA384`), as `SSLSocket.cipher()`.
     let cipher = conn
         .negotiated_cipher_suite()
         .and_then(|c| c.suite().as_str())
-        .unwrap_or_default()
-        .to_owned();
+        .map(|name| name.replacen("TLS13_", "TLS_", 1))
+        .unwrap_or_default();
     (version, cipher)
 }
