@@ -16,17 +16,7 @@ __all__ = [
 
 @final
 class TlsSettings:
-    def __new__(
-        cls,
-        *,
-        verify: bool = True,
-        check_hostname: bool = True,
-        cadata: Optional[bytes] = None,
-        ca_der: List[bytes] = ...,
-        min_version: int = 12,
-        max_version: int = 13,
-        client_cert: Optional[Tuple[bytes, bytes]] = None,
-    ) -> TlsSettings: ...
+    def __new__(cls, *, cadata: Optional[bytes] = None, client_cert: Optional[Tuple[bytes, bytes]] = None) -> TlsSettings: ...
 
 @final
 class Reactor:
