@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from typing import Any, Callable, List, Optional, Tuple, Union
 
-from . import _core, _flows, _sasl
+from . import _core, _flows, _sasl, _trace
 from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError
 
 AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
@@ -204,12 +205,14 @@ def login(
             details = refusal.details if refusal.details is not None else details
             if isinstance(exc, _PasswordRefused):
                 break
+            _trace.event(logging.WARNING, client._label, "login with %s refused; trying the next method", method)
             continue
         except _sasl.ServerNotVerified as exc:
             tried.append((method, str(exc)))
             last = f"{exc}; connection closed".encode()
             break
         client.auth_mechanism = method
+        _trace.event(logging.INFO, client._label, "logged in as %s with %s", user, method)
         return resp
     error = AuthenticationError(last)
     error.attempts = tuple(tried)
