@@ -655,9 +655,15 @@ def test_fault_inject_after_stls(pop3_server: POP3TestServer, raw: Any) -> None:
     pop3_server.add_fault(Fault.inject_after_stls(b"+OK injected\r\n"))
     client = raw()
     client.send(b"STLS\r\n")
-    time.sleep(0.1)
-    # Both lines arrive together, in plaintext, before the TLS handshake.
-    assert client.sock.recv(1000) == b"+OK Begin TLS negotiation\r\n+OK injected\r\n"
+    # Both lines arrive, in plaintext, before the TLS handshake (read until both are in).
+    expected = b"+OK Begin TLS negotiation\r\n+OK injected\r\n"
+    received = b""
+    client.sock.settimeout(5)
+    while len(received) < len(expected):
+        piece = client.sock.recv(1000)
+        assert piece, "the server closed the connection"
+        received += piece
+    assert received == expected
     tls = pop3_server.client_context().wrap_socket(client.sock, server_hostname="127.0.0.1")
     tls.sendall(b"NOOP\r\n")
     assert tls.recv(100) == b"-ERR Command not valid in this state\r\n"
