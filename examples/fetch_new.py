@@ -15,6 +15,6 @@ with fastpoplib.POP3(host, port, timeout=30) as pop:
     pop.login(user, os.environ["POP_PASSWORD"])   # strongest mechanism the server offers
     print("logged in with", pop.auth_mechanism)
     infos = pop.messages()                        # LIST + UIDL in one round trip
-    for number, (resp, lines, octets) in pop.retr_many(i.number for i in infos):
-        subject = next((l for l in lines if l.lower().startswith(b"subject:")), b"Subject: ?")
+    for number, (_resp, lines, octets) in pop.retr_many(i.number for i in infos):
+        subject = next((line for line in lines if line.lower().startswith(b"subject:")), b"Subject: ?")
         print(number, octets, subject.decode("utf-8", "replace"))

@@ -9,6 +9,12 @@ VENV="${VENV:-.venv}"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet ".[test]"
 
+# House rules first: formatting, lints (warnings are errors), then the sans-IO core's tests,
+# which build without tokio, rustls or sockets (the `net` feature) to prove it needs none.
+cargo fmt --check
+cargo clippy --quiet --all-targets -- -D warnings
+"$VENV/bin/python" -m pip install --quiet "ruff>=0.6"
+"$VENV/bin/ruff" check .
 cargo test --no-default-features --quiet
 
 # A short bounded fuzz run of the sans-IO core (fuzz/README.md): always in CI, elsewhere when

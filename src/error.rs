@@ -10,9 +10,6 @@ use crate::proto::ProtoError;
 pub enum Error {
     #[error(transparent)]
     Proto(#[from] ProtoError),
-    /// The peer closed the connection (EOF) where a reply was expected.
-    #[error("-ERR EOF: the server closed the connection {0}")]
-    Closed(&'static str),
     #[error("timed out after {0:.3} s waiting for the server {1}")]
     Timeout(f64, &'static str),
     #[error("{context}: {source}")]
@@ -25,14 +22,11 @@ pub enum Error {
     /// TLS settings that cannot be honoured (bad PEM, unsupported version...).
     #[error("{0}")]
     TlsConfig(String),
-    /// Plaintext bytes arrived after the server's STLS `+OK`: a response-injection attempt.
-    #[error("STARTTLS response injection: {0} bytes of plaintext arrived after the STLS +OK; connection closed")]
-    StlsInjection(usize),
     /// The connection is already closed (by `close()`, `quit()` or an earlier fatal error).
     #[error("{0}")]
     NotConnected(String),
     /// Another thread or task is using the same connection right now.
-    #[error("this connection is in use by another thread or task; POP3 connections cannot be shared concurrently")]
+    #[error("this connection is busy with another call (another thread or task); POP3 replies come in order, so wait for that call to finish, or use one connection per thread or task")]
     Busy,
     /// A Python signal handler raised (Ctrl-C); the pending Python exception is re-raised.
     #[error("interrupted by a signal")]
@@ -41,30 +35,50 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// Whether the byte stream can still be trusted after this error. A `-ERR` reply or a
     /// rejected argument leaves the session usable; anything else may have left part of a
     /// response unread, so the connection must be closed rather than desynchronised.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, Error::Proto(ProtoError::ServerError(_) | ProtoError::InvalidArgument(_)) | Error::Busy)
+        !matches!(
+            self,
+            Error::Proto(
+                ProtoError::ServerError(_) | ProtoError::InvalidArgument(_) | ProtoError::Usage(_)
+            ) | Error::Busy
+                | Error::NotConnected(_)
+        )
     }
 }
 
 fn tls_message(err: &rustls::Error, host: &str) -> String {
     use rustls::CertificateError as C;
-    let hint = "; pass context=ssl.create_default_context(cafile=...) or cafile=... to trust a private CA";
+    let hint = "; trust a private CA (or the server's own self-signed certificate) with cafile=... or context=...";
     match err {
         rustls::Error::InvalidCertificate(cert) => match cert {
-            C::UnknownIssuer => format!("certificate for {host} is signed by an unknown authority{hint}"),
+            C::UnknownIssuer => {
+                format!("certificate for {host} is signed by an unknown authority{hint}")
+            }
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 format!("certificate is not valid for the name {host} (hostname mismatch)")
             }
             C::Expired | C::ExpiredContext { .. } => format!("certificate for {host} has expired"),
-            C::NotValidYet | C::NotValidYetContext { .. } => format!("certificate for {host} is not valid yet"),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                format!("certificate for {host} is not valid yet")
+            }
             C::Revoked => format!("certificate for {host} has been revoked"),
-            other => format!("certificate verify failed for {host}: {other:?}"),
+            C::BadSignature => format!("certificate for {host} has an invalid signature"),
+            C::BadEncoding => format!("certificate for {host} is malformed"),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                format!("certificate for {host} is not meant for a TLS server")
+            }
+            // webpki's own reasons (a CA certificate used as the server's, say), as text.
+            C::Other(reason) => format!("certificate for {host} was refused ({reason}){hint}"),
+            _ => format!("certificate for {host} was refused{hint}"),
         },
         other => format!("TLS error with {host}: {other}"),
     }

@@ -37,9 +37,7 @@ def test_batch_calls_match_one_by_one(kind: str, pipelining: bool, pop3_server_f
     assert [(i.number, i.size, i.uid) for i in infos] == [
         (n, int(p.list(n).split()[2]), p.uidl(n).split()[2].decode()) for n in numbers
     ]
-    assert p.dele_many([1, 2]) == [b"+OK message 1 deleted", b"+OK message 2 deleted"] or all(
-        r.startswith(b"+OK") for r in p.dele_many([3])
-    )
+    assert p.dele_many([1, 2]) == [b"+OK message 1 deleted", b"+OK message 2 deleted"]
     p.quit()
     sent = srv.sessions[-1].commands
     assert sum(1 for c in sent if c.upper().startswith(b"RETR")) == 2 * count
@@ -76,7 +74,7 @@ def test_batch_error_drains_and_keeps_session(kind: str, pop3_server: Any) -> No
     p = open_session(kind, pop3_server)
     got = []
     with pytest.raises(fastpoplib.ServerError):
-        for number, reply in iterate(kind, p, p.retr_many([1, 2, 99, 3, 4])):
+        for number, _reply in iterate(kind, p, p.retr_many([1, 2, 99, 3, 4])):
             got.append(number)
     assert got == [1, 2]
     assert p.stat()[0] == 12  # the replies in flight were read: the session is in sync
@@ -107,8 +105,8 @@ def test_streaming_matches_retr(kind: str, pop3_server: Any, tmp_path: Any) -> N
         assert p.retr_bytes(n) == whole
         chunks = list(iterate(kind, p, p.retr_iter(n, chunk_size=100)))
         assert b"".join(chunks) == whole and (len(chunks) > 1 or len(whole) < 200)
-        seen = []
-        written = p.retr_to(n, tmp_path / f"{n}.eml", progress=lambda done, total: seen.append((done, total)))
+        seen: list = []
+        written = p.retr_to(n, tmp_path / f"{n}.eml", progress=lambda done, total, seen=seen: seen.append((done, total)))
         assert (tmp_path / f"{n}.eml").read_bytes() == whole and written == len(whole)
         assert seen[-1] == (len(whole), len(whole))
     msg = p.retr_message(1)
@@ -163,12 +161,12 @@ def test_xoauth2_long_token_and_error_details(kind: str, initial_response_ok: bo
     token = "ya29." + "t" * 5000
     srv = pop3_server_factory(oauth2_tokens={USER: token})
     p = connect(kind, srv.host, srv.port)
-    p.login(USER, oauth2_token=token)
+    p.login(USER, oauth2_token=token, allow_insecure=True)
     assert p.auth_mechanism == "XOAUTH2" and p.stat()[0] == 12
     p.quit()
     q = connect(kind, srv.host, srv.port)
     with pytest.raises(fastpoplib.AuthenticationError) as info:
-        q.login(USER, oauth2_token="expired")
+        q.login(USER, oauth2_token="expired", allow_insecure=True)
     assert isinstance(info.value.details, dict) and info.value.details.get("status") == "401"
     q.quit()
     r = connect(kind, srv.host, srv.port)

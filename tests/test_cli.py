@@ -67,6 +67,18 @@ def test_limits_mbox_and_exit_codes(tmp_path: Path) -> None:
     assert insecure.returncode == 2 and "--insecure" in insecure.stderr
 
 
+def test_password_command_output_that_is_not_utf8_leaks_nothing(tmp_path: Path) -> None:
+    printed = "Kennwört-geheim\n".encode("latin-1")
+    script = tmp_path / "pw.py"
+    script.write_text(f"import sys\nsys.stdout.buffer.write({printed!r})\n")
+    with POP3TestServer(stls=False) as srv:
+        out = cli("fetch", *account(srv)[:-2], "--password-command", f"{sys.executable} {script}", "--maildir", str(tmp_path / "md"))
+        assert not srv.sessions  # refused before connecting
+    assert out.returncode == 2 and "not UTF-8" in out.stderr
+    for leak in ("geheim", "Kennw", "xf6", "0xf6", "246", "position", "Traceback"):
+        assert leak not in out.stdout + out.stderr
+
+
 def test_config_file_with_several_accounts(tmp_path: Path) -> None:
     with POP3TestServer(mailbox=sample_mailbox(3), stls=False) as a, POP3TestServer(mailbox=sample_mailbox(4, seed=9), stls=False) as b:
         config = tmp_path / "accounts.toml"

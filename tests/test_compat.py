@@ -156,5 +156,5 @@ def test_module_constants_match_poplib() -> None:
 def test_tls_info(kind: str, pop3_tls_server: Any) -> None:
     p = connect(kind, pop3_tls_server.host, pop3_tls_server.port, tls=True, context=pop3_tls_server.client_context())
     version, cipher = p.tls_info
-    assert version in ("TLSv1_3", "TLSv1_2") and cipher
+    assert version in ("TLSv1.3", "TLSv1.2") and cipher
     p.quit()

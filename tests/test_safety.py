@@ -245,8 +245,12 @@ def test_two_threads_on_one_connection_get_a_clear_error(pop3_server: Any) -> No
     p.pass_(PASSWORD)
     worker = threading.Thread(target=p.noop)
     worker.start()
-    time.sleep(0.3)
-    with pytest.raises(fastpoplib.LocalProtocolError, match="in use"):
+    # The second call must come while the first is in I/O: wait until the server has NOOP.
+    deadline = time.monotonic() + 5
+    while b"NOOP" not in pop3_server.sessions[-1].commands:
+        assert time.monotonic() < deadline, "the server never received NOOP"
+        time.sleep(0.01)
+    with pytest.raises(fastpoplib.LocalProtocolError, match="busy with another call"):
         p.stat()
     worker.join()
     assert p.noop().startswith(b"+OK")

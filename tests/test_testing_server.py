@@ -14,7 +14,7 @@ from typing import Any, Callable, List
 
 import pytest
 
-from fastpoplib.testing import Fault, Mailbox, POP3TestServer, sample_mailbox
+from fastpoplib.testing import Fault, Mailbox, POP3TestServer, SASLQuirks, sample_mailbox
 
 USER, PASSWORD = "user", "password"
 TIMEOUT = 5.0
@@ -470,24 +470,73 @@ def test_auth_oauthbearer(pop3_server_factory: Callable[..., POP3TestServer], ra
     assert client.cmd("AUTH OAUTHBEARER " + b64(message.format(USER, "tok").encode())).startswith(b"+OK")
 
 
-def test_auth_scram_sha256(pop3_server_factory: Callable[..., POP3TestServer], raw: Any) -> None:
-    srv = pop3_server_factory(sasl=["SCRAM-SHA-256"])
-    client = raw(srv)
-    first_bare = f"n={USER},r=clientnonce123"
-    challenge = client.cmd("AUTH SCRAM-SHA-256 " + b64(f"n,,{first_bare}".encode()))
-    server_first = base64.b64decode(challenge[2:]).decode()
+def scram_proof(hash_name: str, first_bare: str, server_first: str) -> Any:
     attrs = dict(item.split("=", 1) for item in server_first.split(","))
-    assert attrs["r"].startswith("clientnonce123") and int(attrs["i"]) >= 4096
-    salted = hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    salted = hashlib.pbkdf2_hmac(hash_name, PASSWORD.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.digest(salted, b"Client Key", hash_name)
     without_proof = f"c={b64(b'n,,')},r={attrs['r']}"
     auth_message = f"{first_bare},{server_first},{without_proof}".encode()
-    signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
+    signature = hmac.digest(hashlib.new(hash_name, client_key).digest(), auth_message, hash_name)
     proof = bytes(a ^ b for a, b in zip(client_key, signature))
-    server_final = client.cmd(b64(f"{without_proof},p={b64(proof)}".encode()))
-    expected = hmac.digest(hmac.digest(salted, b"Server Key", "sha256"), auth_message, "sha256")
-    assert base64.b64decode(server_final[2:]) == b"v=" + base64.b64encode(expected)
+    expected = hmac.digest(hmac.digest(salted, b"Server Key", hash_name), auth_message, hash_name)
+    return b64(f"{without_proof},p={b64(proof)}".encode()), b"v=" + base64.b64encode(expected)
+
+
+@pytest.mark.parametrize("mechanism,hash_name", [("SCRAM-SHA-1", "sha1"), ("SCRAM-SHA-256", "sha256"), ("SCRAM-SHA-512", "sha512")])
+@pytest.mark.parametrize("final", ["valid", "missing", "wrong"])
+def test_auth_scram(mechanism: str, hash_name: str, final: str, pop3_server_factory: Callable[..., POP3TestServer], raw: Any) -> None:
+    srv = pop3_server_factory(sasl=[mechanism], sasl_quirks=SASLQuirks(scram_server_final=final))
+    client = raw(srv)
+    first_bare = f"n={USER},r=clientnonce123"
+    challenge = client.cmd(f"AUTH {mechanism} " + b64(f"n,,{first_bare}".encode()))
+    server_first = base64.b64decode(challenge[2:]).decode()
+    assert server_first.startswith("r=clientnonce123") and ",i=4096" in server_first
+    client_final, expected = scram_proof(hash_name, first_bare, server_first)
+    reply = client.cmd(client_final)
+    if final == "missing":  # +OK without the server's signature
+        assert reply.startswith(b"+OK")
+        return
+    signature = base64.b64decode(reply[2:])
+    assert (signature == expected) == (final == "valid") and signature.startswith(b"v=")
     assert client.cmd("").startswith(b"+OK")
+
+
+def test_sasl_quirks_on_the_wire(pop3_server_factory: Callable[..., POP3TestServer], raw: Any) -> None:
+    quirks = SASLQuirks(
+        cram_md5_unusable=True,
+        login_prompts=(b"Benutzername:", b""),
+        text_continuation=b"go ahead",
+        scram_server_first={"i": "abc"},
+        oauth2_error=b"[[1]]",
+    )
+    srv = pop3_server_factory(sasl=["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "SCRAM-SHA-256"], sasl_quirks=quirks, allow_concurrent=True)
+    client = raw(srv)
+    assert client.cmd("AUTH PLAIN") == b"+ go ahead\r\n"
+    assert client.cmd(plain()).startswith(b"+OK")
+    client = raw(srv)
+    assert client.cmd("AUTH LOGIN") == f"+ {b64(b'Benutzername:')}\r\n".encode()
+    assert client.cmd(b64(USER.encode())) == b"+ \r\n"
+    assert client.cmd(b64(PASSWORD.encode())).startswith(b"+OK")
+    client = raw(srv)
+    challenge = base64.b64decode(client.cmd("AUTH CRAM-MD5")[2:])
+    digest = hmac.new(PASSWORD.encode(), challenge, "md5").hexdigest()
+    assert client.cmd(b64(f"{USER} {digest}".encode())).startswith(b"-ERR [AUTH]")  # right digest, refused
+    assert base64.b64decode(client.cmd("AUTH XOAUTH2 " + b64(b"user=user\x01auth=Bearer bad\x01\x01"))[2:]) == b"[[1]]"
+    assert client.cmd("").startswith(b"-ERR [AUTH]")
+    server_first = base64.b64decode(client.cmd("AUTH SCRAM-SHA-256 " + b64(f"n,,n={USER},r=abc".encode()))[2:])
+    assert server_first.endswith(b",i=abc")
+    assert client.cmd("*") == b"-ERR AUTH cancelled by the client\r\n"
+
+
+def test_endless_continuations_are_bounded_and_cancellable(pop3_server_factory: Callable[..., POP3TestServer], raw: Any) -> None:
+    srv = pop3_server_factory(sasl=["PLAIN"], sasl_quirks=SASLQuirks(endless_continuations=True))
+    client = raw(srv)
+    assert client.cmd("AUTH PLAIN " + plain()) == b"+ \r\n"
+    for _ in range(5):
+        assert client.cmd(plain()) == b"+ \r\n"
+    assert client.cmd("*") == b"-ERR AUTH cancelled by the client\r\n"
+    with pytest.raises(ValueError):
+        SASLQuirks(scram_server_final="forged")
 
 
 # --- faults --------------------------------------------------------------------------------------
@@ -606,9 +655,15 @@ def test_fault_inject_after_stls(pop3_server: POP3TestServer, raw: Any) -> None:
     pop3_server.add_fault(Fault.inject_after_stls(b"+OK injected\r\n"))
     client = raw()
     client.send(b"STLS\r\n")
-    time.sleep(0.1)
-    # Both lines arrive together, in plaintext, before the TLS handshake.
-    assert client.sock.recv(1000) == b"+OK Begin TLS negotiation\r\n+OK injected\r\n"
+    # Both lines arrive, in plaintext, before the TLS handshake (read until both are in).
+    expected = b"+OK Begin TLS negotiation\r\n+OK injected\r\n"
+    received = b""
+    client.sock.settimeout(5)
+    while len(received) < len(expected):
+        piece = client.sock.recv(1000)
+        assert piece, "the server closed the connection"
+        received += piece
+    assert received == expected
     tls = pop3_server.client_context().wrap_socket(client.sock, server_hostname="127.0.0.1")
     tls.sendall(b"NOOP\r\n")
     assert tls.recv(100) == b"-ERR Command not valid in this state\r\n"

@@ -7,7 +7,7 @@ different (verified TLS by default, CRLF rejection, secrets masked in debug outp
 from ._base import CR, CRLF, LF, POP3_PORT, POP3_SSL_PORT
 from ._aio import AsyncPOP3, AsyncPOP3_SSL
 from ._client import POP3, POP3_SSL
-from ._flows import Capabilities, MessageInfo
+from ._types import Capabilities, MessageInfo
 from .exceptions import (
     AuthenticationError,
     CertificateVerificationError,

@@ -60,27 +60,3 @@ def current() -> Bridge:
     if bridge is None:
         bridge = _bridges[loop] = Bridge(loop)
     return bridge
-
-
-class AsyncConnection:
-    """The Rust ``AsyncConnection`` with its operations returning asyncio futures, under the
-    same method names as the blocking ``Connection`` (so ``_base`` drives both)."""
-
-    _OPERATIONS = frozenset(
-        {"getresp", "getlongresp", "shortcmd", "longcmd", "longcmd_bytes", "putlines", "begin_body", "read_chunk", "starttls", "close"}
-    )
-
-    def __init__(self, rust: Any, bridge: Bridge) -> None:
-        self._rust = rust
-        self._bridge = bridge
-
-    @classmethod
-    async def connect(cls, host: str, port: int, **options: Any) -> "AsyncConnection":
-        bridge = current()
-        return cls(await bridge.call(_core.AsyncConnection.connect, host, port, **options), bridge)
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._rust, name)
-        if name in self._OPERATIONS:
-            return partial(self._bridge.call, attr)
-        return attr

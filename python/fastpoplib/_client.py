@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
+import sys
 import warnings
-from typing import Any, Generator, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple, Union
 
-from . import _core, _flows, _tls, _trace
-from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, POP3Base, resolve_timeout
+from . import _core, _flows, _tls, _trace, _wire
+from ._base import (
+    LINES,
+    MAX_LINE_LENGTH,
+    MAX_RESPONSE_SIZE,
+    POP3_PORT,
+    POP3_SSL_PORT,
+    STATUS,
+    BatchReplies,
+    POP3Base,
+    current_maxline,
+    resolve_timeout,
+)
 
 _GLOBAL_DEFAULT_TIMEOUT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 
 class _SocketView:
     """Stands in for poplib's ``sock`` attribute: the parts of ``socket.socket`` that code
-    reads (timeout, file descriptor, addresses). I/O goes through the client, not here."""
+    reads (timeout, file descriptor, addresses). I/O goes through the client, not here; none
+    of these waits for a call in progress in another thread."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -36,7 +50,12 @@ class _SocketView:
         return self._conn.sockname()
 
     def close(self) -> None:
-        self._conn.close()
+        self._conn.close(None, 0)
+
+    def shutdown(self, how: int) -> None:
+        """poplib's watchdog idiom: interrupts a call in progress in another thread, which
+        then raises; the connection is closed."""
+        self._conn.close(None, 0)
 
     def __repr__(self) -> str:
         return f"<fastpoplib socket fd={self.fileno()} peer={self._conn.peername()}>"
@@ -49,14 +68,32 @@ class _FileView:
         self._conn = conn
 
     def close(self) -> None:
-        self._conn.close()
+        self._conn.close(None, 0)
+
+
+class _Batch(BatchReplies):
+    def __iter__(self) -> "_Batch":
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        item = self._item(self._client._call("batch_next", self._id))
+        if item is None:
+            raise StopIteration
+        return item
 
 
 class POP3(POP3Base):
-    """A POP3 connection, API-compatible with ``poplib.POP3``.
+    """A POP3 connection (RFC 1939), API-compatible with ``poplib.POP3``.
 
-    Beyond poplib: ``with POP3(...) as p:``, ``source_address``, verified TLS in ``stls()``,
-    typed exceptions, and separate limits for message lines and response size.
+    Connects to ``host:port`` and reads the greeting. ``timeout`` (seconds) bounds the connect,
+    a TLS handshake and each wait for the server; Ctrl-C interrupts any wait. Beyond poplib:
+    ``with POP3(...) as p:``, ``source_address``, verified TLS in ``stls()``, typed
+    exceptions, and separate limits for message lines and response size (in bytes).
+
+    A subclass may skip this ``__init__`` and bring its own connected socket, as poplib
+    subclasses do: set ``host``, ``port``, ``sock`` (and ``file``), then call ``_getresp()``.
     """
 
     def __init__(
@@ -70,93 +107,117 @@ class POP3(POP3Base):
         max_response_size: int = MAX_RESPONSE_SIZE,
     ) -> None:
         super().__init__(host, port)
-        self.sock: Optional[_SocketView] = None
-        self.file: Optional[_FileView] = None
-        self._conn = _core.Connection(
-            host,
-            port,
-            timeout=resolve_timeout(timeout),
-            source_address=source_address,
-            tls=self._implicit_tls(),
-            max_line=self._maxline,
-            max_data_line=max_line_length,
-            max_response=max_response_size,
-        )
-        self.sock = _SocketView(self._conn)
-        self.file = _FileView(self._conn)
+        self.timeout = resolve_timeout(timeout)
+        limits = dict(max_line=self._maxline, max_data_line=max_line_length, max_response=max_response_size)
+        context = self._context()
+        sys.audit("poplib.connect", self, host, port)
+        if context is None:
+            self._conn = _core.Connection.connect(
+                None, 0, host, port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits
+            )
+            self.sock = _SocketView(self._conn)
+            self.file = _FileView(self._conn)
+        else:
+            self._conn = _core.Connection.external(**limits)
+            try:
+                raw = socket.create_connection((host, port), self.timeout, source_address)
+                self.sock = context.wrap_socket(raw, server_hostname=host)
+            except BaseException as exc:
+                err = _wire.translate(exc, host)
+                if err is exc:
+                    raise
+                raise err from exc
+            self._driver = _wire.SocketDriver(self.sock, host)
+            self.file = self.sock.makefile("rb")
         try:
             self.welcome = self._getresp()
         except BaseException:
             self.close()
             raise
+        _trace.event(logging.INFO, self._label, "connected%s", " (TLS %s, %s)" % self.tls_info if self.tls_info else "")
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return None
 
-    # -- the blocking driver -------------------------------------------------------------------
-    def _drive(self, flow: _flows.Flow) -> Generator[Any, None, Any]:
-        return self._steps(_flows.Runner(flow))
+    def _context(self) -> Optional[ssl.SSLContext]:
+        return None
 
-    def _steps(self, runner: _flows.Runner) -> Generator[Any, None, Any]:
+    # -- the blocking driver -------------------------------------------------------------------
+    def _adopt(self) -> Any:
+        """poplib's subclass pattern: ``sock`` was set by the subclass; drive it from Python."""
+        sock = self.__dict__.get("sock")
+        if not isinstance(sock, socket.socket) or sock.fileno() < 0:
+            return None
+        self._driver = _wire.SocketDriver(sock, getattr(self, "host", "the server"))
+        self._tls_established = isinstance(sock, ssl.SSLSocket)
+        return _core.Connection.external(max_line=current_maxline())
+
+    def _call(self, name: str, *args: Any) -> Any:
+        conn = self._check_open()
+        self._before(conn)
+        try:
+            result = getattr(conn, name)(None, 0, *args)
+            if self._driver is not None:
+                result = self._driver.run(result, self._wrap_tls)
+            return result
+        finally:
+            self._after()
+
+    def _wrap_tls(self, sock: socket.socket) -> socket.socket:
+        context = self._stls_context or _tls.default_context()
+        self.sock = context.wrap_socket(sock, server_hostname=self.host)
+        self.file = self.sock.makefile("rb")
+        return self.sock
+
+    def _run(self, flow: _flows.Flow) -> Any:
+        runner = _flows.Runner(flow)
         while not runner.done:
             op = runner.op
-            if isinstance(op, _flows.Emit):
-                try:
-                    yield op.value
-                except GeneratorExit:
-                    self._abandon(runner)
-                    raise
-                runner.send(None)
-                continue
             try:
-                result = self._completed(op, self._dispatch(op))
+                if isinstance(op, _flows.DropStream):
+                    result = self._check_open().drop_stream(op.stream)
+                else:
+                    result = self._completed(op, self._dispatch(op))
             except Exception as exc:
                 runner.throw(exc)
             else:
                 runner.send(result)
         return runner.value
 
-    def _abandon(self, runner: _flows.Runner) -> None:
-        """The caller left a batch early: let the flow drain the replies in flight."""
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> Iterator[Any]:
+        return _Batch(self, numbers, lines, kind)
+
+    def _collect(self, items: Iterator[Any]) -> List[Any]:
+        return [reply for _, reply in items]
+
+    def _stream(self, line: bytes, chunk_size: int) -> Iterator[bytes]:
+        _, stream = self._call("open_stream", line)
+        conn = self._conn
         try:
-            runner.throw(_flows.Abandon())
-            for _ in self._steps(runner):
-                pass
-        except _flows.Abandon:
-            pass
-
-    def _run(self, flow: _flows.Flow) -> Any:
-        gen = self._drive(flow)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
-
-    def _iter(self, flow: _flows.Flow) -> Iterator[Any]:
-        return self._drive(flow)
-
-    def _collect(self, flow: _flows.Flow) -> List[Any]:
-        return list(self._drive(flow))
+            while True:
+                chunk = self._call("chunk", stream, chunk_size)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            conn.drop_stream(stream)
 
     # -- poplib's low-level methods, used by real code ---------------------------------------
     def _putline(self, line: bytes) -> None:
-        _trace.command(self._debugging, line, False)
-        self._check_open().putline(line)
+        self._call("put", line)
 
     def _putcmd(self, line: str) -> None:
         self._putline(self._line(line))
 
     def _getline(self) -> Tuple[bytes, int]:
-        return self._check_open().getline()
+        resp = self._call("claim", STATUS)
+        return resp, len(resp) + 2
 
     def _getresp(self) -> bytes:
-        resp = self._check_open().getresp()
-        _trace.response(self._debugging, resp)
-        return resp
+        return self._call("claim", STATUS)
 
     def _getlongresp(self) -> Tuple[bytes, list, int]:
-        return self._check_open().getlongresp()
+        return self._call("claim", LINES)
 
     # -- session end ------------------------------------------------------------------------------
     def quit(self) -> bytes:
@@ -168,21 +229,62 @@ class POP3(POP3Base):
             self.close()
 
     def close(self) -> None:
-        """Close the connection without assuming anything about it."""
+        """Close the connection without assuming anything about it. From another thread it
+        interrupts a call in progress, which then raises."""
         conn, self._conn = self._conn, None
+        sock, file = self.__dict__.get("sock"), self.__dict__.get("file")
         self.file = None
         self.sock = None
         if conn is not None:
-            conn.close()
+            conn.close(None, 0)
+        if isinstance(sock, socket.socket):
+            _close_socket(sock, file)
+        if conn is not None:
+            _trace.event(logging.INFO, self._label, "closed")
 
     def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
-        """Upgrade to TLS (RFC 2595), verifying the certificate unless ``context`` says not
-        to. Refuses plaintext that arrives after the ``+OK`` and re-reads CAPA afterwards."""
-        resp = self._run(_flows.stls(_tls.settings(context, **tls), self._tls_established))
+        """STLS (RFC 2595): upgrade to TLS and return the server's ``+OK`` line.
+
+        Without ``context`` the certificate is verified (bundled Mozilla roots and the system
+        store, or ``cafile=``/``cadata=``; ``certfile=``/``keyfile=`` for a client
+        certificate). A ``context`` is used by Python's ``ssl`` exactly as given, as poplib
+        does; ``sock`` is then that ``ssl.SSLSocket``. Plaintext that arrives after the
+        ``+OK`` is refused (response injection, RemoteProtocolError); CAPA is read again.
+        Raises error_proto if TLS is already up or the server has no STLS."""
+        if context is not None:
+            _tls.check_context(context)
+            if self._driver is None and not self._tls_established:
+                self._take_socket()
+        if self._driver is not None:
+            self._stls_context = context or _tls.default_context(**tls)
+            settings = None
+        else:
+            settings = _tls.settings(**tls)
+        resp = self._run(_flows.stls(settings, self._tls_established))
+        self._tls_established = True
         # RFC 2595: what was advertised in plaintext cannot be trusted; ask again.
         self.capabilities = None
         self._run(_flows.capabilities(self))
         return resp
+
+    def _take_socket(self) -> None:
+        """From here on Python drives the socket (TLS with the caller's context)."""
+        fd = self._check_open().detach()
+        sock = socket.socket(fileno=fd)
+        sock.settimeout(self.timeout)
+        self.sock = sock
+        self.file = sock.makefile("rb")
+        self._driver = _wire.SocketDriver(sock, self.host)
+
+    @property
+    def tls_info(self) -> Optional[Tuple[str, str]]:
+        """``(protocol version, cipher suite)`` while TLS is active, else ``None``; never
+        waits for a call in progress."""
+        if self._conn is None:
+            return None
+        if self._driver is not None:
+            return self._driver.tls_info()
+        return self._conn.tls_info()
 
     def __enter__(self) -> "POP3":
         return self
@@ -190,14 +292,31 @@ class POP3(POP3Base):
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if self._conn is None:
             return
-        if exc_type is None:
+        if exc_type is None and self._conn.closed is None:
             self.quit()
         else:
+            # An exception, or the connection was already closed by an error the block caught.
             self.close()
 
 
+def _close_socket(sock: socket.socket, file: Any) -> None:
+    try:
+        if file is not None:
+            file.close()
+        sock.close()
+    except OSError:
+        pass  # closing anyway
+
+
 class POP3_SSL(POP3):  # noqa: N801 - poplib's name
-    """POP3 over implicit TLS (port 995), with the certificate verified by default."""
+    """POP3 over implicit TLS (port 995), with the certificate verified by default.
+
+    Without ``context``, rustls verifies the server against the bundled Mozilla roots and the
+    system store, or against ``cafile``/``cadata`` (PEM; a self-signed certificate given
+    there is trusted as is, as OpenSSL does). A ``context`` is used by Python's ``ssl``
+    exactly as given, as poplib does (``sock`` is then its ``ssl.SSLSocket``).
+    ``keyfile``/``certfile`` (deprecated, as in poplib) select a client certificate.
+    Raises CertificateVerificationError when the certificate is not trusted."""
 
     def __init__(
         self,
@@ -209,7 +328,7 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
         context: Optional[ssl.SSLContext] = None,
         *,
         cafile: Optional[str] = None,
-        cadata: Optional[str | bytes] = None,
+        cadata: Optional[Union[str, bytes]] = None,
         **kwargs: Any,
     ) -> None:
         if keyfile is not None or certfile is not None:
@@ -219,18 +338,23 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
                 DeprecationWarning,
                 stacklevel=2,
             )
-            if context is not None and keyfile is not None:
+        if context is not None:
+            if keyfile is not None:
                 raise ValueError("context and keyfile arguments are mutually exclusive")
-            if context is not None and certfile is not None:
+            if certfile is not None:
                 raise ValueError("context and certfile arguments are mutually exclusive")
-        self._tls = _tls.settings(context, cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+            if cafile is not None or cadata is not None:
+                raise ValueError("context and cafile/cadata are mutually exclusive: load the CA into the context")
+            self._ssl_context: Optional[ssl.SSLContext] = _tls.check_context(context)
+            self._tls = None
+        else:
+            self._ssl_context = None
+            self._tls = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
         super().__init__(host, port, timeout, **kwargs)
         self._tls_established = True
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return self._tls
 
-    def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
-        from .exceptions import error_proto
-
-        raise error_proto("-ERR TLS session already established")
+    def _context(self) -> Optional[ssl.SSLContext]:
+        return self._ssl_context

@@ -1,23 +1,23 @@
-"""poplib's commands written once, as generators, and run by both the blocking and the asyncio
-client.
+"""The commands that take more than one call into the session, written once as generators and
+run by both the blocking and the asyncio client.
 
-A flow yields operations (:class:`Short`, :class:`Long`...) and receives their results; the
-client that runs it decides whether the I/O blocks or awaits. This is how the sync and async
-classes share every command without a second copy of the logic.
+A flow yields operations (:class:`Short`, :class:`Long`...), each one call into the Rust
+session, and receives their results; the client that runs it decides whether the call blocks
+or awaits. The flows hold no protocol state: what is in flight on the connection is known
+only to the session (``src/proto/session.rs``).
 """
 
 from __future__ import annotations
 
-import base64
 import email.parser
 import email.policy
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Generator, List, Optional, Tuple, Union
 
 from . import _core
-from . import _sasl
-from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError, error_proto
+from ._types import Capabilities
+from .exceptions import RemoteProtocolError, ServerError, error_proto
 
 LongResponse = Tuple[bytes, List[bytes], int]
 
@@ -25,11 +25,13 @@ LongResponse = Tuple[bytes, List[bytes], int]
 @dataclass(frozen=True)
 class Short:
     """Send ``line`` and read a status line. ``login``: a bare -ERR is an AuthenticationError;
-    ``secret``: the whole line is a SASL response and must never be logged."""
+    ``secret``: the line is never traced in clear (inside an AUTH exchange, only secret lines
+    may be sent: the session refuses anything else)."""
 
     line: bytes
     login: bool = False
     secret: bool = False
+    raw: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,17 @@ class Long:
 
     line: bytes
     as_bytes: bool = False
+    raw: bool = False
+
+
+@dataclass(frozen=True)
+class Capa:
+    """CAPA: ``(resp, lines, octets)``; the session learns PIPELINING and the like from it."""
+
+
+@dataclass(frozen=True)
+class Messages:
+    """LIST and UIDL merged in the session: ``[MessageInfo]``."""
 
 
 @dataclass(frozen=True)
@@ -49,41 +62,29 @@ class StartTLS:
 
 
 @dataclass(frozen=True)
-class Send:
-    """Write several command lines at once, reading nothing (pipelining)."""
-
-    lines: Tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class Recv:
-    """Read the reply to a command sent earlier: a status line, plus a body when ``long``."""
-
-    long: bool
-
-
-@dataclass(frozen=True)
-class BeginBody:
-    """Send ``line`` and read its status; its body is then read with :class:`Chunk`."""
+class OpenStream:
+    """Send ``line`` and read its status: ``(resp, stream id)``; the body is read with
+    :class:`Chunk`."""
 
     line: bytes
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """Read the next ~``size`` bytes of the body being streamed (``None`` at its end)."""
+    """The next ~``size`` bytes of stream ``stream`` (``None`` at its end)."""
 
+    stream: int
     size: int
 
 
 @dataclass(frozen=True)
-class Emit:
-    """Hand ``value`` to the caller now (batch calls deliver results as they arrive)."""
+class DropStream:
+    """Nobody will read the rest of stream ``stream``: the session drops it (no I/O)."""
 
-    value: Any
+    stream: int
 
 
-Op = Union[Short, Long, StartTLS, Send, Recv, BeginBody, Chunk, Emit]
+Op = Union[Short, Long, Capa, Messages, StartTLS, OpenStream, Chunk, DropStream]
 Flow = Generator[Op, Any, Any]
 
 
@@ -139,13 +140,16 @@ def _malformed(what: str, resp: bytes) -> RemoteProtocolError:
     return RemoteProtocolError(f"malformed {what} response: {resp[:100]!r}")
 
 
-def stat() -> Flow:
+def stat(debuglevel: int = 0) -> Flow:
     resp = yield Short(b"STAT")
     parts = resp.split()
     try:
-        return int(parts[1]), int(parts[2])
+        result = int(parts[1]), int(parts[2])
     except (IndexError, ValueError):
         raise _malformed("STAT", resp) from None
+    if debuglevel:
+        print("*stat*", repr(result))
+    return result
 
 
 def apop(welcome: bytes, user: str, password: str, encoding: str) -> Flow:
@@ -156,60 +160,17 @@ def apop(welcome: bytes, user: str, password: str, encoding: str) -> Flow:
     return (yield Short(encode(f"APOP {user} {digest}", encoding), login=True))
 
 
-class Capabilities(Dict[str, List[str]]):
-    """CAPA as poplib returns it (``{name: [args]}``, so it compares equal to poplib's dict),
-    with typed accessors for what a client decides on."""
-
-    def has(self, name: str) -> bool:
-        return name.upper() in (key.upper() for key in self)
-
-    def _args(self, name: str) -> List[str]:
-        return next((v for k, v in self.items() if k.upper() == name), [])
-
-    @property
-    def pipelining(self) -> bool:
-        return self.has("PIPELINING")
-
-    @property
-    def stls(self) -> bool:
-        return self.has("STLS")
-
-    @property
-    def utf8(self) -> bool:
-        return self.has("UTF8")
-
-    @property
-    def sasl(self) -> List[str]:
-        """SASL mechanisms offered (upper case)."""
-        return [m.upper() for m in self._args("SASL")]
-
-    @property
-    def login_delay(self) -> Optional[int]:
-        """Seconds between logins (RFC 2449 LOGIN-DELAY), if advertised."""
-        args = self._args("LOGIN-DELAY")
-        return int(args[0]) if args and args[0].isdigit() else None
-
-    @property
-    def expire(self) -> Optional[str]:
-        """Days messages stay on the server (``"NEVER"`` possible), if advertised."""
-        args = self._args("EXPIRE")
-        return args[0] if args else None
-
-    @property
-    def implementation(self) -> Optional[str]:
-        args = self._args("IMPLEMENTATION")
-        return " ".join(args) if args else None
-
-
 def capa() -> Flow:
     try:
-        _, lines, _ = yield Long(b"CAPA")
+        _, lines, _ = yield Capa()
     except ServerError:
         raise error_proto("-ERR CAPA not supported by server") from None
     return Capabilities(_core.parse_capa(lines))
 
 
 def stls(settings: Any, tls_established: bool) -> Flow:
+    """CAPA, then STLS; ``settings`` is the rustls configuration, or None when Python's ``ssl``
+    does the handshake the session asks for."""
     if tls_established:
         raise error_proto("-ERR TLS session already established")
     caps = yield from capa()
@@ -219,15 +180,7 @@ def stls(settings: Any, tls_established: bool) -> Flow:
     return resp
 
 
-# --- pipelining (RFC 2449) ------------------------------------------------------------------
-
-# Commands in flight at once. Commands are tiny, so a window's worth always fits in the socket
-# buffer and writing it never blocks while the server is blocked writing replies to us.
-WINDOW = 256
-
-
-class Abandon(Exception):
-    """Thrown into a batch flow when the caller stops iterating: drain the replies in flight."""
+# --- capabilities (RFC 2449) ------------------------------------------------------------
 
 
 def remember_capa(client: Any) -> Flow:
@@ -246,104 +199,9 @@ def capabilities(client: Any) -> Flow:
     return client.capabilities
 
 
-def pipelined(client: Any, lines: List[bytes], long: bool, convert: Callable[[int, Any], Any]) -> Flow:
-    """Runs ``lines`` in order and emits ``convert(index, reply)`` for each; a ``-ERR`` reply is
-    passed to ``convert`` as the ServerError. With PIPELINING up to WINDOW commands are in
-    flight; without it, one at a time (same results). If ``convert`` raises or the caller
-    stops early, the replies still in flight are read first, so the session stays usable."""
-    caps = yield from capabilities(client)
-    window = WINDOW if caps.pipelining else 1
-    sent = received = 0
-    try:
-        while received < len(lines):
-            if sent < len(lines) and sent - received < window // 2 + 1:
-                batch = lines[sent : received + window]
-                yield Send(tuple(batch))
-                sent += len(batch)
-            try:
-                reply = yield Recv(long)
-            except ServerError as exc:
-                reply = exc
-            received += 1
-            yield Emit(convert(received - 1, reply))
-    except (Abandon, ServerError):
-        while received < sent:
-            try:
-                yield Recv(long)
-            except ServerError:
-                pass
-            received += 1
-        raise
-
-
-class MessageInfo(NamedTuple):
-    """One message of the maildrop: LIST's number and size, UIDL's unique id (None when the
-    server has no UIDL)."""
-
-    number: int
-    size: int
-    uid: Optional[str]
-
-
-def _pairs(what: str, lines: List[bytes]) -> Dict[int, bytes]:
-    out = {}
-    for line in lines:
-        parts = line.split(None, 1)
-        try:
-            out[int(parts[0])] = parts[1].strip()
-        except (IndexError, ValueError):
-            raise _malformed(what, line) from None
-    return out
-
-
-def messages(client: Any) -> Flow:
-    caps = yield from capabilities(client)
-    if caps.pipelining:
-        yield Send((b"LIST", b"UIDL"))
-        _, listing, _ = yield Recv(True)
-        try:
-            _, uidls, _ = yield Recv(True)
-        except ServerError:
-            uidls = []
-    else:
-        _, listing, _ = yield Long(b"LIST")
-        try:
-            _, uidls, _ = yield Long(b"UIDL")
-        except ServerError:
-            uidls = []
-    sizes, uids = _pairs("LIST", listing), _pairs("UIDL", uidls)
-    try:
-        return [MessageInfo(n, int(size), uids[n].decode("utf-8", "replace") if n in uids else None) for n, size in sizes.items()]
-    except ValueError:
-        raise _malformed("LIST", b" ".join(listing[:3])) from None
-
-
-def raise_errors(index: int, reply: Any) -> Any:
-    if isinstance(reply, ServerError):
-        raise reply
-    return reply
-
-
 # --- streaming -------------------------------------------------------------------------------
 
 CHUNK_SIZE = 1 << 20
-
-
-def stream(line: bytes, chunk_size: int = CHUNK_SIZE) -> Flow:
-    """Emits the body of ``line``'s reply in chunks (CRLF line ends). Stopping early reads
-    the rest of the body first, so the session stays usable."""
-    yield BeginBody(line)
-    try:
-        while True:
-            chunk = yield Chunk(chunk_size)
-            if chunk is None:
-                return
-            if chunk:
-                yield Emit(chunk)
-    except Abandon:
-        while (yield Chunk(chunk_size)) is not None:
-            pass
-        raise
 
 
 def save(
@@ -355,25 +213,24 @@ def save(
 ) -> Flow:
     """Streams the body of ``line``'s reply into ``dest`` (a path, opened here, or a binary
     file object); calls ``progress(done, total)`` after each chunk; returns the bytes written.
-    If writing fails, the rest of the body is read and dropped so the session stays usable."""
+    If writing fails, the session drops the rest of the body, so the connection stays usable."""
     own = isinstance(dest, (str, os.PathLike))
     out = open(dest, "wb") if own else dest
     try:
-        yield BeginBody(line)
+        _, stream = yield OpenStream(line)
         done = 0
-        while True:
-            chunk = yield Chunk(chunk_size)
-            if chunk is None:
-                return done
-            try:
+        try:
+            while True:
+                chunk = yield Chunk(stream, chunk_size)
+                if chunk is None:
+                    return done
                 out.write(chunk)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-            except BaseException:
-                while (yield Chunk(chunk_size)) is not None:
-                    pass
-                raise
+        except Exception:
+            yield DropStream(stream)
+            raise
     finally:
         if own:
             out.close()
@@ -389,102 +246,6 @@ def size_of(which: Any, encoding: str) -> Flow:
         raise _malformed("LIST", resp) from None
 
 
-# --- SASL (RFC 5034) --------------------------------------------------------------------
-
-AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
-
-# RFC 5034 §4: an AUTH command line with its initial response is at most 255 octets.
-_MAX_AUTH_LINE = 255
-
-
-def _b64(data: Union[str, bytes]) -> bytes:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return base64.b64encode(raw) if raw else b"="
-
-
-def _cancel_auth() -> Flow:
-    """RFC 5034: "*" cancels the exchange; the server answers -ERR."""
-    try:
-        yield Short(b"*", secret=True)
-    except ServerError:
-        pass
-
-
-def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> Flow:
-    """The SASL exchange: ``authobject(None)`` gives the initial response, then
-    ``authobject(challenge)`` answers each ``+ <base64>`` challenge."""
-    mech = mechanism.upper().encode("ascii")
-    first = authobject(None) if initial_response_ok else None
-    line = b"AUTH " + mech
-    pending = None
-    if first is not None:
-        response = _b64(first)
-        if len(line) + 1 + len(response) <= _MAX_AUTH_LINE:
-            line += b" " + response
-        else:
-            pending = response  # too long for the AUTH line: send it after the first "+".
-    resp = yield Short(line, login=True)
-    while not resp.startswith(b"+OK"):
-        if pending is not None:
-            answer, pending = pending, None
-        else:
-            try:
-                challenge = base64.b64decode(resp[1:].strip(), validate=True)
-            except ValueError:
-                yield from _cancel_auth()
-                raise _malformed("SASL challenge", resp) from None
-            try:
-                answer = _b64(authobject(challenge) or b"")
-            except _sasl.AuthMechanismError as exc:
-                yield from _cancel_auth()
-                raise AuthenticationError(str(exc)) from None
-            if answer == b"=":
-                answer = b""
-        try:
-            resp = yield Short(answer, login=True, secret=True)
-        except AuthenticationError as exc:
-            exc.details = getattr(authobject, "error", None)
-            raise
-    return resp
-
-
-def _password_mechanism(mech: str, user: str, password: str) -> Any:
-    if mech.startswith("SCRAM-"):
-        return _sasl.Scram(mech, user, password)
-    return {"CRAM-MD5": _sasl.cram_md5, "PLAIN": _sasl.plain, "LOGIN": _sasl.login}[mech](user, password)
-
-
-def login(client: Any, user: str, password: Optional[str], oauth2_token: Optional[str], mechanisms: Optional[List[str]], allow_insecure: bool, allow_apop: bool) -> Flow:
-    """Authenticates with the strongest method both sides support; sets
-    ``client.auth_mechanism`` to the one used."""
-    if (password is None) == (oauth2_token is None):
-        raise ValueError("give exactly one of password and oauth2_token")
-    if password is not None and not client._tls_established and not allow_insecure:
-        raise LocalProtocolError(
-            "refusing to send a password over an unencrypted connection; use POP3_SSL or stls(), "
-            "or pass allow_insecure=True"
-        )
-    caps = yield from capabilities(client)
-    offered = caps.sasl
-    for mech in _sasl.choose(offered, mechanisms, oauth2_token is not None):
-        if oauth2_token is not None:
-            authobject: Any = _sasl.OAuth2(mech, user, oauth2_token)
-        else:
-            authobject = _password_mechanism(mech, user, password or "")
-        resp = yield from auth(mech, authobject)
-        client.auth_mechanism = mech
-        return resp
-    if oauth2_token is not None:
-        raise LocalProtocolError(f"the server offers no OAuth2 mechanism (SASL: {' '.join(offered) or 'none'})")
-    wanted = [m.upper() for m in mechanisms] if mechanisms is not None else None
-    if password is not None and (wanted is None or "USER" in wanted) and (not caps or caps.has("USER")):
-        yield Short(encode(f"USER {user}"), login=True)
-        resp = yield Short(encode(f"PASS {password}"), login=True)
-        client.auth_mechanism = "USER"
-        return resp
-    if allow_apop and (wanted is None or "APOP" in wanted):
-        resp = yield from apop(client.welcome, user, password or "", client.encoding)
-        client.auth_mechanism = "APOP"
-        return resp
-    raise LocalProtocolError("no login method offered by the server is allowed")
-
+def one(op: Op) -> Flow:
+    """A flow of a single operation."""
+    return (yield op)

@@ -98,7 +98,12 @@ def _run_secret_command(command: str, what: str) -> str:
     except (OSError, subprocess.SubprocessError) as exc:
         # The command line may hold no secret, but its output might: never echo the output.
         raise ConfigError(f"the {what} command failed: {type(exc).__name__}") from None
-    lines = out.stdout.decode("utf-8").splitlines()
+    try:
+        text = out.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        # Its message would show a byte of the secret and where it is: say only what is wrong.
+        raise ConfigError(f"the {what} command's output is not UTF-8; secrets are read as UTF-8") from None
+    lines = text.splitlines()
     if not lines or not lines[0]:
         raise ConfigError(f"the {what} command printed nothing")
     return lines[0]

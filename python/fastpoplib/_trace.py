@@ -1,28 +1,46 @@
-"""Debug output (poplib's ``set_debuglevel`` prints) and the ``fastpoplib`` logger, with
-secrets masked: a password, digest or SASL response never reaches either."""
+"""Debug output (poplib's ``set_debuglevel`` prints), poplib's audit events and the
+``fastpoplib`` logger. The session records the lines itself, with secrets already masked (a
+password, digest or SASL response never reaches any of them); this module only shows them,
+each log record naming its connection."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-
-from . import _core
+import sys
+from typing import Any, List, Tuple
 
 logger = logging.getLogger("fastpoplib")
 
-
-def command(debuglevel: int, line: bytes, secret: bool) -> None:
-    if not debuglevel and not logger.isEnabledFor(logging.DEBUG):
-        return
-    shown = _core.redact(line, secret)
-    if debuglevel:
-        print("*cmd*", repr(shown.decode("utf-8", "replace")))
-    if debuglevel > 1:
-        print("*put*", repr(shown))
-    logger.debug("C: %s", shown.decode("utf-8", "replace"))
+_ids = itertools.count(1)
 
 
-def response(debuglevel: int, resp: bytes) -> None:
-    if debuglevel > 1:
-        print("*resp*", repr(resp))
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("S: %s", resp.decode("utf-8", "replace"))
+def label(host: str, port: int) -> str:
+    """``host:port#n``: tells apart the records of concurrent connections."""
+    return f"{host}:{port}#{next(_ids)}"
+
+
+def show(client: Any, lines: List[Tuple[bool, bytes]]) -> None:
+    """Raises poplib's ``poplib.putline`` audit event for each line sent, prints as poplib does
+    (``*cmd*`` at level 1; ``*put*``, ``*get*`` and ``*resp*`` at level 2) and logs
+    ``C:``/``S:`` lines at DEBUG. Secrets arrive masked from the session."""
+    debuglevel = client._debugging
+    debug = logger.isEnabledFor(logging.DEBUG)
+    for sent, line in lines:
+        if sent:
+            sys.audit("poplib.putline", client, line)
+            if debuglevel:
+                print("*cmd*", repr(line.decode("utf-8", "replace")))
+            if debuglevel > 1:
+                print("*put*", repr(line))
+        elif debuglevel > 1:
+            print("*get*", repr(line))
+            print("*resp*", repr(line))
+        if debug:
+            logger.debug("%s %s %s", client._label, "C:" if sent else "S:", line.decode("utf-8", "replace"))
+
+
+def event(level: int, conn: str, message: str, *args: object) -> None:
+    """An INFO or WARNING record about connection ``conn`` (connect, TLS, login, quit)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s " + message, conn, *args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import poplib as _std_poplib
 import ssl as _ssl
+from typing import Tuple
 
 __all__ = [
     "POP3Error",
@@ -50,9 +51,17 @@ class ServerError(error_proto):
 
 class AuthenticationError(ServerError):
     """Login refused (``-ERR`` to USER/PASS/APOP/AUTH, or ``[AUTH]``). For SASL mechanisms that
-    report details (XOAUTH2), :attr:`details` holds the decoded server message."""
+    report details (XOAUTH2), :attr:`details` holds the decoded server message. From
+    ``login()``, :attr:`attempts` lists ``(method, reply)`` for each method tried, in order,
+    the replies made printable; ``args[0]`` is the last reply."""
 
     details: object = None
+    attempts: Tuple[Tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        if not self.attempts:
+            return super().__str__()
+        return "login refused; tried " + "; ".join(f"{method}: {reply}" for method, reply in self.attempts)
 
 
 class InUseError(ServerError):
@@ -73,7 +82,9 @@ class SysPermError(ServerError):
 
 class RemoteProtocolError(error_proto):
     """The server sent something malformed or larger than the configured limits. The
-    connection is closed, because the rest of the stream can no longer be trusted."""
+    connection is closed, because the rest of the stream can no longer be trusted; except
+    for a malformed SASL challenge, after which the AUTH exchange is cancelled in step and
+    the session goes on."""
 
 
 class LocalProtocolError(error_proto):
@@ -98,6 +109,11 @@ class POP3TimeoutError(POP3Error, TimeoutError):
 
 class TLSError(POP3Error, _ssl.SSLError):
     """TLS could not be set up or broke; also an ``ssl.SSLError``."""
+
+    def __str__(self) -> str:
+        # OSError's and ValueError's __str__ disagree under multiple inheritance (the
+        # certificate error is both): the message is the one argument.
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
 
 
 class CertificateVerificationError(TLSError, _ssl.SSLCertVerificationError):

@@ -14,6 +14,9 @@ pub fn digest(timestamp: &[u8], secret: &[u8]) -> String {
 mod tests {
     #[test]
     fn rfc1939_vector() {
-        assert_eq!(super::digest(b"<1896.697170952@dbc.mtview.ca.us>", b"tanstaaf"), "c4c9334bac560ecc979e58001b3e22fb");
+        assert_eq!(
+            super::digest(b"<1896.697170952@dbc.mtview.ca.us>", b"tanstaaf"),
+            "c4c9334bac560ecc979e58001b3e22fb"
+        );
     }
 }

@@ -7,7 +7,9 @@ pub type Capability = (String, Vec<String>);
 
 /// Parses the lines of a CAPA body. Names and arguments are ASCII words; blank lines are
 /// skipped; anything else is a malformed response.
-pub fn parse_capa<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<Capability>, ProtoError> {
+pub fn parse_capa<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<Capability>, ProtoError> {
     let mut caps = Vec::new();
     for line in lines {
         let text = std::str::from_utf8(line)
@@ -22,11 +24,6 @@ pub fn parse_capa<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<C
     Ok(caps)
 }
 
-/// Whether `name` is advertised (capability names are case-insensitive).
-pub fn has(caps: &[Capability], name: &str) -> bool {
-    caps.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,10 +32,16 @@ mod tests {
     fn parses_dovecot_capa() {
         let body: Vec<&[u8]> = vec![b"TOP", b"UIDL", b"SASL PLAIN LOGIN CRAM-MD5", b"", b"STLS"];
         let caps = parse_capa(body).unwrap();
-        assert_eq!(caps[2], ("SASL".to_string(), vec!["PLAIN".to_string(), "LOGIN".into(), "CRAM-MD5".into()]));
+        assert_eq!(
+            caps[2],
+            (
+                "SASL".to_string(),
+                vec!["PLAIN".to_string(), "LOGIN".into(), "CRAM-MD5".into()]
+            )
+        );
         assert_eq!(caps.len(), 4);
-        assert!(has(&caps, "stls"));
-        assert!(!has(&caps, "UTF8"));
+        assert!(caps.iter().any(|(n, _)| n.eq_ignore_ascii_case("stls")));
+        assert!(!caps.iter().any(|(n, _)| n.eq_ignore_ascii_case("UTF8")));
     }
 
     #[test]

@@ -42,7 +42,11 @@ pub fn verb(line: &[u8]) -> String {
 /// `in_auth_exchange` marks SASL continuation lines, which are secret in full.
 pub fn redact(line: &[u8], in_auth_exchange: bool) -> Vec<u8> {
     if in_auth_exchange {
-        return if line.is_empty() || line == b"*" { line.to_vec() } else { b"****".to_vec() };
+        return if line.is_empty() || line == b"*" {
+            line.to_vec()
+        } else {
+            b"****".to_vec()
+        };
     }
     let v = verb(line);
     let keep_words = match v.as_str() {
@@ -78,16 +82,27 @@ mod tests {
 
     #[test]
     fn rejects_injection_and_leaves_buffer_untouched() {
-        for bad in [&b"USER a\r\nDELE 1"[..], b"USER a\nDELE 1", b"USER a\rb", b"USER a\0"] {
+        for bad in [
+            &b"USER a\r\nDELE 1"[..],
+            b"USER a\nDELE 1",
+            b"USER a\rb",
+            b"USER a\0",
+        ] {
             let mut out = b"NOOP\r\n".to_vec();
-            assert!(matches!(encode_line(bad, &mut out), Err(ProtoError::InvalidArgument(_))));
+            assert!(matches!(
+                encode_line(bad, &mut out),
+                Err(ProtoError::InvalidArgument(_))
+            ));
             assert_eq!(out, b"NOOP\r\n");
         }
     }
 
     #[test]
     fn batch_is_all_or_nothing() {
-        assert_eq!(encode_lines(&[&b"RETR 1"[..], b"RETR 2"]).unwrap(), b"RETR 1\r\nRETR 2\r\n");
+        assert_eq!(
+            encode_lines(&[&b"RETR 1"[..], b"RETR 2"]).unwrap(),
+            b"RETR 1\r\nRETR 2\r\n"
+        );
         assert!(encode_lines(&[&b"RETR 1"[..], b"RETR 2\nDELE 1"]).is_err());
     }
 
@@ -95,8 +110,14 @@ mod tests {
     fn redacts_secrets() {
         assert_eq!(redact(b"PASS hunter2", false), b"PASS ****");
         assert_eq!(redact(b"pass two words", false), b"pass **** ****");
-        assert_eq!(redact(b"APOP bob c4c9334bac560ecc979e58001b3e22fb", false), b"APOP bob ****");
-        assert_eq!(redact(b"AUTH PLAIN AGJvYgBzZWNyZXQ=", false), b"AUTH PLAIN ****");
+        assert_eq!(
+            redact(b"APOP bob c4c9334bac560ecc979e58001b3e22fb", false),
+            b"APOP bob ****"
+        );
+        assert_eq!(
+            redact(b"AUTH PLAIN AGJvYgBzZWNyZXQ=", false),
+            b"AUTH PLAIN ****"
+        );
         assert_eq!(redact(b"AUTH XOAUTH2", false), b"AUTH XOAUTH2");
         assert_eq!(redact(b"dXNlcg==", true), b"****");
         assert_eq!(redact(b"*", true), b"*");

@@ -20,4 +20,13 @@ pub enum ProtoError {
     /// A caller-supplied argument that would corrupt the command stream.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A request that is not allowed in the session's current state (the text says why).
+    #[error("{0}")]
+    Usage(String),
+    /// The server closed the connection while a reply was outstanding.
+    #[error("the server closed the connection while a reply was expected; open a new connection")]
+    Closed,
+    /// Plaintext bytes arrived after the server's STLS `+OK`: a response-injection attempt.
+    #[error("STARTTLS response injection: {0} bytes of plaintext arrived after the STLS +OK; the connection was closed")]
+    StlsInjection(usize),
 }

@@ -1,13 +1,15 @@
-//! Sans-IO POP3: bytes in, parsed lines and responses out; commands in, bytes out.
+//! Sans-IO POP3: the client session (`session`) with its framing (`response`), command
+//! encoding (`command`), and the parsers of untrusted greeting and CAPA text.
 //!
 //! Nothing here touches sockets, clocks, TLS or Python. Both drivers (`transport::blocking`
-//! and `transport::tokio`) are thin loops around these types, so every framing rule lives
-//! once and is tested here.
+//! and `transport::tokio`) only move bytes for the session, so every protocol rule lives once
+//! and is tested here.
 
 pub mod capa;
 pub mod command;
 pub mod error;
 pub mod greeting;
 pub mod response;
+pub mod session;
 
 pub use error::ProtoError;

@@ -15,13 +15,19 @@ pub struct Limits {
     pub max_status_line: usize,
     /// Longest line inside a multi-line body, including line end and dot-stuffing.
     pub max_data_line: usize,
-    /// Largest multi-line body collected in memory (octets as poplib counts them).
+    /// Largest multi-line body collected in memory: its octets as poplib counts them, plus
+    /// what each line costs the sink beyond its bytes ([`BodySink::line_cost`]), so that a
+    /// reply of many short lines is bounded by what it costs in memory, not by its wire size.
     pub max_response: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_status_line: 2048, max_data_line: 1 << 20, max_response: 256 << 20 }
+        Limits {
+            max_status_line: 2048,
+            max_data_line: 1 << 20,
+            max_response: 256 << 20,
+        }
     }
 }
 
@@ -55,7 +61,10 @@ const MAX_CHUNK: usize = 256 * 1024;
 
 impl LineReader {
     pub fn new() -> Self {
-        LineReader { chunk: MIN_CHUNK, ..Self::default() }
+        LineReader {
+            chunk: MIN_CHUNK,
+            ..Self::default()
+        }
     }
 
     /// Space to read into; call [`LineReader::commit`] with the number of bytes written.
@@ -107,7 +116,11 @@ impl LineReader {
 
     /// The next complete raw line (terminator included), or `None` if more data is needed.
     /// A line (with its LF) longer than `limit` is an error, as in poplib.
-    pub fn next_raw_line(&mut self, limit: usize, what: &'static str) -> Result<Option<RawLine>, ProtoError> {
+    pub fn next_raw_line(
+        &mut self,
+        limit: usize,
+        what: &'static str,
+    ) -> Result<Option<RawLine>, ProtoError> {
         let data = &self.buf[self.pos..self.filled];
         let from = self.scanned.min(data.len());
         match memchr::memchr(b'\n', &data[from..]) {
@@ -116,7 +129,11 @@ impl LineReader {
                 if len > limit {
                     return Err(ProtoError::LineTooLong { what, limit });
                 }
-                let line = RawLine { start: self.pos, end: self.pos + len, octets: len };
+                let line = RawLine {
+                    start: self.pos,
+                    end: self.pos + len,
+                    octets: len,
+                };
                 self.consume(len);
                 Ok(Some(line))
             }
@@ -165,7 +182,10 @@ pub fn resp_code(line: &[u8]) -> Option<&[u8]> {
     let rest = line.strip_prefix(b"-ERR [")?;
     let end = memchr::memchr(b']', rest)?;
     let code = &rest[..end];
-    let valid = !code.is_empty() && code.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/'));
+    let valid = !code.is_empty()
+        && code
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/'));
     valid.then_some(code)
 }
 
@@ -177,6 +197,11 @@ pub trait BodySink {
     fn full(&self) -> bool {
         false
     }
+
+    /// Memory a line costs beyond its content bytes, counted against `max_response`.
+    fn line_cost(&self) -> usize {
+        0
+    }
 }
 
 /// Decodes one multi-line body incrementally; keeps its progress across partial input.
@@ -184,6 +209,8 @@ pub trait BodySink {
 pub struct BodyDecoder {
     /// Octets so far, counted like poplib (line end included, one less per unstuffed line).
     pub octets: usize,
+    /// Octets plus the sink's per-line cost: what `max_response` bounds.
+    cost: usize,
 }
 
 impl BodyDecoder {
@@ -201,7 +228,9 @@ impl BodyDecoder {
         sink: &mut S,
     ) -> Result<Option<usize>, ProtoError> {
         while !sink.full() {
-            let Some(raw) = reader.next_raw_line(limits.max_data_line, "message")? else { break };
+            let Some(raw) = reader.next_raw_line(limits.max_data_line, "message")? else {
+                break;
+            };
             let content = reader.content(raw);
             if content == b"." {
                 return Ok(Some(self.octets));
@@ -211,8 +240,11 @@ impl BodyDecoder {
                 _ => (content, raw.octets),
             };
             self.octets += octets;
-            if self.octets > limits.max_response {
-                return Err(ProtoError::ResponseTooLarge { limit: limits.max_response });
+            self.cost = self.cost.saturating_add(octets + sink.line_cost());
+            if self.cost > limits.max_response {
+                return Err(ProtoError::ResponseTooLarge {
+                    limit: limits.max_response,
+                });
             }
             sink.line(content)?;
         }
@@ -220,30 +252,94 @@ impl BodyDecoder {
     }
 }
 
-/// Collects body lines into one buffer plus end offsets: two allocations per response
-/// instead of one per line, turned into Python objects in a single pass later.
+/// What a line costs in memory once it is a Python `bytes` in a list (object header, list
+/// slot, allocator rounding), beyond its content: the unit of the `max_response` bound.
+pub const LINE_COST: usize = 64;
+
+/// Lines are stored in segments of about this size: no reallocation copies of a large body,
+/// and each segment can be freed as soon as it has been handed over.
+const SEGMENT: usize = 64 << 10;
+
+/// Body lines in a few large buffers plus end offsets, instead of one allocation per line.
 #[derive(Debug, Default)]
 pub struct LinesSink {
-    pub data: Vec<u8>,
-    pub ends: Vec<usize>,
+    segments: Vec<Segment>,
+    count: usize,
+}
+
+/// One buffer of consecutive lines.
+#[derive(Debug, Default)]
+pub struct Segment {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Segment {
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.ends.iter().enumerate().map(move |(i, &end)| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.data[start..end]
+        })
+    }
 }
 
 impl LinesSink {
     pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let line = &self.data[start..end];
-            start = end;
-            line
-        })
+        self.segments.iter().flat_map(Segment::lines)
+    }
+
+    /// The number of lines.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The segments, in order, for a consumer that frees each once converted.
+    pub fn into_segments(self) -> Vec<Segment> {
+        self.segments
+    }
+
+    /// The segments already full, handed over early (the one being filled stays): a consumer
+    /// converting a large body as it arrives never holds two whole copies of it.
+    pub fn take_full(&mut self) -> Vec<Segment> {
+        let keep = self.segments.len().saturating_sub(1);
+        let mut full: Vec<Segment> = self.segments.drain(..keep).collect();
+        full.shrink_to_fit();
+        full
     }
 }
 
 impl BodySink for LinesSink {
     fn line(&mut self, content: &[u8]) -> Result<(), ProtoError> {
-        self.data.extend_from_slice(content);
-        self.ends.push(self.data.len());
+        let full = self
+            .segments
+            .last()
+            .is_none_or(|s| !s.data.is_empty() && s.data.len() + content.len() > SEGMENT);
+        if full {
+            // The first segment grows from small (most replies are small); later ones are
+            // allocated whole, so a large body is never copied by a reallocation.
+            let capacity = if self.segments.is_empty() {
+                0
+            } else {
+                SEGMENT.max(content.len())
+            };
+            self.segments.push(Segment {
+                data: Vec::with_capacity(capacity),
+                ends: Vec::new(),
+            });
+        }
+        let segment = self.segments.last_mut().expect("a segment exists");
+        segment.data.extend_from_slice(content);
+        segment.ends.push(segment.data.len());
+        self.count += 1;
         Ok(())
+    }
+
+    fn line_cost(&self) -> usize {
+        LINE_COST
     }
 }
 
@@ -257,7 +353,10 @@ pub struct BytesSink {
 
 impl BytesSink {
     pub fn chunked(chunk: usize) -> Self {
-        BytesSink { data: Vec::with_capacity(chunk + 1024), chunk: Some(chunk) }
+        BytesSink {
+            data: Vec::with_capacity(chunk + 1024),
+            chunk: Some(chunk),
+        }
     }
 }
 
@@ -281,7 +380,8 @@ mod tests {
     fn read_status(input: &[u8]) -> Result<Option<Vec<u8>>, ProtoError> {
         let mut r = LineReader::new();
         r.feed(input);
-        Ok(r.next_raw_line(2048, "status")?.map(|l| r.content(l).to_vec()))
+        Ok(r.next_raw_line(2048, "status")?
+            .map(|l| r.content(l).to_vec()))
     }
 
     #[test]
@@ -297,7 +397,12 @@ mod tests {
             (b"\r\n", b""),
         ];
         for (wire, want) in table {
-            assert_eq!(read_status(wire).unwrap().unwrap(), *want, "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(
+                read_status(wire).unwrap().unwrap(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
         }
     }
 
@@ -308,9 +413,15 @@ mod tests {
         assert!(read_status(&ok).unwrap().is_some());
         let mut long = vec![b'+'; 2047];
         long.extend_from_slice(b"\r\n");
-        assert!(matches!(read_status(&long), Err(ProtoError::LineTooLong { .. })));
+        assert!(matches!(
+            read_status(&long),
+            Err(ProtoError::LineTooLong { .. })
+        ));
         // No LF yet but already over the limit: fail early instead of buffering forever.
-        assert!(matches!(read_status(&vec![b'x'; 3000]), Err(ProtoError::LineTooLong { .. })));
+        assert!(matches!(
+            read_status(&vec![b'x'; 3000]),
+            Err(ProtoError::LineTooLong { .. })
+        ));
         assert_eq!(read_status(&[b'x'; 100]).unwrap(), None);
     }
 
@@ -318,7 +429,10 @@ mod tests {
     fn status_classification_and_codes() {
         assert!(check_status(b"+OK").is_ok());
         assert!(check_status(b"+ challenge").is_ok());
-        assert_eq!(check_status(b"-ERR no"), Err(ProtoError::ServerError(b"-ERR no".to_vec())));
+        assert_eq!(
+            check_status(b"-ERR no"),
+            Err(ProtoError::ServerError(b"-ERR no".to_vec()))
+        );
         assert_eq!(check_status(b""), Err(ProtoError::ServerError(vec![])));
         assert_eq!(resp_code(b"-ERR [IN-USE] locked"), Some(&b"IN-USE"[..]));
         assert_eq!(resp_code(b"-ERR [SYS/TEMP] later"), Some(&b"SYS/TEMP"[..]));
@@ -332,7 +446,9 @@ mod tests {
         let mut r = LineReader::new();
         r.feed(input);
         let mut sink = LinesSink::default();
-        let octets = BodyDecoder::new().advance(&mut r, limits, &mut sink)?.expect("complete body");
+        let octets = BodyDecoder::new()
+            .advance(&mut r, limits, &mut sink)?
+            .expect("complete body");
         Ok((sink.lines().map(<[u8]>::to_vec).collect(), octets))
     }
 
@@ -340,7 +456,16 @@ mod tests {
     fn body_known_answers() {
         let l = Limits::default();
         let (lines, octets) = decode(b"a\r\n..b\r\n.c\r\n...\r\n\r\n.\r\n", &l).unwrap();
-        assert_eq!(lines, vec![b"a".to_vec(), b".b".to_vec(), b".c".to_vec(), b"..".to_vec(), vec![]]);
+        assert_eq!(
+            lines,
+            vec![
+                b"a".to_vec(),
+                b".b".to_vec(),
+                b".c".to_vec(),
+                b"..".to_vec(),
+                vec![]
+            ]
+        );
         // Checked against CPython poplib: 3 + (5-1) + 4 + (5-1) + 2.
         assert_eq!(octets, 17);
         let (lines, octets) = decode(b"x\ny\n.\n", &l).unwrap();
@@ -352,9 +477,19 @@ mod tests {
 
     #[test]
     fn body_limits() {
-        let l = Limits { max_status_line: 2048, max_data_line: 10, max_response: 12 };
-        assert!(matches!(decode(b"0123456789abc\r\n.\r\n", &l), Err(ProtoError::LineTooLong { .. })));
-        assert!(matches!(decode(b"12345\r\n12345\r\n.\r\n", &l), Err(ProtoError::ResponseTooLarge { .. })));
+        let l = Limits {
+            max_status_line: 2048,
+            max_data_line: 10,
+            max_response: 12,
+        };
+        assert!(matches!(
+            decode(b"0123456789abc\r\n.\r\n", &l),
+            Err(ProtoError::LineTooLong { .. })
+        ));
+        assert!(matches!(
+            decode(b"12345\r\n12345\r\n.\r\n", &l),
+            Err(ProtoError::ResponseTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -362,7 +497,9 @@ mod tests {
         let mut r = LineReader::new();
         r.feed(b"a\n..b\r\n.\r\n");
         let mut sink = BytesSink::default();
-        BodyDecoder::new().advance(&mut r, &Limits::default(), &mut sink).unwrap();
+        BodyDecoder::new()
+            .advance(&mut r, &Limits::default(), &mut sink)
+            .unwrap();
         assert_eq!(sink.data, b"a\r\n.b\r\n");
     }
 
@@ -374,14 +511,24 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let mut sink = BytesSink::chunked(4);
-            let done = decoder.advance(&mut r, &Limits::default(), &mut sink).unwrap();
+            let done = decoder
+                .advance(&mut r, &Limits::default(), &mut sink)
+                .unwrap();
             out.push(sink.data);
             if done.is_some() {
                 break;
             }
         }
         // The third chunk fills the sink before the "." line is seen: a last, empty call ends it.
-        assert_eq!(out, vec![b"aaaa\r\n".to_vec(), b".bb\r\n".to_vec(), b"cc\r\n".to_vec(), vec![]]);
+        assert_eq!(
+            out,
+            vec![
+                b"aaaa\r\n".to_vec(),
+                b".bb\r\n".to_vec(),
+                b"cc\r\n".to_vec(),
+                vec![]
+            ]
+        );
     }
 
     #[test]
@@ -389,7 +536,10 @@ mod tests {
         let mut r = LineReader::new();
         r.feed(b"a\r\n.\r\n+OK next\r\n");
         let mut sink = LinesSink::default();
-        BodyDecoder::new().advance(&mut r, &Limits::default(), &mut sink).unwrap().unwrap();
+        BodyDecoder::new()
+            .advance(&mut r, &Limits::default(), &mut sink)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.buffered(), b"+OK next\r\n");
     }
 }

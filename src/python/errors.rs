@@ -41,25 +41,23 @@ pub fn server_error(line: Vec<u8>, login: bool) -> PyErr {
     })
 }
 
-/// Converts an error raised by a login command (see [`server_error`]).
-pub fn login_error(err: Error) -> PyErr {
-    match err {
-        Error::Proto(ProtoError::ServerError(line)) => server_error(line, true),
-        other => other.into(),
-    }
-}
-
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         let msg = err.to_string();
         match err {
             Error::Proto(ProtoError::ServerError(line)) => server_error(line, false),
             Error::Proto(ProtoError::InvalidArgument(_)) => InvalidArgumentError::new_err(msg),
-            Error::Proto(_) | Error::StlsInjection(_) => RemoteProtocolError::new_err(msg),
-            Error::Closed(_) => ConnectionClosedError::new_err(msg),
+            Error::Proto(ProtoError::Usage(_)) => LocalProtocolError::new_err(msg),
+            Error::Proto(ProtoError::Closed) => ConnectionClosedError::new_err(msg),
+            Error::Proto(_) => RemoteProtocolError::new_err(msg),
             Error::Timeout(..) => POP3TimeoutError::new_err(msg),
-            Error::Io { .. } | Error::Connect(_) | Error::NotConnected(_) => POP3ConnectionError::new_err(msg),
-            Error::Tls { source: rustls::Error::InvalidCertificate(_), .. } => CertificateVerificationError::new_err(msg),
+            Error::Io { .. } | Error::Connect(_) => POP3ConnectionError::new_err(msg),
+            // Closed after an earlier error: an `error_proto` too, as poplib-style code expects.
+            Error::NotConnected(_) => ConnectionClosedError::new_err(msg),
+            Error::Tls {
+                source: rustls::Error::InvalidCertificate(_),
+                ..
+            } => CertificateVerificationError::new_err(msg),
             Error::Tls { .. } => TLSError::new_err(msg),
             Error::TlsConfig(_) => PyValueError::new_err(msg),
             Error::Busy => LocalProtocolError::new_err(msg),

@@ -1,38 +1,27 @@
 //! The pyo3 layer: the only Rust code that knows Python.
 
-mod async_client;
+mod connection;
 mod errors;
 mod reactor;
-mod sync_client;
 mod tls_settings;
 
 #[pyo3::pymodule]
 mod _core {
     #[pymodule_export]
-    use super::async_client::AsyncConnection;
+    use super::connection::{Connection, PyJob};
     #[pymodule_export]
     use super::reactor::{Pending, Reactor};
-    #[pymodule_export]
-    use super::sync_client::Connection;
     #[pymodule_export]
     use super::tls_settings::TlsSettings;
 
     use pyo3::prelude::*;
 
-    #[pymodule_init]
-    fn init(_m: &Bound<'_, PyModule>) -> PyResult<()> {
-        // Two workers do all the I/O; results reach asyncio through `reactor`, so no thread
-        // ever blocks on the GIL and the blocking pool stays small.
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().worker_threads(2).max_blocking_threads(2).thread_name("fastpoplib-io");
-        pyo3_async_runtimes::tokio::init(builder);
-        Ok(())
-    }
-
     /// The APOP timestamp of a greeting (`None` if absent); malformed ones raise.
     #[pyfunction]
     fn apop_timestamp(greeting: &[u8]) -> PyResult<Option<Vec<u8>>> {
-        Ok(crate::proto::greeting::apop_timestamp(greeting).map_err(crate::error::Error::from)?.map(<[u8]>::to_vec))
+        Ok(crate::proto::greeting::apop_timestamp(greeting)
+            .map_err(crate::error::Error::from)?
+            .map(<[u8]>::to_vec))
     }
 
     /// Hex MD5 of `timestamp || secret` (RFC 1939 APOP).
@@ -44,7 +33,10 @@ mod _core {
     /// `[(name, [args])]` from CAPA body lines.
     #[pyfunction]
     fn parse_capa(lines: Vec<Vec<u8>>) -> PyResult<Vec<(String, Vec<String>)>> {
-        Ok(crate::proto::capa::parse_capa(lines.iter().map(Vec::as_slice)).map_err(crate::error::Error::from)?)
+        Ok(
+            crate::proto::capa::parse_capa(lines.iter().map(Vec::as_slice))
+                .map_err(crate::error::Error::from)?,
+        )
     }
 
     /// A copy of a command line fit for logs, secrets masked (`PASS ****`).
@@ -58,11 +50,5 @@ mod _core {
     #[pyfunction]
     fn debug_build() -> bool {
         cfg!(debug_assertions)
-    }
-
-    /// `-ERR [CODE] ...` -> `"CODE"`.
-    #[pyfunction]
-    fn resp_code(line: &[u8]) -> Option<String> {
-        crate::proto::response::resp_code(line).map(|c| String::from_utf8_lossy(c).into_owned())
     }
 }

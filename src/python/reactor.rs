@@ -11,6 +11,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
+use tokio::runtime::Runtime;
+
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -57,9 +59,21 @@ pub struct Reactor {
 impl Reactor {
     #[new]
     fn new() -> PyResult<Self> {
-        let (wakeup, waker) = UnixStream::pair().map_err(|e| Error::io("creating the asyncio wake-up socket", e))?;
-        wakeup.set_nonblocking(true).map_err(|e| Error::io("configuring the asyncio wake-up socket", e))?;
-        Ok(Reactor { shared: Arc::new(Shared { queue: Mutex::new(Queue { done: Vec::new(), armed: false }), waker }), wakeup })
+        let (wakeup, waker) =
+            UnixStream::pair().map_err(|e| Error::io("creating the asyncio wake-up socket", e))?;
+        wakeup
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("configuring the asyncio wake-up socket", e))?;
+        Ok(Reactor {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue {
+                    done: Vec::new(),
+                    armed: false,
+                }),
+                waker,
+            }),
+            wakeup,
+        })
     }
 
     /// The descriptor the event loop watches.
@@ -99,4 +113,34 @@ impl Pending {
     fn abort(&self) {
         self.handle.abort();
     }
+}
+
+/// The tokio runtime of this process. After `os.fork()` the parent's runtime is unusable in
+/// the child (its worker threads do not exist there): a child gets a fresh one, and the
+/// parent's is leaked rather than dropped, since dropping it would wait for threads that
+/// are not there.
+pub fn runtime() -> Arc<Runtime> {
+    static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+    let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = std::process::id();
+    if let Some((owner, runtime)) = slot.as_ref() {
+        if *owner == pid {
+            return runtime.clone();
+        }
+    }
+    if let Some(inherited) = slot.take() {
+        std::mem::forget(inherited);
+    }
+    // Two workers do all the I/O; results reach asyncio through the reactor, so no thread
+    // ever blocks on the GIL.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .thread_name("fastpoplib-io")
+        .build()
+        .expect("the tokio runtime starts (threads and an epoll instance)");
+    let runtime = Arc::new(runtime);
+    *slot = Some((pid, runtime.clone()));
+    runtime
 }

@@ -15,45 +15,40 @@ pub struct TlsSettings {
 
 #[pymethods]
 impl TlsSettings {
-    /// `cadata` is PEM text (one or more CA certificates); `ca_der` DER certificates as
-    /// `ssl.SSLContext.get_ca_certs(binary_form=True)` returns them.
+    /// `cadata`: PEM text, one or more certificates to trust instead of the default roots;
+    /// `client_cert`: `(chain PEM, key PEM)`.
     #[new]
-    #[pyo3(signature = (*, verify=true, check_hostname=true, cadata=None, ca_der=Vec::new(), min_version=12, max_version=13, client_cert=None))]
-    fn new(
-        verify: bool,
-        check_hostname: bool,
-        cadata: Option<&[u8]>,
-        ca_der: Vec<Vec<u8>>,
-        min_version: u8,
-        max_version: u8,
-        client_cert: Option<(Vec<u8>, Vec<u8>)>,
-    ) -> PyResult<Self> {
-        let mut ca_certs = ca_der;
-        if let Some(pem) = cadata {
-            ca_certs.extend(certs_from_pem(pem)?.into_iter().map(|c| c.to_vec()));
-        }
-        let options = TlsOptions { verify, check_hostname, ca_certs, min_version, max_version, client_cert };
-        Ok(TlsSettings { config: options.build()?, options })
+    #[pyo3(signature = (*, cadata=None, client_cert=None))]
+    fn new(cadata: Option<&[u8]>, client_cert: Option<(Vec<u8>, Vec<u8>)>) -> PyResult<Self> {
+        let ca_certs = match cadata {
+            Some(pem) => certs_from_pem(pem)?
+                .into_iter()
+                .map(|c| c.to_vec())
+                .collect(),
+            None => Vec::new(),
+        };
+        let options = TlsOptions {
+            ca_certs,
+            client_cert,
+        };
+        Ok(TlsSettings {
+            config: options.build()?,
+            options,
+        })
     }
 
     fn __repr__(&self) -> String {
         let o = &self.options;
-        format!(
-            "TlsSettings(verify={}, check_hostname={}, extra_cas={}, versions=1.{}-1.{}, client_cert={})",
-            py_bool(o.verify),
-            py_bool(o.check_hostname),
-            o.ca_certs.len(),
-            o.min_version.saturating_sub(10),
-            o.max_version.saturating_sub(10),
-            py_bool(o.client_cert.is_some())
-        )
-    }
-}
-
-fn py_bool(b: bool) -> &'static str {
-    if b {
-        "True"
-    } else {
-        "False"
+        let roots = if o.ca_certs.is_empty() {
+            "default".to_owned()
+        } else {
+            format!("{} given", o.ca_certs.len())
+        };
+        let client = if o.client_cert.is_some() {
+            "True"
+        } else {
+            "False"
+        };
+        format!("TlsSettings(roots={roots}, client_cert={client})")
     }
 }

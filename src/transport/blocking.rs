@@ -1,329 +1,358 @@
-//! Blocking driver: `std::net` + rustls, a plain loop around the sans-IO core.
+//! Blocking driver: moves bytes between a `std::net` socket (with rustls driven by hand) and
+//! the session. No POP3 knowledge.
 //!
-//! Reads wait in 50 ms slices so the caller's `check` hook (Python signal handling) runs
-//! between them; the user's timeout bounds the wait for each read, as a socket timeout does.
+//! Every wait is cut into 50 ms slices so the caller's `check` hook (Python signal handlers)
+//! runs between them: Ctrl-C is seen within a slice during connect, the TLS handshake and any
+//! read. The timeout bounds the connect, the whole handshake, and each wait for decrypted
+//! bytes, so a TLS record trickling in a byte at a time cannot stretch a read past it.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use rustls::{ClientConfig, ClientConnection};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{connect_error, map_io, ConnectOptions};
+use super::{connect_error, map_io, ConnectOptions, Info};
 use crate::error::{Error, Result};
-use crate::proto::command::{encode_line, encode_lines};
-use crate::proto::response::{check_status, BodyDecoder, BodySink, BytesSink, LineReader, Limits};
+use crate::proto::session::{Done, Job, Session, Step};
+use crate::proto::ProtoError;
 use crate::tls::server_name;
 
-const POLL: Duration = Duration::from_millis(50);
+const SLICE: Duration = Duration::from_millis(50);
 
-/// Called between read slices; returning an error aborts the operation (Ctrl-C).
+/// Called between wait slices; an error aborts the operation (Ctrl-C).
 pub type Check<'a> = &'a mut dyn FnMut() -> Result<()>;
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+pub struct BlockingIo {
+    tcp: TcpStream,
+    tls: Option<Box<ClientConnection>>,
+    timeout: Option<Duration>,
+    host: String,
 }
 
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
+fn is_wait(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// A deadline `timeout` from now, checked between slices.
+struct Deadline(Option<(Instant, Duration)>);
+
+impl Deadline {
+    fn new(timeout: Option<Duration>) -> Self {
+        Deadline(timeout.map(|t| (Instant::now() + t, t)))
+    }
+
+    fn check(&self, what: &'static str) -> Result<()> {
+        match self.0 {
+            Some((end, t)) if Instant::now() >= end => Err(Error::Timeout(t.as_secs_f64(), what)),
+            _ => Ok(()),
         }
+    }
+
+    /// How long the next wait may last.
+    fn slice(&self) -> Duration {
+        self.0.map_or(SLICE, |(end, _)| {
+            end.saturating_duration_since(Instant::now()).min(SLICE)
+        })
     }
 }
 
-pub struct BlockingConn {
-    stream: Option<Stream>,
-    reader: LineReader,
-    pub limits: Limits,
-    timeout: Option<Duration>,
-    host: String,
-    /// Why the connection is closed, for the error raised by later calls.
-    closed: Option<String>,
-    /// A multi-line body being streamed chunk by chunk (`begin_body` .. `read_chunk`).
-    body: Option<BodyDecoder>,
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-impl BlockingConn {
-    pub fn connect(opts: &ConnectOptions) -> Result<Self> {
+impl BlockingIo {
+    /// Connects to the first address that accepts, each attempt bounded by the timeout.
+    pub fn connect(opts: &ConnectOptions, check: Check) -> Result<Self> {
         let source = opts.source()?;
         let mut errors = Vec::new();
         for addr in opts.addresses()? {
-            match open_socket(addr, source, opts.timeout) {
+            match open_socket(addr, source, opts.timeout, check) {
                 Ok(tcp) => {
                     tcp.set_nodelay(true).ok();
-                    tcp.set_read_timeout(Some(POLL)).map_err(|e| Error::io("setting the read timeout", e))?;
-                    tcp.set_write_timeout(opts.timeout).map_err(|e| Error::io("setting the write timeout", e))?;
-                    return Ok(BlockingConn {
-                        stream: Some(Stream::Plain(tcp)),
-                        reader: LineReader::new(),
-                        limits: opts.limits,
+                    tcp.set_read_timeout(Some(SLICE))
+                        .map_err(|e| Error::io("setting the read timeout", e))?;
+                    tcp.set_write_timeout(Some(SLICE))
+                        .map_err(|e| Error::io("setting the write timeout", e))?;
+                    return Ok(BlockingIo {
+                        tcp,
+                        tls: None,
                         timeout: opts.timeout,
                         host: opts.host.clone(),
-                        closed: None,
-                        body: None,
                     });
                 }
-                Err(e) => errors.push((addr, e)),
+                Err(ConnectFailure::Aborted(e)) => return Err(e),
+                Err(ConnectFailure::Io(e)) => errors.push((addr, e)),
             }
         }
         Err(connect_error(opts, errors))
     }
 
-    fn stream(&mut self) -> Result<&mut Stream> {
-        match (&mut self.stream, &self.closed) {
-            (Some(s), _) => Ok(s),
-            (None, reason) => Err(Error::NotConnected(reason.clone().unwrap_or_else(|| "the connection is closed".into()))),
-        }
-    }
-
-    /// Runs `op`; a fatal error closes the connection so the stream can never be misread.
-    fn guarded<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        let result = op(self);
-        if let Err(e) = &result {
-            if e.is_fatal() && self.stream.is_some() {
-                self.shutdown(format!("the connection was closed after an earlier error: {e}"));
-            }
-        }
-        result
-    }
-
-    /// Reads once into the line buffer, waiting at most the timeout.
-    fn fill(&mut self, check: Check, what: &'static str) -> Result<()> {
-        let timeout = self.timeout;
-        let started = Instant::now();
-        let host = self.host.clone();
-        let Self { stream, reader, .. } = self;
-        let stream = stream.as_mut().ok_or_else(|| Error::NotConnected("the connection is closed".into()))?;
+    /// Runs `job` to its end: the one pump of the blocking driver. `tls` is the configuration
+    /// for a handshake the session asks for (STLS); `arrived` runs after each read (the caller
+    /// may take what is complete of a large body).
+    pub fn run(
+        &mut self,
+        session: &mut Session,
+        mut job: Job,
+        tls: Option<&Arc<ClientConfig>>,
+        check: Check,
+        arrived: &mut dyn FnMut(&mut Session, &Job),
+    ) -> Result<Done> {
         loop {
-            let buf = reader.read_buf();
-            let got = match stream {
-                Stream::Plain(s) => s.read(buf),
-                Stream::Tls(s) => s.read(buf),
-            };
-            match got {
-                Ok(0) => return Err(Error::Closed(what)),
-                Ok(n) => {
-                    reader.commit(n);
-                    return Ok(());
+            match session.step(&mut job)? {
+                Step::Done(done) => return Ok(done),
+                Step::Write => {
+                    self.write_all(session.outgoing(), check)?;
+                    session.wrote();
                 }
-                Err(e) if is_timeout(&e) => {
-                    check()?;
-                    if timeout.is_some_and(|t| started.elapsed() >= t) {
-                        return Err(Error::Timeout(timeout.unwrap_or_default().as_secs_f64(), what));
-                    }
+                Step::Read => {
+                    let n = self.read(session.read_buf(), check)?;
+                    session.received(n)?;
+                    arrived(session, &job);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => check()?,
-                Err(e) => return Err(map_io(e, &host, what)),
+                Step::Handshake => {
+                    let config = tls
+                        .ok_or_else(|| Error::TlsConfig("no TLS configuration for STLS".into()))?;
+                    self.handshake(config.clone(), check)?;
+                    session.tls_started();
+                }
             }
         }
     }
 
-    /// Sends one command line (CR, LF and NUL refused before anything is written).
-    pub fn send_line(&mut self, line: &[u8]) -> Result<()> {
-        let mut out = Vec::with_capacity(line.len() + 2);
-        encode_line(line, &mut out)?;
-        self.send_raw(&out)
-    }
-
-    /// Sends several commands in one write (pipelining); nothing is sent if any line is bad.
-    pub fn send_lines(&mut self, lines: &[Vec<u8>]) -> Result<()> {
-        let out = encode_lines(lines)?;
-        self.send_raw(&out)
-    }
-
-    /// Writes already-encoded bytes.
-    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.guarded(|c| {
-            let host = c.host.clone();
-            let timeout = c.timeout;
-            let result = match c.stream()? {
-                Stream::Plain(s) => s.write_all(bytes),
-                Stream::Tls(s) => s.write_all(bytes).and_then(|_| s.flush()),
-            };
-            result.map_err(|e| match is_timeout(&e) {
-                true => Error::Timeout(timeout.unwrap_or_default().as_secs_f64(), "to accept the command"),
-                false => map_io(e, &host, "while sending"),
-            })
-        })
-    }
-
-    /// Reads one line: its content (terminator stripped as poplib does) and octet count.
-    pub fn read_line(&mut self, check: Check) -> Result<(Vec<u8>, usize)> {
-        self.guarded(|c| loop {
-            if let Some(raw) = c.reader.next_raw_line(c.limits.max_status_line, "status")? {
-                return Ok((c.reader.content(raw).to_vec(), raw.octets));
-            }
-            c.fill(check, "while a reply line was expected")?;
-        })
-    }
-
-    /// Reads a status line; `-ERR` becomes `ProtoError::ServerError`.
-    pub fn read_status(&mut self, check: Check) -> Result<Vec<u8>> {
-        let (line, _) = self.read_line(check)?;
-        check_status(&line)?;
-        Ok(line)
-    }
-
-    /// Reads a status line and, on `+OK`, its multi-line body into `sink`.
-    pub fn read_long_reply(&mut self, sink: &mut dyn BodySink, check: Check) -> Result<(Vec<u8>, usize)> {
-        let resp = self.read_status(check)?;
-        let octets = self.read_body(sink, check)?;
-        Ok((resp, octets))
-    }
-
-    /// Reads a multi-line body into `sink`; returns poplib's octet count.
-    pub fn read_body(&mut self, sink: &mut dyn BodySink, check: Check) -> Result<usize> {
-        self.guarded(|c| {
-            let mut decoder = BodyDecoder::new();
-            loop {
-                if let Some(octets) = decoder.advance(&mut c.reader, &c.limits, sink)? {
-                    return Ok(octets);
+    /// Reads decrypted bytes into `buf`; `Ok(0)` when the server closed the connection.
+    fn read(&mut self, buf: &mut [u8], check: Check) -> Result<usize> {
+        let deadline = Deadline::new(self.timeout);
+        let what = "to send the rest of its reply";
+        loop {
+            if let Some(tls) = &mut self.tls {
+                match tls.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(map_io(e, &self.host, "reading")),
                 }
-                c.fill(check, "in the middle of a multi-line response")?;
-            }
-        })
-    }
-
-    /// Sends a command whose body will be streamed with [`Self::read_chunk`].
-    pub fn begin_body(&mut self, line: &[u8], check: Check) -> Result<Vec<u8>> {
-        self.send_line(line)?;
-        let resp = self.read_status(check)?;
-        self.body = Some(BodyDecoder::new());
-        Ok(resp)
-    }
-
-    /// The next chunk (about `max` bytes, CRLF line ends) of the body being streamed; `None`
-    /// once it has ended. Memory stays bounded whatever the message size.
-    pub fn read_chunk(&mut self, max: usize, check: Check) -> Result<Option<Vec<u8>>> {
-        let Some(mut decoder) = self.body.take() else { return Ok(None) };
-        // A stream has no total-size limit (that is the point); lines are still bounded.
-        let limits = Limits { max_response: usize::MAX, ..self.limits };
-        let mut sink = BytesSink::chunked(max);
-        self.guarded(|c| {
-            loop {
-                if decoder.advance(&mut c.reader, &limits, &mut sink)?.is_some() {
-                    return Ok(Some(sink.data));
+                match tls.read_tls(&mut self.tcp) {
+                    Ok(0) => return Ok(0),
+                    Ok(_) => {
+                        tls.process_new_packets().map_err(|source| Error::Tls {
+                            source,
+                            host: self.host.clone(),
+                        })?;
+                        // Alerts or key updates the peer is owed.
+                        while tls.wants_write() {
+                            tls.write_tls(&mut self.tcp)
+                                .map_err(|e| map_io(e, &self.host, "writing"))?;
+                        }
+                        continue;
+                    }
+                    Err(e) if is_wait(&e) => {}
+                    Err(e) => return Err(map_io(e, &self.host, "reading")),
                 }
-                if sink.full() {
-                    c.body = Some(decoder);
-                    return Ok(Some(sink.data));
+            } else {
+                match self.tcp.read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if is_wait(&e) => {}
+                    Err(e) => return Err(map_io(e, &self.host, "reading")),
                 }
-                c.fill(check, "in the middle of a multi-line response")?;
             }
-        })
+            check()?;
+            deadline.check(what)?;
+        }
     }
 
-    /// STLS: the `+OK` must be the last plaintext byte, then the TLS handshake.
-    pub fn starttls(&mut self, config: Arc<ClientConfig>, check: Check) -> Result<Vec<u8>> {
-        self.send_line(b"STLS")?;
-        let resp = self.read_status(check)?;
-        self.guarded(|c| {
-            let extra = c.reader.buffered().len();
-            if extra > 0 {
-                return Err(Error::StlsInjection(extra));
-            }
-            c.handshake(config, check)
-        })?;
-        Ok(resp)
-    }
-
-    /// Wraps the TCP stream in TLS (implicit TLS right after connect, or after STLS).
-    pub fn handshake(&mut self, config: Arc<ClientConfig>, check: Check) -> Result<()> {
-        self.guarded(|c| {
-            let name = server_name(&c.host)?;
-            let Some(Stream::Plain(tcp)) = c.stream.take() else {
-                return Err(Error::TlsConfig("TLS is already active on this connection".into()));
-            };
-            let conn = ClientConnection::new(config, name).map_err(|source| Error::Tls { source, host: c.host.clone() })?;
-            let mut tls = StreamOwned::new(conn, tcp);
-            let started = Instant::now();
-            while tls.conn.is_handshaking() {
-                match tls.conn.complete_io(&mut tls.sock) {
+    fn write_all(&mut self, mut data: &[u8], check: Check) -> Result<()> {
+        let deadline = Deadline::new(self.timeout);
+        let what = "to accept the command";
+        if let Some(tls) = &mut self.tls {
+            tls.writer()
+                .write_all(data)
+                .map_err(|e| map_io(e, &self.host, "writing"))?;
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.tcp) {
                     Ok(_) => {}
-                    Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
-                        if let Err(err) = check() {
-                            c.stream = Some(Stream::Tls(Box::new(tls)));
-                            return Err(err);
-                        }
-                        if c.timeout.is_some_and(|t| started.elapsed() >= t) {
-                            c.stream = Some(Stream::Tls(Box::new(tls)));
-                            return Err(Error::Timeout(c.timeout.unwrap_or_default().as_secs_f64(), "during the TLS handshake"));
-                        }
+                    Err(e) if is_wait(&e) => {
+                        check()?;
+                        deadline.check(what)?;
                     }
-                    Err(e) => {
-                        c.stream = Some(Stream::Tls(Box::new(tls)));
-                        return Err(map_io(e, &c.host, "during the TLS handshake"));
-                    }
+                    Err(e) => return Err(map_io(e, &self.host, "writing")),
                 }
             }
-            c.stream = Some(Stream::Tls(Box::new(tls)));
-            Ok(())
-        })
-    }
-
-    /// Closes the socket (after a TLS close_notify where possible). Idempotent.
-    pub fn shutdown(&mut self, reason: String) {
-        if let Some(stream) = self.stream.take() {
-            if let Stream::Tls(mut s) = stream {
-                s.conn.send_close_notify();
-                let _ = s.conn.write_tls(&mut s.sock);
-                let _ = s.sock.shutdown(Shutdown::Both);
-            } else if let Stream::Plain(s) = stream {
-                let _ = s.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        while !data.is_empty() {
+            match self.tcp.write(data) {
+                Ok(0) => return Err(Error::io("writing", io::ErrorKind::WriteZero.into())),
+                Ok(n) => data = &data[n..],
+                Err(e) if is_wait(&e) => {
+                    check()?;
+                    deadline.check(what)?;
+                }
+                Err(e) => return Err(map_io(e, &self.host, "writing")),
             }
-        }
-        self.closed.get_or_insert(reason);
-    }
-
-    pub fn tcp(&self) -> Option<&TcpStream> {
-        self.stream.as_ref().map(Stream::tcp)
-    }
-
-    /// `(protocol version, cipher suite)` once TLS is up.
-    pub fn tls_info(&self) -> Option<(String, String)> {
-        match &self.stream {
-            Some(Stream::Tls(s)) => Some((
-                s.conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
-                s.conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default(),
-            )),
-            _ => None,
-        }
-    }
-
-    pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
-    }
-
-    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
-        self.timeout = timeout;
-        if let Some(s) = &self.stream {
-            s.tcp().set_write_timeout(timeout).map_err(|e| Error::io("setting the write timeout", e))?;
         }
         Ok(())
     }
 
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.tcp().and_then(|t| t.peer_addr().ok())
+    /// The TLS handshake (implicit TLS right after connect, or after STLS), bounded as a whole
+    /// by the timeout.
+    pub fn handshake(&mut self, config: Arc<ClientConfig>, check: Check) -> Result<()> {
+        if self.tls.is_some() {
+            return Err(Error::TlsConfig(
+                "TLS is already active on this connection".into(),
+            ));
+        }
+        let name = server_name(&self.host)?;
+        let mut tls = ClientConnection::new(config, name).map_err(|source| Error::Tls {
+            source,
+            host: self.host.clone(),
+        })?;
+        let deadline = Deadline::new(self.timeout);
+        let what = "to complete the TLS handshake";
+        while tls.is_handshaking() || tls.wants_write() {
+            let io = if tls.wants_write() {
+                tls.write_tls(&mut self.tcp)
+            } else {
+                match tls.read_tls(&mut self.tcp) {
+                    Ok(0) => return Err(ProtoError::Closed.into()),
+                    Ok(n) => {
+                        if let Err(source) = tls.process_new_packets() {
+                            // Tell the server why (a certificate alert, say), then report it.
+                            let _ = tls.write_tls(&mut self.tcp);
+                            return Err(Error::Tls {
+                                source,
+                                host: self.host.clone(),
+                            });
+                        }
+                        Ok(n)
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match io {
+                Ok(_) => {}
+                Err(e) if is_wait(&e) => {
+                    check()?;
+                    deadline.check(what)?;
+                }
+                Err(e) => return Err(map_io(e, &self.host, "during the TLS handshake")),
+            }
+        }
+        self.tls = Some(Box::new(tls));
+        Ok(())
+    }
+
+    /// Sends a TLS close_notify where possible, then closes the socket.
+    pub fn close(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut self.tcp);
+        }
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+
+    /// A second handle on the socket, to shut it down from another thread.
+    pub fn shutdown_handle(&self) -> Option<TcpStream> {
+        self.tcp.try_clone().ok()
+    }
+
+    /// The socket, for Python to take over; only before TLS (rustls state cannot move).
+    pub fn into_plain_tcp(self) -> Result<TcpStream> {
+        if self.tls.is_some() {
+            return Err(Error::TlsConfig(
+                "TLS is already active on this connection".into(),
+            ));
+        }
+        self.tcp
+            .set_read_timeout(None)
+            .map_err(|e| Error::io("handing the socket over", e))?;
+        self.tcp
+            .set_write_timeout(None)
+            .map_err(|e| Error::io("handing the socket over", e))?;
+        Ok(self.tcp)
+    }
+
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    pub fn info(&self) -> Info {
+        Info {
+            fd: i64::from(self.tcp.as_raw_fd()),
+            peer: self.tcp.peer_addr().ok(),
+            local: self.tcp.local_addr().ok(),
+            tls: self.tls.as_deref().map(|c| super::tls_summary(c)),
+        }
     }
 }
 
-fn open_socket(addr: SocketAddr, source: Option<SocketAddr>, timeout: Option<Duration>) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+enum ConnectFailure {
+    /// This address failed: try the next.
+    Io(io::Error),
+    /// Ctrl-C or the like: stop.
+    Aborted(Error),
+}
+
+/// A non-blocking connect waited for in slices, so signals are seen while it is pending.
+fn open_socket(
+    addr: SocketAddr,
+    source: Option<SocketAddr>,
+    timeout: Option<Duration>,
+    check: Check,
+) -> Result<TcpStream, ConnectFailure> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(ConnectFailure::Io)?;
     if let Some(src) = source {
-        socket.bind(&src.into())?;
+        socket.bind(&src.into()).map_err(ConnectFailure::Io)?;
     }
-    match timeout {
-        Some(t) => socket.connect_timeout(&addr.into(), t)?,
-        None => socket.connect(&addr.into())?,
+    socket.set_nonblocking(true).map_err(ConnectFailure::Io)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock
+                || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+        {
+            wait_connected(&socket, timeout, check)?;
+        }
+        Err(e) => return Err(ConnectFailure::Io(e)),
     }
+    socket.set_nonblocking(false).map_err(ConnectFailure::Io)?;
     Ok(socket.into())
+}
+
+fn wait_connected(
+    socket: &Socket,
+    timeout: Option<Duration>,
+    check: Check,
+) -> Result<(), ConnectFailure> {
+    let mut poll = Poll::new().map_err(ConnectFailure::Io)?;
+    let fd = socket.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&fd), Token(0), Interest::WRITABLE)
+        .map_err(ConnectFailure::Io)?;
+    let mut events = Events::with_capacity(1);
+    let deadline = Deadline::new(timeout);
+    loop {
+        match poll.poll(&mut events, Some(deadline.slice())) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ConnectFailure::Io(e)),
+        }
+        if !events.is_empty() {
+            if let Some(e) = socket.take_error().map_err(ConnectFailure::Io)? {
+                return Err(ConnectFailure::Io(e));
+            }
+            if socket.peer_addr().is_ok() {
+                return Ok(());
+            }
+        }
+        check().map_err(ConnectFailure::Aborted)?;
+        if deadline.check("").is_err() {
+            return Err(ConnectFailure::Io(io::ErrorKind::TimedOut.into()));
+        }
+    }
 }

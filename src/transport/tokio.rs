@@ -1,10 +1,11 @@
-//! tokio driver: tokio + tokio-rustls around the same sans-IO core as the blocking driver.
+//! tokio driver: moves bytes between a tokio socket (tokio-rustls for TLS) and the session.
+//! No POP3 knowledge.
 //!
-//! Every wait is bounded by the connection's timeout. A future dropped half-way (task
-//! cancellation) leaves the stream in an unknown state, so the caller closes the connection
-//! (see `python::async_client`).
+//! Every wait is bounded by the timeout. A future dropped half-way (task cancellation) leaves
+//! the stream in an unknown state, so the caller closes the connection (`python::connection`).
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,47 +15,45 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::{connect_error, map_io, ConnectOptions};
+use super::{connect_error, map_io, ConnectOptions, Info};
 use crate::error::{Error, Result};
-use crate::proto::command::{encode_line, encode_lines};
-use crate::proto::response::{check_status, BodyDecoder, BodySink, BytesSink, LineReader, Limits};
+use crate::proto::session::{Done, Job, Session, Step};
+use crate::proto::ProtoError;
 use crate::tls::server_name;
 
 enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// Between the plain and the TLS stream during a handshake that failed.
+    Gone,
 }
 
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
-pub struct TokioConn {
-    stream: Option<Stream>,
-    reader: LineReader,
-    pub limits: Limits,
+pub struct TokioIo {
+    stream: Stream,
     timeout: Option<Duration>,
     host: String,
-    closed: Option<String>,
-    /// A multi-line body being streamed chunk by chunk (`begin_body` .. `read_chunk`).
-    body: Option<BodyDecoder>,
 }
 
 /// Runs `fut` under the optional timeout.
-async fn bounded<T>(timeout: Option<Duration>, what: &'static str, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     match timeout {
         None => fut.await,
-        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| Error::Timeout(t.as_secs_f64(), what))?,
+        Some(t) => tokio::time::timeout(t, fut)
+            .await
+            .map_err(|_| Error::Timeout(t.as_secs_f64(), what))?,
     }
 }
 
 async fn open_socket(addr: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(src) = source {
         socket.bind(src)?;
     }
@@ -63,11 +62,25 @@ async fn open_socket(addr: SocketAddr, source: Option<SocketAddr>) -> std::io::R
     Ok(stream)
 }
 
-impl TokioConn {
+fn gone() -> Error {
+    Error::NotConnected(
+        "the connection was lost during the TLS handshake; open a new connection".into(),
+    )
+}
+
+impl TokioIo {
+    /// Resolves without blocking a worker, then connects to the first address that accepts.
     pub async fn connect(opts: &ConnectOptions) -> Result<Self> {
         let source = opts.source()?;
+        let lookup = tokio::net::lookup_host((opts.bare_host(), opts.port));
+        let addrs = opts.resolved(
+            bounded(opts.timeout, "to resolve the host name", async {
+                Ok(lookup.await.map(Iterator::collect))
+            })
+            .await?,
+        )?;
         let mut errors = Vec::new();
-        for addr in opts.addresses()? {
+        for addr in addrs {
             let attempt = match opts.timeout {
                 None => open_socket(addr, source).await,
                 Some(t) => tokio::time::timeout(t, open_socket(addr, source))
@@ -76,14 +89,10 @@ impl TokioConn {
             };
             match attempt {
                 Ok(tcp) => {
-                    return Ok(TokioConn {
-                        stream: Some(Stream::Plain(tcp)),
-                        reader: LineReader::new(),
-                        limits: opts.limits,
+                    return Ok(TokioIo {
+                        stream: Stream::Plain(tcp),
                         timeout: opts.timeout,
                         host: opts.host.clone(),
-                        closed: None,
-                        body: None,
                     })
                 }
                 Err(e) => errors.push((addr, e)),
@@ -92,217 +101,148 @@ impl TokioConn {
         Err(connect_error(opts, errors))
     }
 
-    fn not_connected(&self) -> Error {
-        Error::NotConnected(self.closed.clone().unwrap_or_else(|| "the connection is closed".into()))
-    }
-
-    /// Closes after a fatal error so a half-read stream is never reused.
-    fn check_fatal<T>(&mut self, result: Result<T>) -> Result<T> {
-        if let Err(e) = &result {
-            if e.is_fatal() && self.stream.is_some() {
-                self.shutdown_now(format!("the connection was closed after an earlier error: {e}"));
+    /// Runs `job` to its end: the one pump of the tokio driver (the blocking one's twin).
+    pub async fn run(
+        &mut self,
+        session: &mut Session,
+        mut job: Job,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> Result<Done> {
+        loop {
+            match session.step(&mut job)? {
+                Step::Done(done) => return Ok(done),
+                Step::Write => {
+                    self.write_all(session.outgoing()).await?;
+                    session.wrote();
+                }
+                Step::Read => {
+                    let n = self.read(session.read_buf()).await?;
+                    session.received(n)?;
+                }
+                Step::Handshake => {
+                    let config = tls
+                        .ok_or_else(|| Error::TlsConfig("no TLS configuration for STLS".into()))?;
+                    self.handshake(config.clone()).await?;
+                    session.tls_started();
+                }
             }
         }
-        result
     }
 
-    async fn fill(&mut self, what: &'static str) -> Result<()> {
-        let Self { stream, reader, host, closed, timeout, .. } = self;
-        let stream = stream.as_mut().ok_or_else(|| Error::NotConnected(closed.clone().unwrap_or_default()))?;
-        let buf = reader.read_buf();
-        let n = bounded(*timeout, what, async {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let what = "to send the rest of its reply";
+        let Self {
+            stream,
+            host,
+            timeout,
+        } = self;
+        bounded(*timeout, what, async {
             match stream {
                 Stream::Plain(s) => s.read(buf).await,
                 Stream::Tls(s) => s.read(buf).await,
+                Stream::Gone => return Err(gone()),
             }
-            .map_err(|e| map_io(e, host, what))
+            .map_err(|e| map_io(e, host, "reading"))
+        })
+        .await
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        let Self {
+            stream,
+            host,
+            timeout,
+        } = self;
+        bounded(*timeout, "to accept the command", async {
+            let written = match stream {
+                Stream::Plain(s) => s.write_all(data).await,
+                Stream::Tls(s) => match s.write_all(data).await {
+                    Ok(()) => s.flush().await,
+                    Err(e) => Err(e),
+                },
+                Stream::Gone => return Err(gone()),
+            };
+            written.map_err(|e| map_io(e, host, "writing"))
+        })
+        .await
+    }
+
+    /// The TLS handshake (implicit TLS, or after STLS), bounded as a whole by the timeout.
+    pub async fn handshake(&mut self, config: Arc<ClientConfig>) -> Result<()> {
+        let tcp = match std::mem::replace(&mut self.stream, Stream::Gone) {
+            Stream::Plain(tcp) => tcp,
+            other => {
+                self.stream = other;
+                return Err(Error::TlsConfig(
+                    "TLS is already active on this connection".into(),
+                ));
+            }
+        };
+        let name = server_name(&self.host)?;
+        let host = self.host.clone();
+        let tls = bounded(self.timeout, "to complete the TLS handshake", async {
+            TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => Error::Proto(ProtoError::Closed),
+                    _ => map_io(e, &host, "during the TLS handshake"),
+                })
         })
         .await?;
-        if n == 0 {
-            return Err(Error::Closed(what));
-        }
-        reader.commit(n);
+        self.stream = Stream::Tls(Box::new(tls));
         Ok(())
     }
 
-    pub async fn send_line(&mut self, line: &[u8]) -> Result<()> {
-        let mut out = Vec::with_capacity(line.len() + 2);
-        encode_line(line, &mut out)?;
-        self.send_raw(&out).await
+    /// Sends a TLS close_notify (bounded by the timeout), then closes.
+    pub async fn close(&mut self) {
+        if let Stream::Tls(s) = &mut self.stream {
+            let _ = bounded(self.timeout, "", async { Ok(s.shutdown().await) }).await;
+        }
+        self.stream = Stream::Gone;
     }
 
-    /// Sends several commands in one write (pipelining); nothing is sent if any line is bad.
-    pub async fn send_lines(&mut self, lines: &[Vec<u8>]) -> Result<()> {
-        let out = encode_lines(lines)?;
-        self.send_raw(&out).await
-    }
-
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        let timeout = self.timeout;
-        let host = self.host.clone();
-        let result = match self.stream.as_mut() {
-            None => Err(self.not_connected()),
-            Some(stream) => {
-                bounded(timeout, "to accept the command", async {
-                    match stream {
-                        Stream::Plain(s) => s.write_all(bytes).await,
-                        Stream::Tls(s) => async {
-                            s.write_all(bytes).await?;
-                            s.flush().await
-                        }
-                        .await,
-                    }
-                    .map_err(|e| map_io(e, &host, "while sending"))
-                })
-                .await
+    /// The socket, for Python to take over; only before TLS.
+    pub fn into_plain_tcp(self) -> Result<std::net::TcpStream> {
+        match self.stream {
+            Stream::Plain(tcp) => {
+                let tcp = tcp
+                    .into_std()
+                    .map_err(|e| Error::io("handing the socket over", e))?;
+                tcp.set_nonblocking(false)
+                    .map_err(|e| Error::io("handing the socket over", e))?;
+                Ok(tcp)
             }
-        };
-        self.check_fatal(result)
-    }
-
-    pub async fn read_line(&mut self) -> Result<(Vec<u8>, usize)> {
-        let result = async {
-            loop {
-                if let Some(raw) = self.reader.next_raw_line(self.limits.max_status_line, "status")? {
-                    return Ok((self.reader.content(raw).to_vec(), raw.octets));
-                }
-                self.fill("while a reply line was expected").await?;
-            }
+            _ => Err(Error::TlsConfig(
+                "TLS is already active on this connection".into(),
+            )),
         }
-        .await;
-        self.check_fatal(result)
-    }
-
-    pub async fn read_status(&mut self) -> Result<Vec<u8>> {
-        let (line, _) = self.read_line().await?;
-        check_status(&line)?;
-        Ok(line)
-    }
-
-    /// Reads a status line and, on `+OK`, its multi-line body into `sink`.
-    pub async fn read_long_reply(&mut self, sink: &mut (dyn BodySink + Send)) -> Result<(Vec<u8>, usize)> {
-        let resp = self.read_status().await?;
-        let octets = self.read_body(sink).await?;
-        Ok((resp, octets))
-    }
-
-    pub async fn read_body(&mut self, sink: &mut (dyn BodySink + Send)) -> Result<usize> {
-        let result = async {
-            let mut decoder = BodyDecoder::new();
-            loop {
-                if let Some(octets) = decoder.advance(&mut self.reader, &self.limits, sink)? {
-                    return Ok(octets);
-                }
-                self.fill("in the middle of a multi-line response").await?;
-            }
-        }
-        .await;
-        self.check_fatal(result)
-    }
-
-    /// Sends a command whose body will be streamed with [`Self::read_chunk`].
-    pub async fn begin_body(&mut self, line: &[u8]) -> Result<Vec<u8>> {
-        self.send_line(line).await?;
-        let resp = self.read_status().await?;
-        self.body = Some(BodyDecoder::new());
-        Ok(resp)
-    }
-
-    /// The next chunk (about `max` bytes, CRLF line ends) of the body being streamed; `None`
-    /// once it has ended. Memory stays bounded whatever the message size.
-    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Vec<u8>>> {
-        let Some(mut decoder) = self.body.take() else { return Ok(None) };
-        // A stream has no total-size limit (that is the point); lines are still bounded.
-        let limits = Limits { max_response: usize::MAX, ..self.limits };
-        let mut sink = BytesSink::chunked(max);
-        let result = async {
-            loop {
-                if decoder.advance(&mut self.reader, &limits, &mut sink)?.is_some() {
-                    return Ok(Some(sink.data));
-                }
-                if sink.full() {
-                    self.body = Some(decoder);
-                    return Ok(Some(sink.data));
-                }
-                self.fill("in the middle of a multi-line response").await?;
-            }
-        }
-        .await;
-        self.check_fatal(result)
-    }
-
-    pub async fn starttls(&mut self, config: Arc<ClientConfig>) -> Result<Vec<u8>> {
-        self.send_line(b"STLS").await?;
-        let resp = self.read_status().await?;
-        let extra = self.reader.buffered().len();
-        if extra > 0 {
-            return self.check_fatal(Err(Error::StlsInjection(extra)));
-        }
-        self.handshake(config).await?;
-        Ok(resp)
-    }
-
-    pub async fn handshake(&mut self, config: Arc<ClientConfig>) -> Result<()> {
-        let result = async {
-            let name = server_name(&self.host)?;
-            let Some(Stream::Plain(tcp)) = self.stream.take() else {
-                return Err(Error::TlsConfig("TLS is already active on this connection".into()));
-            };
-            let host = self.host.clone();
-            let tls = bounded(self.timeout, "during the TLS handshake", async {
-                TlsConnector::from(config).connect(name, tcp).await.map_err(|e| map_io(e, &host, "during the TLS handshake"))
-            })
-            .await?;
-            self.stream = Some(Stream::Tls(Box::new(tls)));
-            Ok(())
-        }
-        .await;
-        self.check_fatal(result)
-    }
-
-    /// Graceful close: TLS close_notify, then FIN. Bounded by the timeout.
-    pub async fn shutdown(&mut self, reason: String) {
-        if let Some(mut stream) = self.stream.take() {
-            let _ = bounded(self.timeout.or(Some(Duration::from_secs(5))), "to close", async {
-                match &mut stream {
-                    Stream::Plain(s) => s.shutdown().await,
-                    Stream::Tls(s) => s.shutdown().await,
-                }
-                .map_err(|e| Error::io("closing", e))
-            })
-            .await;
-        }
-        self.closed.get_or_insert(reason);
-    }
-
-    /// Immediate close (no await possible: used from `Drop` on cancellation).
-    pub fn shutdown_now(&mut self, reason: String) {
-        self.stream = None;
-        self.closed.get_or_insert(reason);
-    }
-
-    pub fn tcp(&self) -> Option<&TcpStream> {
-        self.stream.as_ref().map(Stream::tcp)
-    }
-
-    pub fn tls_info(&self) -> Option<(String, String)> {
-        match &self.stream {
-            Some(Stream::Tls(s)) => {
-                let conn = s.get_ref().1;
-                Some((
-                    conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
-                    conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default(),
-                ))
-            }
-            _ => None,
-        }
-    }
-
-    pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
     }
 
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
+    }
+
+    pub fn info(&self) -> Info {
+        let tcp = match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+            Stream::Gone => {
+                return Info {
+                    fd: -1,
+                    ..Info::default()
+                }
+            }
+        };
+        let tls = match &self.stream {
+            Stream::Tls(s) => Some(super::tls_summary(s.get_ref().1)),
+            _ => None,
+        };
+        Info {
+            fd: i64::from(tcp.as_raw_fd()),
+            peer: tcp.peer_addr().ok(),
+            local: tcp.local_addr().ok(),
+            tls,
+        }
     }
 }

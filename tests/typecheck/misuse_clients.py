@@ -21,7 +21,7 @@ def blocking_misuse(pop: fastpoplib.POP3) -> None:
     listing: list[str] = pop.list()[1]  # type: ignore[assignment]
     uid: str = pop.messages()[0].uid  # type: ignore[assignment]
     written: bytes = pop.retr_to(1, "message.eml")  # type: ignore[assignment]
-    for number, (resp, body, n) in pop.retr_many([1, 2]):
+    for number, (_resp, _body, _n) in pop.retr_many([1, 2]):
         number + b""  # type: ignore[operator]
     pop.set_debuglevel("2")  # type: ignore[arg-type]
     del x, lines, octets, welcome, size, listing, uid, written

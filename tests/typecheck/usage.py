@@ -27,7 +27,7 @@ async def fetch_async(host: str, user: str, token: str) -> Tuple[int, int]:
     async with fastpoplib.AsyncPOP3_SSL.connect(host) as pop:
         await pop.login(user, oauth2_token=token)
         stat: Tuple[int, int] = await pop.stat()
-        async for number, (resp, lines, octets) in pop.retr_many(range(1, stat[0] + 1)):
+        async for number, (_resp, _lines, _octets) in pop.retr_many(range(1, stat[0] + 1)):
             assert isinstance(number, int)
         return stat
 

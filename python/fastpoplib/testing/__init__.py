@@ -15,7 +15,7 @@ TLS needs ``trustme`` (``pip install 'fastpoplib[testing]'``), imported only whe
 
 from .certs import TLSCertificates
 from .mailbox import Mailbox, Message, sample_mailbox
-from .server import MAX_FAULT_SECONDS, SASL_MECHANISMS, Fault, POP3TestServer, Session
+from .server import MAX_FAULT_SECONDS, SASL_MECHANISMS, Fault, POP3TestServer, SASLQuirks, Session
 
 __all__ = [
     "POP3TestServer",
@@ -23,6 +23,7 @@ __all__ = [
     "Fault",
     "MAX_FAULT_SECONDS",
     "SASL_MECHANISMS",
+    "SASLQuirks",
     "Mailbox",
     "Message",
     "sample_mailbox",

@@ -52,7 +52,7 @@ ssl_cert = <{root}/cert.pem
 ssl_key = <{root}/key.pem
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5 apop
+auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop
 auth_failure_delay = 0
 passdb {{
   driver = passwd-file

@@ -2,8 +2,8 @@
 
 It implements the server side of RFC 1939 (POP3), RFC 2449 (CAPA, RESP-CODES, PIPELINING,
 LOGIN-DELAY, EXPIRE), RFC 2595 (STLS), RFC 5034 (SASL AUTH: PLAIN, LOGIN, CRAM-MD5, XOAUTH2,
-OAUTHBEARER, SCRAM-SHA-256) and RFC 6856 (UTF8) on its own, sharing no code with the client,
-so each checks the other. It binds loopback addresses only.
+OAUTHBEARER, SCRAM-SHA-1/-256/-512) and RFC 6856 (UTF8) on its own, sharing no code with the
+client, so each checks the other. It binds loopback addresses only.
 
 Example::
 
@@ -46,12 +46,12 @@ from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Sequ
 from .certs import TLSCertificates, have_trustme
 from .mailbox import Mailbox, Message, sample_mailbox
 
-__all__ = ["POP3TestServer", "Session", "Fault", "MAX_FAULT_SECONDS", "SASL_MECHANISMS"]
+__all__ = ["POP3TestServer", "Session", "Fault", "MAX_FAULT_SECONDS", "SASL_MECHANISMS", "SASLQuirks"]
 
 MAX_FAULT_SECONDS = 30.0
 """Upper bound on any fault's duration (stall, drip, endless stream)."""
 
-SASL_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER", "SCRAM-SHA-256")
+SASL_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512")
 """Every SASL mechanism the server implements; the ``sasl`` argument picks among them."""
 
 _DEFAULT_SASL = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2")
@@ -311,6 +311,7 @@ class POP3TestServer:
         max_line_length: longest command line accepted, terminator included (RFC 2449: 255).
         max_auth_line_length: the limit for AUTH and its continuation lines; long, because
             OAuth2 tokens exceed 4 KiB and real servers accept them in an initial response.
+        sasl_quirks: a :class:`SASLQuirks`: SASL as broken or hostile servers do it.
     """
 
     def __init__(
@@ -338,6 +339,7 @@ class POP3TestServer:
         idle_timeout: float = 60.0,
         max_line_length: int = 255,
         max_auth_line_length: int = 65536,
+        sasl_quirks: Optional["SASLQuirks"] = None,
     ) -> None:
         if tls not in ("none", "implicit"):
             raise ValueError(f"tls must be 'none' or 'implicit', not {tls!r}")
@@ -363,6 +365,7 @@ class POP3TestServer:
         self.max_line_length = max_line_length
         self.max_auth_line_length: int = max(max_auth_line_length, max_line_length)
         self.faults: List[Fault] = list(faults)
+        self.sasl_quirks = sasl_quirks or SASLQuirks()
 
         if tls == "implicit" or (stls and (certificates is not None or have_trustme())):
             self.certificates: Optional[TLSCertificates] = certificates or TLSCertificates()
@@ -911,7 +914,8 @@ class _Connection:
         mechanism = args[0].decode("ascii", "replace").upper()
         if mechanism not in self.server.sasl:
             raise _Err(f"Unsupported SASL mechanism {mechanism}")
-        steps = _MECHANISMS[mechanism](self)
+        quirks = self.server.sasl_quirks
+        steps = _sasl_endless() if quirks.endless_continuations else _MECHANISMS[mechanism](self)
         response = self._decode_sasl(args[1]) if len(args) == 2 else None
         try:
             challenge = next(steps)
@@ -919,11 +923,15 @@ class _Connection:
             # is a common extension that real servers accept.
             if response is not None and challenge and mechanism != "LOGIN":
                 raise _Err(f"{mechanism} takes no initial response")
+            first = True
             while True:
                 if response is None:
-                    self._send(b"+ " + base64.b64encode(challenge) + _CRLF)
+                    text = base64.b64encode(challenge)
+                    if first and not challenge and quirks.text_continuation is not None:
+                        text = quirks.text_continuation
+                    self._send(b"+ " + text + _CRLF)
                     response = self._read_sasl_response()
-                challenge, response = steps.send(response), None
+                challenge, response, first = steps.send(response), None, False
         except StopIteration as done:
             user = done.value
         except (ValueError, KeyError):  # malformed response: bad UTF-8, missing fields, ...
@@ -981,6 +989,9 @@ class _Connection:
             assert self.maildrop is not None
             self.maildrop.remove(self.messages[n - 1].uid for n in self.deleted)
             text = f"fastpoplib test server signing off ({len(self.maildrop)} messages left)"
+            # The maildrop is free before the client reads +OK, so a client that logs in again
+            # right away is not refused [IN-USE] (RFC 1939 §6: the update ends the lock).
+            self._release()
         else:
             text = "fastpoplib test server signing off"
         self.session.quit_received = True
@@ -1063,8 +1074,9 @@ def _sasl_plain(conn: _Connection) -> _Mechanism:
 
 
 def _sasl_login(conn: _Connection) -> _Mechanism:
-    user = (yield b"Username:").decode("utf-8")
-    password = (yield b"Password:").decode("utf-8")
+    user_prompt, password_prompt = conn.server.sasl_quirks.login_prompts
+    user = (yield user_prompt).decode("utf-8")
+    password = (yield password_prompt).decode("utf-8")
     return user if conn._check_password(user, password) else None
 
 
@@ -1072,7 +1084,7 @@ def _sasl_cram_md5(conn: _Connection) -> _Mechanism:
     challenge = _unique_id().encode("ascii")
     user, _, digest = (yield challenge).decode("utf-8").rpartition(" ")
     password = conn.server.users.get(user)
-    if password is None:
+    if password is None or conn.server.sasl_quirks.cram_md5_unusable:
         return None
     expected = hmac.new(password.encode("utf-8"), challenge, hashlib.md5).hexdigest()
     return user if _same_digest(expected, digest) else None
@@ -1099,7 +1111,8 @@ def _sasl_xoauth2(conn: _Connection) -> _Mechanism:
     if _token_ok(conn, user, _bearer(fields.get("auth"))):
         return user
     # Google's failure shape: an error challenge, which the client answers with an empty line.
-    yield json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}).encode()
+    error = conn.server.sasl_quirks.oauth2_error
+    yield json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}).encode() if error is None else error
     return None
 
 
@@ -1111,7 +1124,8 @@ def _sasl_oauthbearer(conn: _Connection) -> _Mechanism:
     if _token_ok(conn, user, _bearer(fields.get("auth"))):
         return user
     # RFC 7628 3.2.2: an error challenge; the client answers with a lone ^A.
-    yield json.dumps({"status": "invalid_token", "scope": "pop3"}).encode()
+    error = conn.server.sasl_quirks.oauth2_error
+    yield json.dumps({"status": "invalid_token", "scope": "pop3"}).encode() if error is None else error
     return None
 
 
@@ -1122,34 +1136,85 @@ def _scram_attributes(text: str) -> Dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(","))
 
 
-def _sasl_scram_sha256(conn: _Connection) -> _Mechanism:
-    # RFC 5802 / 7677, without channel binding.
-    cbind, authzid, first_bare = (yield b"").decode("utf-8").split(",", 2)
-    if cbind not in ("n", "y") or authzid:
-        return None
-    first = _scram_attributes(first_bare)
-    user = first["n"].replace("=2C", ",").replace("=3D", "=")
-    nonce = first["r"] + secrets.token_urlsafe(18)
-    salt = secrets.token_bytes(16)
-    server_first = f"r={nonce},s={base64.b64encode(salt).decode()},i={_SCRAM_ITERATIONS}"
-    final = (yield server_first.encode()).decode("utf-8")
-    without_proof, _, proof = final.rpartition(",p=")
-    attrs = _scram_attributes(without_proof)
-    password = conn.server.users.get(user)
-    if password is None or attrs["r"] != nonce or base64.b64decode(attrs["c"]) != f"{cbind},,".encode():
-        return None
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, _SCRAM_ITERATIONS)
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    stored_key = hashlib.sha256(client_key).digest()
-    auth_message = f"{first_bare},{server_first},{without_proof}".encode("utf-8")
-    signature = hmac.digest(stored_key, auth_message, "sha256")
-    recovered = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature))
-    if not hmac.compare_digest(hashlib.sha256(recovered).digest(), stored_key):
-        return None
-    server_signature = hmac.digest(hmac.digest(salted, b"Server Key", "sha256"), auth_message, "sha256")
-    # POP3 has no "success with data": the server-final message is a challenge, answered empty.
-    yield b"v=" + base64.b64encode(server_signature)
-    return user
+def _sasl_scram(hash_name: str) -> Callable[[_Connection], _Mechanism]:
+    def scram(conn: _Connection) -> _Mechanism:
+        # RFC 5802 / 7677, without channel binding.
+        quirks = conn.server.sasl_quirks
+        cbind, authzid, first_bare = (yield b"").decode("utf-8").split(",", 2)
+        if cbind not in ("n", "y") or authzid:
+            return None
+        first = _scram_attributes(first_bare)
+        user = first["n"].replace("=2C", ",").replace("=3D", "=")
+        nonce = first["r"] + secrets.token_urlsafe(18)
+        salt = secrets.token_bytes(16)
+        sent = {"r": nonce, "s": base64.b64encode(salt).decode(), "i": str(_SCRAM_ITERATIONS), **quirks.scram_server_first}
+        server_first = ",".join(f"{key}={value}" for key, value in sent.items())
+        final = (yield server_first.encode()).decode("utf-8")
+        without_proof, _, proof = final.rpartition(",p=")
+        attrs = _scram_attributes(without_proof)
+        password = conn.server.users.get(user)
+        if password is None or attrs["r"] != nonce or base64.b64decode(attrs["c"]) != f"{cbind},,".encode():
+            return None
+        salted = hashlib.pbkdf2_hmac(hash_name, password.encode("utf-8"), salt, _SCRAM_ITERATIONS)
+        client_key = hmac.digest(salted, b"Client Key", hash_name)
+        stored_key = hashlib.new(hash_name, client_key).digest()
+        auth_message = f"{first_bare},{server_first},{without_proof}".encode("utf-8")
+        signature = hmac.digest(stored_key, auth_message, hash_name)
+        recovered = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature))
+        if not hmac.compare_digest(hashlib.new(hash_name, recovered).digest(), stored_key):
+            return None
+        server_signature = hmac.digest(hmac.digest(salted, b"Server Key", hash_name), auth_message, hash_name)
+        if quirks.scram_server_final == "wrong":
+            server_signature = secrets.token_bytes(len(server_signature))
+        # POP3 has no "success with data": the server-final message is a challenge, answered empty.
+        if quirks.scram_server_final != "missing":
+            yield b"v=" + base64.b64encode(server_signature)
+        return user
+
+    return scram
+
+
+_ENDLESS_ROUNDS = 10_000  # SASLQuirks.endless_continuations: bounded, like every fault
+
+
+def _sasl_endless() -> _Mechanism:
+    for _ in range(_ENDLESS_ROUNDS):
+        yield b""
+    return None
+
+
+@dataclass
+class SASLQuirks:
+    """SASL as broken or hostile servers do it, for ``POP3TestServer(sasl_quirks=...)``.
+
+    Attributes:
+        cram_md5_unusable: CRAM-MD5 is offered but refuses every digest, as on servers that
+            store passwords hashed.
+        login_prompts: LOGIN's two prompts (sent base64-encoded): ``(b"", b"")``,
+            ``(b"Benutzername:", b"Kennwort:")``...
+        text_continuation: sent as is (``b"go ahead"`` gives ``+ go ahead``) instead of an
+            empty first challenge (``+ ``: a client-first mechanism's initial response asked for).
+        scram_server_first: attributes replaced in the SCRAM server-first message as sent
+            (``{"i": "abc"}``, ``{"s": "!!!"}``); the server goes on with its real values.
+        scram_server_final: ``"valid"``; ``"missing"``: ``+OK`` without the server's signature;
+            ``"wrong"``: a signature made without knowing the password.
+        endless_continuations: AUTH answers every response with ``+ `` until the client
+            cancels with ``*`` (at most 10,000 rounds).
+        oauth2_error: the error report XOAUTH2 and OAUTHBEARER send after a refused token,
+            instead of their JSON.
+    """
+
+    cram_md5_unusable: bool = False
+    login_prompts: Tuple[bytes, bytes] = (b"Username:", b"Password:")
+    text_continuation: Optional[bytes] = None
+    scram_server_first: Mapping[str, str] = field(default_factory=dict)
+    scram_server_final: str = "valid"
+    endless_continuations: bool = False
+    oauth2_error: Optional[bytes] = None
+
+    def __post_init__(self) -> None:
+        if self.scram_server_final not in ("valid", "missing", "wrong"):
+            raise ValueError("scram_server_final must be 'valid', 'missing' or 'wrong'")
 
 
 _MECHANISMS: Dict[str, Callable[[_Connection], _Mechanism]] = {
@@ -1158,5 +1223,7 @@ _MECHANISMS: Dict[str, Callable[[_Connection], _Mechanism]] = {
     "CRAM-MD5": _sasl_cram_md5,
     "XOAUTH2": _sasl_xoauth2,
     "OAUTHBEARER": _sasl_oauthbearer,
-    "SCRAM-SHA-256": _sasl_scram_sha256,
+    "SCRAM-SHA-1": _sasl_scram("sha1"),
+    "SCRAM-SHA-256": _sasl_scram("sha256"),
+    "SCRAM-SHA-512": _sasl_scram("sha512"),
 }

@@ -1,0 +1,220 @@
+"""``auth()`` (one SASL exchange, RFC 5034) and ``login()`` (the choice of methods and the
+fallback between them), as flows run by both clients.
+
+They yield only ``_flows.Short`` and ``_flows.capabilities``. Every way out of an AUTH
+exchange leaves the session in step: after a failure on our side the exchange is cancelled
+with ``*`` and the server's ``-ERR`` read before raising, so the next command is never taken
+as SASL data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any, Callable, List, Optional, Tuple, Union
+
+from . import _core, _flows, _sasl, _trace
+from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError
+
+AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
+
+# RFC 5034 §4: an AUTH command line with its initial response is at most 255 octets.
+_MAX_AUTH_LINE = 255
+
+
+def _b64(data: Union[str, bytes, None]) -> bytes:
+    raw = data.encode("utf-8") if isinstance(data, str) else (data or b"")
+    return base64.b64encode(raw)
+
+
+def _cancel() -> _flows.Flow:
+    """RFC 5034: ``*`` cancels the exchange; the server answers ``-ERR``."""
+    try:
+        yield _flows.Short(b"*", login=True, secret=True)
+    except ServerError:
+        pass
+
+
+def _quit() -> _flows.Flow:
+    """The server failed to prove it knows the password: it may be an impostor, so the
+    session ends here and nothing else is sent to it."""
+    try:
+        yield _flows.Short(b"QUIT")
+    except ServerError:
+        pass
+
+
+def _challenge(mechanism: str, authobject: Any, resp: bytes) -> bytes:
+    """The decoded ``+ <base64>`` challenge; a mechanism that ignores challenges gets the
+    text as sent when it is not base64 (``+ go ahead``)."""
+    text = resp[1:].strip()
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        if _sasl.needs_challenge(mechanism, authobject):
+            raise _sasl.MalformedChallenge(f"{mechanism}: the challenge is not base64: {_sasl.printable(text, 60)!r}") from None
+        return text
+
+
+def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> _flows.Flow:
+    """One SASL exchange. Raises AuthenticationError (refused: by the server, or by the auth
+    object), RemoteProtocolError (malformed challenge, too many rounds), the typed
+    RESP-CODES errors, or :class:`_sasl.ServerNotVerified` (the server did not prove itself;
+    QUIT was sent)."""
+    name = mechanism.upper()
+    if not name.isascii() or not name or " " in name:
+        raise ValueError(f"invalid SASL mechanism name {mechanism!r}")
+    auth_line = b"AUTH " + name.encode("ascii")
+    first = authobject(None) if initial_response_ok else None
+    line, pending = auth_line, None
+    if first is not None:
+        response = _b64(first) or b"="  # "=": an empty initial response
+        if len(line) + 1 + len(response) <= _MAX_AUTH_LINE:
+            line += b" " + response
+        else:
+            pending = response  # too long for the AUTH line: sent after the first "+".
+    # One more challenge when the initial response did not go on the AUTH line.
+    allowed = _sasl.rounds(name, authobject) + (line == auth_line)
+    resp = yield _flows.Short(line, login=True, secret=line != auth_line)
+    answered = 0
+    while not resp.startswith(b"+OK"):
+        try:
+            if answered == allowed:
+                raise _sasl.MalformedChallenge(f"{name}: more than {allowed} challenge(s); the exchange was cancelled")
+            answered += 1
+            if pending is not None:
+                answer, pending = pending, None
+            else:
+                answer = _b64(authobject(_challenge(name, authobject, resp)))
+        except _sasl.MalformedChallenge as exc:
+            yield from _cancel()
+            raise RemoteProtocolError(str(exc)) from None
+        except _sasl.ServerNotVerified:
+            yield from _cancel()
+            yield from _quit()
+            raise
+        except _sasl.SaslError as exc:
+            yield from _cancel()
+            raise AuthenticationError(str(exc).encode()) from None
+        except Exception:
+            yield from _cancel()  # a caller's auth object failed: still end in step
+            raise
+        try:
+            resp = yield _flows.Short(answer, login=True, secret=True)
+        except AuthenticationError as exc:
+            exc.details = getattr(authobject, "details", None)
+            raise
+    finish = getattr(authobject, "finish", None)
+    if finish is not None:
+        try:
+            finish()
+        except _sasl.ServerNotVerified:
+            yield from _quit()
+            raise
+    return resp
+
+
+def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> _flows.Flow:
+    """``auth()``: :func:`exchange` with the server's failure to prove itself raised as an
+    AuthenticationError."""
+    try:
+        return (yield from exchange(mechanism, authobject, initial_response_ok))
+    except _sasl.ServerNotVerified as exc:
+        raise AuthenticationError(f"{exc}; connection closed".encode()) from None
+
+
+def _redact(text: bytes, secret: str) -> bytes:
+    return text.replace(secret.encode("utf-8"), b"****") if secret else text
+
+
+class _PasswordRefused(Exception):
+    """The server refused the password itself (sent by PLAIN, LOGIN or PASS): every other
+    method would be refused too, and each further failure costs time (Dovecot delays the next
+    attempt from the same address by 2, 4, 8, then 15 s) and may count towards a lockout."""
+
+    def __init__(self, error: AuthenticationError) -> None:
+        self.error = error
+
+
+def _attempt(client: Any, method: str, user: str, secret: str, oauth2: bool) -> _flows.Flow:
+    if method == "USER":
+        yield _flows.Short(_flows.encode(f"USER {user}", client.encoding), login=True)
+        try:
+            return (yield _flows.Short(_flows.encode(f"PASS {secret}", client.encoding), login=True, secret=True))
+        except AuthenticationError as exc:
+            raise _PasswordRefused(exc) from None
+    if method == "APOP":
+        return (yield from _flows.apop(client.welcome, user, secret, client.encoding))
+    authobject = _sasl.OAuth2(method, user, secret) if oauth2 else _sasl.for_password(method, user, secret)
+    try:
+        return (yield from exchange(method, authobject))
+    except AuthenticationError as exc:
+        if authobject.password_sent:
+            raise _PasswordRefused(exc) from None
+        raise
+
+
+def login(
+    client: Any,
+    user: str,
+    password: Optional[str],
+    oauth2_token: Optional[str],
+    mechanisms: Optional[List[str]],
+    allow_insecure: bool,
+    allow_apop: bool,
+) -> _flows.Flow:
+    """Tries each method both sides support, strongest first, until one succeeds; sets
+    ``client.auth_mechanism`` to it. Stops at the first reply that is not a refusal of the
+    credentials, when the password itself was refused, and whenever the server fails to
+    prove itself (SCRAM)."""
+    if (password is None) == (oauth2_token is None):
+        raise ValueError("give exactly one of password and oauth2_token")
+    oauth2 = oauth2_token is not None
+    secret = oauth2_token if oauth2_token is not None else password or ""
+    wanted = _sasl.check_wanted(mechanisms, oauth2)
+    if not client._tls_established and not allow_insecure:
+        what = "an OAuth2 token" if oauth2 else "a password"
+        raise LocalProtocolError(
+            f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
+        )
+    caps = yield from _flows.capabilities(client)
+    methods = _sasl.candidates(
+        caps.sasl,
+        wanted,
+        oauth2,
+        user_ok=not caps or caps.has("USER"),
+        apop_ok=allow_apop and _core.apop_timestamp(client.welcome) is not None,
+    )
+    if not methods:
+        offered = " ".join(caps.sasl) or "none"
+        raise LocalProtocolError(f"no login method both the server (SASL: {offered}) and this call allow")
+    tried: List[Tuple[str, str]] = []
+    last = b""
+    details = None
+    for method in methods:
+        try:
+            resp = yield from _attempt(client, method, user, secret, oauth2)
+        # Only a refusal of the credentials moves on. [IN-USE], [LOGIN-DELAY], [SYS/TEMP] and
+        # [SYS/PERM] raise their own ServerError subclasses and end login(): another method
+        # would fail the same way, or count as one more login attempt.
+        except (AuthenticationError, _PasswordRefused) as exc:
+            refusal = exc.error if isinstance(exc, _PasswordRefused) else exc
+            last = _redact(refusal.response, secret)
+            tried.append((method, _sasl.printable(last)))
+            details = refusal.details if refusal.details is not None else details
+            if isinstance(exc, _PasswordRefused):
+                break
+            _trace.event(logging.WARNING, client._label, "login with %s refused; trying the next method", method)
+            continue
+        except _sasl.ServerNotVerified as exc:
+            tried.append((method, str(exc)))
+            last = f"{exc}; connection closed".encode()
+            break
+        client.auth_mechanism = method
+        _trace.event(logging.INFO, client._label, "logged in as %s with %s", user, method)
+        return resp
+    error = AuthenticationError(last)
+    error.attempts = tuple(tried)
+    error.details = details
+    raise error
