@@ -339,6 +339,15 @@ async def _listing(pop: Any, acct: Account) -> list[_Msg]:
     for info in infos:
         uid = uids.get(info.number)
         msgs.append(_Msg(info.number, info.size, uid, uid_key(acct.label, uid, info.size) if uid is not None else None))
+    # A (UID, size) listed twice (a server bug) identifies neither message: those are told
+    # apart by content digest, as on a server without UIDL.
+    seen: dict[str, int] = {}
+    for m in msgs:
+        if m.key is not None:
+            seen[m.key] = seen.get(m.key, 0) + 1
+    for m in msgs:
+        if m.key is not None and seen[m.key] > 1:
+            m.key = None
     return msgs
 
 
@@ -353,8 +362,14 @@ class _Fetch:
         self.unsaved = 0
         self.store_error: str | None = None
         self.current: _Msg | None = None  # the message being retrieved
+        self.digest_keys: dict[int, str] = {}  # this session: number -> key, for messages without UID
+        self.known: set[str] = set()  # keys in the state or the store
 
     async def run(self, secret: dict[str, str]) -> None:
+        # Read the store before connecting: waiting for another program's mbox locks must not
+        # keep a POP3 session idle.
+        self.step.now = "reading the store"
+        self.known = self.state.keys | await asyncio.to_thread(self.store.stored_keys)
         for _ in range(MAX_SESSIONS):
             if not await self.session(secret):
                 return
@@ -372,11 +387,11 @@ class _Fetch:
                 )
             if no_uidl and not any("no UIDL" in w for w in report.warnings):
                 report.warnings.append("the server has no UIDL: every message is fetched, then deleted")
-            self.step.now = "reading the store"
-            known = self.state.keys | await asyncio.to_thread(self.store.stored_keys)
+            self.digest_keys = {}
+            known = self.known
             # Repair a crash between storing and recording: the store itself knows what it holds.
             self.state.add(m.key for m in msgs if m.key in known)
-            wanted = self.select(msgs, no_uidl)
+            wanted = self.select(msgs)
             self.progress.expect(sum(m.size for m in wanted))
             log.info("%s: %d message(s) on the server, %d to fetch", acct.name, len(msgs), len(wanted))
             to_delete: list[int] = []
@@ -412,18 +427,16 @@ class _Fetch:
                 gone = set(to_delete)
                 # Keep records of what the server still has only: the state stays small, and a
                 # UID the server later reuses is not taken for the deleted message.
-                self.state.keys = {m.key for m in msgs if m.key in self.state.keys and m.number not in gone}
+                kept = {m.key for m in msgs if m.key in self.state.keys and m.number not in gone}
+                self.state.keys = kept | {k for n, k in self.digest_keys.items() if n not in gone}
                 await self.save()
         return False
 
-    def select(self, msgs: list[_Msg], no_uidl: bool) -> list[_Msg]:
+    def select(self, msgs: list[_Msg]) -> list[_Msg]:
         acct, wanted = self.acct, []
         for m in msgs:
             ident = m.key if m.key is not None else m.number
             if ident in self.state.keys or ident in self.failed:
-                continue
-            if m.uid is None and not no_uidl:
-                self.problem(m, "the server gave it no UID (its UIDL listing is incomplete)", ident)
                 continue
             if acct.max_size is not None and m.size > acct.max_size:
                 self.too_large.add(ident)
@@ -450,13 +463,15 @@ class _Fetch:
         while pending and self.store_error is None:  # each round consumes at least one message
             done = 0
             self.step.now = "retrieving messages"
+            self.current = pending[0]  # replies come in order: the one being read is pending[done]
             try:
                 async with _batch(pop, pop.retr_many([m.number for m in pending])) as batch:
                     async for _, (_, lines, _) in batch:
-                        self.current = pending[done]
+                        m = pending[done]
                         done += 1
+                        self.current = pending[done] if done < len(pending) else None
                         data = b"".join(line + b"\r\n" for line in lines)
-                        if not await self.deliver(self.current, _one(data), known, to_delete):
+                        if not await self.deliver(m, _one(data), known, to_delete):
                             return
             except ServerError as exc:
                 m = pending[done]
@@ -487,6 +502,8 @@ class _Fetch:
                 size += len(chunk)
                 await asyncio.to_thread(delivery.write, chunk)
             key = m.key or digest_key(digest.hexdigest(), m.size)
+            if m.key is None:
+                self.digest_keys[m.number] = key
             if m.key is None and key in known:
                 # Without UIDL: stored by an earlier session that was lost before QUIT.
                 await asyncio.to_thread(delivery.abort)
