@@ -16,7 +16,6 @@ from pathlib import Path
 import fastpoplib
 from fastpoplib.cli import build_parser
 from fastpoplib.testing import POP3TestServer, sample_mailbox
-
 from test_retriever_faults import cli, maildir_messages, no_traceback
 
 
@@ -30,7 +29,7 @@ def test_help_lists_the_exit_codes() -> None:
         out = cli(*args)
         assert out.returncode == 0
         for code in ("0", "1", "2", "3", "4", "5", "130"):
-            assert re.search(rf"^\s+{code}\s+\w", out.stdout, re.M), (args, code)
+            assert re.search(rf"^\s+{code}\s+\w", out.stdout, re.MULTILINE), (args, code)
 
 
 def test_every_option_has_help_with_units_and_defaults() -> None:
@@ -51,11 +50,28 @@ def test_verbose_logs_without_secrets(tmp_path: Path) -> None:
     secret = "s3cret-pw"
     env = dict(os.environ, POP_PW=secret)
     with POP3TestServer(mailbox=sample_mailbox(2), users={"user": secret}, stls=False) as srv:
-        base = ["fetch", "--host", srv.host, "--port", str(srv.port), "--user", "user", "--tls", "none", "--insecure", "--password-env", "POP_PW"]
+        base = [
+            "fetch",
+            "--host",
+            srv.host,
+            "--port",
+            str(srv.port),
+            "--user",
+            "user",
+            "--tls",
+            "none",
+            "--insecure",
+            "--password-env",
+            "POP_PW",
+        ]
         runs = {
             flag: subprocess.run(
                 [sys.executable, "-m", "fastpoplib", flag, *base, "--maildir", str(tmp_path / flag)],
-                capture_output=True, text=True, env=env, timeout=60,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+                check=False,
             )
             for flag in ("-v", "-vv")
         }
@@ -71,7 +87,9 @@ def test_verbose_logs_without_secrets(tmp_path: Path) -> None:
 def test_serve_with_tls_is_fetched_with_its_cafile(tmp_path: Path) -> None:
     serve = subprocess.Popen(
         [sys.executable, "-m", "fastpoplib", "serve", "--port", "0", "--tls", "implicit", "--messages", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert serve.stdout is not None
@@ -81,9 +99,29 @@ def test_serve_with_tls_is_fetched_with_its_cafile(tmp_path: Path) -> None:
         assert port and cafile, first
         env = dict(os.environ, POP_PW="password")
         out = subprocess.run(
-            [sys.executable, "-m", "fastpoplib", "fetch", "--host", "127.0.0.1", "--port", port.group(1), "--user", "user",
-             "--password-env", "POP_PW", "--cafile", cafile.group(1), "--maildir", str(tmp_path / "md")],
-            capture_output=True, text=True, env=env, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "fastpoplib",
+                "fetch",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port.group(1),
+                "--user",
+                "user",
+                "--password-env",
+                "POP_PW",
+                "--cafile",
+                cafile.group(1),
+                "--maildir",
+                str(tmp_path / "md"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
         )
         assert out.returncode == 0 and "4 new message(s)" in out.stdout, out.stderr
     finally:

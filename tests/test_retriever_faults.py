@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
 from fastpoplib.testing import Fault, Mailbox, POP3TestServer, sample_mailbox
 
 ENV = dict(os.environ, POP_PW="password")
@@ -25,7 +24,13 @@ DEADLINE = 30.0  # seconds any polling loop may take
 
 def cli(*args: str, timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fastpoplib", *args], capture_output=True, text=True, env=ENV, timeout=timeout, **kw
+        [sys.executable, "-m", "fastpoplib", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+        check=False,
+        **kw,
     )
 
 
@@ -41,7 +46,19 @@ def spawn(*args: str, **kw: Any) -> subprocess.Popen:
 
 
 def account(srv: Any) -> list[str]:
-    return ["--host", srv.host, "--port", str(srv.port), "--user", "user", "--tls", "none", "--insecure", "--password-env", "POP_PW"]
+    return [
+        "--host",
+        srv.host,
+        "--port",
+        str(srv.port),
+        "--user",
+        "user",
+        "--tls",
+        "none",
+        "--insecure",
+        "--password-env",
+        "POP_PW",
+    ]
 
 
 def wait_for(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
@@ -68,7 +85,7 @@ def mbox_messages(path: Path) -> list[bytes]:
     """The messages of an mbox as Python's mailbox module reads them (LF line ends)."""
     box = mailbox.mbox(path, create=False)
     try:
-        return sorted(box.get_bytes(key) for key in box.keys())
+        return sorted(box.get_bytes(key) for key in box.iterkeys())
     finally:
         box.close()
 
@@ -156,7 +173,9 @@ def test_uid_reused_by_the_server_is_a_new_message(tmp_path: Path) -> None:
         second = cli("fetch", *account(srv), "--maildir", str(md), "--delete")
         assert second.returncode == 0, second.stderr
         assert "1 new message(s)" in second.stdout and "1 deleted" in second.stdout
-    assert [lf(m) for m in maildir_messages(md)] == sorted(lf(_message(i, s)) for i, s in ((1, 100), (2, 100), (3, 400)))
+    assert [lf(m) for m in maildir_messages(md)] == sorted(
+        lf(_message(i, s)) for i, s in ((1, 100), (2, 100), (3, 400))
+    )
 
 
 def test_uids_differing_only_in_non_ascii_bytes(tmp_path: Path) -> None:
@@ -248,6 +267,24 @@ def test_overlapping_runs_of_one_account_never_fetch_twice(tmp_path: Path) -> No
         assert maildir_messages(md) == sorted(srv.mailbox.messages)
 
 
+def test_ctrl_c_while_waiting_for_a_lock_exits_at_once(tmp_path: Path) -> None:
+    md = tmp_path / "md"
+    slow = Fault.stall(0.5, on="RETR", times=None)  # the first run holds the lock for 15 s
+    with POP3TestServer(mailbox=sample_mailbox(30), stls=False, allow_concurrent=True, faults=[slow]) as srv:
+        first = spawn("fetch", *account(srv), "--maildir", str(md))
+        try:
+            wait_for(lambda: bool(srv.sessions) and srv.sessions[0].user is not None, "the first run to log in")
+            waiting = spawn("fetch", *account(srv), "--maildir", str(md), "--wait", "600")
+            locks = list((md / ".fastpoplib").glob("*.lock"))
+            wait_for(lambda: any(has_open(waiting.pid, lock) for lock in locks), "the second run to wait for the lock")
+            waiting.send_signal(signal.SIGINT)
+            _, err = waiting.communicate(timeout=10)  # not after --wait's 600 s
+            assert waiting.returncode == 130 and "Traceback" not in err, err
+        finally:
+            first.kill()
+            first.communicate()
+
+
 # --- 6. no UIDL, session lost before QUIT -----------------------------------------------------
 
 
@@ -292,7 +329,9 @@ os.close(fd)
 def test_mbox_held_by_another_program_is_not_written_until_released(tmp_path: Path) -> None:
     dest = tmp_path / "inbox"
     dest.write_bytes(b"")
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(dest)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(dest)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         with POP3TestServer(mailbox=sample_mailbox(3), stls=False) as srv:
@@ -408,13 +447,29 @@ def test_ls_without_top_and_on_errors(tmp_path: Path) -> None:
         assert "TOP" in out.stderr
         wrong = cli("ls", *account(srv)[:-2], "--password-command", "echo wrong")
         assert wrong.returncode == 3 and "login refused" in wrong.stderr
-    refused = cli("ls", "--host", "127.0.0.1", "--port", "1", "--user", "u", "--tls", "none", "--insecure", "--password-env", "POP_PW")
+    refused = cli(
+        "ls",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "1",
+        "--user",
+        "u",
+        "--tls",
+        "none",
+        "--insecure",
+        "--password-env",
+        "POP_PW",
+    )
     assert refused.returncode == 4 and "connection failed" in refused.stderr
     no_traceback(out.stderr, wrong.stderr, refused.stderr)
 
 
 def test_ls_lists_every_config_account(tmp_path: Path) -> None:
-    with POP3TestServer(mailbox=sample_mailbox(2), stls=False) as a, POP3TestServer(mailbox=sample_mailbox(3), stls=False) as b:
+    with (
+        POP3TestServer(mailbox=sample_mailbox(2), stls=False) as a,
+        POP3TestServer(mailbox=sample_mailbox(3), stls=False) as b,
+    ):
         config = tmp_path / "c.toml"
         config.write_text(
             "[defaults]\ntls = 'none'\ninsecure = true\nuser = 'user'\npassword_env = 'POP_PW'\n"
@@ -424,7 +479,13 @@ def test_ls_lists_every_config_account(tmp_path: Path) -> None:
         out = cli("ls", "--config", str(config), "--json")
         text = cli("ls", "--config", str(config))
     assert out.returncode == 0, out.stderr
-    assert [(r["account"], r["number"]) for r in json.loads(out.stdout)] == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("b", 3)]
+    assert [(r["account"], r["number"]) for r in json.loads(out.stdout)] == [
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+        ("b", 2),
+        ("b", 3),
+    ]
     assert "== a" in text.stdout and "== b" in text.stdout
 
 
@@ -462,7 +523,11 @@ def test_store_files_are_private_under_a_permissive_umask(tmp_path: Path) -> Non
     existing.mkdir(mode=0o750)
     existing.chmod(0o750)
     with POP3TestServer(mailbox=sample_mailbox(2), stls=False) as srv:
-        for where in (["--maildir", str(tmp_path / "a" / "md")], ["--mbox", str(tmp_path / "b" / "box")], ["--maildir", str(existing)]):
+        for where in (
+            ["--maildir", str(tmp_path / "a" / "md")],
+            ["--mbox", str(tmp_path / "b" / "box")],
+            ["--maildir", str(existing)],
+        ):
             out = cli("fetch", *account(srv), *where, preexec_fn=umask_022)
             assert out.returncode == 0, out.stderr
 
@@ -470,9 +535,23 @@ def test_store_files_are_private_under_a_permissive_umask(tmp_path: Path) -> Non
         return stat.S_IMODE(p.stat().st_mode)
 
     md = tmp_path / "a" / "md"
-    for d in (tmp_path / "a", md, md / "new", md / "cur", md / "tmp", md / ".fastpoplib", tmp_path / "b", tmp_path / "b" / "box.fastpoplib"):
+    for d in (
+        tmp_path / "a",
+        md,
+        md / "new",
+        md / "cur",
+        md / "tmp",
+        md / ".fastpoplib",
+        tmp_path / "b",
+        tmp_path / "b" / "box.fastpoplib",
+    ):
         assert mode(d) == 0o700, d
-    files = [*(md / "new").iterdir(), *(md / ".fastpoplib").iterdir(), tmp_path / "b" / "box", *(tmp_path / "b" / "box.fastpoplib").iterdir()]
+    files = [
+        *(md / "new").iterdir(),
+        *(md / ".fastpoplib").iterdir(),
+        tmp_path / "b" / "box",
+        *(tmp_path / "b" / "box.fastpoplib").iterdir(),
+    ]
     assert files and all(mode(f) == 0o600 for f in files), {str(f): oct(mode(f)) for f in files}
     assert mode(existing) == 0o750, "an existing directory's mode was changed"
 
@@ -494,7 +573,19 @@ def test_store_files_are_private_under_a_permissive_umask(tmp_path: Path) -> Non
     ],
 )
 def test_bad_numbers_are_usage_errors(tmp_path: Path, option: str, value: str, named: str) -> None:
-    out = cli("fetch", "--host", "127.0.0.1", "--user", "u", "--password-env", "POP_PW", "--maildir", str(tmp_path / "m"), option, value)
+    out = cli(
+        "fetch",
+        "--host",
+        "127.0.0.1",
+        "--user",
+        "u",
+        "--password-env",
+        "POP_PW",
+        "--maildir",
+        str(tmp_path / "m"),
+        option,
+        value,
+    )
     assert out.returncode == 2, out.stderr
     assert named in out.stderr and option in out.stderr
     no_traceback(out.stderr)
@@ -527,7 +618,7 @@ def test_ctrl_c_exits_130_quietly_and_saves_the_state(tmp_path: Path, store: str
 
         wait_for(lambda: stored() >= 3, "some messages to be stored")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err and "CancelledError" not in err
         assert len(err.splitlines()) == 1, err

@@ -8,10 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from fastpoplib import _retriever
 from fastpoplib.testing import POP3TestServer, sample_mailbox
-
 from test_retriever_faults import maildir_messages, wait_for
 
 
@@ -35,14 +33,25 @@ def test_a_stalled_fsync_does_not_stall_the_other_accounts(tmp_path: Path, monke
 
         def acct(name: str, maildir: Path) -> _retriever.Account:
             return _retriever.Account(
-                host=srv.host, port=srv.port, user="user", name=name, tls="none", insecure=True,
-                password_env="POP_PW", maildir=str(maildir), timeout=30,
+                host=srv.host,
+                port=srv.port,
+                user="user",
+                name=name,
+                tls="none",
+                insecure=True,
+                password_env="POP_PW",
+                maildir=str(maildir),
+                timeout=30,
             )
 
         reports: list[_retriever.Report] = []
         run = threading.Thread(
             target=lambda: reports.extend(
-                asyncio.run(_retriever.fetch_all([acct("slow", slow_dir), acct("fast", fast_dir)], tmp_path, _retriever.Progress()))
+                asyncio.run(
+                    _retriever.fetch_all(
+                        [acct("slow", slow_dir), acct("fast", fast_dir)], tmp_path, _retriever.Progress()
+                    )
+                )
             )
         )
         run.start()

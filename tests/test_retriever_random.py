@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from fastpoplib.testing import Fault, Mailbox, POP3TestServer
-
 from test_retriever_faults import ENV, account, lf, maildir_messages
 
 SEED = int(os.environ.get("FASTPOPLIB_RANDOM_SEED", "20261129"))
@@ -37,7 +36,7 @@ def whole_in_store(store: str, dest: Path) -> list[str]:
         return []
     box = mailbox.mbox(dest, create=False)
     try:
-        return [digest(box.get_bytes(key)) for key in box.keys()]
+        return [digest(box.get_bytes(key)) for key in box.iterkeys()]
     finally:
         box.close()
 
@@ -88,7 +87,11 @@ def one_round(rng: random.Random, tmp: Path, where: str) -> None:
     for _ in range(rng.randint(0, 3)):
         kind = rng.choice(["err", "disconnect", "disconnect"])
         if kind == "err":
-            faults.append(Fault.reply(b"-ERR [SYS/TEMP] try later\r\n", on="RETR", skip=rng.randint(0, 6), times=rng.randint(1, 2)))
+            faults.append(
+                Fault.reply(
+                    b"-ERR [SYS/TEMP] try later\r\n", on="RETR", skip=rng.randint(0, 6), times=rng.randint(1, 2)
+                )
+            )
         else:
             faults.append(Fault.disconnect(on=rng.choice(["RETR", "DELE", "QUIT", "UIDL"]), skip=rng.randint(0, 8)))
     with POP3TestServer(mailbox=box, stls=False, uidl=uidl, allow_concurrent=True, faults=faults) as srv:
@@ -98,7 +101,9 @@ def one_round(rng: random.Random, tmp: Path, where: str) -> None:
                     new_message(box, reuse=rng.random() < 0.5)
             before = sum(len(s.raw_lines) for s in srv.sessions)
             kill_after = rng.randint(1, 30) if rng.random() < 0.75 else None
-            proc = subprocess.Popen(fetch(srv, store, dest), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                fetch(srv, store, dest), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
             try:
                 deadline = time.monotonic() + RUN_TIMEOUT
                 while proc.poll() is None and time.monotonic() < deadline:
@@ -114,7 +119,9 @@ def one_round(rng: random.Random, tmp: Path, where: str) -> None:
             check(ever, srv, store, dest, f"{where} step {step}")
         srv.clear_faults()
         for _ in range(4):  # faults are gone: a few runs finish the job
-            final = subprocess.run(fetch(srv, store, dest), env=ENV, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+            final = subprocess.run(
+                fetch(srv, store, dest), env=ENV, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+            )
             srv.wait_for_sessions_closed()
             if final.returncode == 0 and len(srv.mailbox) == 0:
                 break
@@ -137,13 +144,18 @@ def test_sigkill_during_large_mbox_appends(tmp_path: Path) -> None:
     """Messages of 12 MB: kills land in the middle of appends; the partial message is never
     trusted (nor deleted on the server) and is cut off by the next run."""
     rng = random.Random(SEED)
-    big = [b"Subject: big %d\n\n" % i + b"".join(b"%07d %d %s\n" % (n, i, b"b" * 100) for n in range(110_000)) for i in range(3)]
+    big = [
+        b"Subject: big %d\n\n" % i + b"".join(b"%07d %d %s\n" % (n, i, b"b" * 100) for n in range(110_000))
+        for i in range(3)
+    ]
     ever = {digest(m): m for m in big}
     dest = tmp_path / "inbox"
     with POP3TestServer(mailbox=Mailbox(big), stls=False, allow_concurrent=True) as srv:
         for kill in range(4):
             threshold = rng.randint(1 << 20, 30 << 20)
-            proc = subprocess.Popen(fetch(srv, "mbox", dest), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                fetch(srv, "mbox", dest), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             try:
                 deadline = time.monotonic() + RUN_TIMEOUT
                 while proc.poll() is None and time.monotonic() < deadline:
@@ -156,7 +168,9 @@ def test_sigkill_during_large_mbox_appends(tmp_path: Path) -> None:
                 proc.kill()
             srv.wait_for_sessions_closed()
             check(ever, srv, "mbox", dest, f"large mbox, kill {kill} at {threshold} bytes")
-        final = subprocess.run(fetch(srv, "mbox", dest), env=ENV, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        final = subprocess.run(
+            fetch(srv, "mbox", dest), env=ENV, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+        )
         assert final.returncode == 0 and len(srv.mailbox) == 0, final.stderr
     assert sorted(whole_in_store("mbox", dest)) == sorted(ever)
     assert not Path(f"{dest}.lock").exists()

@@ -18,13 +18,15 @@ import netrc
 import os
 import shlex
 import subprocess
+import threading
 import unicodedata
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from . import _aio
 from ._store import AccountLock, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
@@ -259,14 +261,20 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
     if isinstance(exc, TLSError):
         return f"TLS failed: {_library_text(exc)}", EXIT_CONNECTION
     if isinstance(exc, POP3TimeoutError):
-        return f"no answer from the server within {acct.timeout:g} s while {step}; try again later or raise --timeout", EXIT_CONNECTION
+        return (
+            f"no answer from the server within {acct.timeout:g} s while {step}; try again later or raise --timeout",
+            EXIT_CONNECTION,
+        )
     if isinstance(exc, (POP3ConnectionError, ConnectionClosedError)):
         return f"connection failed while {step}: {_library_text(exc)}", EXIT_CONNECTION
     if isinstance(exc, RemoteProtocolError):
         return f"the server sent a malformed reply while {step}: {printable(_library_text(exc))}", EXIT_PARTIAL
     if isinstance(exc, error_proto):
         if step == "starting TLS":
-            return "the server does not offer STARTTLS: use --tls implicit (POP3S, port 995) if it offers that", EXIT_CONNECTION
+            return (
+                "the server does not offer STARTTLS: use --tls implicit (POP3S, port 995) if it offers that",
+                EXIT_CONNECTION,
+            )
         return f"{step} failed: {_library_text(exc)}", EXIT_PARTIAL
     if isinstance(exc, OSError) and step == "connecting" and acct.cafile:
         return f"cannot read the CA file {acct.cafile}: {exc.strerror or exc}; check --cafile", EXIT_USAGE
@@ -411,7 +419,9 @@ class _Fetch:
                 try:
                     await pop.dele_many(sorted(set(to_delete)))
                 except ServerError as exc:
-                    report.problems.append(f"the server refused DELE: {show_bytes(exc.response)}; some messages were not deleted")
+                    report.problems.append(
+                        f"the server refused DELE: {show_bytes(exc.response)}; some messages were not deleted"
+                    )
             self.step.now = "quitting (QUIT)"
             try:
                 await pop.quit()
@@ -565,16 +575,21 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
     step = _Step()
     lock: AccountLock | None = None
     run: _Fetch | None = None
+    cancelled = threading.Event()  # tells lock waits in worker threads to give up
     try:
         step.now = "opening the store"
         store = await asyncio.to_thread(_store_for, acct, default_maildir)
+        if isinstance(store, Mbox):
+            store.cancelled = cancelled
         report.stored_dir = str(store.path)
         step.now = "locking the account"
         lock = AccountLock(store.state_dir, acct.label)
-        await asyncio.to_thread(lock.acquire, acct.wait)
+        await asyncio.to_thread(lock.acquire, acct.wait, cancelled)
         state = await asyncio.to_thread(State, store.state_dir, acct.label)
         if state.damaged:
-            report.warnings.append(f"the state file {state.path} was damaged; rebuilt it from the messages in the store")
+            report.warnings.append(
+                f"the state file {state.path} was damaged; rebuilt it from the messages in the store"
+            )
         step.now = "getting the password"
         secret = await asyncio.to_thread(acct.secret)
         run = _Fetch(acct, store, state, report, progress)
@@ -582,6 +597,9 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         await run.run(secret)
     except Exception as exc:  # noqa: BLE001 - any failure is this account's, reported on its line
         report.fail(*describe(exc, step.now, acct))
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
     finally:
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -94,13 +95,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _poll(attempt: Callable[[], bool], wait: float, busy: str) -> None:
-    """Call ``attempt()`` until it returns True, for at most ``wait`` seconds."""
+def _poll(attempt: Callable[[], bool], wait: float, busy: str, cancelled: threading.Event) -> None:
+    """Call ``attempt()`` until it returns True, for at most ``wait`` seconds, or until
+    ``cancelled`` is set (Ctrl-C must not wait for another program's lock)."""
     deadline = time.monotonic() + wait
     while not attempt():
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or cancelled.wait(LOCK_POLL):
             raise LockBusy(busy)
-        time.sleep(LOCK_POLL)
 
 
 class AccountLock:
@@ -111,7 +112,7 @@ class AccountLock:
         self.path = directory / (_name(account) + ".lock")
         self.fd: int | None = None
 
-    def acquire(self, wait: float) -> None:
+    def acquire(self, wait: float, cancelled: threading.Event) -> None:
         make_dirs(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
 
@@ -123,7 +124,7 @@ class AccountLock:
             return True
 
         try:
-            _poll(attempt, wait, "another fastpoplib fetch of this account into this store is running")
+            _poll(attempt, wait, "another fastpoplib fetch of this account into this store is running", cancelled)
         except BaseException:
             os.close(fd)
             raise
@@ -241,6 +242,7 @@ class Mbox:
     def __init__(self, path: Path, lock_wait: float = 60.0) -> None:
         self.path = path
         self.lock_wait = lock_wait
+        self.cancelled = threading.Event()  # set when the run is interrupted: stop waiting for locks
         self.state_dir = path.with_name(path.name + ".fastpoplib")
         try:
             make_dirs(path.parent)
@@ -257,9 +259,20 @@ class Mbox:
         """The mbox open for append, with both locks held; waits up to ``lock_wait`` s."""
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
-            _poll(lambda: _try_lockf(fd), self.lock_wait, f"the mbox {self.path} stayed locked by another program (fcntl lock); try again later")
+            _poll(
+                lambda: _try_lockf(fd),
+                self.lock_wait,
+                f"the mbox {self.path} stayed locked by another program (fcntl lock); try again later",
+                self.cancelled,
+            )
             try:
-                _poll(self._try_dotlock, self.lock_wait, f"the mbox {self.path} stayed locked by another program ({self.path}.lock); try again later, or remove a stale lock file")
+                _poll(
+                    self._try_dotlock,
+                    self.lock_wait,
+                    f"the mbox {self.path} stayed locked by another program ({self.path}.lock); try again later,"
+                    " or remove a stale lock file",
+                    self.cancelled,
+                )
                 try:
                     yield fd
                 finally:
@@ -315,7 +328,12 @@ def _remove_stale_dotlock(lock: str) -> None:
             words = f.read(200).split()
     except OSError:
         return
-    if len(words) == 3 and words[0] == b"fastpoplib" and words[1] == socket.gethostname().encode() and words[2].isdigit():
+    if (
+        len(words) == 3
+        and words[0] == b"fastpoplib"
+        and words[1] == socket.gethostname().encode()
+        and words[2].isdigit()
+    ):
         try:
             os.kill(int(words[2]), 0)
         except ProcessLookupError:
@@ -365,7 +383,8 @@ class _MboxDelivery(Delivery):
     def __init__(self, mbox: Mbox) -> None:
         self.mbox = mbox
         self.spool_path = mbox.state_dir / f"spool.{_unique()}"
-        self.spool: BinaryIO | None = open(os.open(self.spool_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE), "w+b")
+        fd = os.open(self.spool_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        self.spool: BinaryIO | None = open(fd, "w+b")  # noqa: SIM115 - open until commit or abort
         self.carry = b""
         self.length = 0
 

@@ -209,7 +209,9 @@ def _print_listing(results: list[tuple[list[dict[str, Any]], _retriever.Report]]
             print(f"== {printable(report.account)}")
         for r in rows:
             cells = {k: printable(str(r[k] if r[k] is not None else "-")) for k in ("uid", "date", "from", "subject")}
-            print(f"{r['number']:>5} {r['size']:>9} {cells['uid']:<24} {cells['date'][:31]:<31} {cells['from'][:30]:<30} {cells['subject']}")
+            print(
+                f"{r['number']:>5} {r['size']:>9} {cells['uid']:<24} {cells['date'][:31]:<31} {cells['from'][:30]:<30} {cells['subject']}"
+            )
 
 
 def _serve_server(args: argparse.Namespace) -> Any:
@@ -270,7 +272,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     os.environ["FASTPOPLIB_DEMO_PASSWORD"] = "demo-password"
     box = sample_mailbox(args.messages, seed=args.seed)
     with POP3TestServer(mailbox=box, users={"demo": "demo-password"}, stls=False) as srv:
-        print(f"demo: built-in POP3 server on {srv.host}:{srv.port} with {args.messages} sample messages (seed {args.seed})")
+        print(
+            f"demo: built-in POP3 server on {srv.host}:{srv.port} with {args.messages} sample messages (seed {args.seed})"
+        )
         acct = Account(
             host=srv.host,
             port=srv.port,
@@ -296,18 +300,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_account_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("account (or use --config)")
     g.add_argument("--config", metavar="FILE", help="TOML file with [[account]] tables and optional [defaults]")
-    g.add_argument("--account", metavar="NAME", action="append", help="only the config account with this name (repeatable)")
+    g.add_argument(
+        "--account", metavar="NAME", action="append", help="only the config account with this name (repeatable)"
+    )
     g.add_argument("--host", help="POP3 server name or address")
     g.add_argument("--port", type=int, help="server port, 1-65535 (default 995 with --tls implicit, else 110)")
     g.add_argument("--user", help="login name")
-    g.add_argument("--tls", choices=["implicit", "starttls", "none"], help="implicit: POP3S (default); starttls: STLS on the plain port; none: no TLS (needs --insecure)")
+    g.add_argument(
+        "--tls",
+        choices=["implicit", "starttls", "none"],
+        help="implicit: POP3S (default); starttls: STLS on the plain port; none: no TLS (needs --insecure)",
+    )
     g.add_argument("--insecure", action="store_true", help="allow --tls none (the password travels in clear text)")
-    g.add_argument("--cafile", metavar="FILE", help="PEM file of CA certificates to trust (a private CA); default: system and bundled roots")
+    g.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="PEM file of CA certificates to trust (a private CA); default: system and bundled roots",
+    )
     g.add_argument("--password-env", metavar="VAR", help="read the password from this environment variable")
     g.add_argument("--password-command", metavar="CMD", help="run CMD and use the first line it prints as the password")
     g.add_argument("--netrc-file", metavar="FILE", help="netrc file to read the password from (default ~/.netrc)")
-    g.add_argument("--oauth2-token-command", metavar="CMD", help="run CMD for an OAuth2 access token (XOAUTH2/OAUTHBEARER)")
-    g.add_argument("--timeout", type=float, metavar="SECONDS", help="network timeout per operation, in seconds, > 0 (default 60)")
+    g.add_argument(
+        "--oauth2-token-command", metavar="CMD", help="run CMD for an OAuth2 access token (XOAUTH2/OAUTHBEARER)"
+    )
+    g.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="network timeout per operation, in seconds, > 0 (default 60)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,33 +337,77 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     parser.add_argument("--version", action="version", version=f"fastpoplib {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr: -v connections and logins (INFO), -vv every command (DEBUG, secrets masked)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log to stderr: -v connections and logins (INFO), -vv every command (DEBUG, secrets masked)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fetch = sub.add_parser("fetch", help="download new messages into a Maildir (default) or mbox", epilog=EXIT_CODES, formatter_class=fmt)
+    fetch = sub.add_parser(
+        "fetch", help="download new messages into a Maildir (default) or mbox", epilog=EXIT_CODES, formatter_class=fmt
+    )
     _add_account_options(fetch)
-    fetch.add_argument("--maildir", metavar="DIR", help=f"destination Maildir, created 0700 if missing (default {DEFAULT_MAILDIR})")
-    fetch.add_argument("--mbox", metavar="FILE", help="append to this mbox file instead (created 0600; locked with fcntl + FILE.lock)")
-    fetch.add_argument("--delete", action="store_true", help="delete each message on the server once it is stored locally")
-    fetch.add_argument("--max-size", type=int, metavar="BYTES", help="skip messages larger than BYTES (default: no limit)")
-    fetch.add_argument("--max-messages", type=int, metavar="N", help="fetch at most N messages per account and run, N >= 1 (default: all)")
-    fetch.add_argument("--wait", type=float, metavar="SECONDS", help="if another fetch of the same account and store runs, wait up to SECONDS for it (default 0: exit with code 5)")
-    fetch.add_argument("--mbox-lock-wait", type=float, metavar="SECONDS", help="wait up to SECONDS for another program's mbox locks (default 60)")
-    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary (errors are still printed)")
+    fetch.add_argument(
+        "--maildir", metavar="DIR", help=f"destination Maildir, created 0700 if missing (default {DEFAULT_MAILDIR})"
+    )
+    fetch.add_argument(
+        "--mbox", metavar="FILE", help="append to this mbox file instead (created 0600; locked with fcntl + FILE.lock)"
+    )
+    fetch.add_argument(
+        "--delete", action="store_true", help="delete each message on the server once it is stored locally"
+    )
+    fetch.add_argument(
+        "--max-size", type=int, metavar="BYTES", help="skip messages larger than BYTES (default: no limit)"
+    )
+    fetch.add_argument(
+        "--max-messages",
+        type=int,
+        metavar="N",
+        help="fetch at most N messages per account and run, N >= 1 (default: all)",
+    )
+    fetch.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="if another fetch of the same account and store runs, wait up to SECONDS for it (default 0: exit with code 5)",
+    )
+    fetch.add_argument(
+        "--mbox-lock-wait",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for another program's mbox locks (default 60)",
+    )
+    fetch.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary (errors are still printed)"
+    )
     fetch.set_defaults(func=cmd_fetch)
 
-    ls = sub.add_parser("ls", help="list messages: number, size, UID, date, from, subject", epilog=EXIT_CODES, formatter_class=fmt)
+    ls = sub.add_parser(
+        "ls", help="list messages: number, size, UID, date, from, subject", epilog=EXIT_CODES, formatter_class=fmt
+    )
     _add_account_options(ls)
-    ls.add_argument("--json", action="store_true", help="print a JSON list of {account, number, size, uid, date, from, subject}")
+    ls.add_argument(
+        "--json", action="store_true", help="print a JSON list of {account, number, size, uid, date, from, subject}"
+    )
     ls.set_defaults(func=cmd_ls)
 
     serve = sub.add_parser("serve", help="run the built-in test server with a sample mailbox")
     serve.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=1110, help="port to listen on (default 1110; 0: any free port)")
-    serve.add_argument("--tls", choices=["none", "implicit"], default="none", help="none (default) or implicit: POP3S with a generated test CA (needs trustme)")
+    serve.add_argument(
+        "--tls",
+        choices=["none", "implicit"],
+        default="none",
+        help="none (default) or implicit: POP3S with a generated test CA (needs trustme)",
+    )
     serve.add_argument("--user", default="user", help="login name (default user)")
     serve.add_argument("--password", default="password", help="password (default password)")
-    serve.add_argument("--seconds", type=float, default=0, metavar="SECONDS", help="stop after SECONDS (default 0: run until Ctrl-C)")
+    serve.add_argument(
+        "--seconds", type=float, default=0, metavar="SECONDS", help="stop after SECONDS (default 0: run until Ctrl-C)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="fetch a sample mailbox from the built-in server")
@@ -354,8 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     for p in (serve, demo):
-        p.add_argument("--messages", type=int, default=12, metavar="N", help="sample messages in the mailbox (default 12)")
-        p.add_argument("--seed", type=int, default=0, help="seed of the sample mailbox: same seed, same messages (default 0)")
+        p.add_argument(
+            "--messages", type=int, default=12, metavar="N", help="sample messages in the mailbox (default 12)"
+        )
+        p.add_argument(
+            "--seed", type=int, default=0, help="seed of the sample mailbox: same seed, same messages (default 0)"
+        )
     return parser
 
 
