@@ -570,6 +570,7 @@ def test_store_files_are_private_under_a_permissive_umask(tmp_path: Path) -> Non
         ("--timeout", "nan", "timeout"),
         ("--port", "99999", "port"),
         ("--port", "0", "port"),
+        ("--wait", "-1", "wait"),
     ],
 )
 def test_bad_numbers_are_usage_errors(tmp_path: Path, option: str, value: str, named: str) -> None:

@@ -89,7 +89,8 @@ def show_bytes(data: bytes) -> str:
     return printable(data.decode("utf-8", "backslashreplace"))
 
 
-# (field, kind, minimum, maximum); kinds: str, bool, int (whole number), float (seconds)
+# field: (kind, minimum, maximum); kinds: str, bool, int (whole number), float (seconds);
+# a float minimum is exclusive for the timeout (0 would mean no time at all), inclusive otherwise
 _SETTINGS = {
     "host": (str, None, None),
     "user": (str, None, None),
@@ -108,15 +109,14 @@ _SETTINGS = {
     "max_size": (int, 1, None),
     "max_messages": (int, 1, None),
     "timeout": (float, 0, None),
-    "wait": (float, -1, None),
-    "mbox_lock_wait": (float, -1, None),
+    "wait": (float, 0, None),
+    "mbox_lock_wait": (float, 0, None),
 }
 
 
 def _check_setting(name: str, value: Any) -> None:
     kind, least, most = _SETTINGS[name]
-    option = "--" + name.replace("_", "-")
-    where = f"{name} ({option})"
+    where = name if name == "name" else f"{name} (--{name.replace('_', '-')})"  # name is a config-file key only
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {value!r}")
     if kind is bool and not isinstance(value, bool):
@@ -131,8 +131,9 @@ def _check_setting(name: str, value: Any) -> None:
         if kind is int and (value < least or (most is not None and value > most)):
             bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
             raise ConfigError(f"{where} must be a whole number {bounds}, not {value!r}")
-        if kind is float and value <= least:
-            raise ConfigError(f"{where} must be greater than {least} seconds, not {value!r}")
+        if kind is float and (value < least or (name == "timeout" and value == least)):
+            relation = "greater than" if name == "timeout" else "at least"
+            raise ConfigError(f"{where} must be {relation} {least} seconds, not {value!r}")
 
 
 @dataclass
@@ -331,6 +332,12 @@ class _Msg:
         uid = f" (UID {show_bytes(self.uid)})" if self.uid is not None else ""
         return f"message {self.number}{uid}"
 
+    @property
+    def ident(self) -> str | int:
+        """Who it is across the sessions of a run: its key, or without one its number (stable
+        while no session of the run has reached QUIT)."""
+        return self.key if self.key is not None else self.number
+
 
 async def _listing(pop: Any, acct: Account) -> list[_Msg]:
     """LIST + UIDL, with UIDs as the exact bytes the server sent."""
@@ -365,8 +372,8 @@ class _Fetch:
     def __init__(self, acct: Account, store: Any, state: State, report: Report, progress: Progress) -> None:
         self.acct, self.store, self.state, self.report, self.progress = acct, store, state, report, progress
         self.step = _Step()
-        self.failed: set[Any] = set()  # keys (or numbers, without UIDL) that failed this run
-        self.too_large: set[Any] = set()
+        self.failed: set[str | int] = set()  # idents of messages that failed this run
+        self.too_large: set[str | int] = set()
         self.unsaved = 0
         self.store_error: str | None = None
         self.current: _Msg | None = None  # the message being retrieved
@@ -396,31 +403,33 @@ class _Fetch:
             if no_uidl and not any("no UIDL" in w for w in report.warnings):
                 report.warnings.append("the server has no UIDL: every message is fetched, then deleted")
             self.digest_keys = {}
-            known = self.known
             # Repair a crash between storing and recording: the store itself knows what it holds.
-            self.state.add(m.key for m in msgs if m.key in known)
+            self.state.add(m.key for m in msgs if m.key in self.known)
             wanted = self.select(msgs)
             self.progress.expect(sum(m.size for m in wanted))
             log.info("%s: %d message(s) on the server, %d to fetch", acct.name, len(msgs), len(wanted))
             to_delete: list[int] = []
             try:
-                await self.fetch_small(pop, [m for m in wanted if m.size <= STREAM_ABOVE], known, to_delete)
+                await self.fetch_small(pop, [m for m in wanted if m.size <= STREAM_ABOVE], to_delete)
                 for m in wanted:
                     if m.size > STREAM_ABOVE and self.store_error is None:
-                        await self.fetch_streamed(pop, m, known, to_delete)
+                        await self.fetch_streamed(pop, m, to_delete)
             except RemoteProtocolError as exc:
                 # The client closed the connection (a line over the limit, a broken reply, EOF):
                 # the message being read is skipped for this run, a new session fetches the rest.
                 return self.broken(exc)
             await self.save()
             to_delete += [m.number for m in msgs if m.key is not None and m.key in self.state.keys]
+            dele_refused = False
             if acct.delete and to_delete:
                 self.step.now = "deleting messages on the server"
                 try:
                     await pop.dele_many(sorted(set(to_delete)))
                 except ServerError as exc:
+                    dele_refused = True  # which DELEs succeeded is unknown: count and forget none
                     report.problems.append(
-                        f"the server refused DELE: {show_bytes(exc.response)}; some messages were not deleted"
+                        f"the server refused DELE: {show_bytes(exc.response)}; some messages were not deleted,"
+                        " the next run tries again"
                     )
             self.step.now = "quitting (QUIT)"
             try:
@@ -432,7 +441,7 @@ class _Fetch:
                     " the next run deletes those messages"
                 )
                 return False
-            if acct.delete:
+            if acct.delete and not dele_refused:
                 report.deleted += len(set(to_delete))
                 gone = set(to_delete)
                 # Keep records of what the server still has only: the state stays small, and a
@@ -445,11 +454,10 @@ class _Fetch:
     def select(self, msgs: list[_Msg]) -> list[_Msg]:
         acct, wanted = self.acct, []
         for m in msgs:
-            ident = m.key if m.key is not None else m.number
-            if ident in self.state.keys or ident in self.failed:
+            if m.ident in self.state.keys or m.ident in self.failed:
                 continue
             if acct.max_size is not None and m.size > acct.max_size:
-                self.too_large.add(ident)
+                self.too_large.add(m.ident)
                 continue
             wanted.append(m)
         self.report.skipped = len(self.too_large)
@@ -457,18 +465,18 @@ class _Fetch:
             wanted = wanted[: max(0, acct.max_messages - self.report.fetched)]
         return wanted
 
-    def problem(self, m: _Msg, why: str, ident: Any) -> None:
-        self.failed.add(ident)
+    def problem(self, m: _Msg, why: str) -> None:
+        self.failed.add(m.ident)
         self.report.problems.append(f"{m.name()} not fetched: {why}; it is tried again next run")
 
     def broken(self, exc: RemoteProtocolError) -> bool:
         m = self.current
         if m is None:
             raise exc
-        self.problem(m, _library_text(exc), m.key if m.key is not None else m.number)
+        self.problem(m, _library_text(exc))
         return True
 
-    async def fetch_small(self, pop: Any, msgs: list[_Msg], known: set[str], to_delete: list[int]) -> None:
+    async def fetch_small(self, pop: Any, msgs: list[_Msg], to_delete: list[int]) -> None:
         pending = msgs
         while pending and self.store_error is None:  # each round consumes at least one message
             done = 0
@@ -481,27 +489,27 @@ class _Fetch:
                         done += 1
                         self.current = pending[done] if done < len(pending) else None
                         data = b"".join(line + b"\r\n" for line in lines)
-                        if not await self.deliver(m, _one(data), known, to_delete):
+                        if not await self.deliver(m, _one(data), to_delete):
                             return
             except ServerError as exc:
                 m = pending[done]
-                self.problem(m, f"the server said {show_bytes(exc.response)}", m.key if m.key is not None else m.number)
+                self.problem(m, f"the server said {show_bytes(exc.response)}")
                 done += 1
             self.current = None
             pending = pending[done:]
 
-    async def fetch_streamed(self, pop: Any, m: _Msg, known: set[str], to_delete: list[int]) -> None:
+    async def fetch_streamed(self, pop: Any, m: _Msg, to_delete: list[int]) -> None:
         """A large message, written to the store chunk by chunk: memory stays bounded."""
         self.step.now = "retrieving messages"
         self.current = m
         try:
             async with _batch(pop, pop.retr_iter(m.number)) as chunks:
-                await self.deliver(m, chunks, known, to_delete)
+                await self.deliver(m, chunks, to_delete)
         except ServerError as exc:
-            self.problem(m, f"the server said {show_bytes(exc.response)}", m.key if m.key is not None else m.number)
+            self.problem(m, f"the server said {show_bytes(exc.response)}")
         self.current = None
 
-    async def deliver(self, m: _Msg, chunks: Any, known: set[str], to_delete: list[int]) -> bool:
+    async def deliver(self, m: _Msg, chunks: Any, to_delete: list[int]) -> bool:
         """Store one message; False if the store failed (fetching stops, the rest goes on)."""
         delivery = await asyncio.to_thread(self.store.begin)
         digest = hashlib.sha256()
@@ -514,7 +522,7 @@ class _Fetch:
             key = m.key or digest_key(digest.hexdigest(), m.size)
             if m.key is None:
                 self.digest_keys[m.number] = key
-            if m.key is None and key in known:
+            if m.key is None and key in self.known:
                 # Without UIDL: stored by an earlier session that was lost before QUIT.
                 await asyncio.to_thread(delivery.abort)
                 to_delete.append(m.number)
@@ -529,10 +537,12 @@ class _Fetch:
             self.report.problems.append(self.store_error)
             return False
         except BaseException:
+            # Interrupted: a write or commit still running in its thread finishes first (the
+            # delivery serialises them); a committed message stays, anything else is removed.
             await asyncio.shield(asyncio.to_thread(delivery.abort))
             raise
         self.state.add([key])
-        known.add(key)
+        self.known.add(key)
         if m.key is None:
             to_delete.append(m.number)
         self.report.fetched += 1

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 FILE_MODE, DIR_MODE = 0o600, 0o700  # mail is private: never readable by other local users
 LOCK_POLL = 0.1  # seconds between attempts to take a lock held by someone else
@@ -140,18 +140,15 @@ def _name(account: str) -> str:
     return hashlib.sha256(account.encode("utf-8")).hexdigest()[:16]
 
 
-class Delivery:
+class Delivery(Protocol):
     """One message being written; ``commit(key)`` makes it stored (the key is known at the
     end: a digest key needs the whole content), ``abort`` leaves no trace."""
 
-    def write(self, chunk: bytes) -> None:
-        raise NotImplementedError
+    def write(self, chunk: bytes) -> None: ...
 
-    def commit(self, key: str) -> None:
-        raise NotImplementedError
+    def commit(self, key: str) -> None: ...
 
-    def abort(self) -> None:
-        raise NotImplementedError
+    def abort(self) -> None: ...
 
 
 class Maildir:
@@ -187,42 +184,54 @@ def _unique() -> str:
     return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{_counter}"
 
 
-class _MaildirDelivery(Delivery):
+class _MaildirDelivery:
+    # Its methods run in worker threads; an abort from an interrupted run must wait for a
+    # write or commit in progress instead of closing the descriptor under it.
     def __init__(self, path: Path, unique: str) -> None:
         self.path, self.unique = path, unique
         self.tmp = path / "tmp" / unique
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self.size = 0
+        self.lock = threading.RLock()
 
     def write(self, chunk: bytes) -> None:
-        try:
-            _write_all(self.fd, chunk)
-        except BaseException:
-            self.abort()
-            raise
-        self.size += len(chunk)
+        with self.lock:
+            self._check()
+            try:
+                _write_all(self.fd, chunk)
+            except BaseException:
+                self.abort()
+                raise
+            self.size += len(chunk)
+
+    def _check(self) -> None:
+        if self.fd < 0:
+            raise StoreError("the delivery was aborted")
 
     def commit(self, key: str) -> None:
         host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
-        try:
-            os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-            final = self.path / "new" / f"{self.unique}_fpl-{key}.{host},S={self.size}"
-            os.rename(self.tmp, final)
-        except BaseException:
-            self.abort()
-            raise
-        _fsync_dir(final.parent)
+        with self.lock:
+            self._check()
+            try:
+                os.fsync(self.fd)
+                os.close(self.fd)
+                self.fd = -1
+                final = self.path / "new" / f"{self.unique}_fpl-{key}.{host},S={self.size}"
+                os.rename(self.tmp, final)
+            except BaseException:
+                self.abort()
+                raise
+            _fsync_dir(final.parent)
 
     def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            try:
+                os.unlink(self.tmp)  # after a commit the file is in new/ and stays there
+            except FileNotFoundError:
+                pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -379,7 +388,7 @@ def _scan_mbox(path: Path) -> tuple[set[str], int | None]:
     return keys, None
 
 
-class _MboxDelivery(Delivery):
+class _MboxDelivery:
     def __init__(self, mbox: Mbox) -> None:
         self.mbox = mbox
         self.spool_path = mbox.state_dir / f"spool.{_unique()}"
@@ -387,14 +396,17 @@ class _MboxDelivery(Delivery):
         self.spool: BinaryIO | None = open(fd, "w+b")  # noqa: SIM115 - open until commit or abort
         self.carry = b""
         self.length = 0
+        self.lock = threading.RLock()  # as _MaildirDelivery's: abort waits for a write or commit
 
     def write(self, chunk: bytes) -> None:
-        lines = (self.carry + chunk).split(b"\n")
-        self.carry = lines.pop()
-        self._put(lines)
+        with self.lock:
+            lines = (self.carry + chunk).split(b"\n")
+            self.carry = lines.pop()
+            self._put(lines)
 
     def _put(self, lines: list[bytes]) -> None:
-        assert self.spool is not None
+        if self.spool is None:
+            raise StoreError("the delivery was aborted")
         out = b"".join(_mboxrd(line) for line in lines)
         try:
             self.spool.write(out)
@@ -404,10 +416,13 @@ class _MboxDelivery(Delivery):
         self.length += len(out)
 
     def commit(self, key: str) -> None:
-        if self.carry:
-            self._put([self.carry])
+        with self.lock:
+            self._put([self.carry] if self.carry else [])
             self.carry = b""
-        assert self.spool is not None
+            self._append(key)
+
+    def _append(self, key: str) -> None:
+        assert self.spool is not None  # checked by _put
         try:
             self.spool.flush()
             self.spool.seek(0)
@@ -432,13 +447,14 @@ class _MboxDelivery(Delivery):
             self.abort()
 
     def abort(self) -> None:
-        spool, self.spool = self.spool, None
-        if spool is not None:
-            spool.close()
-            try:
-                os.unlink(self.spool_path)
-            except FileNotFoundError:
-                pass
+        with self.lock:
+            spool, self.spool = self.spool, None
+            if spool is not None:
+                spool.close()
+                try:
+                    os.unlink(self.spool_path)
+                except FileNotFoundError:
+                    pass
 
 
 def _mboxrd(line: bytes) -> bytes:
@@ -452,8 +468,8 @@ def _mboxrd(line: bytes) -> bytes:
 
 class State:
     """What one account has stored: the (exact UID, LIST size) pairs, and for a server without
-    UIDL the content digests. Saved atomically; a damaged file is set aside and rebuilt from
-    the store's keys by the caller."""
+    UIDL the content digests. Saved atomically; a damaged file is ignored (``damaged``), and
+    the caller rebuilds what it held from the store's keys."""
 
     def __init__(self, directory: Path, account: str) -> None:
         self.path = directory / (_name(account) + ".json")
