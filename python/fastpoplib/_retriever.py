@@ -514,6 +514,7 @@ class _Fetch:
         delivery = await asyncio.to_thread(self.store.begin)
         digest = hashlib.sha256()
         size = 0
+        key = None
         try:
             async for chunk in chunks:
                 digest.update(chunk)
@@ -538,8 +539,11 @@ class _Fetch:
             return False
         except BaseException:
             # Interrupted: a write or commit still running in its thread finishes first (the
-            # delivery serialises them); a committed message stays, anything else is removed.
+            # delivery serialises them); a committed message stays and is recorded, anything
+            # else is removed.
             await asyncio.shield(asyncio.to_thread(delivery.abort))
+            if key is not None and delivery.committed:
+                self.state.add([key])
             raise
         self.state.add([key])
         self.known.add(key)

@@ -144,6 +144,8 @@ class Delivery(Protocol):
     """One message being written; ``commit(key)`` makes it stored (the key is known at the
     end: a digest key needs the whole content), ``abort`` leaves no trace."""
 
+    committed: bool
+
     def write(self, chunk: bytes) -> None: ...
 
     def commit(self, key: str) -> None: ...
@@ -192,6 +194,7 @@ class _MaildirDelivery:
         self.tmp = path / "tmp" / unique
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self.size = 0
+        self.committed = False
         self.lock = threading.RLock()
 
     def write(self, chunk: bytes) -> None:
@@ -221,6 +224,7 @@ class _MaildirDelivery:
             except BaseException:
                 self.abort()
                 raise
+            self.committed = True
             _fsync_dir(final.parent)
 
     def abort(self) -> None:
@@ -396,6 +400,7 @@ class _MboxDelivery:
         self.spool: BinaryIO | None = open(fd, "w+b")  # noqa: SIM115 - open until commit or abort
         self.carry = b""
         self.length = 0
+        self.committed = False
         self.lock = threading.RLock()  # as _MaildirDelivery's: abort waits for a write or commit
 
     def write(self, chunk: bytes) -> None:
@@ -438,6 +443,7 @@ class _MboxDelivery:
                         _write_all(fd, chunk)
                     _write_all(fd, b"\n")
                     os.fsync(fd)
+                    self.committed = True
                 except BaseException:
                     # All or nothing: cut the partial message off (disk full, file too large).
                     os.ftruncate(fd, start)
