@@ -307,15 +307,14 @@ class _Step:
 async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncIterator[Any]:
     """A logged-in connection; closed at once (no QUIT) if the block raises."""
     step.now = "connecting"
-    tls_kw = {"cafile": acct.cafile} if acct.cafile else {}
     if acct.tls == "implicit":
-        connecting = _aio.AsyncPOP3_SSL.connect(acct.host, acct.port or 995, acct.timeout, **tls_kw)
+        connecting = _aio.AsyncPOP3_SSL.connect(acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile)
     else:
         connecting = _aio.AsyncPOP3.connect(acct.host, acct.port or 110, acct.timeout)
     async with connecting as pop:
         if acct.tls == "starttls":
             step.now = "starting TLS"
-            await pop.stls(**tls_kw)
+            await pop.stls(cafile=acct.cafile)
         step.now = "logging in"
         await pop.login(acct.user, allow_insecure=acct.insecure, **secret)
         yield pop

@@ -38,7 +38,7 @@ def _load_toml(path: str) -> dict[str, Any]:
         import tomllib  # Python 3.11+
     except ImportError:  # pragma: no cover - depends on the Python version
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
         except ImportError:
             raise ConfigError("reading a TOML config needs Python 3.11+ or `pip install tomli`") from None
     try:
@@ -112,7 +112,7 @@ def _progress(quiet: bool) -> _retriever.Progress:
     if quiet or not sys.stderr.isatty():
         return _retriever.Progress()
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         return _retriever.Progress()
     return _TqdmProgress(tqdm(total=0, unit="B", unit_scale=True, desc="fetching", file=sys.stderr))
@@ -434,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                 format="%(asctime)s %(name)s %(levelname)s %(message)s",
                 stream=sys.stderr,
             )
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as exc:
         print(f"fastpoplib: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
