@@ -62,7 +62,7 @@ def accounts_from(args: argparse.Namespace) -> list[Account]:
             raise ConfigError("--account picks accounts from a --config file; give --config FILE")
         if not cli.get("host") or not cli.get("user"):
             raise ConfigError("give --host and --user, or --config FILE")
-        return [_account(cli)]
+        return [Account(**cli)]
     data = _load_toml(args.config)
     defaults = data.get("defaults", {})
     tables = data.get("account", [])
@@ -76,10 +76,14 @@ def accounts_from(args: argparse.Namespace) -> list[Account]:
         unknown = set(merged) - _ACCOUNT_KEYS
         if unknown:
             raise ConfigError(f"{args.config}: unknown account setting(s): {', '.join(sorted(unknown))}")
+        label = repr(table.get("name", i))
         for key in ("host", "user"):
             if key not in merged:
-                raise ConfigError(f"{args.config}: account {table.get('name', i)!r} has no {key}")
-        accounts.append(_account(merged))
+                raise ConfigError(f"{args.config}: account {label} has no {key}")
+        try:
+            accounts.append(Account(**merged))
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: account {label}: {exc}") from None
     if args.account:
         names = {a.name for a in accounts}
         missing = [n for n in args.account if n not in names]
@@ -89,10 +93,6 @@ def accounts_from(args: argparse.Namespace) -> list[Account]:
             )
         accounts = [a for a in accounts if a.name in args.account]
     return accounts
-
-
-def _account(settings: dict[str, Any]) -> Account:
-    return Account(**settings)
 
 
 class _TqdmProgress(_retriever.Progress):
