@@ -175,6 +175,12 @@ class Account:
     def label(self) -> str:
         return f"{self.user}@{self.host}" + (f":{self.port}" if self.port else "")
 
+    @property
+    def identity(self) -> str:
+        """Whose mail it is, for store keys, state and lock: the port made explicit, so that
+        ``--port 995`` and the default name the same account."""
+        return f"{self.user}@{self.host.lower()}:{self.port or (995 if self.tls == 'implicit' else 110)}"
+
     def secret(self) -> dict[str, str]:
         """``{"password": ...}`` or ``{"oauth2_token": ...}`` from the configured source;
         never from the command line itself."""
@@ -352,7 +358,9 @@ async def _listing(pop: Any, acct: Account) -> list[_Msg]:
     msgs = []
     for info in infos:
         uid = uids.get(info.number)
-        msgs.append(_Msg(info.number, info.size, uid, uid_key(acct.label, uid, info.size) if uid is not None else None))
+        msgs.append(
+            _Msg(info.number, info.size, uid, uid_key(acct.identity, uid, info.size) if uid is not None else None)
+        )
     # A (UID, size) listed twice (a server bug) identifies neither message: those are told
     # apart by content digest, as on a server without UIDL.
     seen: dict[str, int] = {}
@@ -596,9 +604,9 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
             store.cancelled = cancelled
         report.stored_dir = str(store.path)
         step.now = "locking the account"
-        lock = AccountLock(store.state_dir, acct.label)
+        lock = AccountLock(store.state_dir, acct.identity)
         await asyncio.to_thread(lock.acquire, acct.wait, cancelled)
-        state = await asyncio.to_thread(State, store.state_dir, acct.label)
+        state = await asyncio.to_thread(State, store.state_dir, acct.identity)
         if state.damaged:
             report.warnings.append(
                 f"the state file {state.path} was damaged; rebuilt it from the messages in the store"
