@@ -64,20 +64,22 @@ def test_verbose_logs_without_secrets(tmp_path: Path) -> None:
             "--password-env",
             "POP_PW",
         ]
+        argvs = {"-v": ["-v", *base], "-vv": ["-vv", *base], "fetch -v": [*base, "-v"]}
         runs = {
-            flag: subprocess.run(
-                [sys.executable, "-m", "fastpoplib", flag, *base, "--maildir", str(tmp_path / flag)],
+            name: subprocess.run(
+                [sys.executable, "-m", "fastpoplib", *argv, "--maildir", str(tmp_path / name.replace(" ", ""))],
                 capture_output=True,
                 text=True,
                 env=env,
                 timeout=60,
                 check=False,
             )
-            for flag in ("-v", "-vv")
+            for name, argv in argvs.items()
         }
     assert all(r.returncode == 0 for r in runs.values()), runs
-    assert "INFO" in runs["-v"].stderr and "DEBUG" not in runs["-v"].stderr
-    assert "2 to fetch" in runs["-v"].stderr
+    for name in ("-v", "fetch -v"):
+        assert "INFO" in runs[name].stderr and "DEBUG" not in runs[name].stderr
+        assert "2 to fetch" in runs[name].stderr
     assert "DEBUG" in runs["-vv"].stderr
     leaks = (secret, base64.b64encode(f"\0user\0{secret}".encode()).decode())
     for r in runs.values():

@@ -297,7 +297,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _add_verbose(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="log to stderr: -v connections and each account's plan (INFO), -vv every command (DEBUG, secrets"
+        " masked); allowed before or after the command",
+    )
+
+
 def _add_account_options(p: argparse.ArgumentParser) -> None:
+    # After the command too (`fetch -v`); SUPPRESS keeps a `-v` given before it.
+    _add_verbose(p, argparse.SUPPRESS)
     g = p.add_argument_group("account (or use --config)")
     g.add_argument("--config", metavar="FILE", help="TOML file with [[account]] tables and optional [defaults]")
     g.add_argument(
@@ -337,13 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     parser.add_argument("--version", action="version", version=f"fastpoplib {__version__}")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log to stderr: -v connections and logins (INFO), -vv every command (DEBUG, secrets masked)",
-    )
+    _add_verbose(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     fetch = sub.add_parser(
