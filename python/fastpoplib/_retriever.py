@@ -261,7 +261,7 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
         }.get(type(exc), "")
         if step == "starting TLS":
             advice = "; the server does not offer STARTTLS: use --tls implicit (POP3S, port 995) if it offers that"
-        return f"the server refused {step}: {show_bytes(exc.response)}{advice}", code
+        return f"the server answered {show_bytes(exc.response)} while {step}{advice}", code
     if isinstance(exc, CertificateVerificationError):
         reason = _library_text(exc)
         return f"{reason}; if the server uses a private CA, pass --cafile FILE (PEM)", EXIT_CONNECTION
