@@ -303,8 +303,8 @@ def _add_verbose(p: argparse.ArgumentParser, default: Any) -> None:
         "--verbose",
         action="count",
         default=default,
-        help="log to stderr: -v connections and each account's plan (INFO), -vv every command (DEBUG, secrets"
-        " masked); allowed before or after the command",
+        help="log fastpoplib's records to stderr: -v INFO (e.g. what each account fetches), -vv also DEBUG (every"
+        " command sent and reply, secrets masked); allowed before or after the command",
     )
 
 
