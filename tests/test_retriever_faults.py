@@ -357,6 +357,24 @@ def test_mbox_held_by_another_program_is_not_written_until_released(tmp_path: Pa
     assert not Path(f"{dest}.lock").exists()
 
 
+def test_two_accounts_appending_to_one_mbox_do_not_interleave(tmp_path: Path) -> None:
+    dest = tmp_path / "inbox"
+    with (
+        POP3TestServer(mailbox=sample_mailbox(20), stls=False) as a,
+        POP3TestServer(mailbox=sample_mailbox(20, seed=7), stls=False) as b,
+    ):
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f"[defaults]\ntls = 'none'\ninsecure = true\nuser = 'user'\npassword_env = 'POP_PW'\nmbox = '{dest}'\n"
+            f"[[account]]\nname = 'a'\nhost = '{a.host}'\nport = {a.port}\n"
+            f"[[account]]\nname = 'b'\nhost = '{b.host}'\nport = {b.port}\n"
+        )
+        out = cli("fetch", "--config", str(config))
+        originals = a.mailbox.messages + b.mailbox.messages
+    assert out.returncode == 0, out.stderr
+    assert mbox_messages(dest) == sorted(lf(m) for m in originals)
+
+
 # --- 8, 17. one account's failure is its own; messages say what to do ----------------------
 
 

@@ -260,7 +260,12 @@ class Mbox:
         try:
             make_dirs(path.parent)
             make_dirs(self.state_dir)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE))
+            # Only a new file is opened and closed here: closing a descriptor of a file drops
+            # every fcntl lock this process holds on it (another account may be appending).
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError:
+            pass
         except OSError as exc:
             raise StoreError(f"cannot create the mbox {path}: {exc.strerror}") from None
 
@@ -270,6 +275,23 @@ class Mbox:
     @contextmanager
     def locked(self) -> Iterator[int]:
         """The mbox open for append, with both locks held; waits up to ``lock_wait`` s."""
+        # fcntl locks do not exclude threads of one process (two accounts appending to one
+        # mbox): a lock per file serialises them first.
+        in_process = _process_lock(self.path)
+        _poll(
+            lambda: in_process.acquire(blocking=False),
+            self.lock_wait,
+            "another account is writing to the mbox",
+            self.cancelled,
+        )
+        try:
+            with self._file_locked() as fd:
+                yield fd
+        finally:
+            in_process.release()
+
+    @contextmanager
+    def _file_locked(self) -> Iterator[int]:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
             _poll(
@@ -299,7 +321,7 @@ class Mbox:
         """Create ``FILE.lock`` as ``mailbox`` does (a unique file hard-linked into place,
         safe on NFS); ours hold our pid, so one left by a killed fastpoplib is removed."""
         lock = f"{self.path}.lock"
-        unique = f"{lock}.{socket.gethostname()}.{os.getpid()}"
+        unique = f"{lock}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(unique, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
             os.write(fd, f"fastpoplib {socket.gethostname()} {os.getpid()}\n".encode())
@@ -318,11 +340,20 @@ class Mbox:
         """Keys of the complete messages; an incomplete one at the end (a run killed in the
         middle of an append) is truncated away, under the locks."""
         with self.locked() as fd:
-            keys, cut = _scan_mbox(self.path)
+            keys, cut = _scan_mbox(fd)
             if cut is not None:
                 os.ftruncate(fd, cut)
                 os.fsync(fd)
         return keys
+
+
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.Lock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(os.path.realpath(path), threading.Lock())
 
 
 def _try_lockf(fd: int) -> bool:
@@ -361,7 +392,7 @@ def _remove_stale_dotlock(lock: str) -> None:
 _FROM_FPL = re.compile(rb"From fpl-(" + _KEY.encode() + rb")-L([0-9]+) ")
 
 
-def _scan_mbox(path: Path) -> tuple[set[str], int | None]:
+def _scan_mbox(fd: int) -> tuple[set[str], int | None]:
     """Complete fastpoplib messages of the mbox, and the offset to truncate the file to if it
     ends with an incomplete one. A message is complete when at least the body length in its
     ``From_`` line follows it (a mail reader adding a Status header makes it longer, never
@@ -380,7 +411,9 @@ def _scan_mbox(path: Path) -> tuple[set[str], int | None]:
             keys.add(key)
         return complete
 
-    with open(path, "rb") as f:
+    # Read through the locked descriptor: opening and closing another would drop our fcntl lock.
+    with open(fd, "rb", closefd=False) as f:
+        f.seek(0)
         for line in f:
             if line.startswith(b"From "):
                 close(offset)
