@@ -3,15 +3,20 @@ against the shipped test server. Each test fails without the fix it names."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import mailbox
 import os
+import pty
 import re
 import resource
 import signal
 import stat
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -268,6 +273,65 @@ def test_overlapping_runs_of_one_account_never_fetch_twice(tmp_path: Path) -> No
         out, err = waiting.communicate(timeout=60)
         assert waiting.returncode == 0 and "0 new message(s)" in out, err
         assert maildir_messages(md) == sorted(srv.mailbox.messages)
+
+
+def test_ctrl_c_clears_the_progress_bar(tmp_path: Path) -> None:
+    pytest.importorskip("tqdm", reason="the progress bar needs tqdm")
+    md = tmp_path / "md"
+    slow = Fault.stall(0.05, on="RETR", times=None)
+    with POP3TestServer(mailbox=sample_mailbox(40), stls=False, faults=[slow]) as srv:
+        terminal, stderr_end = pty.openpty()  # stderr is a terminal: the bar is drawn
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 wide
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastpoplib", "fetch", *account(srv), "--maildir", str(md)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_end,
+        )
+        os.close(stderr_end)
+        seen = bytearray()
+
+        def read_terminal() -> None:
+            while True:
+                try:
+                    data = os.read(terminal, 4096)
+                except OSError:  # EIO: the child closed its end
+                    return
+                if not data:
+                    return
+                seen.extend(data)
+
+        reader = threading.Thread(target=read_terminal, daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: len(maildir_messages(md)) >= 3 if md.exists() else False, "some messages to be stored")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 130
+            reader.join(30)
+        finally:
+            proc.kill()
+            os.close(terminal)
+    text = seen.decode("utf-8", "replace")
+    assert "fetching" in text and "Traceback" not in text
+    before, _, after = text.partition("fastpoplib: interrupted")
+    assert after, text
+    assert not any("fetching" in line for line in screen(before)), f"the bar was left drawn: {before[-200:]!r}"
+
+
+def screen(output: str) -> list[str]:
+    """The lines a terminal shows for ``output`` (CR moves back to the start of the line)."""
+    lines = []
+    for raw in output.replace("\r\n", "\n").split("\n"):
+        cells: list[str] = []
+        column = 0
+        for ch in raw:
+            if ch == "\r":
+                column = 0
+                continue
+            cells[column : column + 1] = [ch]
+            column += 1
+        lines.append("".join(cells).rstrip())
+    return lines
 
 
 def test_ctrl_c_while_waiting_for_a_lock_exits_at_once(tmp_path: Path) -> None:
