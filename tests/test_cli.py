@@ -11,8 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, List
-
+from typing import Any
 
 from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
 
@@ -20,18 +19,37 @@ ENV = dict(os.environ, POP_PW="password")
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastpoplib", *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fastpoplib", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+        check=False,
+    )
 
 
-def account(srv: Any) -> List[str]:
-    return ["--host", srv.host, "--port", str(srv.port), "--user", "user", "--tls", "none", "--insecure", "--password-env", "POP_PW"]
+def account(srv: Any) -> list[str]:
+    return [
+        "--host",
+        srv.host,
+        "--port",
+        str(srv.port),
+        "--user",
+        "user",
+        "--tls",
+        "none",
+        "--insecure",
+        "--password-env",
+        "POP_PW",
+    ]
 
 
-def stored(maildir: Path) -> List[bytes]:
+def stored(maildir: Path) -> list[bytes]:
     return [p.read_bytes() for sub in ("new", "cur") for p in sorted((maildir / sub).iterdir())]
 
 
-def digests(messages: List[bytes]) -> List[str]:
+def digests(messages: list[bytes]) -> list[str]:
     return sorted(hashlib.sha256(m.replace(b"\r\n", b"\n")).hexdigest() for m in messages)
 
 
@@ -54,14 +72,38 @@ def test_fetch_is_incremental_and_delete_is_safe(tmp_path: Path) -> None:
 def test_limits_mbox_and_exit_codes(tmp_path: Path) -> None:
     with POP3TestServer(mailbox=sample_mailbox(6), stls=False) as srv:
         sizes = sorted(m.size for m in srv.mailbox)
-        limited = cli("fetch", *account(srv), "--mbox", str(tmp_path / "box.mbox"), "--max-size", str(sizes[2]), "--max-messages", "2")
+        limited = cli(
+            "fetch",
+            *account(srv),
+            "--mbox",
+            str(tmp_path / "box.mbox"),
+            "--max-size",
+            str(sizes[2]),
+            "--max-messages",
+            "2",
+        )
         assert limited.returncode == 0, limited.stderr
         assert "2 new message(s)" in limited.stdout and "skipped" in limited.stdout
         assert (tmp_path / "box.mbox").read_bytes().count(b"\nFrom fpl-") + 1 == 2
         bad = cli("fetch", *account(srv)[:-2], "--password-command", "echo wrong", "--maildir", str(tmp_path / "x"))
         assert bad.returncode == 3 and "login refused" in bad.stderr
         assert "wrong" not in bad.stderr + bad.stdout
-    refused = cli("fetch", "--host", "127.0.0.1", "--port", "1", "--user", "u", "--tls", "none", "--insecure", "--password-env", "POP_PW", "--maildir", str(tmp_path / "y"))
+    refused = cli(
+        "fetch",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "1",
+        "--user",
+        "u",
+        "--tls",
+        "none",
+        "--insecure",
+        "--password-env",
+        "POP_PW",
+        "--maildir",
+        str(tmp_path / "y"),
+    )
     assert refused.returncode == 4 and "connection failed" in refused.stderr
     insecure = cli("fetch", "--host", "127.0.0.1", "--user", "u", "--tls", "none", "--password-env", "POP_PW")
     assert insecure.returncode == 2 and "--insecure" in insecure.stderr
@@ -80,7 +122,10 @@ def test_password_command_output_that_is_not_utf8_leaks_nothing(tmp_path: Path) 
 
 
 def test_config_file_with_several_accounts(tmp_path: Path) -> None:
-    with POP3TestServer(mailbox=sample_mailbox(3), stls=False) as a, POP3TestServer(mailbox=sample_mailbox(4, seed=9), stls=False) as b:
+    with (
+        POP3TestServer(mailbox=sample_mailbox(3), stls=False) as a,
+        POP3TestServer(mailbox=sample_mailbox(4, seed=9), stls=False) as b,
+    ):
         config = tmp_path / "accounts.toml"
         config.write_text(
             "[defaults]\ntls = 'none'\ninsecure = true\nuser = 'user'\npassword_env = 'POP_PW'\n"
@@ -115,7 +160,11 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
     originals = digests(list(box.messages))
     maildir = tmp_path / "md"
     # Every RETR and DELE is slowed down so that kills land in the middle of the transfer.
-    with POP3TestServer(mailbox=box, stls=False, faults=[Fault.stall(0.02, on="RETR", times=None), Fault.stall(0.02, on="DELE", times=None)]) as srv:
+    with POP3TestServer(
+        mailbox=box,
+        stls=False,
+        faults=[Fault.stall(0.02, on="RETR", times=None), Fault.stall(0.02, on="DELE", times=None)],
+    ) as srv:
         args = [sys.executable, "-m", "fastpoplib", "fetch", *account(srv), "--maildir", str(maildir), "--delete", "-q"]
         for _ in range(8):
             proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -127,7 +176,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
             on_server = digests(list(srv.mailbox.messages))
             assert set(originals) <= set(have) | set(on_server), "a message was lost"
             assert set(originals) - set(on_server) <= set(have), "a message was deleted before it was stored"
-        final = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=60)
+        final = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=60, check=False)
         assert final.returncode == 0, final.stderr
         assert len(srv.mailbox) == 0
     assert digests(stored(maildir)) == originals

@@ -4,12 +4,20 @@ flow from ``_flows``), argument checks and the printable state. A subclass suppl
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
-from typing import Any, Iterable, List, Optional, Union
+from email.message import EmailMessage
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union, overload
 
 from . import _flows, _login, _trace
+from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
 from .exceptions import LocalProtocolError, ServerError
+
+#: A message number as the commands take it: an ``int``, or its decimal ``str`` (the
+#: argument is formatted into the command line, as poplib does).
+Which = Union[int, str]
+N = TypeVar("N", bound=Union[int, str])
 
 POP3_PORT = 110
 POP3_SSL_PORT = 995
@@ -90,7 +98,7 @@ def resolve_timeout(timeout: Any) -> Optional[float]:
 
 
 class POP3Base:
-    """poplib's API, minus the I/O."""
+    """poplib's API, minus the I/O: what :class:`POP3` and :class:`AsyncPOP3` share."""
 
     encoding = "UTF-8"
     welcome: bytes = b""
@@ -105,7 +113,7 @@ class POP3Base:
     _maxline = 2048
     _label = "pop3"
     timeout: Optional[float] = None
-    capabilities: Optional[_flows.Capabilities] = None
+    capabilities: Optional[Capabilities] = None
     auth_mechanism: Optional[str] = None
 
     def __init__(self, host: str, port: int) -> None:
@@ -121,7 +129,7 @@ class POP3Base:
         self._debugging = 0
         self._tls_established = False
         # CAPA as last read (None: not asked yet); decides whether batch calls pipeline.
-        self.capabilities: Optional[_flows.Capabilities] = None
+        self.capabilities: Optional[Capabilities] = None
         self.auth_mechanism: Optional[str] = None
         self._maxline = current_maxline()
 
@@ -131,6 +139,18 @@ class POP3Base:
 
     def _call(self, name: str, *args: Any) -> Any:
         """Operation ``name`` of the Rust connection: its result (blocking) or an awaitable."""
+        raise NotImplementedError
+
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> Any:
+        """A :class:`BatchReplies` iterator (sync or async) over ``lines`` sent as a batch."""
+        raise NotImplementedError
+
+    def _collect(self, items: Any) -> Any:
+        """The replies of a batch as a list (or an awaitable of it)."""
+        raise NotImplementedError
+
+    def _stream(self, line: bytes, chunk_size: int) -> Any:
+        """The body of ``line``'s reply in chunks (an iterator or an async iterator)."""
         raise NotImplementedError
 
     def _check_open(self) -> Any:
@@ -189,30 +209,62 @@ class POP3Base:
         return _flows.encode(line, self.encoding)
 
     # -- poplib's public API -------------------------------------------------------------------
+    # The command methods return ``self._run(flow)``: the reply in ``POP3``, an awaitable in
+    # ``AsyncPOP3``, which wraps each of them in a coroutine function (``_aio.py``). The
+    # annotations are the blocking ones; ``AsyncPOP3`` declares its own for type checkers.
+    # Unless said otherwise, a command raises ServerError (or a RESP-CODES subclass: InUseError,
+    # LoginDelayError, SysTempError, SysPermError) when the server answers -ERR,
+    # RemoteProtocolError for a malformed or oversized reply (the connection is then closed),
+    # ConnectionClosedError/POP3ConnectionError when the connection breaks, POP3TimeoutError
+    # after ``timeout`` seconds without data, and LocalProtocolError when the connection is
+    # closed or busy with another call; InvalidArgumentError (nothing sent) for an argument
+    # holding CR, LF or NUL. All are ``poplib.error_proto`` except the connection, timeout
+    # and TLS errors, which are ``ConnectionError``, ``TimeoutError`` and ``ssl.SSLError``.
+
     def getwelcome(self) -> bytes:
-        """The server's greeting line (RFC 1939 §4), as read when connecting."""
+        """The server's greeting line (RFC 1939 §4), as read when connecting, e.g.
+        ``b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>"``. No I/O."""
         if self._debugging:
             print("*welcome*", repr(self.welcome))
         return self.welcome
 
     def set_debuglevel(self, level: int) -> None:
+        """poplib's debug output on stdout: ``1`` prints each command sent (``*cmd*``), ``2``
+        also each line sent and each status line received. Passwords, APOP digests and SASL
+        responses are masked. The ``fastpoplib`` logger gets the same lines at DEBUG."""
         self._debugging = level
 
-    def user(self, user: str) -> Any:
+    def user(self, user: str) -> bytes:
+        """USER (RFC 1939 §7): send the user name; returns the ``+OK`` line.
+        Raises AuthenticationError on ``-ERR``."""
         return self._run(_flows.short(self._line(f"USER {user}"), login=True))
 
-    def pass_(self, pswd: str) -> Any:
+    def pass_(self, pswd: str) -> bytes:
+        """PASS (RFC 1939 §7): send the password (masked in debug output and logs); returns
+        the ``+OK`` line, after which the session is in the TRANSACTION state. Raises
+        AuthenticationError on ``-ERR`` (InUseError when the maildrop is locked)."""
         return self._run(_flows.short(self._line(f"PASS {pswd}"), login=True))
 
-    def apop(self, user: str, password: str) -> Any:
+    def apop(self, user: str, password: str) -> bytes:
+        """APOP (RFC 1939 §7): log in with the MD5 digest of the greeting's timestamp and
+        ``password`` (the password itself is not sent); returns the ``+OK`` line. Raises
+        error_proto if the greeting has no timestamp, AuthenticationError on ``-ERR``."""
         return self._run(_flows.apop(self.welcome, user, password, self.encoding))
 
-    def rpop(self, user: str) -> Any:
+    def rpop(self, user: str) -> bytes:
+        """RPOP (RFC 1081, obsolete): send ``RPOP user``; returns the ``+OK`` line. Raises
+        AuthenticationError on ``-ERR``."""
         return self._run(_flows.short(self._line(f"RPOP {user}"), login=True))
 
-    def auth(self, mechanism: str, authobject: _login.AuthObject, initial_response_ok: bool = True) -> Any:
-        """SASL authentication in the style of ``smtplib.SMTP.auth``: ``authobject(None)``
-        returns the initial response, ``authobject(challenge)`` the answer to a challenge."""
+    def auth(self, mechanism: str, authobject: _login.AuthObject, initial_response_ok: bool = True) -> bytes:
+        """AUTH (RFC 5034): one SASL exchange in the style of ``smtplib.SMTP.auth``:
+        ``authobject(None)`` returns the initial response (sent on the AUTH line when
+        ``initial_response_ok`` and it fits in 255 octets), ``authobject(challenge)`` the
+        answer to each decoded ``+`` challenge (``str`` or ``bytes``, base64-encoded here).
+        Returns the final ``+OK`` line. Raises AuthenticationError when the server (or the
+        auth object) refuses, RemoteProtocolError for a malformed challenge or too many
+        rounds (the exchange is cancelled with ``*`` first, so the session stays usable),
+        ValueError for an invalid mechanism name."""
         return self._run(_login.auth(mechanism, authobject, initial_response_ok))
 
     def login(
@@ -224,70 +276,122 @@ class POP3Base:
         mechanisms: Optional[List[str]] = None,
         allow_insecure: bool = False,
         allow_apop: bool = False,
-    ) -> Any:
+    ) -> bytes:
         """Log in with each method the server offers, strongest first, until one succeeds
         (SCRAM-SHA-512 > SCRAM-SHA-256 > SCRAM-SHA-1 > CRAM-MD5 > PLAIN > LOGIN > USER/PASS,
         then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with ``oauth2_token``;
-        ``mechanisms`` restricts and orders them). Stops once the password itself (sent by
-        PLAIN, LOGIN or PASS) was refused, at ``[IN-USE]``, ``[LOGIN-DELAY]``,
-        ``[SYS/TEMP]``, ``[SYS/PERM]`` and when a SCRAM server fails to prove itself. No
-        password or token is sent over an unencrypted connection unless ``allow_insecure``.
-        The method used is left in ``auth_mechanism``."""
+        ``mechanisms`` restricts and orders them). Reads CAPA (RFC 2449) first if it was not
+        read yet; uses AUTH (RFC 5034), USER/PASS or APOP (RFC 1939 §7). Returns the final
+        ``+OK`` line; the method used is left in ``auth_mechanism``.
+
+        Stops once the password itself (sent by PLAIN, LOGIN or PASS) was refused, at
+        ``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]``, ``[SYS/PERM]`` (their ServerError
+        subclasses are raised) and when a SCRAM server fails to prove itself (QUIT is sent).
+        Raises AuthenticationError when every method was refused (``attempts`` lists them),
+        LocalProtocolError when no method fits or, unless ``allow_insecure``, before sending
+        a password or token over an unencrypted connection; ValueError unless exactly one of
+        ``password`` and ``oauth2_token`` is given."""
         return self._run(_login.login(self, user, password, oauth2_token, mechanisms, allow_insecure, allow_apop))
 
-    def stat(self) -> Any:
+    def stat(self) -> Tuple[int, int]:
+        """STAT (RFC 1939 §5): ``(message count, maildrop size in octets)``. Raises
+        RemoteProtocolError if the reply is not ``+OK count size``."""
         return self._run(_flows.stat(self._debugging))
 
-    def list(self, which: Any = None) -> Any:
+    @overload
+    def list(self, which: None = None) -> LongResponse: ...
+
+    @overload
+    def list(self, which: Which) -> bytes: ...
+
+    def list(self, which: Optional[Which] = None) -> Union[bytes, LongResponse]:
+        """LIST (RFC 1939 §5). Without ``which``: ``(resp, [b"number size", ...], octets)``,
+        one line per message not marked deleted, sizes in octets. With a message number:
+        its ``b"+OK number size"`` line (ServerError if there is no such message)."""
         if which is not None:
             return self._run(_flows.short(self._line(f"LIST {which}")))
         return self._run(_flows.long(b"LIST"))
 
-    def retr(self, which: Any) -> Any:
+    def retr(self, which: Which) -> LongResponse:
+        """RETR (RFC 1939 §5): message ``which`` as ``(resp, lines, octets)``: its lines
+        without line ends, dot-unstuffed, and its size in octets as poplib counts it. A large
+        message is converted as it arrives (peak memory about poplib's); a reply over
+        ``max_response_size`` raises RemoteProtocolError."""
         return self._run(_flows.long(self._line(f"RETR {which}")))
 
-    def top(self, which: Any, howmuch: Any) -> Any:
+    def top(self, which: Which, howmuch: int) -> LongResponse:
+        """TOP (RFC 1939 §7): the headers of message ``which`` and the first ``howmuch``
+        lines of its body, as ``(resp, lines, octets)`` like :meth:`retr`. The server may
+        not support TOP (ServerError)."""
         return self._run(_flows.long(self._line(f"TOP {which} {howmuch}")))
 
-    def uidl(self, which: Any = None) -> Any:
+    @overload
+    def uidl(self, which: None = None) -> LongResponse: ...
+
+    @overload
+    def uidl(self, which: Which) -> bytes: ...
+
+    def uidl(self, which: Optional[Which] = None) -> Union[bytes, LongResponse]:
+        """UIDL (RFC 1939 §7). Without ``which``: ``(resp, [b"number uid", ...], octets)``
+        for each message not marked deleted. With a message number: its
+        ``b"+OK number uid"`` line. ServerError if the server has no UIDL."""
         if which is not None:
             return self._run(_flows.short(self._line(f"UIDL {which}")))
         return self._run(_flows.long(b"UIDL"))
 
-    def dele(self, which: Any) -> Any:
+    def dele(self, which: Which) -> bytes:
+        """DELE (RFC 1939 §5): mark message ``which`` deleted; returns the ``+OK`` line. The
+        server deletes it only at QUIT (:meth:`quit`); RSET or a broken connection keeps it."""
         return self._run(_flows.short(self._line(f"DELE {which}")))
 
-    def noop(self) -> Any:
+    def noop(self) -> bytes:
+        """NOOP (RFC 1939 §5): does nothing (keeps the session alive); returns ``+OK``."""
         return self._run(_flows.short(b"NOOP"))
 
-    def rset(self) -> Any:
+    def rset(self) -> bytes:
+        """RSET (RFC 1939 §5): unmark every message marked deleted; returns the ``+OK`` line."""
         return self._run(_flows.short(b"RSET"))
 
-    def utf8(self) -> Any:
-        """RFC 6856: switch the session to UTF-8 (arguments and replies)."""
+    def utf8(self) -> bytes:
+        """UTF8 (RFC 6856 §2): switch the session to UTF-8 (user names, passwords and
+        replies); returns the ``+OK`` line. Allowed before login only; ServerError if the
+        server refuses or lacks it."""
         return self._run(_flows.short(b"UTF8"))
 
-    def lang(self, tag: Optional[str] = None) -> Any:
-        """RFC 6856 LANG: with a tag (``"de"``, ``"*"``), choose the language of the server's
-        replies; without, list the languages offered (a multi-line reply)."""
+    @overload
+    def lang(self, tag: None = None) -> LongResponse: ...
+
+    @overload
+    def lang(self, tag: str) -> bytes: ...
+
+    def lang(self, tag: Optional[str] = None) -> Union[bytes, LongResponse]:
+        """LANG (RFC 6856 §3): with a tag (``"de"``, ``"*"``), choose the language of the
+        server's replies and return the ``+OK`` line; without, list the languages offered
+        as ``(resp, [b"tag description", ...], octets)``. ServerError if not supported."""
         if tag is None:
             return self._run(_flows.long(b"LANG"))
         return self._run(_flows.short(self._line(f"LANG {tag}")))
 
-    def capa(self) -> Any:
+    def capa(self) -> Capabilities:
+        """CAPA (RFC 2449): the server's capabilities as ``{name: [arguments]}`` (a dict, equal
+        to poplib's, with typed accessors), also kept in ``capabilities``; the batch calls
+        pipeline when it lists PIPELINING. Raises error_proto if the server has no CAPA."""
         return self._run(_flows.remember_capa(self))
 
     # -- beyond poplib: batch calls, pipelined when the server allows it ---------------------
-    def retr_many(self, which: Iterable[Any]) -> Any:
-        """Iterate ``(number, (resp, lines, octets))`` for each message, in order, as they
-        arrive. Pipelined (RFC 2449) when the server advertises PIPELINING: at most
-        ``WINDOW`` commands in flight. Other commands may be issued between items (a DELE
-        per message, say): replies already in flight are kept for the iteration. A ``-ERR``
-        raises ServerError and ends the iteration."""
+    def retr_many(self, which: Iterable[N]) -> Iterator[Tuple[N, LongResponse]]:
+        """RETR (RFC 1939 §5) each message of ``which``; iterate ``(number, (resp, lines,
+        octets))`` in order, as replies arrive. Pipelined (RFC 2449 PIPELINING, as CAPA last
+        read said) with at most 256 commands in flight; one by one otherwise, same results.
+        Other commands may be issued between items (a DELE per message, say): replies already
+        in flight are kept for the iteration. Leaving early (``break``, ``close()``) drops
+        the replies still in flight. A ``-ERR`` raises ServerError and ends the iteration.
+        ``AsyncPOP3`` returns an async iterator (``async for``), not a coroutine."""
         return self._each_message("RETR {}", which)
 
-    def top_many(self, which: Iterable[Any], howmuch: int) -> Any:
-        """Like :meth:`retr_many` with ``TOP n howmuch`` (headers plus ``howmuch`` lines)."""
+    def top_many(self, which: Iterable[N], howmuch: int) -> Iterator[Tuple[N, LongResponse]]:
+        """Like :meth:`retr_many` with ``TOP n howmuch`` (RFC 1939 §7: headers plus
+        ``howmuch`` body lines). TypeError/ValueError at once for a bad ``howmuch``."""
         return self._each_message("TOP {} %d" % _count("howmuch", howmuch), which)
 
     def _each_message(self, template: str, which: Iterable[Any]) -> Any:
@@ -295,28 +399,43 @@ class POP3Base:
         lines = [self._line(template.format(n)) for n in numbers]
         return self._batch(numbers, lines, LINES)
 
-    def dele_many(self, which: Iterable[Any]) -> Any:
-        """DELE each message (pipelined); returns the list of responses. A ``-ERR`` raises
-        ServerError (the deletions before it stand, RFC 1939 §6)."""
+    def dele_many(self, which: Iterable[Which]) -> List[bytes]:
+        """DELE (RFC 1939 §5) each message, pipelined like :meth:`retr_many`; returns the
+        ``+OK`` lines in order. A ``-ERR`` raises ServerError (the deletions marked before it
+        stand until QUIT or RSET, RFC 1939 §6)."""
         numbers = [*which]
         return self._collect(self._batch(numbers, [self._line(f"DELE {n}") for n in numbers], STATUS))
 
-    def retr_bytes(self, which: Any) -> Any:
-        """The message as one ``bytes`` with CRLF line ends (dot-unstuffed)."""
+    def retr_bytes(self, which: Which) -> bytes:
+        """RETR (RFC 1939 §5): the message as one ``bytes``, dot-unstuffed, lines ending in
+        CRLF: the form a mail parser or a file wants, without a list of lines."""
         return self._run(_flows.long_bytes(self._line(f"RETR {which}")))
 
-    def retr_iter(self, which: Any, chunk_size: int = _flows.CHUNK_SIZE) -> Any:
-        """Iterate the message in chunks of about ``chunk_size`` bytes (CRLF line ends);
-        memory stays bounded whatever the message size. Leaving early is safe: the next
-        command makes the session drop the rest of the body (resuming the iterator after
-        that raises LocalProtocolError)."""
+    def retr_iter(self, which: Which, chunk_size: int = _flows.CHUNK_SIZE) -> Iterator[bytes]:
+        """RETR (RFC 1939 §5), streamed: iterate the message in chunks of about
+        ``chunk_size`` bytes (default 1 MiB; CRLF line ends, dot-unstuffed). Memory stays
+        bounded whatever the message size, and ``max_response_size`` does not apply. Leaving
+        early is safe: the next command makes the session read and drop the rest of the body
+        (resuming the iterator after that raises LocalProtocolError). ServerError on
+        ``-ERR``; TypeError/ValueError at once for a bad ``chunk_size``. ``AsyncPOP3``
+        returns an async iterator (``async for``), not a coroutine."""
         _count("chunk_size", chunk_size, minimum=1)
         return self._stream(self._line(f"RETR {which}"), chunk_size)
 
-    def retr_to(self, which: Any, dest: Any, progress: Any = None, chunk_size: int = _flows.CHUNK_SIZE) -> Any:
-        """Stream the message into ``dest`` (a path or a binary file) without holding it in
-        memory; ``progress(done, total)`` is called after each chunk (``total`` from LIST),
-        e.g. a tqdm bar's ``update``. Returns the number of bytes written."""
+    def retr_to(
+        self,
+        which: Which,
+        dest: Union[str, "os.PathLike[str]", SupportsWriteBytes],
+        progress: Optional[Callable[[int, Optional[int]], object]] = None,
+        chunk_size: int = _flows.CHUNK_SIZE,
+    ) -> int:
+        """RETR (RFC 1939 §5), streamed into ``dest`` (a path, created or truncated and closed
+        here, or a binary file object left open) without holding the message in memory.
+        ``progress(done, total)`` is called after each chunk with the bytes written so far
+        and the size LIST gives (``LIST which`` is sent first, only when ``progress`` is
+        given), e.g. ``lambda done, total: bar.update(done - bar.n)`` for tqdm. Returns the
+        number of bytes written (CRLF line ends, dot-unstuffed). If writing fails, the rest
+        of the body is dropped, the connection stays usable and the error propagates."""
         return self._run(self._save(which, dest, progress, chunk_size))
 
     def _save(self, which: Any, dest: Any, progress: Any, chunk_size: int) -> _flows.Flow:
@@ -324,26 +443,30 @@ class POP3Base:
         total = (yield from _flows.size_of(which, self.encoding)) if progress is not None else None
         return (yield from _flows.save(self._line(f"RETR {which}"), dest, progress, total, chunk_size))
 
-    def retr_message(self, which: Any) -> Any:
-        """The message as an ``email.message.EmailMessage`` (policy ``email.policy.default``)."""
+    def retr_message(self, which: Which) -> EmailMessage:
+        """RETR (RFC 1939 §5): the message parsed as an ``email.message.EmailMessage``
+        (policy ``email.policy.default``)."""
         return self._run(_flows.parsed(self._line(f"RETR {which}")))
 
-    def top_headers(self, which: Any) -> Any:
-        """The message's headers (``TOP n 0``) parsed as an ``EmailMessage``."""
+    def top_headers(self, which: Which) -> EmailMessage:
+        """TOP n 0 (RFC 1939 §7): the message's headers parsed as an ``EmailMessage``
+        (empty body). ServerError if the server has no TOP."""
         return self._run(_flows.parsed(self._line(f"TOP {which} 0"), headers_only=True))
 
-    def messages(self) -> Any:
-        """LIST and UIDL merged: ``[MessageInfo(number, size, uid)]`` (uid None without UIDL)."""
+    def messages(self) -> List[MessageInfo]:
+        """LIST and UIDL (RFC 1939 §5, §7) merged: ``[MessageInfo(number, size, uid)]``, size in
+        octets, ``uid`` None when the server has no UIDL. RemoteProtocolError for a malformed
+        listing."""
         return self._run(_flows.one(_flows.Messages()))
 
-    def _shortcmd(self, line: Union[str, bytes]) -> Any:
+    def _shortcmd(self, line: Union[str, bytes]) -> bytes:
         return self._run(_flows.one(_flows.Short(self._line(line), raw=True)))
 
-    def _longcmd(self, line: Union[str, bytes]) -> Any:
+    def _longcmd(self, line: Union[str, bytes]) -> LongResponse:
         return self._run(_flows.one(_flows.Long(self._line(line), raw=True)))
 
     @property
-    def tls_info(self) -> Optional[Any]:
+    def tls_info(self) -> Optional[Tuple[str, str]]:
         """``(protocol version, cipher suite)`` while TLS is active, else ``None``; never
         waits for a call in progress."""
         return None if self._conn is None else self._conn.tls_info()

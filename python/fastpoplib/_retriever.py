@@ -1,27 +1,60 @@
-"""The retriever behind ``fastpoplib fetch``: accounts fetched concurrently (asyncio), new
-messages found by UIDL, retrieved pipelined, stored durably, and deleted on the server only
-once stored (see ``_store`` for why a crash at any point loses and duplicates nothing)."""
+"""The retriever behind ``fastpoplib fetch`` and ``fastpoplib ls``: accounts fetched
+concurrently (asyncio), new messages found by UIDL (exact UID bytes plus LIST size), retrieved
+pipelined (large ones streamed to disk), stored durably off the event loop, and deleted on the
+server only once stored (see ``_store`` for why a crash at any point loses and duplicates
+nothing).
+
+Every failure is caught per account (or per message) and reported as a sentence naming what
+failed and what to do; one account never stops the others.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import math
 import netrc
 import os
 import shlex
 import subprocess
+import threading
+import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 from . import _aio
-from ._store import Maildir, Mbox, State, uid_tag
-from .exceptions import AuthenticationError, POP3ConnectionError, POP3TimeoutError, TLSError
+from ._store import AccountLock, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
+from .exceptions import (
+    AuthenticationError,
+    CertificateVerificationError,
+    ConnectionClosedError,
+    InUseError,
+    LoginDelayError,
+    POP3ConnectionError,
+    POP3Error,
+    POP3TimeoutError,
+    RemoteProtocolError,
+    ServerError,
+    SysTempError,
+    TLSError,
+    error_proto,
+)
 
-# Exit codes of `fastpoplib fetch` (documented in README).
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_CONNECTION = 0, 1, 2, 3, 4
+# Exit codes of `fastpoplib fetch` and `ls` (documented in README and in --help).
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_CONNECTION, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
-# How often the UID record is saved while fetching (it is always saved before any DELE).
-SAVE_EVERY = 50
+SAVE_EVERY = 50  # messages between state saves while fetching (always saved before any DELE)
+STREAM_ABOVE = 4 << 20  # LIST size above which a message is streamed to disk, not held in memory
+MAX_SESSIONS = 3  # sessions per account and run: one lost on a broken message is resumed
+
+log = logging.getLogger("fastpoplib.retriever")
 
 
 class Progress:
@@ -38,27 +71,98 @@ class ConfigError(Exception):
     """A bad option or configuration file (exit code 2)."""
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (C0, DEL, C1: ``ESC[2J``,
+    ``ESC]52;...BEL``) and bidirectional overrides shown as ``\\xNN``/``\\uNNNN`` escapes. Used
+    on everything printed that came from a server or a message."""
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch not in "\u200d":
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def show_bytes(data: bytes) -> str:
+    """Server bytes (a reply, a UID) as printable text; undecodable bytes as ``\\xNN``."""
+    return printable(data.decode("utf-8", "backslashreplace"))
+
+
+# field: (kind, minimum, maximum); kinds: str, bool, int (whole number), float (seconds);
+# a float minimum is exclusive for the timeout (0 would mean no time at all), inclusive otherwise
+_SETTINGS = {
+    "host": (str, None, None),
+    "user": (str, None, None),
+    "name": (str, None, None),
+    "port": (int, 1, 65535),
+    "tls": (str, None, None),
+    "insecure": (bool, None, None),
+    "cafile": (str, None, None),
+    "password_env": (str, None, None),
+    "password_command": (str, None, None),
+    "netrc_file": (str, None, None),
+    "oauth2_token_command": (str, None, None),
+    "maildir": (str, None, None),
+    "mbox": (str, None, None),
+    "delete": (bool, None, None),
+    "max_size": (int, 1, None),
+    "max_messages": (int, 1, None),
+    "timeout": (float, 0, None),
+    "wait": (float, 0, None),
+    "mbox_lock_wait": (float, 0, None),
+}
+
+
+def _check_setting(name: str, value: Any) -> None:
+    kind, least, most = _SETTINGS[name]
+    where = name if name == "name" else f"{name} (--{name.replace('_', '-')})"  # name is a config-file key only
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if kind in (int, float):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int and not isinstance(value, int):
+            number = False
+        if not number or not math.isfinite(value):
+            what = "a whole number" if kind is int else "a number of seconds"
+            raise ConfigError(f"{where} must be {what}, not {value!r}")
+        if kind is int and (value < least or (most is not None and value > most)):
+            bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
+            raise ConfigError(f"{where} must be a whole number {bounds}, not {value!r}")
+        if kind is float and (value < least or (name == "timeout" and value == least)):
+            relation = "greater than" if name == "timeout" else "at least"
+            raise ConfigError(f"{where} must be {relation} {least} seconds, not {value!r}")
+
+
 @dataclass
 class Account:
     host: str
     user: str
     name: str = ""
-    port: Optional[int] = None
+    port: int | None = None
     tls: str = "implicit"  # implicit | starttls | none
     insecure: bool = False  # allow a clear-text password and skip nothing else
-    cafile: Optional[str] = None
-    password_env: Optional[str] = None
-    password_command: Optional[str] = None
-    netrc_file: Optional[str] = None
-    oauth2_token_command: Optional[str] = None
-    maildir: Optional[str] = None
-    mbox: Optional[str] = None
+    cafile: str | None = None
+    password_env: str | None = None
+    password_command: str | None = None
+    netrc_file: str | None = None
+    oauth2_token_command: str | None = None
+    maildir: str | None = None
+    mbox: str | None = None
     delete: bool = False
-    max_size: Optional[int] = None
-    max_messages: Optional[int] = None
+    max_size: int | None = None
+    max_messages: int | None = None
     timeout: float = 60.0
+    wait: float = 0.0  # seconds to wait for another run of this account to finish
+    mbox_lock_wait: float = 60.0  # seconds to wait for another program's mbox locks
 
     def __post_init__(self) -> None:
+        for name in _SETTINGS:
+            value = getattr(self, name)
+            if value is not None:
+                _check_setting(name, value)
         if self.tls not in ("implicit", "starttls", "none"):
             raise ConfigError(f"tls must be implicit, starttls or none, not {self.tls!r}")
         if self.tls == "none" and not self.insecure:
@@ -71,41 +175,58 @@ class Account:
     def label(self) -> str:
         return f"{self.user}@{self.host}" + (f":{self.port}" if self.port else "")
 
-    def secret(self) -> dict:
+    @property
+    def identity(self) -> str:
+        """Whose mail it is, for store keys, state and lock: the port made explicit, so that
+        ``--port 995`` and the default name the same account."""
+        return f"{self.user}@{self.host.lower()}:{self.port or (995 if self.tls == 'implicit' else 110)}"
+
+    def secret(self) -> dict[str, str]:
         """``{"password": ...}`` or ``{"oauth2_token": ...}`` from the configured source;
         never from the command line itself."""
         if self.oauth2_token_command:
-            return {"oauth2_token": _run_secret_command(self.oauth2_token_command, "oauth2 token")}
+            return {"oauth2_token": _run_secret_command(self.oauth2_token_command, "--oauth2-token-command")}
         if self.password_command:
-            return {"password": _run_secret_command(self.password_command, "password")}
+            return {"password": _run_secret_command(self.password_command, "--password-command")}
         if self.password_env:
             value = os.environ.get(self.password_env)
             if value is None:
-                raise ConfigError(f"{self.label}: environment variable {self.password_env} is not set")
+                raise ConfigError(f"the environment variable {self.password_env} (--password-env) is not set")
             return {"password": value}
         try:
             auth = netrc.netrc(self.netrc_file).authenticators(self.host)
-        except (FileNotFoundError, netrc.NetrcParseError) as exc:
-            raise ConfigError(f"{self.label}: no password source (--password-env, --password-command, netrc): {exc}") from None
+        except FileNotFoundError:
+            raise ConfigError(
+                "no password source: give --password-env VAR, --password-command CMD, or a netrc entry"
+                f" for {self.host} (~/.netrc or --netrc-file)"
+            ) from None
+        except (OSError, netrc.NetrcParseError) as exc:
+            raise ConfigError(f"cannot read the netrc file: {exc}") from None
         if auth is None or auth[2] is None:
-            raise ConfigError(f"{self.label}: no password source and no netrc entry for {self.host}")
+            raise ConfigError(f"the netrc file has no entry for {self.host}; add one or give --password-env")
         return {"password": auth[2]}
 
 
-def _run_secret_command(command: str, what: str) -> str:
+def _run_secret_command(command: str, option: str) -> str:
+    # The command line may hold no secret, but its output might: never echo the output.
     try:
-        out = subprocess.run(shlex.split(command), capture_output=True, timeout=60, check=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        # The command line may hold no secret, but its output might: never echo the output.
-        raise ConfigError(f"the {what} command failed: {type(exc).__name__}") from None
+        out = subprocess.run(shlex.split(command), capture_output=True, timeout=60, check=False)
+    except OSError as exc:
+        raise ConfigError(f"the {option} command could not be run ({exc.strerror}); check {option}") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"the {option} command did not finish within 60 s") from None
+    except ValueError as exc:  # shlex: unbalanced quotes
+        raise ConfigError(f"the {option} command cannot be parsed: {exc}") from None
+    if out.returncode != 0:
+        raise ConfigError(f"the {option} command failed with exit status {out.returncode}; run it yourself to see why")
     try:
         text = out.stdout.decode("utf-8")
     except UnicodeDecodeError:
         # Its message would show a byte of the secret and where it is: say only what is wrong.
-        raise ConfigError(f"the {what} command's output is not UTF-8; secrets are read as UTF-8") from None
+        raise ConfigError(f"the {option} command's output is not UTF-8; secrets are read as UTF-8") from None
     lines = text.splitlines()
     if not lines or not lines[0]:
-        raise ConfigError(f"the {what} command printed nothing")
+        raise ConfigError(f"the {option} command printed nothing")
     return lines[0]
 
 
@@ -117,113 +238,466 @@ class Report:
     skipped: int = 0
     deleted: int = 0
     stored_dir: str = ""
-    error: Optional[str] = None
+    error: str | None = None
     code: int = EXIT_OK
-    warnings: List[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # messages that failed (exit code 1)
+
+    def fail(self, message: str, code: int) -> None:
+        self.error, self.code = message, code
+
+
+def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
+    """A sentence saying what failed and what to do, and the exit code."""
+    if isinstance(exc, ConfigError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, LockBusy) and step == "locking the account":
+        return f"{exc}; not fetching now (use --wait SECONDS to wait for it)", EXIT_BUSY
+    if isinstance(exc, StoreError):
+        return str(exc), EXIT_USAGE if step == "opening the store" else EXIT_PARTIAL
+    if isinstance(exc, AuthenticationError):
+        return f"login refused: {show_bytes(exc.response)}; check the user name and password", EXIT_AUTH
+    if isinstance(exc, ServerError):
+        code = EXIT_CONNECTION if step in ("connecting", "starting TLS", "logging in") else EXIT_PARTIAL
+        advice = {
+            SysTempError: "; try again later",
+            InUseError: "; another client has the mailbox open, try again later",
+            LoginDelayError: "; the server limits how often you may log in, try again later",
+        }.get(type(exc), "")
+        if step == "starting TLS":
+            advice = "; the server does not offer STARTTLS: use --tls implicit (POP3S, port 995) if it offers that"
+        return f"the server answered {show_bytes(exc.response)} while {step}{advice}", code
+    if isinstance(exc, CertificateVerificationError):
+        reason = _library_text(exc)
+        return f"{reason}; if the server uses a private CA, pass --cafile FILE (PEM)", EXIT_CONNECTION
+    if isinstance(exc, TLSError):
+        return f"TLS failed: {_library_text(exc)}", EXIT_CONNECTION
+    if isinstance(exc, POP3TimeoutError):
+        return (
+            f"no answer from the server within {acct.timeout:g} s while {step}; try again later or raise --timeout",
+            EXIT_CONNECTION,
+        )
+    if isinstance(exc, (POP3ConnectionError, ConnectionClosedError)):
+        return f"connection failed while {step}: {_library_text(exc)}", EXIT_CONNECTION
+    if isinstance(exc, RemoteProtocolError):
+        return f"the server sent a malformed reply while {step}: {printable(_library_text(exc))}", EXIT_PARTIAL
+    if isinstance(exc, error_proto):
+        if step == "starting TLS":
+            return (
+                "the server does not offer STARTTLS: use --tls implicit (POP3S, port 995) if it offers that",
+                EXIT_CONNECTION,
+            )
+        return f"{step} failed: {_library_text(exc)}", EXIT_PARTIAL
+    if isinstance(exc, OSError) and step == "connecting" and acct.cafile:
+        return f"cannot read the CA file {acct.cafile}: {exc.strerror or exc}; check --cafile", EXIT_USAGE
+    if isinstance(exc, OSError):
+        return f"{step} failed: {exc.strerror or exc}", EXIT_PARTIAL
+    return f"unexpected error while {step}: {type(exc).__name__}: {exc}", EXIT_PARTIAL
+
+
+def _library_text(exc: BaseException) -> str:
+    """The library's message without its advice for Python callers (certificate errors end in
+    "; trust ... with cafile=... or context=..."): the CLI gives its own (``--cafile``)."""
+    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return text.split("; trust ")[0]
 
 
 def _store_for(acct: Account, default_maildir: Path) -> Any:
     if acct.mbox:
-        return Mbox(Path(acct.mbox).expanduser())
+        return Mbox(Path(acct.mbox).expanduser(), lock_wait=acct.mbox_lock_wait)
     return Maildir(Path(acct.maildir).expanduser() if acct.maildir else default_maildir)
 
 
-async def _open(acct: Account) -> Any:
-    tls_kw = {"cafile": acct.cafile} if acct.cafile else {}
+class _Step:
+    """What the account is doing now, for error messages."""
+
+    def __init__(self) -> None:
+        self.now = "starting"
+
+
+@asynccontextmanager
+async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncIterator[Any]:
+    """A logged-in connection; closed at once (no QUIT) if the block raises."""
+    step.now = "connecting"
     if acct.tls == "implicit":
-        pop = await _aio.AsyncPOP3_SSL.connect(acct.host, acct.port or 995, acct.timeout, **tls_kw)
+        connecting = _aio.AsyncPOP3_SSL.connect(acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile)
     else:
-        pop = await _aio.AsyncPOP3.connect(acct.host, acct.port or 110, acct.timeout)
+        connecting = _aio.AsyncPOP3.connect(acct.host, acct.port or 110, acct.timeout)
+    async with connecting as pop:
         if acct.tls == "starttls":
+            step.now = "starting TLS"
+            await pop.stls(cafile=acct.cafile)
+        step.now = "logging in"
+        await pop.login(acct.user, allow_insecure=acct.insecure, **secret)
+        yield pop
+
+
+@dataclass
+class _Msg:
+    number: int
+    size: int
+    uid: bytes | None
+    key: str | None  # the store key; for a message without UID known once retrieved
+
+    def name(self) -> str:
+        uid = f" (UID {show_bytes(self.uid)})" if self.uid is not None else ""
+        return f"message {self.number}{uid}"
+
+    @property
+    def ident(self) -> str | int:
+        """Who it is across the sessions of a run: its key, or without one its number (stable
+        while no session of the run has reached QUIT)."""
+        return self.key if self.key is not None else self.number
+
+
+async def _listing(pop: Any, acct: Account) -> list[_Msg]:
+    """LIST + UIDL, with UIDs as the exact bytes the server sent."""
+    infos = await pop.messages()
+    uids: dict[int, bytes] = {}
+    if any(info.uid is not None for info in infos):
+        # messages() decodes UIDs for display; the store needs them byte-exact.
+        _, lines, _ = await pop.uidl()
+        for line in lines:
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[0].isdigit():
+                uids[int(parts[0])] = parts[1].strip()
+    msgs = []
+    for info in infos:
+        uid = uids.get(info.number)
+        msgs.append(
+            _Msg(info.number, info.size, uid, uid_key(acct.identity, uid, info.size) if uid is not None else None)
+        )
+    # A (UID, size) listed twice (a server bug) identifies neither message: those are told
+    # apart by content digest, as on a server without UIDL.
+    seen: dict[str, int] = {}
+    for m in msgs:
+        if m.key is not None:
+            seen[m.key] = seen.get(m.key, 0) + 1
+    for m in msgs:
+        if m.key is not None and seen[m.key] > 1:
+            m.key = None
+    return msgs
+
+
+class _Fetch:
+    """One account's run: up to MAX_SESSIONS sessions, sharing the state and the outcome."""
+
+    def __init__(self, acct: Account, store: Any, state: State, report: Report, progress: Progress) -> None:
+        self.acct, self.store, self.state, self.report, self.progress = acct, store, state, report, progress
+        self.step = _Step()
+        self.failed: set[str | int] = set()  # idents of messages that failed this run
+        self.too_large: set[str | int] = set()
+        self.unsaved = 0
+        self.store_error: str | None = None
+        self.current: _Msg | None = None  # the message being retrieved
+        self.digest_keys: dict[int, str] = {}  # this session: number -> key, for messages without UID
+        self.known: set[str] = set()  # keys in the state or the store
+
+    async def run(self, secret: dict[str, str]) -> None:
+        # Read the store before connecting: waiting for another program's mbox locks must not
+        # keep a POP3 session idle.
+        self.step.now = "reading the store"
+        self.known = self.state.keys | await asyncio.to_thread(self.store.stored_keys)
+        for _ in range(MAX_SESSIONS):
+            if not await self.session(secret):
+                return
+
+    async def session(self, secret: dict[str, str]) -> bool:
+        """One session; True if it was lost on a broken message and should be resumed."""
+        acct, report = self.acct, self.report
+        async with _session(acct, secret, self.step) as pop:
+            self.step.now = "listing the messages"
+            msgs = await _listing(pop, acct)
+            no_uidl = bool(msgs) and all(m.uid is None for m in msgs)
+            if no_uidl and not acct.delete:
+                raise ConfigError(
+                    "the server has no UIDL, so new mail cannot be told from old; use --delete (fetch, then remove)"
+                )
+            if no_uidl and not any("no UIDL" in w for w in report.warnings):
+                report.warnings.append("the server has no UIDL: every message is fetched, then deleted")
+            self.digest_keys = {}
+            # Repair a crash between storing and recording: the store itself knows what it holds.
+            self.state.add(m.key for m in msgs if m.key in self.known)
+            wanted = self.select(msgs)
+            self.progress.expect(sum(m.size for m in wanted))
+            log.info("%s: %d message(s) on the server, %d to fetch", acct.name, len(msgs), len(wanted))
+            to_delete: list[int] = []
             try:
-                await pop.stls(**tls_kw)
-            except BaseException:
-                pop._abort()
-                raise
-    return pop
+                await self.fetch_small(pop, [m for m in wanted if m.size <= STREAM_ABOVE], to_delete)
+                for m in wanted:
+                    if m.size > STREAM_ABOVE and self.store_error is None:
+                        await self.fetch_streamed(pop, m, to_delete)
+            except RemoteProtocolError as exc:
+                # The client closed the connection (a line over the limit, a broken reply, EOF):
+                # the message being read is skipped for this run, a new session fetches the rest.
+                return self.broken(exc)
+            await self.save()
+            to_delete += [m.number for m in msgs if m.key is not None and m.key in self.state.keys]
+            dele_refused = False
+            if acct.delete and to_delete:
+                self.step.now = "deleting messages on the server"
+                try:
+                    await pop.dele_many(sorted(set(to_delete)))
+                except ServerError as exc:
+                    dele_refused = True  # which DELEs succeeded is unknown: count and forget none
+                    report.problems.append(
+                        f"the server refused DELE: {show_bytes(exc.response)}; some messages were not deleted,"
+                        " the next run tries again"
+                    )
+            self.step.now = "quitting (QUIT)"
+            try:
+                await pop.quit()
+            except ServerError as exc:
+                # RFC 1939: deletions happen only in the UPDATE state QUIT's +OK confirms.
+                report.problems.append(
+                    f"the server refused QUIT ({show_bytes(exc.response)}), so it deleted nothing;"
+                    " the next run deletes those messages"
+                )
+                return False
+            if acct.delete and not dele_refused:
+                report.deleted += len(set(to_delete))
+                gone = set(to_delete)
+                # Keep records of what the server still has only: the state stays small, and a
+                # UID the server later reuses is not taken for the deleted message.
+                kept = {m.key for m in msgs if m.key in self.state.keys and m.number not in gone}
+                self.state.keys = kept | {k for n, k in self.digest_keys.items() if n not in gone}
+                await self.save()
+        return False
+
+    def select(self, msgs: list[_Msg]) -> list[_Msg]:
+        acct, wanted = self.acct, []
+        for m in msgs:
+            if m.ident in self.state.keys or m.ident in self.failed:
+                continue
+            if acct.max_size is not None and m.size > acct.max_size:
+                self.too_large.add(m.ident)
+                continue
+            wanted.append(m)
+        self.report.skipped = len(self.too_large)
+        if acct.max_messages is not None:
+            wanted = wanted[: max(0, acct.max_messages - self.report.fetched)]
+        return wanted
+
+    def problem(self, m: _Msg, why: str) -> None:
+        self.failed.add(m.ident)
+        self.report.problems.append(f"{m.name()} not fetched: {why}; it is tried again next run")
+
+    def broken(self, exc: RemoteProtocolError) -> bool:
+        m = self.current
+        if m is None:
+            raise exc
+        self.problem(m, _library_text(exc))
+        return True
+
+    async def fetch_small(self, pop: Any, msgs: list[_Msg], to_delete: list[int]) -> None:
+        pending = msgs
+        while pending and self.store_error is None:  # each round consumes at least one message
+            done = 0
+            self.step.now = "retrieving messages"
+            self.current = pending[0]  # replies come in order: the one being read is pending[done]
+            try:
+                async with _batch(pop, pop.retr_many([m.number for m in pending])) as batch:
+                    async for _, (_, lines, _) in batch:
+                        m = pending[done]
+                        done += 1
+                        self.current = pending[done] if done < len(pending) else None
+                        data = b"".join(line + b"\r\n" for line in lines)
+                        if not await self.deliver(m, _one(data), to_delete):
+                            return
+            except ServerError as exc:
+                m = pending[done]
+                self.problem(m, f"the server said {show_bytes(exc.response)}")
+                done += 1
+            self.current = None
+            pending = pending[done:]
+
+    async def fetch_streamed(self, pop: Any, m: _Msg, to_delete: list[int]) -> None:
+        """A large message, written to the store chunk by chunk: memory stays bounded."""
+        self.step.now = "retrieving messages"
+        self.current = m
+        try:
+            async with _batch(pop, pop.retr_iter(m.number)) as chunks:
+                await self.deliver(m, chunks, to_delete)
+        except ServerError as exc:
+            self.problem(m, f"the server said {show_bytes(exc.response)}")
+        self.current = None
+
+    async def deliver(self, m: _Msg, chunks: Any, to_delete: list[int]) -> bool:
+        """Store one message; False if the store failed (fetching stops, the rest goes on)."""
+        delivery = await asyncio.to_thread(self.store.begin)
+        digest = hashlib.sha256()
+        size = 0
+        key = None
+        try:
+            async for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                await asyncio.to_thread(delivery.write, chunk)
+            key = m.key or digest_key(digest.hexdigest(), m.size)
+            if m.key is None:
+                self.digest_keys[m.number] = key
+            if m.key is None and key in self.known:
+                # Without UIDL: stored by an earlier session that was lost before QUIT.
+                await asyncio.to_thread(delivery.abort)
+                to_delete.append(m.number)
+                return True
+            await asyncio.to_thread(delivery.commit, key)
+        except POP3Error:
+            await asyncio.to_thread(delivery.abort)
+            raise
+        except OSError as exc:  # the store's: disk full, file too large, I/O error
+            await asyncio.to_thread(delivery.abort)
+            self.store_error = (
+                f"cannot write to {self.store.path}: {exc.strerror or exc}; "
+                f"{m.name()} and the rest were not stored, free some space and run again"
+            )
+            self.report.problems.append(self.store_error)
+            return False
+        except BaseException:
+            # Interrupted: a write or commit still running in its thread finishes first (the
+            # delivery serialises them); a committed message stays and is recorded, anything
+            # else is removed.
+            await asyncio.shield(asyncio.to_thread(delivery.abort))
+            if key is not None and delivery.committed:
+                self.state.add([key])
+            raise
+        self.state.add([key])
+        self.known.add(key)
+        if m.key is None:
+            to_delete.append(m.number)
+        self.report.fetched += 1
+        self.report.bytes += size
+        self.progress.advance(size)
+        self.unsaved += 1
+        if self.unsaved >= SAVE_EVERY:
+            await self.save()
+        return True
+
+    async def save(self) -> None:
+        self.unsaved = 0
+        await asyncio.to_thread(self.state.save, self.state.dump())
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@asynccontextmanager
+async def _batch(pop: Any, batch: Any) -> AsyncIterator[Any]:
+    """Close a batch or stream iterator on every way out. Left early (the store failed), it
+    reads the replies still in flight so the session stays usable; interrupted, the connection
+    is dropped first, so nothing waits for them (closing then fails fast, which is expected)."""
+    try:
+        yield batch
+    except ServerError:
+        raise  # the batch ended on -ERR by itself, after reading the replies in flight
+    except BaseException:
+        await pop.aclose()
+        with suppress(POP3Error, OSError):
+            await batch.aclose()
+        raise
+    else:
+        await batch.aclose()
 
 
 async def fetch_account(acct: Account, default_maildir: Path, progress: Progress) -> Report:
     report = Report(acct.name)
+    step = _Step()
+    lock: AccountLock | None = None
+    run: _Fetch | None = None
+    cancelled = threading.Event()  # tells lock waits in worker threads to give up
     try:
-        store = _store_for(acct, default_maildir)
+        step.now = "opening the store"
+        store = await asyncio.to_thread(_store_for, acct, default_maildir)
+        if isinstance(store, Mbox):
+            store.cancelled = cancelled
         report.stored_dir = str(store.path)
-        secret = acct.secret()
-        pop = await _open(acct)
-    except ConfigError as exc:
-        return _failed(report, str(exc), EXIT_USAGE)
-    except (POP3ConnectionError, POP3TimeoutError, TLSError, OSError) as exc:
-        return _failed(report, f"connection failed: {exc}", EXIT_CONNECTION)
-    try:
-        await pop.login(acct.user, allow_insecure=acct.insecure, **secret)
-        await _transfer(pop, acct, store, report, progress)
-        await pop.quit()
-    except AuthenticationError as exc:
-        pop._abort()
-        return _failed(report, f"login refused: {exc.response.decode('utf-8', 'replace')}", EXIT_AUTH)
-    except (POP3ConnectionError, POP3TimeoutError, TLSError) as exc:
-        pop._abort()
-        return _failed(report, f"connection failed: {exc}", EXIT_CONNECTION)
-    except Exception as exc:  # a server error mid-session: report it, keep other accounts going
-        pop._abort()
-        return _failed(report, f"{type(exc).__name__}: {exc}", EXIT_PARTIAL)
+        step.now = "locking the account"
+        lock = AccountLock(store.state_dir, acct.identity)
+        await asyncio.to_thread(lock.acquire, acct.wait, cancelled)
+        state = await asyncio.to_thread(State, store.state_dir, acct.identity)
+        if state.damaged:
+            report.warnings.append(
+                f"the state file {state.path} was damaged; rebuilt it from the messages in the store"
+            )
+        step.now = "getting the password"
+        secret = await asyncio.to_thread(acct.secret)
+        run = _Fetch(acct, store, state, report, progress)
+        step = run.step
+        await run.run(secret)
+    except Exception as exc:  # noqa: BLE001 - any failure is this account's, reported on its line
+        report.fail(*describe(exc, step.now, acct))
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+    finally:
+        if run is not None:
+            # Also when interrupted: the thread finishes the save even if we are cancelled again.
+            await asyncio.shield(asyncio.to_thread(run.state.save, run.state.dump()))
+        if lock is not None:
+            lock.release()
+    if report.code == EXIT_OK and report.problems:
+        report.code = EXIT_PARTIAL
     return report
 
 
-def _failed(report: Report, message: str, code: int) -> Report:
-    report.error, report.code = message, code
-    return report
-
-
-async def _transfer(pop: Any, acct: Account, store: Any, report: Report, progress: Progress) -> None:
-    infos = await pop.messages()
-    state = State(store.state_dir, acct.label)
-    if any(info.uid is None for info in infos):
-        if not acct.delete:
-            raise ConfigError("the server has no UIDL, so new mail cannot be told from old; use --delete (fetch and remove)")
-        report.warnings.append("server has no UIDL: every message is fetched, then deleted")
-    # Repair a crash between storing and recording: the store itself knows what it holds.
-    stored = store.stored_tags()
-    state.add(i.uid for i in infos if i.uid is not None and uid_tag(acct.label, i.uid) in stored)
-    wanted = []
-    for info in infos:
-        if info.uid is not None and info.uid in state.uids:
-            continue
-        if acct.max_size is not None and info.size > acct.max_size:
-            report.skipped += 1
-            continue
-        wanted.append(info)
-    if acct.max_messages is not None:
-        wanted = wanted[: acct.max_messages]
-    by_number = {info.number: info for info in wanted}
-    progress.expect(sum(info.size for info in wanted))
-    unsaved = 0
-    async for number, (_, lines, _) in pop.retr_many(list(by_number)):
-        info = by_number[number]
-        data = b"\r\n".join(lines) + b"\r\n"
-        uid = info.uid if info.uid is not None else f"no-uidl-{number}-{info.size}"
-        store.deliver(data, uid_tag(acct.label, uid))
-        state.add([uid])
-        unsaved += 1
-        if unsaved >= SAVE_EVERY:
-            state.save()
-            unsaved = 0
-        report.fetched += 1
-        report.bytes += len(data)
-        progress.advance(len(data))
-    state.save()
-    if acct.delete:
-        stored_now = {i.number for i in infos if i.uid in state.uids or (i.uid is None and i.number in by_number)}
-        if stored_now:
-            await pop.dele_many(sorted(stored_now))
-            report.deleted = len(stored_now)
-
-
-async def fetch_all(accounts: List[Account], default_maildir: Path, progress: Progress) -> List[Report]:
+async def fetch_all(accounts: list[Account], default_maildir: Path, progress: Progress) -> list[Report]:
     return list(await asyncio.gather(*(fetch_account(a, default_maildir, progress) for a in accounts)))
 
 
-def exit_code(reports: List[Report]) -> int:
+async def list_account(acct: Account) -> tuple[list[dict[str, Any]], Report]:
+    """``ls`` for one account: a row per message (headers from TOP, empty without TOP)."""
+    report = Report(acct.name)
+    rows: list[dict[str, Any]] = []
+    step = _Step()
+    try:
+        step.now = "getting the password"
+        secret = await asyncio.to_thread(acct.secret)
+        async with _session(acct, secret, step) as pop:
+            step.now = "listing the messages"
+            msgs = await _listing(pop, acct)
+            step.now = "reading headers (TOP)"
+            headers = await _headers(pop, msgs, report)
+            for m in msgs:
+                h = headers.get(m.number)
+                rows.append(
+                    {
+                        "account": acct.name,
+                        "number": m.number,
+                        "size": m.size,
+                        "uid": m.uid.decode("utf-8", "backslashreplace") if m.uid is not None else None,
+                        "date": str(h.get("Date", "")) if h else "",
+                        "from": str(h.get("From", "")) if h else "",
+                        "subject": str(h.get("Subject", "")) if h else "",
+                    }
+                )
+            step.now = "quitting (QUIT)"
+            await pop.quit()
+    except Exception as exc:  # noqa: BLE001 - reported on the account's line, other accounts go on
+        report.fail(*describe(exc, step.now, acct))
+    return rows, report
+
+
+async def _headers(pop: Any, msgs: list[_Msg], report: Report) -> dict[int, Any]:
+    parser = BytesHeaderParser(policy=default_policy)
+    out: dict[int, Any] = {}
+    pending = [m.number for m in msgs]
+    while pending:  # each round consumes at least one message
+        done = 0
+        try:
+            async for number, (_, lines, _) in pop.top_many(pending, 0):
+                done += 1
+                out[number] = parser.parsebytes(b"".join(line + b"\r\n" for line in lines))
+        except ServerError as exc:
+            if not out:  # the very first TOP failed: the server has no TOP
+                report.warnings.append(f"the server refused TOP ({show_bytes(exc.response)}): headers are not shown")
+                return out
+            done += 1
+        pending = pending[done:]
+    return out
+
+
+def exit_code(reports: list[Report]) -> int:
     codes = {r.code for r in reports}
     if codes == {EXIT_OK}:
         return EXIT_OK

@@ -1,28 +1,76 @@
-"""Durable local storage for the retriever: Maildir (default) or mbox, plus the per-account
-record of UIDs already fetched.
+"""Durable local storage for the retriever: Maildir (default) or mbox, the per-account record
+of what was stored, and the locks that keep two writers apart.
 
-The rule that makes ``fetch --delete`` safe: a message counts as stored only once it is on
-disk and fsynced, and only stored messages are ever deleted on the server. Each stored
-message carries a tag derived from (account, UID) — in its Maildir file name or its mbox
-``From_`` line — so a crash between storing and recording the UID is repaired on the next
-run by scanning the store instead of fetching the message twice.
+The rule that makes ``fetch --delete`` safe: a message counts as stored only once it is
+whole on disk and fsynced, and only stored messages are ever deleted on the server. Each
+stored message carries a *key* — ``u<hash of (account, exact UID bytes)>-<LIST size>``, or
+``d<content digest>-<LIST size>`` when the server has no UIDL — in its Maildir file name or
+its mbox ``From_`` line. A crash between storing and recording is repaired on the next run by
+scanning the store, and a damaged state file is rebuilt the same way.
+
+Maildir delivery is atomic by construction (``tmp/`` → fsync → rename into ``new/``). An mbox
+append is made all-or-nothing: under the mbox locks, a failed write is truncated away, the
+``From_`` line records the body length, and a message shorter than that length (the process
+died mid-append) is never trusted and, at the end of the file, truncated by the next run.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Set
+from typing import BinaryIO, Protocol
 
+FILE_MODE, DIR_MODE = 0o600, 0o700  # mail is private: never readable by other local users
+LOCK_POLL = 0.1  # seconds between attempts to take a lock held by someone else
 _counter = 0
 
 
-def uid_tag(account: str, uid: str) -> str:
-    return hashlib.sha256(f"{account}\0{uid}".encode("utf-8")).hexdigest()[:24]
+class StoreError(Exception):
+    """The local store cannot be used (path, permissions, disk full, locks)."""
+
+
+class LockBusy(StoreError):
+    """A lock is held by another process and was not released in time."""
+
+
+def uid_key(account: str, uid: bytes, size: int) -> str:
+    """Store key of a message with a UID: the exact UID bytes, and LIST's size, so that a UID
+    the server reuses for a different message does not look stored."""
+    digest = hashlib.sha256(account.encode("utf-8") + b"\0" + uid).hexdigest()[:24]
+    return f"u{digest}-{size}"
+
+
+def digest_key(sha256_hex: str, size: int) -> str:
+    """Store key of a message from a server without UIDL: its content digest."""
+    return f"d{sha256_hex[:24]}-{size}"
+
+
+_KEY = r"[ud][0-9a-f]{24}-[0-9]+"
+
+
+def make_dirs(path: Path) -> None:
+    """Create ``path`` and missing parents as 0700; existing directories keep their mode."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            pass
 
 
 def _fsync_dir(path: Path) -> None:
@@ -34,14 +82,75 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write temp file, fsync, rename over ``path``, fsync the directory."""
+    """Write a temporary file (0600), fsync, rename over ``path``, fsync the directory: a
+    reader sees the old content or the new, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _poll(attempt: Callable[[], bool], wait: float, busy: str, cancelled: threading.Event) -> None:
+    """Call ``attempt()`` until it returns True, for at most ``wait`` seconds, or until
+    ``cancelled`` is set (Ctrl-C must not wait for another program's lock)."""
+    deadline = time.monotonic() + wait
+    while not attempt():
+        if time.monotonic() >= deadline or cancelled.wait(LOCK_POLL):
+            raise LockBusy(busy)
+
+
+class AccountLock:
+    """An exclusive ``flock`` per account and store, so that overlapping runs (two cron jobs)
+    do not fetch the same messages twice. The kernel releases it when the process exits."""
+
+    def __init__(self, directory: Path, account: str) -> None:
+        self.path = directory / (_name(account) + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self, wait: float, cancelled: threading.Event) -> None:
+        make_dirs(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+
+        def attempt() -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        try:
+            _poll(attempt, wait, "another fastpoplib fetch of this account into this store is running", cancelled)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _name(account: str) -> str:
+    return hashlib.sha256(account.encode("utf-8")).hexdigest()[:16]
+
+
+class Delivery(Protocol):
+    """One message being written; ``commit(key)`` makes it stored (the key is known at the
+    end: a digest key needs the whole content), ``abort`` leaves no trace."""
+
+    committed: bool
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self, key: str) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class Maildir:
@@ -49,85 +158,377 @@ class Maildir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        for sub in ("tmp", "new", "cur"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("tmp", "new", "cur"):
+                make_dirs(path / sub)
+        except OSError as exc:
+            raise StoreError(f"cannot create the Maildir {path}: {exc.strerror}") from None
         self.state_dir = path / ".fastpoplib"
 
-    def deliver(self, data: bytes, tag: str) -> Path:
-        global _counter
-        _counter += 1
-        now = time.time()
-        host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
-        name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{_counter}_fpl-{tag}.{host},S={len(data)}"
-        tmp = self.path / "tmp" / name
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        final = self.path / "new" / name
-        os.rename(tmp, final)
-        _fsync_dir(final.parent)
-        return final
+    def begin(self) -> Delivery:
+        return _MaildirDelivery(self.path, _unique())
 
-    def stored_tags(self) -> Set[str]:
-        tags = set()
+    def stored_keys(self) -> set[str]:
+        """Keys of the messages in ``new/`` and ``cur/``: complete by construction."""
+        keys = set()
         for sub in ("new", "cur"):
             for entry in os.scandir(self.path / sub):
-                _, sep, rest = entry.name.partition("_fpl-")
-                if sep:
-                    tags.add(rest[:24])
-        return tags
+                found = re.search(f"_fpl-({_KEY})[.]", entry.name)
+                if found:
+                    keys.add(found.group(1))
+        return keys
 
-    def count(self) -> int:
-        return sum(1 for sub in ("new", "cur") for _ in os.scandir(self.path / sub))
+
+def _unique() -> str:
+    global _counter
+    _counter += 1
+    now = time.time()
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{_counter}"
+
+
+class _MaildirDelivery:
+    # Its methods run in worker threads; an abort from an interrupted run must wait for a
+    # write or commit in progress instead of closing the descriptor under it.
+    def __init__(self, path: Path, unique: str) -> None:
+        self.path, self.unique = path, unique
+        self.tmp = path / "tmp" / unique
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        self.size = 0
+        self.committed = False
+        self.lock = threading.RLock()
+
+    def write(self, chunk: bytes) -> None:
+        with self.lock:
+            self._check()
+            try:
+                _write_all(self.fd, chunk)
+            except BaseException:
+                self.abort()
+                raise
+            self.size += len(chunk)
+
+    def _check(self) -> None:
+        if self.fd < 0:
+            raise StoreError("the delivery was aborted")
+
+    def commit(self, key: str) -> None:
+        host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+        with self.lock:
+            self._check()
+            try:
+                os.fsync(self.fd)
+                os.close(self.fd)
+                self.fd = -1
+                final = self.path / "new" / f"{self.unique}_fpl-{key}.{host},S={self.size}"
+                os.rename(self.tmp, final)
+            except BaseException:
+                self.abort()
+                raise
+            self.committed = True
+            _fsync_dir(final.parent)
+
+    def abort(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            try:
+                os.unlink(self.tmp)  # after a commit the file is in new/ and stays there
+            except FileNotFoundError:
+                pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class Mbox:
-    """Appending to an mbox file (mboxrd quoting), fsynced after each message."""
+    """Appending to an mbox file (mboxrd quoting), locked as mail programs lock it: an fcntl
+    (``lockf``) lock on the file plus a ``FILE.lock`` dotlock, as Python's ``mailbox`` does.
 
-    def __init__(self, path: Path) -> None:
+    A message is first spooled (converted to mbox form) in the state directory, so that the
+    mbox is locked only for the final copy, and the ``From_`` line can carry the body length.
+    """
+
+    def __init__(self, path: Path, lock_wait: float = 60.0) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_wait = lock_wait
+        self.cancelled = threading.Event()  # set when the run is interrupted: stop waiting for locks
         self.state_dir = path.with_name(path.name + ".fastpoplib")
+        try:
+            make_dirs(path.parent)
+            make_dirs(self.state_dir)
+            # Only a new file is opened and closed here: closing a descriptor of a file drops
+            # every fcntl lock this process holds on it (another account may be appending).
+            if not path.exists():
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create the mbox {path}: {exc.strerror}") from None
 
-    def deliver(self, data: bytes, tag: str) -> Path:
-        body = data.replace(b"\r\n", b"\n")
-        lines = [(b">" + line if line.lstrip(b">").startswith(b"From ") else line) for line in body.split(b"\n")]
-        stamp = time.asctime(time.gmtime()).encode("ascii")
-        text = b"From fpl-" + tag.encode("ascii") + b" " + stamp + b"\n" + b"\n".join(lines).rstrip(b"\n") + b"\n\n"
-        with open(self.path, "ab") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        return self.path
+    def begin(self) -> Delivery:
+        return _MboxDelivery(self)
 
-    def stored_tags(self) -> Set[str]:
-        tags = set()
-        if self.path.exists():
-            with open(self.path, "rb") as f:
-                for line in f:
-                    if line.startswith(b"From fpl-"):
-                        tags.add(line[9:33].decode("ascii", "replace"))
-        return tags
+    @contextmanager
+    def locked(self) -> Iterator[int]:
+        """The mbox open for append, with both locks held; waits up to ``lock_wait`` s."""
+        # fcntl locks do not exclude threads of one process (two accounts appending to one
+        # mbox): a lock per file serialises them first.
+        in_process = _process_lock(self.path)
+        _poll(
+            lambda: in_process.acquire(blocking=False),
+            self.lock_wait,
+            "another account is writing to the mbox",
+            self.cancelled,
+        )
+        try:
+            with self._file_locked() as fd:
+                yield fd
+        finally:
+            in_process.release()
 
-    def count(self) -> int:
-        return len(self.stored_tags())
+    @contextmanager
+    def _file_locked(self) -> Iterator[int]:
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            _poll(
+                lambda: _try_lockf(fd),
+                self.lock_wait,
+                f"the mbox {self.path} stayed locked by another program (fcntl lock); try again later",
+                self.cancelled,
+            )
+            try:
+                _poll(
+                    self._try_dotlock,
+                    self.lock_wait,
+                    f"the mbox {self.path} stayed locked by another program ({self.path}.lock); try again later,"
+                    " or remove a stale lock file",
+                    self.cancelled,
+                )
+                try:
+                    yield fd
+                finally:
+                    os.unlink(f"{self.path}.lock")
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _try_dotlock(self) -> bool:
+        """Create ``FILE.lock`` as ``mailbox`` does (a unique file hard-linked into place,
+        safe on NFS); ours hold our pid, so one left by a killed fastpoplib is removed."""
+        lock = f"{self.path}.lock"
+        unique = f"{lock}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}"
+        fd = os.open(unique, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            os.write(fd, f"fastpoplib {socket.gethostname()} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        try:
+            os.link(unique, lock)
+            return True
+        except FileExistsError:
+            _remove_stale_dotlock(lock)
+            return False
+        finally:
+            os.unlink(unique)
+
+    def stored_keys(self) -> set[str]:
+        """Keys of the complete messages; an incomplete one at the end (a run killed in the
+        middle of an append) is truncated away, under the locks."""
+        with self.locked() as fd:
+            keys, cut = _scan_mbox(fd)
+            if cut is not None:
+                os.ftruncate(fd, cut)
+                os.fsync(fd)
+        return keys
+
+
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.Lock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(os.path.realpath(path), threading.Lock())
+
+
+def _try_lockf(fd: int) -> bool:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _remove_stale_dotlock(lock: str) -> None:
+    try:
+        with open(lock, "rb") as f:
+            words = f.read(200).split()
+    except OSError:
+        return
+    if (
+        len(words) == 3
+        and words[0] == b"fastpoplib"
+        and words[1] == socket.gethostname().encode()
+        and words[2].isdigit()
+    ):
+        try:
+            os.kill(int(words[2]), 0)
+        except ProcessLookupError:
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+        except PermissionError:
+            pass  # the process exists (another user's)
+
+
+_FROM_FPL = re.compile(rb"From fpl-(" + _KEY.encode() + rb")-L([0-9]+) ")
+
+
+def _scan_mbox(fd: int) -> tuple[set[str], int | None]:
+    """Complete fastpoplib messages of the mbox, and the offset to truncate the file to if it
+    ends with an incomplete one. A message is complete when at least the body length in its
+    ``From_`` line follows it (a mail reader adding a Status header makes it longer, never
+    shorter); any line starting with ``From `` ends the previous message (mboxrd quotes such
+    lines inside messages)."""
+    keys: set[str] = set()
+    current: tuple[str, int, int, int] | None = None  # key, length, From_ offset, body offset
+    offset = 0
+
+    def close(end: int) -> bool:
+        if current is None:
+            return True
+        key, length, _, body = current
+        complete = end - body >= length + 1  # the body, then the blank separator line
+        if complete:
+            keys.add(key)
+        return complete
+
+    # Read through the locked descriptor: opening and closing another would drop our fcntl lock.
+    with open(fd, "rb", closefd=False) as f:
+        f.seek(0)
+        for line in f:
+            if line.startswith(b"From "):
+                close(offset)
+                found = _FROM_FPL.match(line)
+                current = (found.group(1).decode(), int(found.group(2)), offset, offset + len(line)) if found else None
+            offset += len(line)
+    if not close(offset) and current is not None:
+        return keys, current[2]
+    return keys, None
+
+
+class _MboxDelivery:
+    def __init__(self, mbox: Mbox) -> None:
+        self.mbox = mbox
+        self.spool_path = mbox.state_dir / f"spool.{_unique()}"
+        fd = os.open(self.spool_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        self.spool: BinaryIO | None = open(fd, "w+b")  # noqa: SIM115 - open until commit or abort
+        self.carry = b""
+        self.length = 0
+        self.committed = False
+        self.lock = threading.RLock()  # as _MaildirDelivery's: abort waits for a write or commit
+
+    def write(self, chunk: bytes) -> None:
+        with self.lock:
+            lines = (self.carry + chunk).split(b"\n")
+            self.carry = lines.pop()
+            self._put(lines)
+
+    def _put(self, lines: list[bytes]) -> None:
+        if self.spool is None:
+            raise StoreError("the delivery was aborted")
+        out = b"".join(_mboxrd(line) for line in lines)
+        try:
+            self.spool.write(out)
+        except BaseException:
+            self.abort()
+            raise
+        self.length += len(out)
+
+    def commit(self, key: str) -> None:
+        with self.lock:
+            self._put([self.carry] if self.carry else [])
+            self.carry = b""
+            self._append(key)
+
+    def _append(self, key: str) -> None:
+        assert self.spool is not None  # checked by _put
+        try:
+            self.spool.flush()
+            self.spool.seek(0)
+            stamp = time.asctime(time.gmtime()).encode("ascii")
+            from_line = b"From fpl-" + key.encode("ascii") + b"-L%d " % self.length + stamp + b"\n"
+            with self.mbox.locked() as fd:
+                start = os.fstat(fd).st_size
+                try:
+                    if start and os.pread(fd, 1, start - 1) != b"\n":
+                        from_line = b"\n" + from_line
+                    _write_all(fd, from_line)
+                    while chunk := self.spool.read(1 << 20):
+                        _write_all(fd, chunk)
+                    _write_all(fd, b"\n")
+                    os.fsync(fd)
+                    self.committed = True
+                except BaseException:
+                    # All or nothing: cut the partial message off (disk full, file too large).
+                    os.ftruncate(fd, start)
+                    os.fsync(fd)
+                    raise
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        with self.lock:
+            spool, self.spool = self.spool, None
+            if spool is not None:
+                spool.close()
+                try:
+                    os.unlink(self.spool_path)
+                except FileNotFoundError:
+                    pass
+
+
+def _mboxrd(line: bytes) -> bytes:
+    """One line in mbox form: LF ending, ``>`` added before ``>*From `` (mboxrd)."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if line.lstrip(b">").startswith(b"From "):
+        line = b">" + line
+    return line + b"\n"
 
 
 class State:
-    """UIDs of one account already stored, saved atomically as JSON."""
+    """What one account has stored: the (exact UID, LIST size) pairs, and for a server without
+    UIDL the content digests. Saved atomically; a damaged file is ignored (``damaged``), and
+    the caller rebuilds what it held from the store's keys."""
 
     def __init__(self, directory: Path, account: str) -> None:
-        self.path = directory / (hashlib.sha256(account.encode("utf-8")).hexdigest()[:16] + ".json")
+        self.path = directory / (_name(account) + ".json")
         self.account = account
-        self.uids: Set[str] = set()
-        if self.path.exists():
-            self.uids = set(json.loads(self.path.read_text("utf-8")).get("uids", []))
+        self.keys: set[str] = set()
+        self.damaged = False
+        try:
+            data = json.loads(self.path.read_bytes())
+            self.keys = {str(k) for k in data["keys"]}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError):
+            self.damaged = True
 
-    def add(self, uids: Iterable[str]) -> None:
-        self.uids.update(uids)
+    def add(self, keys: Iterable[str]) -> None:
+        self.keys.update(keys)
 
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"account": self.account, "uids": sorted(self.uids)}
-        write_atomic(self.path, json.dumps(data, indent=0).encode("utf-8"))
+    def dump(self) -> bytes:
+        return json.dumps({"account": self.account, "keys": sorted(self.keys)}, indent=0).encode("utf-8")
+
+    def save(self, data: bytes) -> None:
+        make_dirs(self.path.parent)
+        write_atomic(self.path, data)

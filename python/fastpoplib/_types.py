@@ -2,7 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Protocol, Tuple
+
+#: ``(response line, [body lines, without line ends, dot-unstuffed], octets)``: what RETR,
+#: TOP, LIST, UIDL and LANG return, as in poplib (``octets``: the body's size, each line
+#: counted with its line end, as poplib counts it).
+LongResponse = Tuple[bytes, List[bytes], int]
+
+
+class SupportsWriteBytes(Protocol):
+    """A binary file-like destination for :meth:`POP3.retr_to`: anything with ``write(bytes)``."""
+
+    def write(self, __data: bytes) -> object: ...
+
+
+class SocketLike(Protocol):
+    """What ``POP3.sock`` offers: poplib's ``socket.socket`` (when a ``context`` is used or a
+    subclass brings its own socket) or fastpoplib's view of its Rust-owned socket."""
+
+    def gettimeout(self) -> Optional[float]: ...
+
+    def settimeout(self, __value: Optional[float]) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def getpeername(self) -> Any: ...
+
+    def getsockname(self) -> Any: ...
+
+    def shutdown(self, __how: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class MessageInfo(NamedTuple):
@@ -32,14 +62,17 @@ class Capabilities(Dict[str, List[str]]):
 
     @property
     def pipelining(self) -> bool:
+        """PIPELINING advertised: the batch calls send a window of commands at once."""
         return self.has("PIPELINING")
 
     @property
     def stls(self) -> bool:
+        """STLS advertised (RFC 2595)."""
         return self.has("STLS")
 
     @property
     def utf8(self) -> bool:
+        """UTF8 advertised (RFC 6856)."""
         return self.has("UTF8")
 
     @property
@@ -61,5 +94,6 @@ class Capabilities(Dict[str, List[str]]):
 
     @property
     def implementation(self) -> Optional[str]:
+        """The server's IMPLEMENTATION string, if advertised."""
         args = self._args("IMPLEMENTATION")
         return " ".join(args) if args else None

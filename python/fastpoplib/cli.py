@@ -5,67 +5,94 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, TypeVar
 
-from . import _retriever
-from ._retriever import EXIT_OK, EXIT_USAGE, Account, ConfigError
+from . import __version__, _retriever
+from ._retriever import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Account, ConfigError, printable
 
 DEFAULT_MAILDIR = Path("~/Maildir").expanduser()
 
+EXIT_CODES = """exit codes:
+  0    every account fine
+  1    partial failure: some accounts or messages failed (the others were fetched)
+  2    usage or configuration error (options, config file, password source, store path)
+  3    login refused
+  4    connection or TLS failure
+  5    another fetch of the same account and store is running (see --wait)
+  130  interrupted (Ctrl-C): what was stored is recorded, nothing is half-stored"""
 
-def _load_toml(path: str) -> Dict[str, Any]:
+T = TypeVar("T")
+
+
+def _load_toml(path: str) -> dict[str, Any]:
     try:
         import tomllib  # Python 3.11+
     except ImportError:  # pragma: no cover - depends on the Python version
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
         except ImportError:
             raise ConfigError("reading a TOML config needs Python 3.11+ or `pip install tomli`") from None
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
 
 
 _ACCOUNT_KEYS = set(Account.__dataclass_fields__)
 
 
-def accounts_from(args: argparse.Namespace) -> List[Account]:
+def accounts_from(args: argparse.Namespace) -> list[Account]:
     """Accounts from ``--config`` (every ``[[account]]`` table, defaults from ``[defaults]``)
     or from the command-line options; command-line options override the file."""
-    cli = {k: v for k, v in vars(args).items() if k in _ACCOUNT_KEYS and v not in (None, False)}
-    if args.config:
-        data = _load_toml(args.config)
-        defaults = data.get("defaults", {})
-        tables = data.get("account", [])
-        if not tables:
-            raise ConfigError(f"{args.config} has no [[account]] table")
-        accounts = []
-        for table in tables:
-            merged = {**defaults, **table, **cli}
-            unknown = set(merged) - _ACCOUNT_KEYS
-            if unknown:
-                raise ConfigError(f"unknown account setting(s): {', '.join(sorted(unknown))}")
-            if args.account and merged.get("name") not in args.account:
-                continue
-            accounts.append(_account(merged))
-        return accounts
-    if not cli.get("host") or not cli.get("user"):
-        raise ConfigError("give --host and --user, or --config FILE")
-    return [_account(cli)]
-
-
-def _account(settings: Dict[str, Any]) -> Account:
-    try:
-        return Account(**settings)
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
+    cli = {k: v for k, v in vars(args).items() if k in _ACCOUNT_KEYS and v is not None and v is not False}
+    if not args.config:
+        if args.account:
+            raise ConfigError("--account picks accounts from a --config file; give --config FILE")
+        if not cli.get("host") or not cli.get("user"):
+            raise ConfigError("give --host and --user, or --config FILE")
+        return [Account(**cli)]
+    data = _load_toml(args.config)
+    defaults = data.get("defaults", {})
+    tables = data.get("account", [])
+    if not isinstance(defaults, dict) or not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{args.config}: expected a [defaults] table and [[account]] tables")
+    if not tables:
+        raise ConfigError(f"{args.config} has no [[account]] table")
+    accounts = []
+    for i, table in enumerate(tables, 1):
+        merged = {**defaults, **table, **cli}
+        unknown = set(merged) - _ACCOUNT_KEYS
+        if unknown:
+            raise ConfigError(f"{args.config}: unknown account setting(s): {', '.join(sorted(unknown))}")
+        label = repr(table.get("name", i))
+        for key in ("host", "user"):
+            if key not in merged:
+                raise ConfigError(f"{args.config}: account {label} has no {key}")
+        try:
+            accounts.append(Account(**merged))
+        except ConfigError as exc:
+            raise ConfigError(f"{args.config}: account {label}: {exc}") from None
+    if args.account:
+        names = {a.name for a in accounts}
+        missing = [n for n in args.account if n not in names]
+        if missing:
+            raise ConfigError(
+                f"no account named {', '.join(map(repr, missing))} in {args.config}; its accounts: {', '.join(sorted(names))}"
+            )
+        accounts = [a for a in accounts if a.name in args.account]
+    return accounts
 
 
 class _TqdmProgress(_retriever.Progress):
@@ -85,28 +112,65 @@ def _progress(quiet: bool) -> _retriever.Progress:
     if quiet or not sys.stderr.isatty():
         return _retriever.Progress()
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
     except ImportError:
         return _retriever.Progress()
     return _TqdmProgress(tqdm(total=0, unit="B", unit_scale=True, desc="fetching", file=sys.stderr))
 
 
-def run_fetch(accounts: List[Account], maildir: Path, quiet: bool) -> int:
+def _run(coro: Awaitable[T]) -> T | None:
+    """Run ``coro``; Ctrl-C cancels it (each account then closes its connection and saves its
+    state) and returns None. Cancelling instead of raising KeyboardInterrupt at a random point
+    is what keeps an interrupted run from leaving anything half-done."""
+
+    async def main() -> T | None:
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted = threading.Event()
+
+        def on_sigint() -> None:
+            interrupted.set()
+            task.cancel()
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if interrupted.is_set():
+                return None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    return asyncio.run(main())
+
+
+def run_fetch(accounts: list[Account], maildir: Path, quiet: bool) -> int:
     progress = _progress(quiet)
     started = time.monotonic()
-    reports = asyncio.run(_retriever.fetch_all(accounts, maildir, progress))
-    if isinstance(progress, _TqdmProgress):
-        progress.bar.close()
+    try:
+        reports = _run(_retriever.fetch_all(accounts, maildir, progress))
+    finally:
+        if isinstance(progress, _TqdmProgress):
+            progress.bar.leave = False
+            progress.bar.close()
+    if reports is None:
+        print("fastpoplib: interrupted; what was stored is recorded, run fetch again to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
     elapsed = time.monotonic() - started
     for r in reports:
+        name = printable(r.account)
         if r.error:
-            print(f"{r.account}: FAILED: {r.error}", file=sys.stderr)
-        for w in r.warnings:
-            print(f"{r.account}: warning: {w}", file=sys.stderr)
+            print(f"{name}: FAILED: {printable(r.error)}", file=sys.stderr)
+        for text in r.warnings:
+            print(f"{name}: warning: {printable(text)}", file=sys.stderr)
+        for text in r.problems:
+            print(f"{name}: {printable(text)}", file=sys.stderr)
         if not quiet or r.error:
             extra = f", {r.skipped} skipped (too large)" if r.skipped else ""
             extra += f", {r.deleted} deleted on server" if r.deleted else ""
-            print(f"{r.account}: {r.fetched} new message(s), {r.bytes} bytes -> {r.stored_dir}{extra}")
+            print(f"{name}: {r.fetched} new message(s), {r.bytes} bytes -> {printable(r.stored_dir)}{extra}")
     if not quiet:
         print(f"done in {elapsed:.2f} s")
     return _retriever.exit_code(reports)
@@ -116,46 +180,38 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return run_fetch(accounts_from(args), Path(args.maildir or DEFAULT_MAILDIR).expanduser(), args.quiet)
 
 
+async def _list_all(accounts: list[Account]) -> list[tuple[list[dict[str, Any]], _retriever.Report]]:
+    return list(await asyncio.gather(*(_retriever.list_account(a) for a in accounts)))
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     accounts = accounts_from(args)
-    rows = asyncio.run(_list(accounts[0]))
-    if args.json:
-        json.dump(rows, sys.stdout, indent=2)
+    results = _run(_list_all(accounts))
+    if results is None:
+        print("fastpoplib: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _print_listing(results, args.json)
+    for _, report in results:
+        for text in report.warnings:
+            print(f"{printable(report.account)}: warning: {printable(text)}", file=sys.stderr)
+        if report.error:
+            print(f"{printable(report.account)}: FAILED: {printable(report.error)}", file=sys.stderr)
+    return _retriever.exit_code([report for _, report in results])
+
+
+def _print_listing(results: list[tuple[list[dict[str, Any]], _retriever.Report]], as_json: bool) -> None:
+    if as_json:  # json escapes control characters itself
+        json.dump([row for rows, _ in results for row in rows], sys.stdout, indent=2)
         print()
-    else:
+        return
+    for rows, report in results:
+        if len(results) > 1:
+            print(f"== {printable(report.account)}")
         for r in rows:
-            print(f"{r['number']:>5} {r['size']:>9} {r['uid'] or '-':<24} {r['date'][:31]:<31} {r['from'][:30]:<30} {r['subject']}")
-    return EXIT_OK
-
-
-async def _list(acct: Account) -> List[Dict[str, Any]]:
-    from email.parser import BytesHeaderParser
-    from email.policy import default
-
-    pop = await _retriever._open(acct)
-    try:
-        await pop.login(acct.user, allow_insecure=acct.insecure, **acct.secret())
-        infos = {info.number: info for info in await pop.messages()}
-        parser = BytesHeaderParser(policy=default)
-        rows = []
-        async for number, (_, lines, _) in pop.top_many(list(infos), 0):
-            info = infos[number]
-            headers = parser.parsebytes(b"\r\n".join(lines) + b"\r\n")
-            rows.append(
-                {
-                    "number": number,
-                    "size": info.size,
-                    "uid": info.uid,
-                    "date": str(headers.get("Date", "")),
-                    "from": str(headers.get("From", "")),
-                    "subject": str(headers.get("Subject", "")),
-                }
+            cells = {k: printable(str(r[k] if r[k] is not None else "-")) for k in ("uid", "date", "from", "subject")}
+            print(
+                f"{r['number']:>5} {r['size']:>9} {cells['uid']:<24} {cells['date'][:31]:<31} {cells['from'][:30]:<30} {cells['subject']}"
             )
-        await pop.quit()
-        return rows
-    except BaseException:
-        pop._abort()
-        raise
 
 
 def _serve_server(args: argparse.Namespace) -> Any:
@@ -166,20 +222,44 @@ def _serve_server(args: argparse.Namespace) -> Any:
         users={args.user: args.password},
         host=args.host,
         port=args.port,
+        tls=args.tls,
         stls=False,
         allow_concurrent=True,  # a demo server: any number of sessions may open the maildrop
     )
 
 
+def _check_sample_options(args: argparse.Namespace) -> None:
+    if args.messages < 0:
+        raise ConfigError(f"--messages must be 0 or more, not {args.messages}")
+    if not 0 <= getattr(args, "port", 0) <= 65535:
+        raise ConfigError(f"--port must be from 0 to 65535, not {args.port}")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    with _serve_server(args) as srv:
-        print(f"POP3 test server on {srv.host}:{srv.port}, user {args.user!r} password {args.password!r} (Ctrl-C stops)", flush=True)
+    _check_sample_options(args)
+    if args.tls == "implicit":
+        from .testing.certs import have_trustme
+
+        if not have_trustme():
+            raise ConfigError("serve --tls implicit needs trustme: pip install 'fastpoplib[testing]'")
+    try:
+        srv = _serve_server(args).start()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; choose another --port") from None
+    try:
+        print(f"POP3 test server on {srv.host}:{srv.port}, user {args.user!r} password {args.password!r}", flush=True)
+        if args.tls == "implicit":
+            print(f"implicit TLS; trust its test CA with --cafile {srv.cafile}", flush=True)
+        print("Ctrl-C stops it", flush=True)
+        stop = threading.Event()
         try:
-            deadline = time.monotonic() + args.seconds if args.seconds else None
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(0.2)
+            stop.wait(args.seconds if args.seconds else None)
         except KeyboardInterrupt:
             pass
+    finally:
+        srv.stop()
     return EXIT_OK
 
 
@@ -187,79 +267,185 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The built-in server with a sample mailbox, fetched by the real `fetch` path."""
     from .testing import POP3TestServer, sample_mailbox
 
+    _check_sample_options(args)
     maildir = Path(args.maildir) if args.maildir else Path(tempfile.mkdtemp(prefix="fastpoplib-demo-")) / "Maildir"
     os.environ["FASTPOPLIB_DEMO_PASSWORD"] = "demo-password"
-    with POP3TestServer(mailbox=sample_mailbox(args.messages), users={"demo": "demo-password"}, stls=False) as srv:
-        print(f"demo: built-in POP3 server on {srv.host}:{srv.port} with {args.messages} sample messages")
+    box = sample_mailbox(args.messages, seed=args.seed)
+    with POP3TestServer(mailbox=box, users={"demo": "demo-password"}, stls=False) as srv:
+        print(
+            f"demo: built-in POP3 server on {srv.host}:{srv.port} with {args.messages} sample messages (seed {args.seed})"
+        )
         acct = Account(
-            host=srv.host, port=srv.port, user="demo", tls="none", insecure=True,
-            password_env="FASTPOPLIB_DEMO_PASSWORD", maildir=str(maildir), timeout=10,
+            host=srv.host,
+            port=srv.port,
+            user="demo",
+            tls="none",
+            insecure=True,
+            password_env="FASTPOPLIB_DEMO_PASSWORD",
+            maildir=str(maildir),
+            timeout=10,
         )
         print("demo: fastpoplib fetch (first run)")
         code = run_fetch([acct], maildir, quiet=False)
         print("demo: fastpoplib fetch (second run: nothing new)")
         code = code or run_fetch([acct], maildir, quiet=False)
         print("demo: fastpoplib ls")
-        for r in asyncio.run(_list(acct))[: args.show]:
-            print(f"  {r['number']:>3} {r['size']:>7}  {r['from'][:28]:<28} {r['subject'][:40]}")
+        results = _run(_list_all([acct]))
+        for r in (results[0][0] if results else [])[: args.show]:
+            print(f"  {r['number']:>3} {r['size']:>7}  {printable(r['from'])[:28]:<28} {printable(r['subject'])[:40]}")
     print(f"demo: {sum(1 for _ in (maildir / 'new').iterdir())} messages in {maildir}")
     return code
 
 
+def _add_verbose(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="log fastpoplib's records to stderr: -v INFO (e.g. what each account fetches), -vv also DEBUG (every"
+        " command sent and reply, secrets masked); allowed before or after the command",
+    )
+
+
 def _add_account_options(p: argparse.ArgumentParser) -> None:
+    # After the command too (`fetch -v`); SUPPRESS keeps a `-v` given before it.
+    _add_verbose(p, argparse.SUPPRESS)
     g = p.add_argument_group("account (or use --config)")
-    g.add_argument("--config", help="TOML file with [[account]] tables")
-    g.add_argument("--account", action="append", help="only the config account(s) with this name")
-    g.add_argument("--host")
-    g.add_argument("--port", type=int)
-    g.add_argument("--user")
-    g.add_argument("--tls", choices=["implicit", "starttls", "none"], help="default implicit (port 995)")
-    g.add_argument("--insecure", action="store_true", help="allow --tls none (password in clear text)")
-    g.add_argument("--cafile", help="PEM file of CAs to trust (private CA)")
+    g.add_argument("--config", metavar="FILE", help="TOML file with [[account]] tables and optional [defaults]")
+    g.add_argument(
+        "--account", metavar="NAME", action="append", help="only the config account with this name (repeatable)"
+    )
+    g.add_argument("--host", help="POP3 server name or address")
+    g.add_argument("--port", type=int, help="server port, 1-65535 (default 995 with --tls implicit, else 110)")
+    g.add_argument("--user", help="login name")
+    g.add_argument(
+        "--tls",
+        choices=["implicit", "starttls", "none"],
+        help="implicit: POP3S (default); starttls: STLS on the plain port; none: no TLS (needs --insecure)",
+    )
+    g.add_argument("--insecure", action="store_true", help="allow --tls none (the password travels in clear text)")
+    g.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="PEM file of CA certificates to trust (a private CA); default: system and bundled roots",
+    )
     g.add_argument("--password-env", metavar="VAR", help="read the password from this environment variable")
-    g.add_argument("--password-command", metavar="CMD", help="run CMD, use the first line it prints")
-    g.add_argument("--netrc-file", metavar="FILE", help="netrc file (default ~/.netrc)")
-    g.add_argument("--oauth2-token-command", metavar="CMD", help="run CMD for an OAuth2 token (XOAUTH2/OAUTHBEARER)")
-    g.add_argument("--timeout", type=float)
+    g.add_argument("--password-command", metavar="CMD", help="run CMD and use the first line it prints as the password")
+    g.add_argument("--netrc-file", metavar="FILE", help="netrc file to read the password from (default ~/.netrc)")
+    g.add_argument(
+        "--oauth2-token-command", metavar="CMD", help="run CMD for an OAuth2 access token (XOAUTH2/OAUTHBEARER)"
+    )
+    g.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="network timeout per operation, in seconds, > 0 (default 60)"
+    )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="fastpoplib", description="POP3 retriever that never loses or duplicates mail")
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="fastpoplib",
+        description="POP3 mail retriever that never loses or duplicates mail",
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"fastpoplib {__version__}")
+    _add_verbose(parser, 0)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fetch = sub.add_parser("fetch", help="download new messages into a Maildir (default) or mbox")
+    fetch = sub.add_parser(
+        "fetch", help="download new messages into a Maildir (default) or mbox", epilog=EXIT_CODES, formatter_class=fmt
+    )
     _add_account_options(fetch)
-    fetch.add_argument("--maildir", help=f"destination Maildir (default {DEFAULT_MAILDIR})")
-    fetch.add_argument("--mbox", help="append to this mbox file instead")
-    fetch.add_argument("--delete", action="store_true", help="delete on the server once stored locally")
-    fetch.add_argument("--max-size", type=int, metavar="BYTES", help="skip larger messages")
-    fetch.add_argument("--max-messages", type=int, metavar="N", help="fetch at most N per account")
-    fetch.add_argument("-q", "--quiet", action="store_true")
+    fetch.add_argument(
+        "--maildir", metavar="DIR", help=f"destination Maildir, created 0700 if missing (default {DEFAULT_MAILDIR})"
+    )
+    fetch.add_argument(
+        "--mbox", metavar="FILE", help="append to this mbox file instead (created 0600; locked with fcntl + FILE.lock)"
+    )
+    fetch.add_argument(
+        "--delete", action="store_true", help="delete each message on the server once it is stored locally"
+    )
+    fetch.add_argument(
+        "--max-size", type=int, metavar="BYTES", help="skip messages larger than BYTES (default: no limit)"
+    )
+    fetch.add_argument(
+        "--max-messages",
+        type=int,
+        metavar="N",
+        help="fetch at most N messages per account and run, N >= 1 (default: all)",
+    )
+    fetch.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="if another fetch of the same account and store runs, wait up to SECONDS for it (default 0: exit with code 5)",
+    )
+    fetch.add_argument(
+        "--mbox-lock-wait",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for another program's mbox locks (default 60)",
+    )
+    fetch.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary (errors are still printed)"
+    )
     fetch.set_defaults(func=cmd_fetch)
 
-    ls = sub.add_parser("ls", help="list messages: number, size, UID, date, from, subject")
+    ls = sub.add_parser(
+        "ls", help="list messages: number, size, UID, date, from, subject", epilog=EXIT_CODES, formatter_class=fmt
+    )
     _add_account_options(ls)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument(
+        "--json", action="store_true", help="print a JSON list of {account, number, size, uid, date, from, subject}"
+    )
     ls.set_defaults(func=cmd_ls)
 
-    for name, func, helptext in (("serve", cmd_serve, "run the built-in test server"), ("demo", cmd_demo, "fetch a sample mailbox from the built-in server")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--messages", type=int, default=12)
-        p.add_argument("--seed", type=int, default=0)
-        p.set_defaults(func=func)
-        if name == "serve":
-            p.add_argument("--host", default="127.0.0.1")
-            p.add_argument("--port", type=int, default=1110)
-            p.add_argument("--user", default="user")
-            p.add_argument("--password", default="password")
-            p.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
-        else:
-            p.add_argument("--maildir", help="where to store (default: a new temporary folder)")
-            p.add_argument("--show", type=int, default=12, help="listing lines to show")
+    serve = sub.add_parser("serve", help="run the built-in test server with a sample mailbox")
+    serve.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=1110, help="port to listen on (default 1110; 0: any free port)")
+    serve.add_argument(
+        "--tls",
+        choices=["none", "implicit"],
+        default="none",
+        help="none (default) or implicit: POP3S with a generated test CA (needs trustme)",
+    )
+    serve.add_argument("--user", default="user", help="login name (default user)")
+    serve.add_argument("--password", default="password", help="password (default password)")
+    serve.add_argument(
+        "--seconds", type=float, default=0, metavar="SECONDS", help="stop after SECONDS (default 0: run until Ctrl-C)"
+    )
+    serve.set_defaults(func=cmd_serve)
 
-    args = parser.parse_args(argv)
+    demo = sub.add_parser("demo", help="fetch a sample mailbox from the built-in server")
+    demo.add_argument("--maildir", metavar="DIR", help="where to store (default: a new temporary folder)")
+    demo.add_argument("--show", type=int, default=12, metavar="N", help="listing lines to show (default 12)")
+    demo.set_defaults(func=cmd_demo)
+
+    for p in (serve, demo):
+        p.add_argument(
+            "--messages", type=int, default=12, metavar="N", help="sample messages in the mailbox (default 12)"
+        )
+        p.add_argument(
+            "--seed", type=int, default=0, help="seed of the sample mailbox: same seed, same messages (default 0)"
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        if args.verbose:
+            logging.basicConfig(
+                level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                stream=sys.stderr,
+            )
+        code: int = args.func(args)
+        return code
     except ConfigError as exc:
-        print(f"fastpoplib: {exc}", file=sys.stderr)
+        print(f"fastpoplib: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("fastpoplib: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -74,9 +74,15 @@ class Mailbox:
 
     The maildrop lock (:meth:`try_lock` / :meth:`unlock`) is what makes a second concurrent login
     get ``-ERR [IN-USE]``; a test may hold it itself to simulate another client.
+
+    ``any_uids=True`` accepts the UIDs of buggy servers: duplicates, and non-ASCII ones (a str
+    with surrogate escapes, e.g. ``b"msg-\xe9".decode("utf-8", "surrogateescape")``, is sent
+    as those raw bytes).
     """
 
-    def __init__(self, messages: Iterable[bytes] = (), uids: Optional[Sequence[str]] = None) -> None:
+    def __init__(
+        self, messages: Iterable[bytes] = (), uids: Optional[Sequence[str]] = None, *, any_uids: bool = False
+    ) -> None:
         messages = list(messages)
         if uids is not None and len(uids) != len(messages):
             raise ValueError(f"{len(uids)} uids given for {len(messages)} messages")
@@ -84,6 +90,7 @@ class Mailbox:
         self._maildrop_lock = threading.Lock()
         self._messages: List[Message] = []
         self._counter = 0
+        self.any_uids = any_uids
         for i, raw in enumerate(messages):
             self.add(raw, None if uids is None else uids[i])
 
@@ -97,6 +104,9 @@ class Mailbox:
                 while uid is None or uid in taken:
                     self._counter += 1
                     uid = f"uid-{self._counter:04d}"
+            elif self.any_uids:
+                if not uid or any(ch.isspace() for ch in uid):
+                    raise ValueError(f"invalid unique-id {uid!r}: empty or with white space")
             elif not _UID_RE.match(uid):
                 raise ValueError(f"invalid unique-id {uid!r}: 1-70 printable ASCII characters, no spaces")
             elif any(m.uid == uid for m in self._messages):
@@ -116,6 +126,14 @@ class Mailbox:
         with self._lock:
             before = len(self._messages)
             self._messages = [m for m in self._messages if m.uid not in gone]
+            return before - len(self._messages)
+
+    def remove_messages(self, messages: Iterable[Message]) -> int:
+        """Expunge exactly these messages (by identity: UIDs may repeat with ``any_uids``)."""
+        gone = {id(m) for m in messages}
+        with self._lock:
+            before = len(self._messages)
+            self._messages = [m for m in self._messages if id(m) not in gone]
             return before - len(self._messages)
 
     @property

@@ -305,6 +305,10 @@ class POP3TestServer:
         mailboxes: user -> maildrop for users that do not share ``mailbox``.
         allow_concurrent: let several sessions open the same maildrop at once, instead of
             refusing the second with ``-ERR [IN-USE]``.
+        top: implement (and advertise) TOP; ``False`` answers it ``-ERR``, as some servers do.
+        uidl: implement (and advertise) UIDL; ``False`` answers it ``-ERR``.
+        list_text: text sent after the size on each line of a LIST listing, e.g.
+            ``"(Subject: hello)"`` (RFC 1939 section 5 allows it).
         faults: :class:`Fault` objects to start with (see also :meth:`add_fault`).
         certificates: TLS material; default: a fresh :class:`TLSCertificates` when TLS is used.
         idle_timeout: seconds a session waits for a command before closing the connection.
@@ -334,6 +338,9 @@ class POP3TestServer:
         expire: Union[int, str, None] = None,
         mailboxes: Optional[Mapping[str, MailboxLike]] = None,
         allow_concurrent: bool = False,
+        top: bool = True,
+        uidl: bool = True,
+        list_text: str = "",
         faults: Sequence[Fault] = (),
         certificates: Optional[TLSCertificates] = None,
         idle_timeout: float = 60.0,
@@ -361,6 +368,9 @@ class POP3TestServer:
         self.login_delay = login_delay
         self.expire = expire
         self.allow_concurrent = allow_concurrent
+        self.top = top
+        self.uidl = uidl
+        self.list_text = list_text
         self.idle_timeout = idle_timeout
         self.max_line_length = max_line_length
         self.max_auth_line_length: int = max(max_auth_line_length, max_line_length)
@@ -509,7 +519,7 @@ class POP3TestServer:
     def _capabilities(self, logged_in: bool, tls_active: bool) -> List[str]:
         if self.capabilities is not None:
             return list(self.capabilities)
-        caps = ["TOP", "UIDL", "RESP-CODES"]
+        caps = [c for c, on in (("TOP", self.top), ("UIDL", self.uidl)) if on] + ["RESP-CODES"]
         if self.pipelining:
             caps.append("PIPELINING")
         caps.append("AUTH-RESP-CODE")
@@ -813,7 +823,8 @@ class _Connection:
 
     def _enabled(self, verb: str) -> bool:
         server = self.server
-        return {"APOP": server.apop, "AUTH": bool(server.sasl), "STLS": server.stls, "UTF8": server.utf8}.get(verb, True)
+        enabled = {"APOP": server.apop, "AUTH": bool(server.sasl), "STLS": server.stls, "UTF8": server.utf8}
+        return {**enabled, "TOP": server.top, "UIDL": server.uidl}.get(verb, True)
 
     @staticmethod
     def _ok(text: str = "") -> bytes:
@@ -987,7 +998,7 @@ class _Connection:
         if self.state == _TRANSACTION:
             # UPDATE state: only now are deletions applied.
             assert self.maildrop is not None
-            self.maildrop.remove(self.messages[n - 1].uid for n in self.deleted)
+            self.maildrop.remove_messages(self.messages[n - 1] for n in self.deleted)
             text = f"fastpoplib test server signing off ({len(self.maildrop)} messages left)"
             # The maildrop is free before the client reads +OK, so a client that logs in again
             # right away is not refused [IN-USE] (RFC 1939 §6: the update ends the lock).
@@ -1010,14 +1021,17 @@ class _Connection:
         if args:
             n, message = self._message(args[0])
             return self._ok(f"{n} {message.size}")
-        return self._multi(self._maildrop_status(), [f"{n} {m.size}".encode() for n, m in self._visible()])
+        text = f" {self.server.list_text}" if self.server.list_text else ""
+        return self._multi(self._maildrop_status(), [f"{n} {m.size}{text}".encode() for n, m in self._visible()])
 
     def _cmd_uidl(self, arg: bytes) -> bytes:
         args = self._args(arg, 0, 1)
         if args:
             n, message = self._message(args[0])
-            return self._ok(f"{n} {message.uid}")
-        return self._multi("unique-id listing follows", [f"{n} {m.uid}".encode() for n, m in self._visible()])
+            return f"+OK {n} {message.uid}".encode("utf-8", "surrogateescape") + _CRLF
+        # A UID given as surrogate-escaped str goes out as the raw bytes (Mailbox(any_uids=True)).
+        listing = [f"{n} {m.uid}".encode("utf-8", "surrogateescape") for n, m in self._visible()]
+        return self._multi("unique-id listing follows", listing)
 
     def _cmd_retr(self, arg: bytes) -> bytes:
         _, message = self._message(self._args(arg, 1, 1)[0])

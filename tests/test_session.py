@@ -1,0 +1,1165 @@
+"""Regression tests for issue 10, the session core: items 1-10 of "Failing inputs" and the
+"Semantics" bullets, each on the blocking (``POP3``) and the asyncio (``AsyncPOP3``) classes,
+against the shipped test server.
+
+No ``sleep`` synchronises anything: tests wait on events, on worker threads with a bounded join,
+or on the server's own record of what it received (polled until a deadline). Every wait is
+bounded, so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import poplib
+import select
+import signal
+import socket
+import ssl
+import threading
+import time
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+import pytest
+
+import fastpoplib
+from clients import FAST_KINDS as KINDS
+from clients import connect, iterate, logged_in
+from fastpoplib.testing import Fault, Mailbox, Message, POP3TestServer, sample_mailbox
+
+USER, PASSWORD = "user", "password"
+SIGNAL_AFTER = 0.3  # seconds from the start of a call to the SIGINT
+CTRL_C_BOUND = 0.5  # KeyboardInterrupt must come out within this of the signal
+ACCESSOR_BOUND = 0.5  # an accessor must answer within this while a call waits
+_POLL = threading.Event()  # never set: `_POLL.wait(t)` is the interval of a bounded poll
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Polls ``condition`` until it holds; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        _POLL.wait(0.005)
+
+
+def received(srv: POP3TestServer, line: bytes, timeout: float = 5.0) -> None:
+    """Waits until the server's latest session has received the command ``line``."""
+    wait_for(lambda: bool(srv.sessions) and line in srv.sessions[-1].commands, f"the server to receive {line!r}", timeout)
+
+
+def retr_reply(message: Message) -> Tuple[bytes, List[bytes], int]:
+    """What ``retr()`` must return for ``message`` of the test server (poplib's shape)."""
+    return (b"+OK %d octets" % message.size, message.lines, message.size)
+
+
+def total_size(messages: List[Message]) -> int:
+    return sum(m.size for m in messages)
+
+
+class Worker(threading.Thread):
+    """Runs ``fn(*args)`` in a daemon thread, keeping its result or exception and when it ended."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.args = fn, args
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.ended: Optional[float] = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as exc:  # kept for the test to inspect
+            self.error = exc
+        finally:
+            self.ended = time.monotonic()
+
+    def finish(self, timeout: float) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), f"{self.fn!r} still running after {timeout} s"
+
+    def outcome(self, timeout: float) -> Any:
+        """The result; re-raises the exception; fails if not finished within ``timeout``."""
+        self.finish(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def sync_login(srv: POP3TestServer, **kw: Any) -> fastpoplib.POP3:
+    p = fastpoplib.POP3(srv.host, srv.port, timeout=10, **kw)
+    p.user(USER)
+    p.pass_(PASSWORD)
+    return p
+
+
+async def async_login(srv: POP3TestServer, **kw: Any) -> fastpoplib.AsyncPOP3:
+    p = await fastpoplib.AsyncPOP3.connect(srv.host, srv.port, 10, **kw)
+    await p.user(USER)
+    await p.pass_(PASSWORD)
+    return p
+
+
+def run_async(coro: Any, timeout: float = 20.0) -> Any:
+    """``asyncio.run`` with an overall bound."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    pass
+
+
+def ctrl_c_delay(call: Callable[[], Any], after: float = SIGNAL_AFTER, *, process: bool = False) -> float:
+    """Runs ``call()`` in the main thread with SIGINT ``after`` seconds later (Python's default
+    handler, as a user's Ctrl-C). Returns how long after the signal KeyboardInterrupt came out
+    of ``call``; fails if ``call`` ended any other way.
+
+    By default the signal goes to another thread (the timer's): the main thread's system call
+    is then not interrupted (no EINTR), as when Ctrl-C lands while it is not blocked, so only
+    a driver that runs signal handlers between its waits sees it. ``process=True`` sends it to
+    the process (asyncio only notices a signal the main thread receives)."""
+    assert threading.current_thread() is threading.main_thread()
+    sent: List[float] = []
+
+    def kill() -> None:
+        sent.append(time.monotonic())
+        if process:
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(after, kill)
+    outcome: Any = None
+    try:
+        try:
+            timer.start()
+            try:
+                call()
+                outcome = "a normal return"
+            except KeyboardInterrupt:
+                outcome = time.monotonic()
+            except BaseException as exc:  # reported below
+                outcome = exc
+        finally:
+            # A signal arriving from now on must not end the whole pytest run.
+            signal.signal(signal.SIGINT, _ignore_signal)
+            timer.cancel()
+            timer.join()
+            signal.signal(signal.SIGINT, previous)
+    except KeyboardInterrupt:
+        outcome = f"{outcome!r}, and KeyboardInterrupt only after the call"
+    assert isinstance(outcome, float), f"expected KeyboardInterrupt, got {outcome}"
+    assert sent, "the signal was never sent"
+    return outcome - sent[0]
+
+
+# -- item 1: a command inside a batch loop ------------------------------------------------------
+
+
+def _check_fetch_store_delete(srv: POP3TestServer, box: List[Message], got: Any, deleted: Any, stat: Any, bye: bytes) -> None:
+    assert got == [(n, retr_reply(box[n - 1])) for n in (1, 2, 3)]
+    assert deleted == [b"+OK message %d deleted" % n for n in (1, 2, 3)]
+    assert stat == (9, total_size(box[3:]))
+    assert bye == b"+OK fastpoplib test server signing off (9 messages left)"
+    assert srv.mailbox.uids == [m.uid for m in box[3:]]
+    commands = srv.sessions[-1].commands
+    # The hard case was exercised: RETR 2 and 3 were in flight when DELE 1 was sent.
+    assert commands.index(b"RETR 3") < commands.index(b"DELE 1"), commands
+
+
+def test_dele_inside_retr_many_loop_sync(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = sync_login(pop3_server)
+    got, deleted = [], []
+    for n, r in p.retr_many([1, 2, 3]):
+        got.append((n, r))
+        deleted.append(p.dele(n))
+    stat = p.stat()
+    _check_fetch_store_delete(pop3_server, box, got, deleted, stat, p.quit())
+
+
+def test_dele_inside_retr_many_loop_async(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+
+    async def main() -> Any:
+        p = await async_login(pop3_server)
+        got, deleted = [], []
+        async for n, r in p.retr_many([1, 2, 3]):
+            got.append((n, r))
+            deleted.append(await p.dele(n))
+        stat = await p.stat()
+        return got, deleted, stat, await p.quit()
+
+    _check_fetch_store_delete(pop3_server, box, *run_async(main()))
+
+
+# -- item 2: a batch left or held, another command in between --------------------------------
+
+
+def test_break_out_of_retr_many_then_retr_sync(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = sync_login(pop3_server)
+    for item in p.retr_many([1, 2, 3, 4, 5]):
+        assert item == (1, retr_reply(box[0]))
+        break
+    assert p.retr(5) == retr_reply(box[4])
+    assert p.stat() == (12, total_size(box))
+    p.quit()
+    # The batch's own RETR 5 was in flight (pipelined) when retr(5) sent another.
+    assert pop3_server.sessions[-1].commands.count(b"RETR 5") == 2
+
+
+def test_break_out_of_async_for_then_retr(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+
+    async def main() -> Any:
+        p = await async_login(pop3_server)
+        first = None
+        async for item in p.retr_many([1, 2, 3, 4, 5]):
+            first = item
+            break
+        five = await p.retr(5)
+        stat = await p.stat()
+        await p.quit()
+        return first, five, stat
+
+    first, five, stat = run_async(main())
+    assert pop3_server.sessions[-1].commands.count(b"RETR 5") == 2
+    assert first == (1, retr_reply(box[0]))
+    assert five == retr_reply(box[4])
+    assert stat == (12, total_size(box))
+
+
+def test_held_batch_iterator_with_retr_in_between_sync(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = sync_login(pop3_server)
+    it = p.retr_many([1, 2, 3, 4, 5])
+    assert next(it) == (1, retr_reply(box[0]))
+    assert p.retr(5) == retr_reply(box[4])
+    assert list(it) == [(n, retr_reply(box[n - 1])) for n in (2, 3, 4, 5)]
+    assert p.noop() == b"+OK"
+    p.quit()
+
+
+def test_held_batch_iterator_with_retr_in_between_async(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+
+    async def main() -> Any:
+        p = await async_login(pop3_server)
+        it = p.retr_many([1, 2, 3, 4, 5])
+        first = await it.__anext__()
+        five = await p.retr(5)
+        rest = [item async for item in it]
+        noop = await p.noop()
+        await p.quit()
+        return first, five, rest, noop
+
+    first, five, rest, noop = run_async(main())
+    assert first == (1, retr_reply(box[0]))
+    assert five == retr_reply(box[4])
+    assert rest == [(n, retr_reply(box[n - 1])) for n in (2, 3, 4, 5)]
+    assert noop == b"+OK"
+
+
+def test_second_thread_between_batch_items(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = sync_login(pop3_server)
+    it = p.retr_many([1, 2, 3, 4, 5])
+    first = next(it)
+    other = Worker(p.retr, 5)
+    other.start()
+    assert other.outcome(10) == retr_reply(box[4])
+    assert [first, *it] == [(n, retr_reply(box[n - 1])) for n in (1, 2, 3, 4, 5)]
+    p.quit()
+
+
+def test_second_task_between_batch_items(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+
+    async def main() -> Any:
+        p = await async_login(pop3_server)
+        between, resumed = asyncio.Event(), asyncio.Event()
+
+        async def iterate_all() -> List[Any]:
+            got = []
+            async for item in p.retr_many([1, 2, 3, 4, 5]):
+                got.append(item)
+                if len(got) == 1:
+                    between.set()
+                    await resumed.wait()
+            return got
+
+        async def other() -> Any:
+            await between.wait()
+            try:
+                return await p.retr(5)
+            finally:
+                resumed.set()
+
+        got, five = await asyncio.gather(iterate_all(), other())
+        await p.quit()
+        return got, five
+
+    got, five = run_async(main())
+    assert five == retr_reply(box[4])
+    assert got == [(n, retr_reply(box[n - 1])) for n in (1, 2, 3, 4, 5)]
+
+
+# -- item 3: a stream left early; body bytes are never a reply --------------------------------
+
+# Message 1: its body holds a line that looks like a RETR status, then forged headers.
+FORGED = (
+    b"From: sender@example.org\r\n"
+    b"Subject: innocent looking\r\n"
+    b"\r\n"
+    b"This first body line is long enough to end the first chunk of sixty bytes.\r\n"
+    b"+OK 99 octets\r\n"
+    b"From: attacker@example.net\r\n"
+    b"Subject: forged message 5\r\n"
+    b"\r\n"
+    b"Send your password to attacker@example.net\r\n"
+    b".\r\n"
+    b"..leading dot\r\n" + b"".join(b"filler line %d of the forged message\r\n" % i for i in range(40))
+)
+
+
+@pytest.fixture
+def forged_server(pop3_server_factory: Callable[..., POP3TestServer]) -> POP3TestServer:
+    """Five messages; message 1 is :data:`FORGED`, 2-5 come from the sample mailbox."""
+    return pop3_server_factory(mailbox=Mailbox([FORGED] + sample_mailbox(5).messages[1:]))
+
+
+def _check_first_chunk(chunk: bytes) -> None:
+    # The fake status line is still unread when the stream is left.
+    assert FORGED.startswith(chunk) and 0 < len(chunk) <= FORGED.index(b"+OK 99")
+
+
+def test_stream_left_early_then_retr_sync(forged_server: POP3TestServer) -> None:
+    box = forged_server.mailbox.snapshot()
+    assert box[0].data == FORGED
+    p = sync_login(forged_server)
+    for chunk in p.retr_iter(1, chunk_size=60):
+        _check_first_chunk(chunk)
+        break
+    assert p.retr(5) == retr_reply(box[4])
+    assert p.stat() == (5, total_size(box))
+    assert b"".join(p.retr_iter(1, chunk_size=60)) == FORGED  # the fake reply was body data
+    p.quit()
+
+
+def test_stream_left_early_then_retr_async(forged_server: POP3TestServer) -> None:
+    box = forged_server.mailbox.snapshot()
+
+    async def main() -> Any:
+        p = await async_login(forged_server)
+        first = b""
+        async for chunk in p.retr_iter(1, chunk_size=60):
+            first = chunk
+            break
+        five = await p.retr(5)
+        stat = await p.stat()
+        whole = b"".join([c async for c in p.retr_iter(1, chunk_size=60)])
+        await p.quit()
+        return first, five, stat, whole
+
+    first, five, stat, whole = run_async(main())
+    _check_first_chunk(first)
+    assert five == retr_reply(box[4])
+    assert stat == (5, total_size(box))
+    assert whole == FORGED
+
+
+def test_resuming_superseded_stream_raises_sync(forged_server: POP3TestServer) -> None:
+    box = forged_server.mailbox.snapshot()
+    p = sync_login(forged_server)
+    it = p.retr_iter(1, chunk_size=60)
+    _check_first_chunk(next(it))
+    assert p.retr(5) == retr_reply(box[4])
+    with pytest.raises(fastpoplib.LocalProtocolError):
+        next(it)
+    assert p.noop() == b"+OK"
+    assert p.retr(2) == retr_reply(box[1])
+    p.quit()
+
+
+def test_resuming_superseded_stream_raises_async(forged_server: POP3TestServer) -> None:
+    box = forged_server.mailbox.snapshot()
+
+    async def main() -> Any:
+        p = await async_login(forged_server)
+        it = p.retr_iter(1, chunk_size=60)
+        first = await it.__anext__()
+        five = await p.retr(5)
+        with pytest.raises(fastpoplib.LocalProtocolError):
+            await it.__anext__()
+        noop = await p.noop()
+        two = await p.retr(2)
+        await p.quit()
+        return first, five, noop, two
+
+    first, five, noop, two = run_async(main())
+    _check_first_chunk(first)
+    assert five == retr_reply(box[4])
+    assert noop == b"+OK"
+    assert two == retr_reply(box[1])
+
+
+# -- item 4: messages() when LIST fails ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_messages_before_login_leaves_no_reply_behind(kind: str, pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = connect(kind, pop3_server.host, pop3_server.port)
+    try:
+        with pytest.raises(fastpoplib.ServerError) as info:
+            p.messages()
+        assert type(info.value) is fastpoplib.ServerError
+        assert info.value.args == (b"-ERR Command not valid in this state",)
+        # Each next call gets its own reply, not UIDL's -ERR still in flight.
+        assert p.user(USER) == b"+OK send PASS"
+        assert p.pass_(PASSWORD) == b"+OK logged in, maildrop has 12 messages (%d octets)" % total_size(box)
+        assert p.stat() == (12, total_size(box))
+        assert p.noop() == b"+OK"
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_messages_with_failing_list_leaves_no_reply_behind(kind: str, pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = logged_in(kind, pop3_server.host, pop3_server.port)
+    try:
+        pop3_server.add_fault(Fault.reply(b"-ERR [SYS/TEMP] try again later\r\n", on="LIST"))
+        with pytest.raises(fastpoplib.SysTempError) as info:
+            p.messages()
+        assert info.value.args == (b"-ERR [SYS/TEMP] try again later",)
+        # UIDL's multi-line reply, if it was pipelined, is not anybody else's reply.
+        assert p.stat() == (12, total_size(box))
+        assert p.noop() == b"+OK"
+        assert [tuple(i) for i in p.messages()] == [(n, m.size, m.uid) for n, m in enumerate(box, 1)]
+    finally:
+        p.close()
+
+
+# -- item 5: accessors never block; close() from another thread --------------------------------
+
+
+def _open_for_stall(srv: POP3TestServer, tls: bool) -> fastpoplib.POP3:
+    if tls:
+        p: fastpoplib.POP3 = fastpoplib.POP3_SSL(srv.host, srv.port, timeout=10, cafile=srv.cafile)
+    else:
+        p = fastpoplib.POP3(srv.host, srv.port, timeout=10)
+    p.user(USER)
+    p.pass_(PASSWORD)
+    return p
+
+
+def _accessors(p: Any) -> List[Tuple[str, Callable[[], Any]]]:
+    sock = p.sock
+    return [
+        ("getpeername", sock.getpeername),
+        ("getsockname", sock.getsockname),
+        ("fileno", sock.fileno),
+        ("gettimeout", sock.gettimeout),
+        ("repr(sock)", lambda: repr(sock)),
+        ("tls_info", lambda: p.tls_info),
+        ("repr(pop)", lambda: repr(p)),
+    ]
+
+
+def _read_all(accessors: List[Tuple[str, Callable[[], Any]]]) -> Tuple[dict, dict]:
+    values, took = {}, {}
+    for name, fn in accessors:
+        start = time.monotonic()
+        values[name] = fn()
+        took[name] = time.monotonic() - start
+    return values, took
+
+
+@pytest.mark.parametrize("stop", ["close", "sock.shutdown"])
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_accessors_and_close_while_a_call_waits(tls: bool, stop: str, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    if tls:
+        pytest.importorskip("trustme")
+    srv = pop3_server_factory(tls="implicit") if tls else pop3_server_factory()
+    p = _open_for_stall(srv, tls)
+    accessors = _accessors(p)
+    idle, _ = _read_all(accessors)
+    assert idle["getpeername"] == (srv.host, srv.port)
+    assert idle["gettimeout"] == 10.0
+    assert idle["fileno"] >= 0
+    assert (idle["tls_info"] is not None) == tls
+    if tls:
+        version, cipher = idle["tls_info"]
+        assert version in ("TLSv1.2", "TLSv1.3") and cipher
+
+    srv.add_fault(Fault.stall(10, on="RETR"))
+    call = Worker(p.retr, 1)
+    call.start()
+    received(srv, b"RETR 1")
+    probe = Worker(_read_all, accessors)
+    probe.start()
+    values, took = probe.outcome(3)
+    assert call.is_alive(), "the stalled RETR ended before the accessors were read"
+    assert values == idle
+    assert max(took.values()) < ACCESSOR_BOUND, took
+
+    sock = p.sock
+    assert sock is not None
+    started = time.monotonic()
+    closer = Worker(p.close) if stop == "close" else Worker(sock.shutdown, socket.SHUT_RDWR)
+    closer.start()
+    closer.outcome(2)
+    call.finish(2)
+    assert call.ended is not None and call.ended - started < 1.0
+    assert isinstance(call.error, fastpoplib.POP3ConnectionError), repr(call.error)
+    with pytest.raises(fastpoplib.POP3Error):
+        p.noop()
+
+
+def test_accessors_in_a_signal_handler_during_a_call(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = sync_login(pop3_server)
+    accessors = _accessors(p)
+    idle, _ = _read_all(accessors)
+    pop3_server.add_fault(Fault.stall(1.0, on="RETR"))
+    seen: dict = {}
+    in_call = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        seen["during the call"] = in_call.is_set()
+        seen["values"], seen["took"] = _read_all(accessors)
+
+    def poke() -> None:
+        received(pop3_server, b"RETR 1")
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        poker = Worker(poke)
+        poker.start()
+        in_call.set()
+        got = p.retr(1)
+        in_call.clear()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    poker.outcome(5)
+    assert seen.get("during the call"), seen
+    assert got == retr_reply(box[0])
+    assert seen["values"] == idle
+    assert max(seen["took"].values()) < ACCESSOR_BOUND, seen["took"]
+    assert p.noop() == b"+OK"
+    p.quit()
+
+
+async def _async_open(srv: POP3TestServer, tls: bool) -> fastpoplib.AsyncPOP3:
+    if tls:
+        p = await fastpoplib.AsyncPOP3_SSL.connect(srv.host, srv.port, 10, cafile=srv.cafile)
+    else:
+        p = await fastpoplib.AsyncPOP3.connect(srv.host, srv.port, 10)
+    await p.user(USER)
+    await p.pass_(PASSWORD)
+    return p
+
+
+async def _stalled_retr(srv: POP3TestServer, p: fastpoplib.AsyncPOP3) -> "asyncio.Future[Any]":
+    """Starts ``p.retr(1)`` on a server that stalls it; returns once the server has the RETR."""
+    srv.add_fault(Fault.stall(10, on="RETR"))
+    call = asyncio.ensure_future(p.retr(1))
+    # Wait off the loop thread, so the RETR really is in flight meanwhile.
+    await asyncio.get_running_loop().run_in_executor(None, received, srv, b"RETR 1")
+    assert not call.done()
+    return call
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_async_accessors_while_a_call_waits(tls: bool, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    if tls:
+        pytest.importorskip("trustme")
+    srv = pop3_server_factory(tls="implicit") if tls else pop3_server_factory()
+
+    async def main() -> Any:
+        p = await _async_open(srv, tls)
+        accessors = [("tls_info", lambda: p.tls_info), ("repr", lambda: repr(p))]
+        idle, _ = _read_all(accessors)
+        call = await _stalled_retr(srv, p)
+        # From another thread, with a bounded join (a blocking accessor must fail, not hang).
+        probe = Worker(_read_all, accessors)
+        probe.start()
+        values, took = probe.outcome(3)
+        still_waiting = not call.done()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return idle, values, took, still_waiting
+
+    idle, values, took, still_waiting = run_async(main())
+    assert still_waiting
+    assert (idle["tls_info"] is not None) == tls
+    assert idle["repr"] == f"<AsyncPOP3{'_SSL' if tls else ''} {srv.host}:{srv.port} {'TLS' if tls else 'plaintext'}>"
+    assert values == idle
+    assert max(took.values()) < ACCESSOR_BOUND, took
+
+
+@pytest.mark.xfail(
+    reason="BUG: aclose() from another task aborts the tokio task of the call in progress, which then never "
+    "delivers a result: the call's awaitable stays pending forever instead of raising",
+    strict=True,
+)
+def test_async_aclose_interrupts_a_waiting_call(pop3_server: POP3TestServer) -> None:
+    async def main() -> Any:
+        p = await _async_open(pop3_server, False)
+        call = await _stalled_retr(pop3_server, p)
+        started = time.monotonic()
+        await asyncio.wait_for(p.aclose(), 2)
+        with pytest.raises(fastpoplib.POP3Error):
+            await asyncio.wait_for(call, 2)
+        return time.monotonic() - started
+
+    assert run_async(main()) < 1.0
+
+
+# -- item 6: a second call in I/O on one connection is refused, deterministically ---------------
+
+
+def test_gather_refuses_exactly_the_second_call(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+
+    async def main() -> Any:
+        p = await async_login(pop3_server)
+        stat_first = [await asyncio.gather(p.stat(), p.noop(), return_exceptions=True) for _ in range(30)]
+        noop_first = [await asyncio.gather(p.noop(), p.stat(), return_exceptions=True) for _ in range(5)]
+        after = await p.stat()
+        await p.quit()
+        return stat_first, noop_first, after
+
+    stat_first, noop_first, after = run_async(main())
+    for first, second in stat_first:
+        assert first == (12, total_size(box))
+        assert isinstance(second, fastpoplib.LocalProtocolError) and "busy with another call" in str(second)
+    for first, second in noop_first:
+        assert first == b"+OK"
+        assert isinstance(second, fastpoplib.LocalProtocolError) and "busy with another call" in str(second)
+    assert after == (12, total_size(box))
+    commands = pop3_server.sessions[-1].commands
+    # A refused call sent nothing.
+    assert commands.count(b"STAT") == 31 and commands.count(b"NOOP") == 5
+
+
+def test_second_thread_is_refused_at_once(pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = sync_login(pop3_server)
+    pop3_server.add_fault(Fault.stall(1.5, on="STAT"))
+    first = Worker(p.stat)
+    first.start()
+    received(pop3_server, b"STAT")
+    started = time.monotonic()
+    with pytest.raises(fastpoplib.LocalProtocolError, match="busy with another call"):
+        p.noop()
+    assert time.monotonic() - started < ACCESSOR_BOUND
+    assert first.is_alive()
+    assert first.outcome(5) == (12, total_size(box))
+    assert p.noop() == b"+OK"
+    assert pop3_server.sessions[-1].commands.count(b"NOOP") == 1
+    p.quit()
+
+
+# -- item 7: Ctrl-C and timeouts in the blocking driver (and their asyncio twins) -------------
+
+
+@contextlib.contextmanager
+def unconnectable() -> Iterator[Tuple[str, int]]:
+    """A loopback address where a TCP connect never completes: a listener whose backlog is
+    full and who never accepts. Skips the test where the kernel does not behave so."""
+    listener = socket.socket()
+    fillers: List[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        for _ in range(8):
+            s = socket.socket()
+            fillers.append(s)
+            s.setblocking(False)
+            s.connect_ex(address)
+            _, writable, _ = select.select([], [s], [], 0.3)
+            if not writable:
+                break  # this connect hangs: so will the client's
+        else:
+            pytest.skip("a listener with a full backlog still completes connects here")
+        yield address
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[Tuple[str, int]]:
+    """A loopback address that completes TCP connects (the kernel does) and then never sends
+    a byte: a TLS handshake there never gets an answer."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    try:
+        yield listener.getsockname()
+    finally:
+        listener.close()
+
+
+@contextlib.contextmanager
+def trickle_server(serve: Callable[[socket.socket, threading.Event], None], lifetime: float = 4.0) -> Iterator[Tuple[str, int]]:
+    """Runs ``serve(conn, stop)`` on the first connection to a loopback listener, in a thread
+    bounded by ``lifetime`` seconds (``stop`` is set then, and when the test ends)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(lifetime)
+    stop = threading.Event()
+    timer = threading.Timer(lifetime, stop.set)
+
+    def run() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(lifetime)
+            try:
+                serve(conn, stop)
+            except (OSError, ssl.SSLError):
+                pass  # the client went away
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    timer.start()
+    try:
+        yield listener.getsockname()
+    finally:
+        stop.set()
+        timer.cancel()
+        listener.close()
+        thread.join(lifetime + 2)
+
+
+# Much faster than the issue's 30 ms, so that a scheduling hiccup on a loaded machine does not
+# make a 50 ms gap in the stream: every interval under the blocking driver's wait slice counts.
+TRICKLE_INTERVAL = 0.002
+
+
+def _trickle(conn: socket.socket, data: bytes, stop: threading.Event, interval: float = TRICKLE_INTERVAL) -> None:
+    for i in range(len(data)):
+        conn.sendall(data[i : i + 1])
+        if stop.wait(interval):  # the server's pace, not a synchronisation
+            return
+
+
+def trickle_handshake(conn: socket.socket, stop: threading.Event) -> None:
+    """Reads the ClientHello, then sends a TLS record header announcing 16 KiB and its
+    payload one byte at a time: the handshake never ends, but bytes keep coming."""
+    conn.recv(65536)
+    _trickle(conn, b"\x16\x03\x03\x40\x00" + b"\x00" * 16384, stop)
+
+
+def trickle_tls_record(certificates: Any) -> Callable[[socket.socket, threading.Event], None]:
+    """A real TLS handshake, then one application-data record (the greeting) sent one byte at
+    a time: nothing is decrypted until the record is complete."""
+
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = certificates.server_context().wrap_bio(incoming, outgoing, server_side=True)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                conn.sendall(outgoing.read())
+                data = conn.recv(65536)
+                if not data:
+                    return
+                incoming.write(data)
+        conn.sendall(outgoing.read())  # the end of the handshake and session tickets, whole
+        tls.write(b"+OK " + b"x" * 16000 + b"\r\n")  # one record: about 30 s to trickle in
+        _trickle(conn, outgoing.read(), stop)
+
+    return serve
+
+
+TRICKLE_BUG = pytest.mark.xfail(
+    reason="BUG: the blocking driver checks its deadline and runs signal handlers only after a 50 ms wait "
+    "slice with no bytes (transport/blocking.rs, read() and handshake(): read_tls returning Ok loops without "
+    "check()); TLS bytes trickling in (30 ms apart in the issue, 2 ms here) never leave such a gap, so "
+    "timeout=1 and Ctrl-C are ignored until the server gives up",
+    strict=True,
+)
+
+
+def test_ctrl_c_during_a_connect_that_never_completes() -> None:
+    with unconnectable() as (host, port):
+        assert ctrl_c_delay(lambda: fastpoplib.POP3(host, port, timeout=10)) < CTRL_C_BOUND
+
+
+def test_ctrl_c_during_an_unanswered_tls_handshake() -> None:
+    with silent_listener() as (host, port):
+        assert ctrl_c_delay(lambda: fastpoplib.POP3_SSL(host, port, timeout=10)) < CTRL_C_BOUND
+
+
+def test_ctrl_c_during_a_stalled_retr(pop3_server: POP3TestServer) -> None:
+    p = sync_login(pop3_server)
+    pop3_server.add_fault(Fault.stall(10, on="RETR"))
+    assert ctrl_c_delay(lambda: p.retr(1)) < CTRL_C_BOUND
+    p.close()
+
+
+@TRICKLE_BUG
+def test_ctrl_c_during_a_trickling_tls_handshake() -> None:
+    with trickle_server(trickle_handshake) as (host, port):
+        assert ctrl_c_delay(lambda: fastpoplib.POP3_SSL(host, port, timeout=10)) < CTRL_C_BOUND
+
+
+@TRICKLE_BUG
+def test_ctrl_c_during_a_trickling_tls_record() -> None:
+    certs = _certificates()
+    with trickle_server(trickle_tls_record(certs)) as (host, port):
+        assert ctrl_c_delay(lambda: fastpoplib.POP3_SSL(host, port, timeout=10, cafile=certs.cafile)) < CTRL_C_BOUND
+
+
+def _certificates() -> Any:
+    pytest.importorskip("trustme", reason="TLS test material needs trustme")
+    from fastpoplib.testing import TLSCertificates
+
+    return TLSCertificates()
+
+
+def _async_call(make: Callable[[], Any]) -> Callable[[], Any]:
+    """``asyncio.run`` of an awaitable made by ``make()``: asyncio's own Ctrl-C handling
+    (cancel the main task, then raise KeyboardInterrupt) is what is tested."""
+
+    async def main() -> Any:
+        return await make()
+
+    return lambda: asyncio.run(main())
+
+
+def test_ctrl_c_during_a_connect_that_never_completes_async() -> None:
+    with unconnectable() as (host, port):
+        call = _async_call(lambda: fastpoplib.AsyncPOP3.connect(host, port, 10))
+        assert ctrl_c_delay(call, process=True) < CTRL_C_BOUND
+
+
+def test_ctrl_c_during_an_unanswered_tls_handshake_async() -> None:
+    with silent_listener() as (host, port):
+        call = _async_call(lambda: fastpoplib.AsyncPOP3_SSL.connect(host, port, 10))
+        assert ctrl_c_delay(call, process=True) < CTRL_C_BOUND
+
+
+def test_ctrl_c_during_a_stalled_retr_async(pop3_server: POP3TestServer) -> None:
+    async def session() -> Any:
+        p = await async_login(pop3_server)
+        pop3_server.add_fault(Fault.stall(10, on="RETR"))
+        return await p.retr(1)
+
+    assert ctrl_c_delay(_async_call(session), process=True) < CTRL_C_BOUND
+
+
+def _timed_out_within(call: Callable[[], Any], bound: float) -> None:
+    started = time.monotonic()
+    with pytest.raises(fastpoplib.POP3TimeoutError):
+        call()
+    assert time.monotonic() - started < bound
+
+
+KINDS_TRICKLE = [pytest.param("sync", marks=TRICKLE_BUG), "async"]
+
+
+@pytest.mark.parametrize("kind", KINDS_TRICKLE)
+def test_timeout_bounds_a_trickling_tls_handshake(kind: str) -> None:
+    with trickle_server(trickle_handshake) as (host, port):
+        if kind == "sync":
+            _timed_out_within(lambda: fastpoplib.POP3_SSL(host, port, timeout=1), 2.0)
+        else:
+            _timed_out_within(_async_call(lambda: fastpoplib.AsyncPOP3_SSL.connect(host, port, 1)), 2.0)
+
+
+@pytest.mark.parametrize("kind", KINDS_TRICKLE)
+def test_timeout_bounds_a_trickling_tls_record(kind: str) -> None:
+    certs = _certificates()
+    with trickle_server(trickle_tls_record(certs)) as (host, port):
+        if kind == "sync":
+            _timed_out_within(lambda: fastpoplib.POP3_SSL(host, port, timeout=1, cafile=certs.cafile), 2.0)
+        else:
+            call = _async_call(lambda: fastpoplib.AsyncPOP3_SSL.connect(host, port, 1, cafile=certs.cafile))
+            _timed_out_within(call, 2.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_timeout_bounds_a_stalled_plain_read(kind: str, pop3_server: POP3TestServer) -> None:
+    p = logged_in(kind, pop3_server.host, pop3_server.port, timeout=1)
+    try:
+        pop3_server.add_fault(Fault.stall(10, on="RETR"))
+        _timed_out_within(lambda: p.retr(1), 2.0)
+    finally:
+        p.close()
+
+
+# -- item 8: invalid arguments raise Python exceptions, never a panic or an abort ---------------
+
+TIMEOUT_TYPE_BUG = pytest.mark.xfail(
+    reason="BUG: resolve_timeout() converts with float(): timeout='a' raises ValueError and timeout='1' is "
+    "accepted, where poplib (socket.settimeout) raises TypeError for any str",
+    strict=True,
+)
+
+# (timeout, what poplib raises for it): fastpoplib must raise the same.
+INVALID_TIMEOUTS = [
+    pytest.param(1e20, OverflowError, id="1e20"),
+    pytest.param(float("inf"), OverflowError, id="inf"),
+    pytest.param(float("-inf"), (ValueError, OverflowError), id="-inf"),  # poplib: OverflowError
+    pytest.param(float("nan"), ValueError, id="nan"),
+    pytest.param(-1, ValueError, id="-1"),
+    pytest.param(0, ValueError, id="0"),
+    pytest.param("a", TypeError, id="str-a", marks=TIMEOUT_TYPE_BUG),
+    pytest.param("1", TypeError, id="str-1", marks=TIMEOUT_TYPE_BUG),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("timeout,error", INVALID_TIMEOUTS)
+def test_invalid_timeouts_raise_as_poplib_does(kind: str, timeout: Any, error: Any, pop3_server: POP3TestServer) -> None:
+    with pytest.raises(error):
+        poplib.POP3(pop3_server.host, pop3_server.port, timeout=timeout)
+    with pytest.raises(error):
+        connect(kind, pop3_server.host, pop3_server.port, timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout,error", INVALID_TIMEOUTS)
+def test_invalid_timeouts_on_an_open_connection(timeout: Any, error: Any, pop3_server: POP3TestServer) -> None:
+    """``sock.settimeout`` refuses what ``socket.settimeout`` refuses, and the connection keeps
+    working with its old timeout."""
+    p = sync_login(pop3_server)
+    assert p.sock is not None
+    with pytest.raises(error):
+        p.sock.settimeout(timeout)
+    assert p.sock.gettimeout() == 10.0
+    assert p.noop() == b"+OK"
+    p.quit()
+
+
+INSTANT_BUG = pytest.mark.xfail(
+    reason="BUG: a timeout that fits a Duration but not Instant::now() + timeout (about 9.3e18 to 1.8e19 s) "
+    "panics in the blocking driver's Deadline::new ('overflow when adding duration to instant'): "
+    "PanicException, a BaseException",
+    strict=True,
+)
+# Too large for poplib (OverflowError), not for fastpoplib's own rule: either an OverflowError or
+# a working session is fine; a panic is not.
+HUGE_TIMEOUTS = [1e10, 9.3e18, 1e19, 1.8e19]
+
+
+@pytest.mark.parametrize(
+    "kind,timeout",
+    [(k, t) if k == "async" or t < 9e18 else pytest.param(k, t, marks=INSTANT_BUG) for k in KINDS for t in HUGE_TIMEOUTS],
+)
+def test_huge_timeouts_never_panic(kind: str, timeout: float, pop3_server: POP3TestServer) -> None:
+    box = pop3_server.mailbox.snapshot()
+    try:
+        p = logged_in(kind, pop3_server.host, pop3_server.port, timeout=timeout)
+    except OverflowError:
+        return
+    try:
+        assert p.stat() == (12, total_size(box))
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("timeout", [t if t < 9e18 else pytest.param(t, marks=INSTANT_BUG) for t in HUGE_TIMEOUTS])
+def test_huge_timeouts_on_an_open_connection_never_panic(timeout: float, pop3_server: POP3TestServer) -> None:
+    p = sync_login(pop3_server)
+    assert p.sock is not None
+    try:
+        p.sock.settimeout(timeout)
+    except OverflowError:
+        assert p.sock.gettimeout() == 10.0
+    else:
+        assert p.sock.gettimeout() == timeout
+    assert p.noop() == b"+OK"
+    p.quit()
+
+
+@pytest.mark.parametrize("port,error", [(-1, OverflowError), (65536, OverflowError), (2**64, OverflowError), (1.5, TypeError)])
+def test_extreme_ports(port: Any, error: type) -> None:
+    with pytest.raises(error):
+        fastpoplib.POP3("127.0.0.1", port, timeout=1)
+
+
+# (chunk_size, exception): also after each, the connection still works.
+CHUNK_SIZES = [(0, ValueError), (-1, ValueError), (-(2**70), ValueError), (2**40, ValueError), ("a", TypeError), (1.5, TypeError), (None, TypeError)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_extreme_chunk_sizes_keep_the_connection(kind: str, pop3_server: POP3TestServer, tmp_path: Any) -> None:
+    box = pop3_server.mailbox.snapshot()
+    p = logged_in(kind, pop3_server.host, pop3_server.port)
+    try:
+        for size, error in CHUNK_SIZES:
+            with pytest.raises(error):
+                next(iterate(kind, p, p.retr_iter(1, chunk_size=size)))
+            assert p.noop() == b"+OK", size
+            with pytest.raises(error):
+                p.retr_to(1, tmp_path / "out.eml", chunk_size=size)
+            assert p.noop() == b"+OK", size
+        for size in (2**63, 2**64, 2**200):
+            with pytest.raises((ValueError, OverflowError)):
+                next(iterate(kind, p, p.retr_iter(1, chunk_size=size)))
+            assert p.noop() == b"+OK", size
+        with pytest.raises(ValueError):
+            next(iterate(kind, p, p.top_many([1], -1)))
+        with pytest.raises(TypeError):
+            next(iterate(kind, p, p.top_many([1], "a")))
+        assert p.retr(1) == retr_reply(box[0])
+        assert b"".join(iterate(kind, p, p.retr_iter(1, chunk_size=1))) == box[0].data
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "option,value,error",
+    [
+        ("max_line_length", 0, ValueError),
+        ("max_line_length", -1, OverflowError),
+        ("max_line_length", 2**64, OverflowError),
+        ("max_response_size", 0, ValueError),
+        ("max_response_size", -1, OverflowError),
+        ("max_response_size", 2**64, OverflowError),
+        ("max_response_size", "a", TypeError),
+    ],
+)
+def test_extreme_limits(kind: str, option: str, value: Any, error: type, pop3_server: POP3TestServer) -> None:
+    with pytest.raises(error):
+        connect(kind, pop3_server.host, pop3_server.port, **{option: value})
+
+
+# -- item 9: asyncio after fork ---------------------------------------------------------------
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    """The child's exit code; kills it and fails if it has not exited within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"the forked child did not finish within {timeout} s (killed)")
+        _POLL.wait(0.01)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_new_session_in_a_forked_child(kind: str, pop3_server: POP3TestServer) -> None:
+    expected = (12, total_size(pop3_server.mailbox.snapshot()))
+
+    async def async_session() -> Any:
+        p = await fastpoplib.AsyncPOP3.connect(pop3_server.host, pop3_server.port, 2)
+        await p.user(USER)
+        await p.pass_(PASSWORD)
+        stat = await p.stat()
+        await p.quit()
+        return stat
+
+    def sync_session() -> Any:
+        p = fastpoplib.POP3(pop3_server.host, pop3_server.port, timeout=2)
+        p.user(USER)
+        p.pass_(PASSWORD)
+        stat = p.stat()
+        p.quit()
+        return stat
+
+    # The parent has used both drivers (the tokio runtime exists) before forking.
+    assert asyncio.run(async_session()) == expected
+    assert sync_session() == expected
+    pid = os.fork()
+    if pid == 0:  # the child: always leaves through os._exit, whatever happens
+        code = 70
+        try:
+            got = asyncio.run(async_session()) if kind == "async" else sync_session()
+            code = 0 if got == expected else 3
+        except BaseException:
+            code = 2
+        finally:
+            os._exit(code)
+    assert _wait_child(pid, 10) == 0
+    assert pop3_server.sessions[-1].quit_received
+
+
+# -- item 10: memory per wire byte ------------------------------------------------------------
+
+
+def _reset_peak_rss() -> bool:
+    """Resets the process's peak RSS (Linux ``clear_refs``); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_capa_of_a_million_lines_is_refused_quickly(kind: str, pop3_server: POP3TestServer) -> None:
+    payload = b"+OK capability list follows\r\n" + b"X\r\n" * 1_000_000 + b".\r\n"
+    pop3_server.add_fault(Fault.reply(payload, on="CAPA"))
+    p = connect(kind, pop3_server.host, pop3_server.port)
+    try:
+        measured = _reset_peak_rss()
+        before = _peak_rss()
+        started = time.monotonic()
+        with pytest.raises(fastpoplib.RemoteProtocolError, match="too large"):
+            p.capa()
+        assert time.monotonic() - started < 2.0
+        if measured:
+            assert _peak_rss() - before < 64 << 20
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_response_limit_counts_a_cost_per_line(kind: str, pop3_server: POP3TestServer) -> None:
+    """A LIST of short lines is refused where its octets plus 64 bytes per line cross
+    ``max_response_size``, even though its wire size is far below it."""
+    lines = [b"%d 1" % n for n in range(1, 2001)]
+    body = b"".join(line + b"\r\n" for line in lines)
+    cost = len(body) + 64 * len(lines)
+    pop3_server.add_fault(Fault.reply(b"+OK 2000 messages\r\n" + body + b".\r\n", on="LIST", times=None))
+
+    fits = logged_in(kind, pop3_server.host, pop3_server.port, max_response_size=cost)
+    try:
+        assert fits.list() == (b"+OK 2000 messages", lines, len(body))
+        assert fits.noop() == b"+OK"
+    finally:
+        fits.quit()
+
+    assert len(body) + 3 < cost - 1  # the wire size alone would fit
+    refused = logged_in(kind, pop3_server.host, pop3_server.port, max_response_size=cost - 1)
+    try:
+        with pytest.raises(fastpoplib.RemoteProtocolError, match=f"more than {cost - 1} bytes"):
+            refused.list()
+    finally:
+        refused.close()
