@@ -26,6 +26,7 @@ from fastpoplib.testing import (
     Mailbox,
     Message,
     POP3TestServer,
+    SASLQuirks,
     Session,
     TLSCertificates,
     sample_mailbox,
@@ -52,6 +53,7 @@ def server_facts() -> tuple[str, int]:
         assert_type(srv.wait_for_sessions(1, timeout=1.0), list[Session])
         assert_type(srv.stls, bool)
         assert_type(srv.sasl, tuple[str, ...])
+        assert_type(srv.sasl_quirks, SASLQuirks)
         session = srv.sessions[0]
         assert_type(session.commands, list[bytes])
         assert_type(session.user, str | None)

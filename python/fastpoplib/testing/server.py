@@ -375,7 +375,7 @@ class POP3TestServer:
         self.max_line_length = max_line_length
         self.max_auth_line_length: int = max(max_auth_line_length, max_line_length)
         self.faults: List[Fault] = list(faults)
-        self.sasl_quirks = sasl_quirks or SASLQuirks()
+        self.sasl_quirks: SASLQuirks = sasl_quirks or SASLQuirks()
 
         if tls == "implicit" or (stls and (certificates is not None or have_trustme())):
             self.certificates: Optional[TLSCertificates] = certificates or TLSCertificates()
