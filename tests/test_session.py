@@ -732,6 +732,9 @@ def trickle_server(serve: Callable[[socket.socket, threading.Event], None], life
             return
         with conn:
             conn.settimeout(lifetime)
+            # Each byte leaves at once: with Nagle's algorithm waiting for the client's delayed
+            # ACKs, the stream would have gaps of 40 ms and more.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 serve(conn, stop)
             except (OSError, ssl.SSLError):

@@ -248,6 +248,11 @@ impl Connection {
         convert: Convert,
     ) -> PyResult<Py<PyAny>> {
         let shared = self.shared.clone();
+        // Closed (after an error, a cancellation, or by `close()`) is said before busy: a
+        // cancelled operation may still be unwinding on tokio for a moment.
+        if let Some(reason) = shared.status().closed.clone() {
+            return Err(Error::NotConnected(reason).into());
+        }
         if matches!(
             shared.core.try_lock().map(|c| matches!(c.io, Io::External)),
             Ok(true)
@@ -337,8 +342,16 @@ impl Connection {
                     );
                 });
                 shared.status().task = Some(handle.abort_handle());
+                let cancelled = shared.clone();
                 Ok(Pending {
                     handle: handle.abort_handle(),
+                    // The caller gave up mid-reply: the connection is closed from now on, not
+                    // once tokio has unwound the operation.
+                    on_abort: Some(Box::new(move || {
+                        cancelled.status().closed.get_or_insert_with(|| {
+                            "the connection was closed because an operation was cancelled; open a new connection".into()
+                        });
+                    })),
                 }
                 .into_py_any(py)?)
             }
@@ -739,6 +752,7 @@ impl Connection {
                 });
                 Pending {
                     handle: handle.abort_handle(),
+                    on_abort: None,
                 }
                 .into_py_any(py)
             }
@@ -1036,6 +1050,7 @@ impl Connection {
                 });
                 Pending {
                     handle: handle.abort_handle(),
+                    on_abort: None,
                 }
                 .into_py_any(py)
             }
