@@ -356,8 +356,11 @@ class AsyncPOP3(POP3Base):
         if conn is not None and driver is None:
             await self._bridge.call(conn.close)
         elif conn is not None:
+            # A call in progress holds the session (`state` is None), or an error already
+            # closed it: stop at once, without waiting for a stalled server's close_notify.
+            busy = conn.state is None or conn.closed is not None
             conn.abort()
-            await driver.close()
+            await driver.close(abort=busy)
 
     def _abort(self) -> None:
         conn, self._conn = self._conn, None

@@ -97,9 +97,14 @@ def resolve_timeout(timeout: Any) -> Optional[float]:
     """poplib's rules: the default means ``socket.getdefaulttimeout()``, ``0`` is refused."""
     if timeout is socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
         return socket.getdefaulttimeout()
-    if timeout is not None and not timeout:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        # As socket.settimeout does: a number of seconds, not a string.
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not timeout:
         raise ValueError("Non-blocking socket (timeout=0) is not supported")
-    return None if timeout is None else float(timeout)
+    return float(timeout)
 
 
 class POP3Base:
@@ -229,8 +234,6 @@ class POP3Base:
     def getwelcome(self) -> bytes:
         """The server's greeting line (RFC 1939 §4), as read when connecting, e.g.
         ``b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>"``. No I/O."""
-        if self._debugging:
-            print("*welcome*", repr(self.welcome))
         return self.welcome
 
     def set_debuglevel(self, level: int) -> None:

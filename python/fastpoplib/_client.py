@@ -361,12 +361,14 @@ class POP3(POP3Base):
 
 
 def _close_socket(sock: socket.socket, file: Any) -> None:
-    try:
-        if file is not None:
-            file.close()
-        sock.close()
-    except OSError:
-        pass  # closing anyway
+    # shutdown() first: it wakes a read blocked in another thread, which close() alone does
+    # not (the watchdog pattern).
+    for step in (lambda: sock.shutdown(socket.SHUT_RDWR), file.close if file is not None else None, sock.close):
+        try:
+            if step is not None:
+                step()
+        except OSError:
+            pass  # closing anyway
 
 
 class POP3_SSL(POP3):  # noqa: N801 - poplib's name

@@ -148,7 +148,7 @@ def stat(debuglevel: int = 0) -> Flow:
     except (IndexError, ValueError):
         raise _malformed("STAT", resp) from None
     if debuglevel:
-        print("*stat*", repr(result))
+        print("*stat*", repr(parts))
     return result
 
 

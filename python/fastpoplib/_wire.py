@@ -21,6 +21,7 @@ WRITE, READ, HANDSHAKE, DONE = 0, 1, 2, 3
 # OpenSSL's X509_V_ERR_* codes that get their own explanation.
 _NAME_MISMATCH = {62, 64}  # host name, IP address
 _UNKNOWN_ISSUER = {2, 18, 19, 20, 21}
+_CERTIFICATE_REQUIRED = {"TLSV13_ALERT_CERTIFICATE_REQUIRED"}
 
 # Large reads: the per-call cost of Python I/O is paid per 256 KiB, not per line.
 READ_SIZE = 256 * 1024
@@ -32,18 +33,33 @@ def translate(exc: BaseException, host: str) -> BaseException:
         return exc  # ours already, or KeyboardInterrupt and the like
     if isinstance(exc, ssl.SSLCertVerificationError):
         if exc.verify_code in _NAME_MISMATCH:
-            return CertificateVerificationError(f"certificate is not valid for the name {host} (hostname mismatch)")
-        hint = ""
-        if exc.verify_code in _UNKNOWN_ISSUER:
-            hint = "; trust its CA in the context you pass (context.load_verify_locations(cafile=...))"
-        return CertificateVerificationError(f"certificate verify failed for {host}: {exc.verify_message}{hint}")
+            err = CertificateVerificationError(f"certificate is not valid for the name {host} (hostname mismatch)")
+        else:
+            hint = ""
+            if exc.verify_code in _UNKNOWN_ISSUER:
+                hint = "; trust its CA in the context you pass (context.load_verify_locations(cafile=...))"
+            err = CertificateVerificationError(f"certificate verify failed for {host}: {exc.verify_message}{hint}")
+        return _with_ssl_details(err, exc)
     if isinstance(exc, ssl.SSLError):
-        return TLSError(f"TLS error with {host}: {exc.reason or exc}")
+        if exc.reason in _CERTIFICATE_REQUIRED:
+            text = f"the server {host} requires a client certificate; load one into the context (context.load_cert_chain(...))"
+        else:
+            text = f"TLS error with {host}: {exc.reason or exc}"
+        return _with_ssl_details(TLSError(text), exc)
     if isinstance(exc, (socket.timeout, asyncio.TimeoutError)):
         return POP3TimeoutError(f"timed out waiting for the server {host}")
     if isinstance(exc, OSError):
         return POP3ConnectionError(f"connection to {host} failed: {exc.strerror or exc}")
     return exc
+
+
+def _with_ssl_details(err: Any, exc: ssl.SSLError) -> BaseException:
+    """Keeps what code written for poplib reads from ``ssl`` errors (``reason``, ``library``,
+    ``verify_code``, ``verify_message``)."""
+    for name in ("reason", "library", "verify_code", "verify_message"):
+        if hasattr(exc, name):
+            setattr(err, name, getattr(exc, name))
+    return err
 
 
 def _failed(job: Any, exc: BaseException, host: str) -> BaseException:
@@ -125,7 +141,10 @@ class StreamDriver:
             return obj.version(), obj.cipher()[0]
         return None
 
-    async def close(self) -> None:
+    async def close(self, abort: bool = False) -> None:
+        if abort:
+            self.writer.transport.abort()
+            return
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), self.timeout or 5)

@@ -173,19 +173,37 @@ impl Shared {
 struct Active {
     core: Option<OwnedMutexGuard<Core>>,
     shared: Arc<Shared>,
+    /// Where the operation's outcome goes: an operation dropped half-way (cancelled by its
+    /// caller, or aborted by `close()` from another task) still gets one, so no caller waits
+    /// forever.
+    done_queue: Arc<super::reactor::Shared>,
+    op: u64,
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
         if let Some(mut core) = self.core.take() {
-            let mut status = self.shared.status();
-            status.closed.get_or_insert_with(|| "the connection was closed because an operation was cancelled; open a new connection".into());
-            status.info.fd = -1;
-            status.task = None;
+            let reason = {
+                let mut status = self.shared.status();
+                status.info.fd = -1;
+                status.task = None;
+                status
+                    .closed
+                    .get_or_insert_with(|| "the connection was closed because an operation was cancelled; open a new connection".into())
+                    .clone()
+            };
             core.io = Io::Closed;
+            drop(core);
+            self.done_queue.complete(
+                self.op,
+                Box::new(move |_| Err(Error::NotConnected(reason).into())),
+            );
         }
     }
 }
+
+/// The largest timeout accepted, in seconds (about 292 years: i64 nanoseconds).
+const MAX_TIMEOUT: f64 = 9.2e9;
 
 /// Seconds as Python gives them: positive and finite, or `None` to wait forever.
 pub fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
@@ -194,11 +212,11 @@ pub fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
         Some(s) if s.is_nan() || s <= 0.0 => Err(PyValueError::new_err(format!(
             "timeout must be a positive number of seconds or None, not {s}"
         ))),
-        Some(s) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
-            PyOverflowError::new_err(format!(
-                "timeout {s} is too large; use None to wait forever"
-            ))
-        }),
+        // Python's sockets refuse what does not fit a time_t in nanoseconds; so do we.
+        Some(s) if s > MAX_TIMEOUT => Err(PyOverflowError::new_err(format!(
+            "timeout {s} is too large (at most {MAX_TIMEOUT:e} s); use None to wait forever"
+        ))),
+        Some(s) => Ok(Some(Duration::from_secs_f64(s))),
     }
 }
 
@@ -317,6 +335,8 @@ impl Connection {
                 let mut active = Active {
                     core: Some(core),
                     shared: shared.clone(),
+                    done_queue: done_queue.clone(),
+                    op,
                 };
                 let handle = runtime().spawn(async move {
                     let core = active.core.as_mut().expect("held until delivered");
