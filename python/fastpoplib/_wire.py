@@ -14,7 +14,15 @@ import socket
 import ssl
 from typing import Any, Callable, Optional
 
-from .exceptions import CertificateVerificationError, POP3ConnectionError, POP3Error, POP3TimeoutError, TLSError
+from .exceptions import (
+    CertificateVerificationError,
+    LocalProtocolError,
+    POP3ConnectionError,
+    POP3Error,
+    POP3TimeoutError,
+    ServerError,
+    TLSError,
+)
 
 WRITE, READ, HANDSHAKE, DONE = 0, 1, 2, 3
 
@@ -62,9 +70,13 @@ def _with_ssl_details(err: Any, exc: ssl.SSLError) -> BaseException:
     return err
 
 
-def _failed(job: Any, exc: BaseException, host: str) -> BaseException:
-    # The reply may be half-read: the session is closed so that it is never taken for another.
+def _failed(job: Any, exc: BaseException, host: str, close: Callable[[], None]) -> BaseException:
+    """After a failure: a `-ERR` or a refused request leaves the session usable; anything else
+    (I/O, a broken reply, Ctrl-C) may have left a reply half-read, so the session and the
+    socket are closed, and the reply is never taken for another's."""
     job.fail(type(exc).__name__)
+    if not isinstance(exc, (ServerError, LocalProtocolError)):
+        close()
     return translate(exc, host)
 
 
@@ -89,10 +101,17 @@ class SocketDriver:
                 else:
                     return value
         except BaseException as exc:
-            err = _failed(job, exc, self.host)
+            err = _failed(job, exc, self.host, self._close)
             if err is exc:
                 raise
             raise err from exc
+
+    def _close(self) -> None:
+        for step in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                step()
+            except OSError:
+                pass  # closing anyway
 
     def tls_info(self) -> Optional[tuple]:
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.cipher() is not None:
@@ -124,7 +143,7 @@ class StreamDriver:
                 else:
                     return value
         except BaseException as exc:
-            err = _failed(job, exc, self.host)
+            err = _failed(job, exc, self.host, self.writer.transport.abort)
             if err is exc:
                 raise
             raise err from exc

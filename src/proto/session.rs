@@ -26,6 +26,9 @@ use super::ProtoError;
 /// blocked writing replies to us. It also bounds what a batch can hold read ahead.
 pub const WINDOW: usize = 256;
 
+/// How many recent secrets the trace masks in replies.
+const MAX_SECRETS: usize = 8;
+
 /// Largest CAPA reply accepted: real ones are well under 1 KiB.
 pub const MAX_CAPA: usize = 64 * 1024;
 
@@ -313,6 +316,8 @@ pub struct Session {
     broken: Option<ProtoError>,
     /// Lines sent and status lines received, secrets masked, when tracing is on.
     trace: Option<Vec<(bool, Vec<u8>)>>,
+    /// Secrets recently sent, masked wherever a traced reply repeats them.
+    secrets: Vec<Vec<u8>>,
 }
 
 impl Session {
@@ -334,6 +339,7 @@ impl Session {
             caps: None,
             broken: None,
             trace: None,
+            secrets: Vec::new(),
         };
         session.queue.push_back(Entry {
             id: 0,
@@ -490,6 +496,48 @@ impl Session {
         }
     }
 
+    /// What a command line carries that must never be traced, not even echoed back by the
+    /// server: a PASS argument, an APOP digest, an AUTH initial response, a SASL response.
+    fn remember_secret(&mut self, line: &[u8], verb: Verb) {
+        let secret = match verb {
+            Verb::Sasl => line,
+            Verb::Login | Verb::Auth => {
+                let skip = if verb == Verb::Login
+                    && !line.starts_with(b"APOP")
+                    && !line.starts_with(b"apop")
+                {
+                    1
+                } else {
+                    2
+                };
+                let mut words = line.splitn(skip + 1, |b| *b == b' ');
+                match words.nth(skip) {
+                    Some(rest) => rest,
+                    None => return,
+                }
+            }
+            _ => return,
+        };
+        // Short strings ("*", "=") would mask ordinary text; a few recent secrets suffice.
+        if secret.len() >= 4 {
+            if self.secrets.len() == MAX_SECRETS {
+                self.secrets.remove(0);
+            }
+            self.secrets.push(secret.to_vec());
+        }
+    }
+
+    /// A received line fit for the trace: secrets the server echoes back are masked.
+    fn masked(&self, line: &[u8]) -> Vec<u8> {
+        let mut out = line.to_vec();
+        for secret in &self.secrets {
+            while let Some(at) = memchr::memmem::find(&out, secret) {
+                out.splice(at..at + secret.len(), b"****".iter().copied());
+            }
+        }
+        out
+    }
+
     /// A secret line outside an AUTH exchange is traced with only its verb.
     fn mask_last_trace(&mut self, line: &[u8]) {
         if let Some((_, traced)) = self.trace.as_mut().and_then(|t| t.last_mut()) {
@@ -625,6 +673,7 @@ impl Session {
         encode_line(line, &mut self.out)?;
         if let Some(trace) = &mut self.trace {
             trace.push((true, redact(line, verb == Verb::Sasl)));
+            self.remember_secret(line, verb);
         }
         let id = self.fresh_id();
         let owner = if expect == Expect::Stream {
@@ -887,8 +936,11 @@ impl Session {
                 return Ok(None);
             };
             let line = self.reader.content(raw).to_vec();
-            if let Some(trace) = &mut self.trace {
-                trace.push((false, line.clone()));
+            if self.trace.is_some() {
+                let shown = self.masked(&line);
+                if let Some(trace) = &mut self.trace {
+                    trace.push((false, shown));
+                }
             }
             let ok = check_status(&line);
             self.apply(verb, &line, ok.is_ok());

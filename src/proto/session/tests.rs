@@ -2241,3 +2241,24 @@ fn capa_has_its_own_small_cap() {
         }
     }
 }
+
+#[test]
+fn a_secret_the_server_echoes_is_masked_in_the_trace() {
+    let mut wire = Wire::new(Split::Whole);
+    let mut session = greeted(&mut wire);
+    session.set_trace(true);
+    wire.serve(b"+OK\r\n-ERR wrong password Sup3rS3cret!\r\n");
+    wire.command(&mut session, b"USER me", Expect::Status);
+    wire.command(&mut session, b"PASS Sup3rS3cret!", Expect::Status);
+    let trace = session.take_trace();
+    assert!(
+        trace
+            .iter()
+            .all(|(_, line)| memchr::memmem::find(line, b"Sup3rS3cret").is_none()),
+        "{trace:?}"
+    );
+    assert!(
+        trace.contains(&(false, b"-ERR wrong password ****".to_vec())),
+        "{trace:?}"
+    );
+}
