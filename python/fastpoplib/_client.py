@@ -83,6 +83,12 @@ class _FileView:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
+    def readline(self, size: int = -1) -> bytes:
+        """The next line as it arrived, line end included (what poplib's ``_getline``
+        reads); ``size`` is accepted for poplib's ``readline(_MAXLINE + 1)`` and the session's
+        status-line limit applies."""
+        return self._conn.raw_line(None, 0)
+
     def close(self) -> None:
         """Close the connection."""
         self._conn.close(None, 0)
@@ -249,8 +255,16 @@ class POP3(POP3Base):
         self._putline(self._line(line))
 
     def _getline(self) -> Tuple[bytes, int]:
-        resp = self._call("claim", STATUS)
-        return resp, len(resp) + 2
+        """poplib's ``_getline``: the next line of the oldest reply not yet read (line end
+        stripped as poplib strips it) and the octets it took. For code that frames replies
+        itself after ``_putcmd``; the session skips the rest of that reply at the next command."""
+        line = self._call("raw_line")
+        octets = len(line)
+        if line[-2:] == b"\r\n":
+            return line[:-2], octets
+        if line[:1] == b"\r":
+            return line[1:-1], octets
+        return line[:-1], octets
 
     def _getresp(self) -> bytes:
         return self._call("claim", STATUS)  # type: ignore[no-any-return]

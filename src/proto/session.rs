@@ -93,6 +93,9 @@ pub enum Request {
     /// poplib's `_getresp` / `_getlongresp`: the reply to the oldest command sent with `Put`
     /// (or the greeting), read as `expect` says.
     Claim { expect: Expect },
+    /// poplib's `_getline`: one line as it arrived (line end included), of the oldest reply
+    /// sent with `Put`, or of whatever comes next.
+    RawLine,
     /// CAPA (RFC 2449); the session keeps what it learns.
     Capa,
     /// LIST and UIDL (pipelined when the server allows it), merged.
@@ -117,6 +120,8 @@ pub enum Done {
     /// A stream opened: its id and status line.
     Stream(u64, Vec<u8>),
     Chunk(Option<Vec<u8>>),
+    /// `RawLine`: the line with its line end.
+    Line(Vec<u8>),
     Item(Option<(usize, Outcome)>),
 }
 
@@ -143,6 +148,9 @@ enum Owner {
     Stream(u64),
     /// Sent with `Put`; claimed with `Claim`, else dropped. The greeting starts this way.
     Put,
+    /// Read line by line by its caller (poplib's `_getline`): its end is the caller's
+    /// business, so a later request passes it without reading.
+    Raw,
     /// CAPA the session asked for itself, or a reply nobody wants any more.
     Internal,
 }
@@ -153,6 +161,8 @@ struct Entry {
     expect: Expect,
     owner: Owner,
     verb: Verb,
+    /// For an entry read line by line (`Owner::Raw`): its status line was read.
+    raw_status_read: bool,
 }
 
 /// The verbs whose replies change session state.
@@ -269,6 +279,8 @@ enum Phase {
     TlsHandshake(Vec<u8>),
     /// `Put`: done once the line is written.
     Flush,
+    /// `RawLine`: the entry whose lines are read one by one.
+    RawLine(u64),
     Stream(u64),
 }
 
@@ -346,6 +358,7 @@ impl Session {
             expect: Expect::Status,
             owner: Owner::Put,
             verb: Verb::Other,
+            raw_status_read: false,
         });
         session
     }
@@ -601,6 +614,21 @@ impl Session {
                 entry.owner = Owner::Caller;
                 Phase::Await(entry.id)
             }
+            Request::RawLine => {
+                let id = match self.queue.iter_mut().find(|e| matches!(e.owner, Owner::Put | Owner::Raw)) {
+                    Some(entry) => {
+                        entry.owner = Owner::Raw;
+                        entry.id
+                    }
+                    None => {
+                        let id = self.fresh_id();
+                        let entry = Entry { id, expect: Expect::Status, owner: Owner::Raw, verb: Verb::Other, raw_status_read: false };
+                        self.queue.push_back(entry);
+                        id
+                    }
+                };
+                Phase::RawLine(id)
+            }
             Request::Capa => Phase::Await(self.send(b"CAPA", Expect::Lines, Owner::Caller, Verb::Capa)?),
             Request::Messages => match self.caps.clone() {
                 None => Phase::MessagesCapa(self.send(b"CAPA", Expect::Lines, Owner::Internal, Verb::Capa)?),
@@ -687,6 +715,7 @@ impl Session {
             expect,
             owner,
             verb,
+            raw_status_read: false,
         });
         Ok(id)
     }
@@ -712,6 +741,24 @@ impl Session {
             let progressed = match &mut job.phase {
                 Phase::Flush if job.ended_stream => return Ok(self.finish(job, Done::Chunk(None))),
                 Phase::Flush => return Ok(self.finish(job, Done::Sent)),
+                Phase::RawLine(id) => {
+                    let id = *id;
+                    let front = self.queue.front().map(|e| e.id);
+                    if front.is_some_and(|front| front != id) {
+                        // Replies in front of it first (kept for a batch, or dropped).
+                        self.reply_for(front.expect("front exists"))?.is_some()
+                    } else {
+                        let limit = self.limits.max_status_line;
+                        match self.reader.next_raw_line(limit, "status")? {
+                            Some(raw) => {
+                                let line = self.reader.raw(raw).to_vec();
+                                self.raw_line_read(&line);
+                                return Ok(self.finish(job, Done::Line(line)));
+                            }
+                            None => false,
+                        }
+                    }
+                }
                 Phase::Await(id) => {
                     let id = *id;
                     match self.reply_for(id)? {
@@ -869,6 +916,18 @@ impl Session {
                 ));
             };
             let (front_id, front_owner, front_expect) = (front.id, front.owner, front.expect);
+            if front_owner == Owner::Raw && front_id != id && self.body.is_none() {
+                let status_read = self.queue.front().is_some_and(|e| e.raw_status_read);
+                if status_read {
+                    // Its caller read part of a body line by line: the rest is dropped.
+                    self.body = Some(Body {
+                        status: Vec::new(),
+                        decoder: BodyDecoder::new(),
+                        sink: Sink::Discard,
+                        superseded_at: None,
+                    });
+                }
+            }
             // A stream in front of another request is superseded: its rest is dropped.
             if let Owner::Stream(stream) = front_owner {
                 if stream != id {
@@ -901,6 +960,24 @@ impl Session {
             } else if let Owner::Batch(_) = front_owner {
                 self.ready.insert(front_id, outcome);
             }
+        }
+    }
+
+    /// Follows the framing of an entry read line by line, so that it leaves the queue when its
+    /// reply ends, or its rest is dropped when a later request passes it.
+    fn raw_line_read(&mut self, raw: &[u8]) {
+        let Some(entry) = self.queue.front_mut() else {
+            return;
+        };
+        let content = super::response::strip_line_end(raw);
+        let ended = if !entry.raw_status_read {
+            entry.raw_status_read = true;
+            entry.expect == Expect::Status || !content.starts_with(b"+")
+        } else {
+            content == b"."
+        };
+        if ended {
+            self.queue.pop_front();
         }
     }
 
@@ -949,7 +1026,8 @@ impl Session {
             }
             // Nobody will read this body: an entry forgotten, or a `Put` nobody claimed (a claimed
             // one belongs to its caller by now). CAPA is still read: the session learns from it.
-            let discard = matches!(owner, Owner::Internal | Owner::Put) && verb != Verb::Capa;
+            let discard =
+                matches!(owner, Owner::Internal | Owner::Put | Owner::Raw) && verb != Verb::Capa;
             let sink = match expect {
                 Expect::Status => return Ok(Some(Ok(Reply::Status(line)))),
                 _ if discard => Sink::Discard,

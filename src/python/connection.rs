@@ -532,6 +532,13 @@ fn convert_stream(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>
     (PyBytes::new(py, &status), id).into_py_any(py)
 }
 
+fn convert_line(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
+    match done {
+        Done::Line(line) => PyBytes::new(py, &line).into_py_any(py),
+        other => convert_reply(py, other, login),
+    }
+}
+
 fn convert_chunk(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
     match done {
         Done::Chunk(chunk) => chunk.map(|c| PyBytes::new(py, &c)).into_py_any(py),
@@ -885,6 +892,16 @@ impl Connection {
             login,
             convert_reply,
         )
+    }
+
+    /// poplib's `_getline`: the next line as it arrived, line end included.
+    fn raw_line(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+    ) -> PyResult<Py<PyAny>> {
+        self.execute(py, reactor, op, Request::RawLine, None, false, convert_line)
     }
 
     /// CAPA: `(resp, [lines], octets)`; the session keeps what decides pipelining.
