@@ -18,6 +18,7 @@ async context manager::
 from __future__ import annotations
 
 import asyncio
+import logging
 import functools
 import os
 import socket
@@ -44,7 +45,7 @@ from typing import (
     overload,
 )
 
-from . import _bridge, _core, _flows, _login, _tls, _wire
+from . import _bridge, _core, _flows, _login, _tls, _trace, _wire
 from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, STATUS, BatchReplies, N, POP3Base, Which, resolve_timeout
 from ._tls import StrPath
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
@@ -240,8 +241,8 @@ class AsyncPOP3(POP3Base):
             timeout=resolve_timeout(timeout),
             source_address=source_address,
             tls=_tls_settings,
-            max_data_line=max_line_length,
-            max_response=max_response_size,
+            max_line_length=max_line_length,
+            max_response_size=max_response_size,
         )
 
     @classmethod
@@ -268,11 +269,11 @@ class AsyncPOP3(POP3Base):
         self._bridge = _bridge.current()
         sys.audit("poplib.connect", self, self.host, self.port)
         if self._ssl_context is None:
-            self._conn = await self._bridge.call(_core.Connection.connect, self.host, self.port, max_line=self._maxline, **self._options)
+            self._conn = await self._bridge.call(_core.Connection.connect, self.host, self.port, max_status_line=self._maxline, **self._options)
             self._tls_established = self._options["tls"] is not None
         else:
-            limits = {k: self._options[k] for k in ("max_data_line", "max_response")}
-            self._conn = _core.Connection.external(max_line=self._maxline, **limits)
+            limits = {k: self._options[k] for k in ("max_line_length", "max_response_size")}
+            self._conn = _core.Connection.external(max_status_line=self._maxline, **limits)
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(
@@ -293,6 +294,8 @@ class AsyncPOP3(POP3Base):
         except BaseException:
             self._abort()
             raise
+        tls = self.tls_info
+        _trace.event(logging.INFO, self._label, "connected%s", " (TLS %s, %s)" % tls if tls else "")
         return self
 
     async def _call(self, name: str, *args: Any) -> Any:
@@ -353,6 +356,8 @@ class AsyncPOP3(POP3Base):
         progress, which then raises."""
         conn, self._conn = self._conn, None
         driver, self._driver = self._driver, None
+        if conn is not None:
+            _trace.event(logging.INFO, self._label, "closed")
         if conn is not None and driver is None:
             await self._bridge.call(conn.close)
         elif conn is not None:

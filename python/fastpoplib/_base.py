@@ -30,7 +30,9 @@ CR = b"\r"
 LF = b"\n"
 CRLF = CR + LF
 
-# Defaults for the limits that keep a hostile server from exhausting memory.
+# Defaults for the limits that keep a hostile server from exhausting memory, the only place
+# they are written: each name is the one the public API uses.
+MAXLINE = 2048  # longest status line, CRLF included: poplib's _MAXLINE
 MAX_LINE_LENGTH = 1 << 20  # longest message line: RFC 5322 allows 998, real mail goes past
 MAX_RESPONSE_SIZE = 256 << 20  # largest multi-line response held in memory
 
@@ -38,7 +40,7 @@ MAX_RESPONSE_SIZE = 256 << 20  # largest multi-line response held in memory
 def current_maxline() -> int:
     """``fastpoplib._MAXLINE``, read at each command as poplib reads its module global, so
     assigning it works as it does in poplib."""
-    return getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
+    return getattr(sys.modules.get("fastpoplib"), "_MAXLINE", MAXLINE)
 
 
 # Reply kinds of the session's `command` (src/python/connection.rs).
@@ -120,7 +122,7 @@ class POP3Base:
     _debugging = 0
     _tracing = False
     _tls_established = False
-    _maxline = 2048
+    _maxline = MAXLINE
     _label = "pop3"
     timeout: Optional[float] = None
     capabilities: Optional[Capabilities] = None
@@ -179,7 +181,7 @@ class POP3Base:
         at each command, as poplib reads its global) and whether lines are traced."""
         maxline = current_maxline()
         if maxline != self._maxline:
-            conn.set_limits(max_line=maxline)
+            conn.set_limits(max_status_line=maxline)
             self._maxline = maxline
         if not self._tracing:
             # Always on: audit hooks see every line sent, whether or not anyone debugs.

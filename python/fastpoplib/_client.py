@@ -153,7 +153,7 @@ class POP3(POP3Base):
         host, TypeError/OverflowError for a bad port."""
         super().__init__(host, port)
         self.timeout: Optional[float] = resolve_timeout(timeout)
-        limits = dict(max_line=self._maxline, max_data_line=max_line_length, max_response=max_response_size)
+        limits = dict(max_status_line=self._maxline, max_line_length=max_line_length, max_response_size=max_response_size)
         context = self._context()
         sys.audit("poplib.connect", self, host, port)
         if context is None:
@@ -195,7 +195,9 @@ class POP3(POP3Base):
             return None
         self._driver = _wire.SocketDriver(sock, getattr(self, "host", "the server"))
         self._tls_established = isinstance(sock, ssl.SSLSocket)
-        return _core.Connection.external(max_line=current_maxline())
+        return _core.Connection.external(
+            max_status_line=current_maxline(), max_line_length=MAX_LINE_LENGTH, max_response_size=MAX_RESPONSE_SIZE
+        )
 
     def _call(self, name: str, *args: Any) -> Any:
         conn = self._check_open()

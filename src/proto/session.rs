@@ -1054,11 +1054,11 @@ impl Session {
         let body = self.body.as_mut().expect("body is set");
         let body_limits = match (&body.sink, verb) {
             (_, Verb::Capa) => Limits {
-                max_response: MAX_CAPA,
+                max_response_size: MAX_CAPA,
                 ..limits
             },
             (Sink::Discard | Sink::Stream, _) => Limits {
-                max_response: usize::MAX,
+                max_response_size: usize::MAX,
                 ..limits
             },
             _ => limits,
@@ -1171,7 +1171,7 @@ impl Session {
             }
         }
         let limits = Limits {
-            max_response: usize::MAX,
+            max_response_size: usize::MAX,
             ..self.limits
         };
         let body = self

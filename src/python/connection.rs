@@ -220,16 +220,20 @@ pub fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
-pub fn limits(max_line: usize, max_data_line: usize, max_response: usize) -> PyResult<Limits> {
-    if max_line < 3 || max_data_line < 3 || max_response < 3 {
+pub fn limits(
+    max_status_line: usize,
+    max_line_length: usize,
+    max_response_size: usize,
+) -> PyResult<Limits> {
+    if max_status_line < 3 || max_line_length < 3 || max_response_size < 3 {
         return Err(PyValueError::new_err(
             "line and response limits must be at least 3 bytes",
         ));
     }
     Ok(Limits {
-        max_status_line: max_line,
-        max_data_line,
-        max_response,
+        max_status_line,
+        max_line_length,
+        max_response_size,
     })
 }
 
@@ -705,7 +709,7 @@ impl Connection {
     /// Connects (and with `tls` performs the TLS handshake at once: implicit TLS). Blocking
     /// without a reactor; with one, a `Pending` that resolves to the connection.
     #[staticmethod]
-    #[pyo3(signature = (reactor, op, host, port, *, timeout=None, source_address=None, tls=None, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
+    #[pyo3(signature = (reactor, op, host, port, *, timeout=None, source_address=None, tls=None, max_status_line, max_line_length, max_response_size))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
@@ -716,11 +720,11 @@ impl Connection {
         timeout: Option<f64>,
         source_address: Option<(String, u16)>,
         tls: Option<PyRef<'_, TlsSettings>>,
-        max_line: usize,
-        max_data_line: usize,
-        max_response: usize,
+        max_status_line: usize,
+        max_line_length: usize,
+        max_response_size: usize,
     ) -> PyResult<Py<PyAny>> {
-        let limits = limits(max_line, max_data_line, max_response)?;
+        let limits = limits(max_status_line, max_line_length, max_response_size)?;
         let opts = ConnectOptions {
             host,
             port,
@@ -789,9 +793,13 @@ impl Connection {
     /// A session whose bytes Python moves (its own socket, or an `ssl.SSLSocket` made with the
     /// caller's context): every operation returns a `Job` to pump.
     #[staticmethod]
-    #[pyo3(signature = (*, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
-    fn external(max_line: usize, max_data_line: usize, max_response: usize) -> PyResult<Self> {
-        let limits = limits(max_line, max_data_line, max_response)?;
+    #[pyo3(signature = (*, max_status_line, max_line_length, max_response_size))]
+    fn external(
+        max_status_line: usize,
+        max_line_length: usize,
+        max_response_size: usize,
+    ) -> PyResult<Self> {
+        let limits = limits(max_status_line, max_line_length, max_response_size)?;
         Ok(Connection {
             shared: Shared::new(Session::new(limits), Io::External, None),
         })
@@ -964,7 +972,7 @@ impl Connection {
             .shared
             .core
             .try_lock()
-            .map(|c| c.session.limits().max_response)
+            .map(|c| c.session.limits().max_response_size)
             .unwrap_or(usize::MAX);
         if size <= 0 || usize::try_from(size).map_or(true, |s| s > max) {
             return Err(PyValueError::new_err(format!(
@@ -1118,19 +1126,19 @@ impl Connection {
     }
 
     /// Applies new limits (e.g. poplib's module-level `_MAXLINE` assigned after connecting).
-    #[pyo3(signature = (*, max_line=None, max_data_line=None, max_response=None))]
+    #[pyo3(signature = (*, max_status_line=None, max_line_length=None, max_response_size=None))]
     fn set_limits(
         &self,
-        max_line: Option<usize>,
-        max_data_line: Option<usize>,
-        max_response: Option<usize>,
+        max_status_line: Option<usize>,
+        max_line_length: Option<usize>,
+        max_response_size: Option<usize>,
     ) -> PyResult<()> {
         let mut core = self.shared.core.try_lock().map_err(|_| Error::Busy)?;
         let old = core.session.limits();
         let new = limits(
-            max_line.unwrap_or(old.max_status_line),
-            max_data_line.unwrap_or(old.max_data_line),
-            max_response.unwrap_or(old.max_response),
+            max_status_line.unwrap_or(old.max_status_line),
+            max_line_length.unwrap_or(old.max_line_length),
+            max_response_size.unwrap_or(old.max_response_size),
         )?;
         core.session.set_limits(new);
         Ok(())
