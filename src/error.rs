@@ -76,10 +76,16 @@ fn tls_message(err: &rustls::Error, host: &str) -> String {
             C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
                 format!("certificate for {host} is not meant for a TLS server")
             }
-            // webpki's own reasons (a CA certificate used as the server's, say), as text.
-            C::Other(reason) => format!("certificate for {host} was refused ({reason}){hint}"),
+            // webpki reports a self-signed (CA) certificate used as the server's own this way.
+            C::Other(reason) if reason.to_string() == "CaUsedAsEndEntity" => {
+                format!("certificate for {host} is self-signed (a CA certificate used as the server's own) and not trusted{hint}")
+            }
+            C::Other(_) => format!("certificate for {host} was refused{hint}"),
             _ => format!("certificate for {host} was refused{hint}"),
         },
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => format!(
+            "the server {host} requires a client certificate; pass certfile=... and keyfile=..."
+        ),
         other => format!("TLS error with {host}: {other}"),
     }
 }

@@ -97,7 +97,7 @@ fn model_replies(
         }
         let (mut list, mut octets, mut cost) = (Vec::new(), 0, 0);
         loop {
-            let Some((mut line, mut o)) = getline(&mut rest, limits.max_data_line, "message")?
+            let Some((mut line, mut o)) = getline(&mut rest, limits.max_line_length, "message")?
             else {
                 return Ok(());
             };
@@ -110,9 +110,9 @@ fn model_replies(
             }
             octets += o;
             cost += o + line_cost;
-            if cost > limits.max_response {
+            if cost > limits.max_response_size {
                 return Err(ProtoError::ResponseTooLarge {
-                    limit: limits.max_response,
+                    limit: limits.max_response_size,
                 });
             }
             list.push(line);
@@ -524,18 +524,18 @@ proptest! {
     fn limits_fail_exactly_where_crossed(
         (stream, script) in replies(),
         max_status_line in 0usize..40,
-        max_data_line in 0usize..40,
-        max_response in 0usize..2000,
+        max_line_length in 0usize..40,
+        max_response_size in 0usize..2000,
         cuts in cuts(),
         arrived in proptest::option::of(any::<usize>()),
         chunk in chunk(),
     ) {
-        let limits = Limits { max_status_line, max_data_line, max_response };
+        let limits = Limits { max_status_line, max_line_length, max_response_size };
         // Often only part of the stream has arrived: a partial line must fail as soon as it is
         // over the limit, and not before.
         let stream = &stream[..arrived.map_or(stream.len(), |n| n % (stream.len() + 1))];
         // The model's events end in LineTooLong / ResponseTooLarge exactly where it crosses one.
-        // `max_response` bounds octets plus the sink's per-line cost: `LINE_COST` per line when
+        // `max_response_size` bounds octets plus the sink's per-line cost: `LINE_COST` per line when
         // kept as lines, nothing more when kept as bytes (whole or streamed in chunks).
         let want = model(stream, &script, &limits, LINE_COST);
         prop_assert_eq!(&lines(&[stream], &script, &limits), &want);

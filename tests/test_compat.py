@@ -158,3 +158,30 @@ def test_tls_info(kind: str, pop3_tls_server: Any) -> None:
     version, cipher = p.tls_info
     assert version in ("TLSv1.3", "TLSv1.2") and cipher
     p.quit()
+
+
+def _manual_retr(p: Any, n: int) -> List[Any]:
+    """A reply framed by hand, as poplib subclasses do: _putcmd, then _getline to the '.'."""
+    p._putcmd(f"RETR {n}")
+    lines = []
+    while True:
+        line, octets = p._getline()
+        lines.append((line, octets))
+        if line == b".":
+            return lines
+
+
+@pytest.mark.parametrize("kind", ["stdlib", "sync"])
+def test_getline_frames_by_hand_like_poplib(kind: str, pop3_server: Any) -> None:
+    p = connect(kind, pop3_server.host, pop3_server.port)
+    p.user("user")
+    p.pass_("password")
+    got = _manual_retr(p, 2)
+    assert got[0][0].startswith(b"+OK") and got[-1] == (b".", 3)
+    assert got == _manual_retr(p, 2)
+    if kind == "sync":
+        # Left half-read, the rest of that reply is dropped, never read as the next reply.
+        p._putcmd("RETR 1")
+        assert p._getline()[0].startswith(b"+OK")
+        assert p.stat() == (12, sum(len(m) for m in pop3_server.mailbox.messages))
+    p.quit()

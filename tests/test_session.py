@@ -612,11 +612,6 @@ def test_async_accessors_while_a_call_waits(tls: bool, pop3_server_factory: Call
     assert max(took.values()) < ACCESSOR_BOUND, took
 
 
-@pytest.mark.xfail(
-    reason="BUG: aclose() from another task aborts the tokio task of the call in progress, which then never "
-    "delivers a result: the call's awaitable stays pending forever instead of raising",
-    strict=True,
-)
 def test_async_aclose_interrupts_a_waiting_call(pop3_server: POP3TestServer) -> None:
     async def main() -> Any:
         p = await _async_open(pop3_server, False)
@@ -732,6 +727,9 @@ def trickle_server(serve: Callable[[socket.socket, threading.Event], None], life
             return
         with conn:
             conn.settimeout(lifetime)
+            # Each byte leaves at once: with Nagle's algorithm waiting for the client's delayed
+            # ACKs, the stream would have gaps of 40 ms and more.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 serve(conn, stop)
             except (OSError, ssl.SSLError):
@@ -792,14 +790,6 @@ def trickle_tls_record(certificates: Any) -> Callable[[socket.socket, threading.
     return serve
 
 
-TRICKLE_BUG = pytest.mark.xfail(
-    reason="BUG: the blocking driver checks its deadline and runs signal handlers only after a 50 ms wait "
-    "slice with no bytes (transport/blocking.rs, read() and handshake(): read_tls returning Ok loops without "
-    "check()); TLS bytes trickling in (30 ms apart in the issue, 2 ms here) never leave such a gap, so "
-    "timeout=1 and Ctrl-C are ignored until the server gives up",
-    strict=True,
-)
-
 
 def test_ctrl_c_during_a_connect_that_never_completes() -> None:
     with unconnectable() as (host, port):
@@ -818,13 +808,11 @@ def test_ctrl_c_during_a_stalled_retr(pop3_server: POP3TestServer) -> None:
     p.close()
 
 
-@TRICKLE_BUG
 def test_ctrl_c_during_a_trickling_tls_handshake() -> None:
     with trickle_server(trickle_handshake) as (host, port):
         assert ctrl_c_delay(lambda: fastpoplib.POP3_SSL(host, port, timeout=10)) < CTRL_C_BOUND
 
 
-@TRICKLE_BUG
 def test_ctrl_c_during_a_trickling_tls_record() -> None:
     certs = _certificates()
     with trickle_server(trickle_tls_record(certs)) as (host, port):
@@ -876,7 +864,7 @@ def _timed_out_within(call: Callable[[], Any], bound: float) -> None:
     assert time.monotonic() - started < bound
 
 
-KINDS_TRICKLE = [pytest.param("sync", marks=TRICKLE_BUG), "async"]
+KINDS_TRICKLE = ["sync", "async"]
 
 
 @pytest.mark.parametrize("kind", KINDS_TRICKLE)
@@ -911,12 +899,6 @@ def test_timeout_bounds_a_stalled_plain_read(kind: str, pop3_server: POP3TestSer
 
 # -- item 8: invalid arguments raise Python exceptions, never a panic or an abort ---------------
 
-TIMEOUT_TYPE_BUG = pytest.mark.xfail(
-    reason="BUG: resolve_timeout() converts with float(): timeout='a' raises ValueError and timeout='1' is "
-    "accepted, where poplib (socket.settimeout) raises TypeError for any str",
-    strict=True,
-)
-
 # (timeout, what poplib raises for it): fastpoplib must raise the same.
 INVALID_TIMEOUTS = [
     pytest.param(1e20, OverflowError, id="1e20"),
@@ -925,8 +907,8 @@ INVALID_TIMEOUTS = [
     pytest.param(float("nan"), ValueError, id="nan"),
     pytest.param(-1, ValueError, id="-1"),
     pytest.param(0, ValueError, id="0"),
-    pytest.param("a", TypeError, id="str-a", marks=TIMEOUT_TYPE_BUG),
-    pytest.param("1", TypeError, id="str-1", marks=TIMEOUT_TYPE_BUG),
+    pytest.param("a", TypeError, id="str-a"),
+    pytest.param("1", TypeError, id="str-1"),
 ]
 
 
@@ -952,12 +934,6 @@ def test_invalid_timeouts_on_an_open_connection(timeout: Any, error: Any, pop3_s
     p.quit()
 
 
-INSTANT_BUG = pytest.mark.xfail(
-    reason="BUG: a timeout that fits a Duration but not Instant::now() + timeout (about 9.3e18 to 1.8e19 s) "
-    "panics in the blocking driver's Deadline::new ('overflow when adding duration to instant'): "
-    "PanicException, a BaseException",
-    strict=True,
-)
 # Too large for poplib (OverflowError), not for fastpoplib's own rule: either an OverflowError or
 # a working session is fine; a panic is not.
 HUGE_TIMEOUTS = [1e10, 9.3e18, 1e19, 1.8e19]
@@ -965,7 +941,7 @@ HUGE_TIMEOUTS = [1e10, 9.3e18, 1e19, 1.8e19]
 
 @pytest.mark.parametrize(
     "kind,timeout",
-    [(k, t) if k == "async" or t < 9e18 else pytest.param(k, t, marks=INSTANT_BUG) for k in KINDS for t in HUGE_TIMEOUTS],
+    [(k, t) if k == "async" or t < 9e18 else pytest.param(k, t) for k in KINDS for t in HUGE_TIMEOUTS],
 )
 def test_huge_timeouts_never_panic(kind: str, timeout: float, pop3_server: POP3TestServer) -> None:
     box = pop3_server.mailbox.snapshot()
@@ -979,7 +955,7 @@ def test_huge_timeouts_never_panic(kind: str, timeout: float, pop3_server: POP3T
         p.close()
 
 
-@pytest.mark.parametrize("timeout", [t if t < 9e18 else pytest.param(t, marks=INSTANT_BUG) for t in HUGE_TIMEOUTS])
+@pytest.mark.parametrize("timeout", [t if t < 9e18 else pytest.param(t) for t in HUGE_TIMEOUTS])
 def test_huge_timeouts_on_an_open_connection_never_panic(timeout: float, pop3_server: POP3TestServer) -> None:
     p = sync_login(pop3_server)
     assert p.sock is not None

@@ -8,7 +8,7 @@ use _core::proto::ProtoError;
 use libfuzzer_sys::fuzz_target;
 
 // Small limits, so that the fuzzer reaches them.
-const LIMITS: Limits = Limits { max_status_line: 512, max_data_line: 1024, max_response: 16 * 1024 };
+const LIMITS: Limits = Limits { max_status_line: 512, max_line_length: 1024, max_response_size: 16 * 1024 };
 const LONGEST_LINE: usize = 1024;
 
 #[derive(Debug, PartialEq)]
@@ -36,7 +36,7 @@ impl Session {
                 let done = decoder.advance(&mut self.reader, &LIMITS, &mut sink)?;
                 text.extend_from_slice(&sink.data);
                 if let Some(octets) = done {
-                    assert!(octets <= LIMITS.max_response);
+                    assert!(octets <= LIMITS.max_response_size);
                     let (status, _, text) = self.body.take().expect("in a body");
                     self.events.push(Event::Body(status, text, octets));
                 } else if !sink.full() {

@@ -4,7 +4,7 @@
 different (verified TLS by default, CRLF rejection, secrets masked in debug output).
 """
 
-from ._base import CR, CRLF, LF, POP3_PORT, POP3_SSL_PORT
+from ._base import CR, CRLF, LF, MAXLINE, POP3_PORT, POP3_SSL_PORT
 from ._aio import AsyncPOP3, AsyncPOP3_SSL
 from ._client import POP3, POP3_SSL
 from ._types import Capabilities, MessageInfo
@@ -28,7 +28,7 @@ from .exceptions import (
 )
 
 # poplib's limit on a status line, read at each command (assigning it works as in poplib).
-_MAXLINE = 2048
+_MAXLINE = MAXLINE
 
 HAVE_SSL = True
 

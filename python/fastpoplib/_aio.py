@@ -9,34 +9,70 @@ async context manager::
         resp, lines, octets = await pop.retr(1)
 """
 
+# The command methods are written once in POP3Base and wrapped here in coroutine functions;
+# type checkers see the async signatures declared under TYPE_CHECKING, which override the
+# blocking ones on purpose (an AsyncPOP3 is not a blocking POP3Base).
+# mypy: disable-error-code="override"
+# pyright: reportIncompatibleMethodOverride=false
+
 from __future__ import annotations
 
 import asyncio
+import logging
+import functools
+import os
 import socket
 import ssl
 import sys
-from typing import Any, AsyncIterator, Generator, List, Optional, Tuple, Type, TypeVar
+from email.message import EmailMessage
+from types import TracebackType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Dict,
+    Generator,
+    Generic,
+    Iterable,
+    List,
+    Optional,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+    overload,
+)
 
-from . import _bridge, _core, _flows, _tls, _wire
-from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, STATUS, BatchReplies, POP3Base, resolve_timeout
+from . import _bridge, _core, _flows, _login, _tls, _trace, _wire
+from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, STATUS, BatchReplies, N, POP3Base, Which, resolve_timeout
+from ._tls import StrPath
+from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
 
 T = TypeVar("T", bound="AsyncPOP3")
 
 
-class _Connecting:
-    """What ``connect()`` returns: awaitable, or usable in ``async with``."""
+class _Connecting(Generic[T]):
+    """What ``connect()`` returns: awaitable (``pop = await AsyncPOP3.connect(...)``), or
+    usable in ``async with AsyncPOP3.connect(...) as pop:`` (QUIT on normal exit)."""
 
-    def __init__(self, client: "AsyncPOP3") -> None:
+    def __init__(self, client: T) -> None:
         self._client = client
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         return self._client._open().__await__()
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> T:
         return await self._client._open()
 
-    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
-        await self._client.__aexit__(exc_type, *exc)
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+    ) -> None:
+        await self._client.__aexit__(exc_type, exc, tb)
 
 
 class _Batch(BatchReplies):
@@ -57,7 +93,131 @@ class _Batch(BatchReplies):
 
 
 class AsyncPOP3(POP3Base):
-    """An asyncio POP3 connection. Create it with ``await AsyncPOP3.connect(host, ...)``."""
+    """An asyncio POP3 connection (RFC 1939): :class:`POP3`'s commands as coroutines, with
+    the same arguments, return shapes and exceptions. Create it with
+    ``await AsyncPOP3.connect(host, ...)`` or ``async with AsyncPOP3.connect(...) as pop:``;
+    ``retr_many``, ``top_many`` and ``retr_iter`` return async iterators (``async for``).
+    ``asyncio.wait_for`` and task cancellation abort the I/O at once and close the
+    connection; a second concurrent call on one connection raises LocalProtocolError."""
+
+    if TYPE_CHECKING:
+        # The coroutine functions generated below from POP3Base's commands, as type
+        # checkers should see them; help() shows POP3Base's full docstrings.
+        async def user(self, user: str) -> bytes:
+            """USER (RFC 1939 §7); the ``+OK`` line. AuthenticationError on ``-ERR``. See :meth:`POP3.user`."""
+
+        async def pass_(self, pswd: str) -> bytes:
+            """PASS (RFC 1939 §7); the ``+OK`` line. AuthenticationError on ``-ERR``. See :meth:`POP3.pass_`."""
+
+        async def apop(self, user: str, password: str) -> bytes:
+            """APOP (RFC 1939 §7); the ``+OK`` line. AuthenticationError on ``-ERR``. See :meth:`POP3.apop`."""
+
+        async def rpop(self, user: str) -> bytes:
+            """RPOP (RFC 1081); the ``+OK`` line. AuthenticationError on ``-ERR``. See :meth:`POP3.rpop`."""
+
+        async def auth(self, mechanism: str, authobject: _login.AuthObject, initial_response_ok: bool = True) -> bytes:
+            """AUTH (RFC 5034): one SASL exchange; the final ``+OK`` line. See :meth:`POP3.auth`."""
+
+        async def login(
+            self,
+            user: str,
+            password: Optional[str] = None,
+            *,
+            oauth2_token: Optional[str] = None,
+            mechanisms: Optional[List[str]] = None,
+            allow_insecure: bool = False,
+            allow_apop: bool = False,
+        ) -> bytes:
+            """Log in with the strongest method both sides allow; the final ``+OK`` line.
+            See :meth:`POP3.login`."""
+
+        async def stat(self) -> Tuple[int, int]:
+            """STAT (RFC 1939 §5): ``(message count, maildrop size in octets)``. See :meth:`POP3.stat`."""
+
+        @overload
+        async def list(self, which: None = None) -> LongResponse: ...
+
+        @overload
+        async def list(self, which: Which) -> bytes: ...
+
+        async def list(self, which: Optional[Which] = None) -> Union[bytes, LongResponse]:
+            """LIST (RFC 1939 §5): the listing ``(resp, lines, octets)``, or one message's ``+OK`` line. See :meth:`POP3.list`."""
+
+        async def retr(self, which: Which) -> LongResponse:
+            """RETR (RFC 1939 §5): ``(resp, lines, octets)``. See :meth:`POP3.retr`."""
+
+        async def top(self, which: Which, howmuch: int) -> LongResponse:
+            """TOP (RFC 1939 §7): headers and ``howmuch`` body lines as ``(resp, lines, octets)``. See :meth:`POP3.top`."""
+
+        @overload
+        async def uidl(self, which: None = None) -> LongResponse: ...
+
+        @overload
+        async def uidl(self, which: Which) -> bytes: ...
+
+        async def uidl(self, which: Optional[Which] = None) -> Union[bytes, LongResponse]:
+            """UIDL (RFC 1939 §7): the listing ``(resp, lines, octets)``, or one message's ``+OK`` line. See :meth:`POP3.uidl`."""
+
+        async def dele(self, which: Which) -> bytes:
+            """DELE (RFC 1939 §5): mark deleted (applied at QUIT); the ``+OK`` line. See :meth:`POP3.dele`."""
+
+        async def noop(self) -> bytes:
+            """NOOP (RFC 1939 §5); the ``+OK`` line."""
+
+        async def rset(self) -> bytes:
+            """RSET (RFC 1939 §5): unmark the deleted messages; the ``+OK`` line."""
+
+        async def utf8(self) -> bytes:
+            """UTF8 (RFC 6856 §2); the ``+OK`` line. See :meth:`POP3.utf8`."""
+
+        @overload
+        async def lang(self, tag: None = None) -> LongResponse: ...
+
+        @overload
+        async def lang(self, tag: str) -> bytes: ...
+
+        async def lang(self, tag: Optional[str] = None) -> Union[bytes, LongResponse]:
+            """LANG (RFC 6856 §3): the languages offered, or choose one (its ``+OK`` line). See :meth:`POP3.lang`."""
+
+        async def capa(self) -> Capabilities:
+            """CAPA (RFC 2449): ``{name: [arguments]}``, also kept in ``capabilities``. See :meth:`POP3.capa`."""
+
+        def retr_many(self, which: Iterable[N]) -> AsyncIterator[Tuple[N, LongResponse]]:
+            """RETR each message, pipelined: ``async for number, (resp, lines, octets) in ...``. See :meth:`POP3.retr_many`."""
+
+        def top_many(self, which: Iterable[N], howmuch: int) -> AsyncIterator[Tuple[N, LongResponse]]:
+            """TOP n ``howmuch`` for each message, pipelined, as :meth:`retr_many`. See :meth:`POP3.top_many`."""
+
+        async def dele_many(self, which: Iterable[Which]) -> List[bytes]:
+            """DELE each message, pipelined; the ``+OK`` lines. See :meth:`POP3.dele_many`."""
+
+        async def retr_bytes(self, which: Which) -> bytes:
+            """RETR: the message as one ``bytes`` (CRLF line ends). See :meth:`POP3.retr_bytes`."""
+
+        def retr_iter(self, which: Which, chunk_size: int = _flows.CHUNK_SIZE) -> AsyncIterator[bytes]:
+            """RETR, streamed: ``async for chunk in ...`` (bounded memory). See :meth:`POP3.retr_iter`."""
+
+        async def retr_to(
+            self,
+            which: Which,
+            dest: Union[str, os.PathLike[str], SupportsWriteBytes],
+            progress: Optional[Callable[[int, Optional[int]], object]] = None,
+            chunk_size: int = _flows.CHUNK_SIZE,
+        ) -> int:
+            """RETR, streamed into a path or binary file; the number of bytes written. See :meth:`POP3.retr_to`."""
+
+        async def retr_message(self, which: Which) -> EmailMessage:
+            """RETR: the message as an ``EmailMessage``. See :meth:`POP3.retr_message`."""
+
+        async def top_headers(self, which: Which) -> EmailMessage:
+            """TOP n 0: the headers as an ``EmailMessage``. See :meth:`POP3.top_headers`."""
+
+        async def messages(self) -> List[MessageInfo]:
+            """LIST and UIDL merged: ``[MessageInfo(number, size, uid)]``. See :meth:`POP3.messages`."""
+
+        async def _shortcmd(self, line: Union[str, bytes]) -> bytes: ...
+
+        async def _longcmd(self, line: Union[str, bytes]) -> LongResponse: ...
 
     def __init__(
         self,
@@ -71,32 +231,49 @@ class AsyncPOP3(POP3Base):
         _tls_settings: Optional[_core.TlsSettings] = None,
         _context: Optional[ssl.SSLContext] = None,
     ) -> None:
+        """A connection not yet open (no I/O here): ``connect()`` builds one and opens it;
+        ``async with AsyncPOP3(...)`` opens it too. The arguments are :class:`POP3`'s, except
+        that ``timeout`` defaults to None (no timeout; seconds otherwise, ``0`` refused)."""
         super().__init__(host, port)
-        self.timeout = resolve_timeout(timeout)
+        self.timeout: Optional[float] = resolve_timeout(timeout)
         self._ssl_context = _context
-        self._options = dict(
+        self._options: Dict[str, Any] = dict(
             timeout=resolve_timeout(timeout),
             source_address=source_address,
             tls=_tls_settings,
-            max_data_line=max_line_length,
-            max_response=max_response_size,
+            max_line_length=max_line_length,
+            max_response_size=max_response_size,
         )
 
     @classmethod
-    def connect(cls: Type[T], host: str, port: int = POP3_PORT, timeout: Optional[float] = None, **kwargs: Any) -> Any:
-        """Connect and read the greeting: ``await AsyncPOP3.connect(...)`` or
-        ``async with AsyncPOP3.connect(...) as pop:``."""
-        return _Connecting(cls(host, port, timeout, **kwargs))
+    def connect(
+        cls: Type[T],
+        host: str,
+        port: int = POP3_PORT,
+        timeout: Optional[float] = None,
+        *,
+        source_address: Optional[Tuple[str, int]] = None,
+        max_line_length: int = MAX_LINE_LENGTH,
+        max_response_size: int = MAX_RESPONSE_SIZE,
+    ) -> _Connecting[T]:
+        """Connect over TCP and read the greeting (RFC 1939 §4, kept in ``welcome``):
+        ``pop = await AsyncPOP3.connect(...)`` or ``async with AsyncPOP3.connect(...) as pop:``.
+        ``timeout`` (seconds, default None: no timeout) bounds the connect, a TLS handshake
+        and each wait; the other arguments are :class:`POP3`'s. Raises, when awaited, what
+        :class:`POP3` raises (POP3ConnectionError, POP3TimeoutError, ServerError...)."""
+        return _Connecting(
+            cls(host, port, timeout, source_address=source_address, max_line_length=max_line_length, max_response_size=max_response_size)
+        )
 
     async def _open(self: T) -> T:
         self._bridge = _bridge.current()
         sys.audit("poplib.connect", self, self.host, self.port)
         if self._ssl_context is None:
-            self._conn = await self._bridge.call(_core.Connection.connect, self.host, self.port, max_line=self._maxline, **self._options)
+            self._conn = await self._bridge.call(_core.Connection.connect, self.host, self.port, max_status_line=self._maxline, **self._options)
             self._tls_established = self._options["tls"] is not None
         else:
-            limits = {k: self._options[k] for k in ("max_data_line", "max_response")}
-            self._conn = _core.Connection.external(max_line=self._maxline, **limits)
+            limits = {k: self._options[k] for k in ("max_line_length", "max_response_size")}
+            self._conn = _core.Connection.external(max_status_line=self._maxline, **limits)
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(
@@ -113,10 +290,12 @@ class AsyncPOP3(POP3Base):
             self._driver = _wire.StreamDriver(reader, writer, self.host, self.timeout)
             self._tls_established = True
         try:
-            self.welcome = await self._call("claim", STATUS)
+            self.welcome: bytes = await self._call("claim", STATUS)
         except BaseException:
             self._abort()
             raise
+        tls = self.tls_info
+        _trace.event(logging.INFO, self._label, "connected%s", " (TLS %s, %s)" % tls if tls else "")
         return self
 
     async def _call(self, name: str, *args: Any) -> Any:
@@ -163,22 +342,30 @@ class AsyncPOP3(POP3Base):
             conn.drop_stream(stream)
 
     async def quit(self) -> bytes:
-        """QUIT (the server applies deletions), then close, even if QUIT fails."""
+        """QUIT (RFC 1939 §6): the server deletes the messages marked deleted and ends the
+        session; returns its ``+OK`` line. The connection is closed even if QUIT fails (a
+        ServerError for ``-ERR``: some deletions could not be made)."""
         try:
             return await self._shortcmd("QUIT")
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection (TLS close_notify, then FIN). Safe to call twice; from
-        another task it interrupts a call in progress, which then raises."""
+        """Close the connection without QUIT (nothing is deleted: RFC 1939 §6): TLS
+        close_notify, then FIN. Safe to call twice; from another task it interrupts a call in
+        progress, which then raises."""
         conn, self._conn = self._conn, None
         driver, self._driver = self._driver, None
+        if conn is not None:
+            _trace.event(logging.INFO, self._label, "closed")
         if conn is not None and driver is None:
             await self._bridge.call(conn.close)
         elif conn is not None:
+            # A call in progress holds the session (`state` is None), or an error already
+            # closed it: stop at once, without waiting for a stalled server's close_notify.
+            busy = conn.state is None or conn.closed is not None
             conn.abort()
-            await driver.close()
+            await driver.close(abort=busy)
 
     def _abort(self) -> None:
         conn, self._conn = self._conn, None
@@ -188,10 +375,24 @@ class AsyncPOP3(POP3Base):
         if driver is not None:
             driver.writer.close()
 
-    async def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
-        """STLS (RFC 2595): upgrade to TLS, verified by default (``cafile=``/``cadata=``);
-        a ``context`` is used by the event loop's TLS exactly as given (Python 3.11+).
-        Re-reads CAPA afterwards; raises error_proto if TLS is up or STLS is not offered."""
+    async def stls(
+        self,
+        context: Optional[ssl.SSLContext] = None,
+        *,
+        cafile: Optional[StrPath] = None,
+        cadata: Optional[Union[str, bytes]] = None,
+        certfile: Optional[StrPath] = None,
+        keyfile: Optional[StrPath] = None,
+    ) -> bytes:
+        """STLS (RFC 2595): upgrade to TLS and return the server's ``+OK`` line; verified by
+        default (bundled Mozilla roots and the system store, or ``cafile=``/``cadata=``;
+        ``certfile=``/``keyfile=`` for a client certificate). A ``context`` is used by the
+        event loop's TLS exactly as given (Python 3.11+). Plaintext that arrives after the
+        ``+OK`` is refused (RemoteProtocolError); CAPA is read again. Raises error_proto if
+        TLS is already up or the server has no STLS, CertificateVerificationError (an
+        ``ssl.SSLCertVerificationError``) when the certificate is not trusted, TLSError for
+        another handshake failure."""
+        tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
         if context is not None:
             _tls.check_context(context)
             if self._driver is None and not self._tls_established:
@@ -206,23 +407,33 @@ class AsyncPOP3(POP3Base):
         resp = await self._run(_flows.stls(settings, self._tls_established))
         self._tls_established = True
         # RFC 2595: what was advertised in plaintext cannot be trusted; ask again.
-        self.capabilities = None
+        self.capabilities: Optional[Capabilities] = None
         await self._run(_flows.capabilities(self))
-        return resp
+        return resp  # type: ignore[no-any-return]
 
     @property
     def tls_info(self) -> Optional[Tuple[str, str]]:
-        """``(protocol version, cipher suite)`` while TLS is active, else ``None``."""
+        """``(protocol version, cipher suite)`` while TLS is active, else ``None``; never
+        waits for a call in progress."""
         if self._conn is None:
             return None
-        return self._driver.tls_info() if self._driver is not None else self._conn.tls_info()
+        info: Optional[Tuple[str, str]] = self._driver.tls_info() if self._driver is not None else self._conn.tls_info()
+        return info
 
     async def __aenter__(self: T) -> T:
+        """``async with``: opens the connection if it is not open yet."""
         if self._conn is None:
             await self._open()
         return self
 
-    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+    ) -> None:
+        """QUIT (deletions applied) when the block ends normally on an open connection; an
+        immediate close (nothing deleted, no waiting) after an exception or cancellation."""
         if self._conn is None:
             return
         if exc_type is None and self._conn.closed is None:
@@ -232,23 +443,56 @@ class AsyncPOP3(POP3Base):
             self._abort()
 
 
+def _coroutine(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """POP3Base's command ``name`` as a coroutine function (``help()`` shows its docstring)."""
+    method = getattr(POP3Base, name)
+
+    @functools.wraps(method)
+    async def command(self: AsyncPOP3, *args: Any, **kwargs: Any) -> Any:
+        return await method(self, *args, **kwargs)
+
+    command.__qualname__ = f"AsyncPOP3.{name}"
+    command.__module__ = __name__
+    return command
+
+
+# Every command that runs a flow (retr_many, top_many and retr_iter return async iterators).
+for _name in (
+    "user pass_ apop rpop auth login stat list retr top uidl dele noop rset utf8 lang capa "
+    "dele_many retr_bytes retr_to retr_message top_headers messages _shortcmd _longcmd"
+).split():
+    setattr(AsyncPOP3, _name, _coroutine(_name))
+del _name
+
+
 class AsyncPOP3_SSL(AsyncPOP3):  # noqa: N801 - mirrors POP3_SSL
-    """asyncio POP3 over implicit TLS (port 995), verified by default."""
+    """asyncio POP3 over implicit TLS (port 995), the certificate verified by default: see
+    :meth:`connect`."""
 
     @classmethod
-    def connect(  # type: ignore[override]
-        cls,
+    def connect(
+        cls: Type[T],
         host: str,
         port: int = POP3_SSL_PORT,
         timeout: Optional[float] = None,
         *,
         context: Optional[ssl.SSLContext] = None,
-        cafile: Optional[str] = None,
-        cadata: Any = None,
-        certfile: Optional[str] = None,
-        keyfile: Optional[str] = None,
-        **kwargs: Any,
-    ) -> Any:
+        cafile: Optional[StrPath] = None,
+        cadata: Optional[Union[str, bytes]] = None,
+        certfile: Optional[StrPath] = None,
+        keyfile: Optional[StrPath] = None,
+        source_address: Optional[Tuple[str, int]] = None,
+        max_line_length: int = MAX_LINE_LENGTH,
+        max_response_size: int = MAX_RESPONSE_SIZE,
+    ) -> _Connecting[T]:
+        """Connect, do the TLS handshake and read the greeting (await it or use it in
+        ``async with``). Without ``context``, rustls verifies the certificate against the
+        bundled Mozilla roots and the system store, or only ``cafile``/``cadata`` (PEM);
+        ``certfile``/``keyfile`` select a client certificate. A ``context`` is handed to the
+        event loop's TLS as is (exclusive with those keywords: ValueError). Raises, when
+        awaited, CertificateVerificationError (an ``ssl.SSLCertVerificationError``), TLSError
+        and what :meth:`AsyncPOP3.connect` raises."""
+        kwargs: Any = dict(source_address=source_address, max_line_length=max_line_length, max_response_size=max_response_size)
         if context is not None:
             if any(v is not None for v in (cafile, cadata, certfile, keyfile)):
                 raise ValueError("context and cafile/cadata/certfile/keyfile are mutually exclusive: load them into the context")

@@ -2,6 +2,11 @@
 flow from ``_flows``), argument checks and the printable state. A subclass supplies
 ``_run(flow)``, which either blocks or returns an awaitable."""
 
+# The command methods return what their flow returns (``_flows`` generators are not typed
+# per command): their annotations are the contract, checked from the outside by
+# tests/typecheck/usage.py and misuse.py.
+# mypy: disable-error-code="no-any-return"
+
 from __future__ import annotations
 
 import os
@@ -25,7 +30,9 @@ CR = b"\r"
 LF = b"\n"
 CRLF = CR + LF
 
-# Defaults for the limits that keep a hostile server from exhausting memory.
+# Defaults for the limits that keep a hostile server from exhausting memory, the only place
+# they are written: each name is the one the public API uses.
+MAXLINE = 2048  # longest status line, CRLF included: poplib's _MAXLINE
 MAX_LINE_LENGTH = 1 << 20  # longest message line: RFC 5322 allows 998, real mail goes past
 MAX_RESPONSE_SIZE = 256 << 20  # largest multi-line response held in memory
 
@@ -33,7 +40,7 @@ MAX_RESPONSE_SIZE = 256 << 20  # largest multi-line response held in memory
 def current_maxline() -> int:
     """``fastpoplib._MAXLINE``, read at each command as poplib reads its module global, so
     assigning it works as it does in poplib."""
-    return getattr(sys.modules.get("fastpoplib"), "_MAXLINE", 2048)
+    return getattr(sys.modules.get("fastpoplib"), "_MAXLINE", MAXLINE)
 
 
 # Reply kinds of the session's `command` (src/python/connection.rs).
@@ -92,9 +99,14 @@ def resolve_timeout(timeout: Any) -> Optional[float]:
     """poplib's rules: the default means ``socket.getdefaulttimeout()``, ``0`` is refused."""
     if timeout is socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
         return socket.getdefaulttimeout()
-    if timeout is not None and not timeout:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        # As socket.settimeout does: a number of seconds, not a string.
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not timeout:
         raise ValueError("Non-blocking socket (timeout=0) is not supported")
-    return None if timeout is None else float(timeout)
+    return float(timeout)
 
 
 class POP3Base:
@@ -110,7 +122,7 @@ class POP3Base:
     _debugging = 0
     _tracing = False
     _tls_established = False
-    _maxline = 2048
+    _maxline = MAXLINE
     _label = "pop3"
     timeout: Optional[float] = None
     capabilities: Optional[Capabilities] = None
@@ -169,7 +181,7 @@ class POP3Base:
         at each command, as poplib reads its global) and whether lines are traced."""
         maxline = current_maxline()
         if maxline != self._maxline:
-            conn.set_limits(max_line=maxline)
+            conn.set_limits(max_status_line=maxline)
             self._maxline = maxline
         if not self._tracing:
             # Always on: audit hooks see every line sent, whether or not anyone debugs.
@@ -224,8 +236,6 @@ class POP3Base:
     def getwelcome(self) -> bytes:
         """The server's greeting line (RFC 1939 §4), as read when connecting, e.g.
         ``b"+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>"``. No I/O."""
-        if self._debugging:
-            print("*welcome*", repr(self.welcome))
         return self.welcome
 
     def set_debuglevel(self, level: int) -> None:

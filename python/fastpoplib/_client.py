@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os  # noqa: F401 - resolves StrPath's "os.PathLike[str]" for typing.get_type_hints()
 import socket
 import ssl
 import sys
 import warnings
-from typing import Any, Iterator, List, Optional, Tuple, Union
+from types import TracebackType
+from typing import Any, Iterator, List, Optional, Tuple, Type, TypeVar, Union
 
 from . import _core, _flows, _tls, _trace, _wire
 from ._base import (
@@ -22,8 +24,12 @@ from ._base import (
     current_maxline,
     resolve_timeout,
 )
+from ._tls import StrPath
+from ._types import Capabilities, LongResponse, SocketLike
 
 _GLOBAL_DEFAULT_TIMEOUT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
+
+_P = TypeVar("_P", bound="POP3")
 
 
 class _SocketView:
@@ -35,21 +41,31 @@ class _SocketView:
         self._conn = conn
 
     def gettimeout(self) -> Optional[float]:
-        return self._conn.timeout
+        """The connection's timeout in seconds (None: wait forever)."""
+        timeout: Optional[float] = self._conn.timeout
+        return timeout
 
     def settimeout(self, value: Optional[float]) -> None:
+        """Change the timeout (seconds) of the following waits; ``0`` is refused (ValueError)."""
         self._conn.timeout = resolve_timeout(value)
 
     def fileno(self) -> int:
-        return self._conn.fileno()
+        """The socket's file descriptor (``-1`` once closed)."""
+        fd: int = self._conn.fileno()
+        return fd
 
     def getpeername(self) -> Tuple[str, int]:
-        return self._conn.peername()
+        """The server's address, ``(host, port)``."""
+        peer: Tuple[str, int] = self._conn.peername()
+        return peer
 
     def getsockname(self) -> Tuple[str, int]:
-        return self._conn.sockname()
+        """The local address, ``(host, port)``."""
+        local: Tuple[str, int] = self._conn.sockname()
+        return local
 
     def close(self) -> None:
+        """Close the connection (as :meth:`POP3.close` does, without the bookkeeping)."""
         self._conn.close(None, 0)
 
     def shutdown(self, how: int) -> None:
@@ -67,7 +83,14 @@ class _FileView:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
+    def readline(self, size: int = -1) -> bytes:
+        """The next line as it arrived, line end included (what poplib's ``_getline``
+        reads); ``size`` is accepted for poplib's ``readline(_MAXLINE + 1)`` and the session's
+        status-line limit applies."""
+        return self._conn.raw_line(None, 0)
+
     def close(self) -> None:
+        """Close the connection."""
         self._conn.close(None, 0)
 
 
@@ -96,19 +119,41 @@ class POP3(POP3Base):
     subclasses do: set ``host``, ``port``, ``sock`` (and ``file``), then call ``_getresp()``.
     """
 
+    #: poplib's socket: a view of the Rust-owned socket (``gettimeout``, ``settimeout``,
+    #: ``fileno``, ``getpeername``, ``getsockname``, ``shutdown``, ``close``), or the real
+    #: ``ssl.SSLSocket``/``socket.socket`` when a ``context`` is used or a subclass brings
+    #: its own. None once closed, as in poplib.
+    sock: SocketLike
+    #: poplib's file over ``sock`` (only ``close()`` on the Rust-owned view); None once closed.
+    file: Any
+
     def __init__(
         self,
         host: str,
         port: int = POP3_PORT,
-        timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,
+        timeout: Optional[float] = _GLOBAL_DEFAULT_TIMEOUT,
         *,
         source_address: Optional[Tuple[str, int]] = None,
         max_line_length: int = MAX_LINE_LENGTH,
         max_response_size: int = MAX_RESPONSE_SIZE,
     ) -> None:
+        """Connect to ``host:port`` over TCP and read the greeting (RFC 1939 §4), kept in
+        ``welcome``.
+
+        ``timeout`` (seconds; default ``socket.getdefaulttimeout()``, None waits forever,
+        ``0`` raises ValueError) bounds the connect, a TLS handshake and each wait for the
+        server. ``source_address``: the local ``(host, port)`` to bind. ``max_line_length``
+        (bytes, default 1 MiB) bounds a line of a multi-line reply; ``max_response_size``
+        (bytes, default 256 MiB) a whole multi-line reply held in memory; status lines are
+        bounded by ``fastpoplib._MAXLINE`` (2048) as in poplib.
+
+        Raises POP3ConnectionError (a ``ConnectionError``) when the connection cannot be
+        made, POP3TimeoutError (a ``TimeoutError``) on timeout, ServerError if the greeting
+        is ``-ERR``, RemoteProtocolError for a malformed greeting; ValueError for an empty
+        host, TypeError/OverflowError for a bad port."""
         super().__init__(host, port)
-        self.timeout = resolve_timeout(timeout)
-        limits = dict(max_line=self._maxline, max_data_line=max_line_length, max_response=max_response_size)
+        self.timeout: Optional[float] = resolve_timeout(timeout)
+        limits = dict(max_status_line=self._maxline, max_line_length=max_line_length, max_response_size=max_response_size)
         context = self._context()
         sys.audit("poplib.connect", self, host, port)
         if context is None:
@@ -130,7 +175,7 @@ class POP3(POP3Base):
             self._driver = _wire.SocketDriver(self.sock, host)
             self.file = self.sock.makefile("rb")
         try:
-            self.welcome = self._getresp()
+            self.welcome: bytes = self._getresp()
         except BaseException:
             self.close()
             raise
@@ -150,7 +195,9 @@ class POP3(POP3Base):
             return None
         self._driver = _wire.SocketDriver(sock, getattr(self, "host", "the server"))
         self._tls_established = isinstance(sock, ssl.SSLSocket)
-        return _core.Connection.external(max_line=current_maxline())
+        return _core.Connection.external(
+            max_status_line=current_maxline(), max_line_length=MAX_LINE_LENGTH, max_response_size=MAX_RESPONSE_SIZE
+        )
 
     def _call(self, name: str, *args: Any) -> Any:
         conn = self._check_open()
@@ -210,31 +257,41 @@ class POP3(POP3Base):
         self._putline(self._line(line))
 
     def _getline(self) -> Tuple[bytes, int]:
-        resp = self._call("claim", STATUS)
-        return resp, len(resp) + 2
+        """poplib's ``_getline``: the next line of the oldest reply not yet read (line end
+        stripped as poplib strips it) and the octets it took. For code that frames replies
+        itself after ``_putcmd``; the session skips the rest of that reply at the next command."""
+        line = self._call("raw_line")
+        octets = len(line)
+        if line[-2:] == b"\r\n":
+            return line[:-2], octets
+        if line[:1] == b"\r":
+            return line[1:-1], octets
+        return line[:-1], octets
 
     def _getresp(self) -> bytes:
-        return self._call("claim", STATUS)
+        return self._call("claim", STATUS)  # type: ignore[no-any-return]
 
-    def _getlongresp(self) -> Tuple[bytes, list, int]:
-        return self._call("claim", LINES)
+    def _getlongresp(self) -> LongResponse:
+        return self._call("claim", LINES)  # type: ignore[no-any-return]
 
     # -- session end ------------------------------------------------------------------------------
     def quit(self) -> bytes:
-        """QUIT (the server applies deletions), then close. The socket is closed even if the
-        QUIT fails."""
+        """QUIT (RFC 1939 §6): the server deletes the messages marked deleted and ends the
+        session; returns its ``+OK`` line. The connection is closed even if QUIT fails (a
+        ServerError for ``-ERR``: some deletions could not be made)."""
         try:
             return self._shortcmd("QUIT")
         finally:
             self.close()
 
     def close(self) -> None:
-        """Close the connection without assuming anything about it. From another thread it
-        interrupts a call in progress, which then raises."""
+        """Close the connection without sending QUIT (nothing is deleted: RFC 1939 §6) and
+        without assuming anything about its state. Safe to call twice; from another thread it
+        interrupts a call in progress, which then raises. Never raises for I/O errors."""
         conn, self._conn = self._conn, None
         sock, file = self.__dict__.get("sock"), self.__dict__.get("file")
         self.file = None
-        self.sock = None
+        self.sock = None  # type: ignore[assignment]  # None once closed, as in poplib
         if conn is not None:
             conn.close(None, 0)
         if isinstance(sock, socket.socket):
@@ -242,7 +299,15 @@ class POP3(POP3Base):
         if conn is not None:
             _trace.event(logging.INFO, self._label, "closed")
 
-    def stls(self, context: Optional[ssl.SSLContext] = None, **tls: Any) -> bytes:
+    def stls(
+        self,
+        context: Optional[ssl.SSLContext] = None,
+        *,
+        cafile: Optional[StrPath] = None,
+        cadata: Optional[Union[str, bytes]] = None,
+        certfile: Optional[StrPath] = None,
+        keyfile: Optional[StrPath] = None,
+    ) -> bytes:
         """STLS (RFC 2595): upgrade to TLS and return the server's ``+OK`` line.
 
         Without ``context`` the certificate is verified (bundled Mozilla roots and the system
@@ -250,7 +315,12 @@ class POP3(POP3Base):
         certificate). A ``context`` is used by Python's ``ssl`` exactly as given, as poplib
         does; ``sock`` is then that ``ssl.SSLSocket``. Plaintext that arrives after the
         ``+OK`` is refused (response injection, RemoteProtocolError); CAPA is read again.
-        Raises error_proto if TLS is already up or the server has no STLS."""
+        Raises error_proto if TLS is already up or the server has no STLS (CAPA is read
+        first, RFC 2449), CertificateVerificationError (an ``ssl.SSLCertVerificationError``)
+        when the certificate is not trusted, TLSError for another handshake failure; TypeError
+        or ValueError for a ``context`` that is not a client ``ssl.SSLContext`` (given one,
+        the keywords are not used)."""
+        tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
         if context is not None:
             _tls.check_context(context)
             if self._driver is None and not self._tls_established:
@@ -263,9 +333,9 @@ class POP3(POP3Base):
         resp = self._run(_flows.stls(settings, self._tls_established))
         self._tls_established = True
         # RFC 2595: what was advertised in plaintext cannot be trusted; ask again.
-        self.capabilities = None
+        self.capabilities: Optional[Capabilities] = None
         self._run(_flows.capabilities(self))
-        return resp
+        return resp  # type: ignore[no-any-return]
 
     def _take_socket(self) -> None:
         """From here on Python drives the socket (TLS with the caller's context)."""
@@ -278,18 +348,25 @@ class POP3(POP3Base):
 
     @property
     def tls_info(self) -> Optional[Tuple[str, str]]:
-        """``(protocol version, cipher suite)`` while TLS is active, else ``None``; never
-        waits for a call in progress."""
+        """``(protocol version, cipher suite)`` while TLS is active (e.g. ``("TLSv1.3",
+        "TLS_AES_256_GCM_SHA384")``), else ``None``; never waits for a call in progress."""
         if self._conn is None:
             return None
-        if self._driver is not None:
-            return self._driver.tls_info()
-        return self._conn.tls_info()
+        info: Optional[Tuple[str, str]] = self._driver.tls_info() if self._driver is not None else self._conn.tls_info()
+        return info
 
-    def __enter__(self) -> "POP3":
+    def __enter__(self: _P) -> _P:
+        """``with POP3(...) as pop:``: the connection itself."""
         return self
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException] = None,
+        tb: Optional[TracebackType] = None,
+    ) -> None:
+        """QUIT (deletions applied) when the block ends normally on an open connection;
+        :meth:`close` (nothing deleted) after an exception or an earlier error."""
         if self._conn is None:
             return
         if exc_type is None and self._conn.closed is None:
@@ -300,12 +377,14 @@ class POP3(POP3Base):
 
 
 def _close_socket(sock: socket.socket, file: Any) -> None:
-    try:
-        if file is not None:
-            file.close()
-        sock.close()
-    except OSError:
-        pass  # closing anyway
+    # shutdown() first: it wakes a read blocked in another thread, which close() alone does
+    # not (the watchdog pattern).
+    for step in (lambda: sock.shutdown(socket.SHUT_RDWR), file.close if file is not None else None, sock.close):
+        try:
+            if step is not None:
+                step()
+        except OSError:
+            pass  # closing anyway
 
 
 class POP3_SSL(POP3):  # noqa: N801 - poplib's name
@@ -322,15 +401,31 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
         self,
         host: str,
         port: int = POP3_SSL_PORT,
-        keyfile: Optional[str] = None,
-        certfile: Optional[str] = None,
-        timeout: Any = _GLOBAL_DEFAULT_TIMEOUT,
+        keyfile: Optional[StrPath] = None,
+        certfile: Optional[StrPath] = None,
+        timeout: Optional[float] = _GLOBAL_DEFAULT_TIMEOUT,
         context: Optional[ssl.SSLContext] = None,
         *,
-        cafile: Optional[str] = None,
+        cafile: Optional[StrPath] = None,
         cadata: Optional[Union[str, bytes]] = None,
-        **kwargs: Any,
+        source_address: Optional[Tuple[str, int]] = None,
+        max_line_length: int = MAX_LINE_LENGTH,
+        max_response_size: int = MAX_RESPONSE_SIZE,
     ) -> None:
+        """Connect to ``host:port`` (default 995), do the TLS handshake and read the greeting.
+
+        Without ``context``, rustls verifies the certificate and host name against the
+        bundled Mozilla roots and the system store, or only against ``cafile``/``cadata``
+        (PEM; a self-signed certificate given there is trusted as is). ``context``: an
+        ``ssl.SSLContext`` used by Python's ``ssl`` exactly as poplib uses it (exclusive with
+        ``keyfile``, ``certfile``, ``cafile`` and ``cadata``: ValueError). ``keyfile`` and
+        ``certfile`` (deprecated, DeprecationWarning, as in poplib) select a client
+        certificate. ``timeout`` (seconds, bounding the connect, the whole handshake and each
+        wait), ``source_address`` and the limits are :class:`POP3`'s.
+
+        Raises CertificateVerificationError (an ``ssl.SSLCertVerificationError``) when the
+        certificate is not trusted or does not match ``host``, TLSError (an
+        ``ssl.SSLError``) for another handshake failure, and what :class:`POP3` raises."""
         if keyfile is not None or certfile is not None:
             warnings.warn(
                 "keyfile and certfile are deprecated (removed from poplib in 3.12); "
@@ -350,7 +445,9 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
         else:
             self._ssl_context = None
             self._tls = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
-        super().__init__(host, port, timeout, **kwargs)
+        super().__init__(
+            host, port, timeout, source_address=source_address, max_line_length=max_line_length, max_response_size=max_response_size
+        )
         self._tls_established = True
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:

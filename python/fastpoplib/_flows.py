@@ -9,6 +9,7 @@ only to the session (``src/proto/session.rs``).
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import os
@@ -148,7 +149,7 @@ def stat(debuglevel: int = 0) -> Flow:
     except (IndexError, ValueError):
         raise _malformed("STAT", resp) from None
     if debuglevel:
-        print("*stat*", repr(result))
+        print("*stat*", repr(parts))
     return result
 
 
@@ -213,9 +214,11 @@ def save(
 ) -> Flow:
     """Streams the body of ``line``'s reply into ``dest`` (a path, opened here, or a binary
     file object); calls ``progress(done, total)`` after each chunk; returns the bytes written.
-    If writing fails, the session drops the rest of the body, so the connection stays usable."""
+    If writing fails, the session drops the rest of the body, so the connection stays usable;
+    a file opened here is removed unless the whole message was written."""
     own = isinstance(dest, (str, os.PathLike))
     out = open(dest, "wb") if own else dest
+    complete = False
     try:
         _, stream = yield OpenStream(line)
         done = 0
@@ -223,6 +226,7 @@ def save(
             while True:
                 chunk = yield Chunk(stream, chunk_size)
                 if chunk is None:
+                    complete = True
                     return done
                 out.write(chunk)
                 done += len(chunk)
@@ -234,6 +238,9 @@ def save(
     finally:
         if own:
             out.close()
+            if not complete:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(dest)
 
 
 def size_of(which: Any, encoding: str) -> Flow:

@@ -125,7 +125,19 @@ def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = Tru
 
 
 def _redact(text: bytes, secret: str) -> bytes:
-    return text.replace(secret.encode("utf-8"), b"****") if secret else text
+    """The server's reply with the secret masked, also where it echoes it in base64 (a SASL
+    PLAIN response sent back, say)."""
+    if not secret:
+        return text
+    raw = secret.encode("utf-8")
+    words = text.replace(raw, b"****").split(b" ")
+    for i, word in enumerate(words):
+        try:
+            if raw in base64.b64decode(word, validate=True):
+                words[i] = b"****"
+        except (binascii.Error, ValueError):
+            pass  # not base64: nothing hidden in it
+    return b" ".join(words)
 
 
 class _PasswordRefused(Exception):

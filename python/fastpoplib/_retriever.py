@@ -51,6 +51,9 @@ EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_CONNECTION, EXIT_BUSY = 0, 1,
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 SAVE_EVERY = 50  # messages between state saves while fetching (always saved before any DELE)
+
+# The longest timeout or wait accepted, in seconds (what a socket timeout can hold).
+MAX_SECONDS = 9.2e9
 STREAM_ABOVE = 4 << 20  # LIST size above which a message is streamed to disk, not held in memory
 MAX_SESSIONS = 3  # sessions per account and run: one lost on a broken message is resumed
 
@@ -134,6 +137,8 @@ def _check_setting(name: str, value: Any) -> None:
         if kind is float and (value < least or (name == "timeout" and value == least)):
             relation = "greater than" if name == "timeout" else "at least"
             raise ConfigError(f"{where} must be {relation} {least} seconds, not {value!r}")
+        if kind is float and value > MAX_SECONDS:
+            raise ConfigError(f"{where} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
 
 
 @dataclass
@@ -290,6 +295,8 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
         return f"{step} failed: {_library_text(exc)}", EXIT_PARTIAL
     if isinstance(exc, OSError) and step == "connecting" and acct.cafile:
         return f"cannot read the CA file {acct.cafile}: {exc.strerror or exc}; check --cafile", EXIT_USAGE
+    if isinstance(exc, ValueError) and step == "connecting" and acct.cafile:
+        return f"the CA file {acct.cafile} holds no usable PEM certificate: {exc}; check --cafile", EXIT_USAGE
     if isinstance(exc, OSError):
         return f"{step} failed: {exc.strerror or exc}", EXIT_PARTIAL
     return f"unexpected error while {step}: {type(exc).__name__}: {exc}", EXIT_PARTIAL

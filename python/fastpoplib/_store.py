@@ -257,6 +257,10 @@ class Mbox:
         self.lock_wait = lock_wait
         self.cancelled = threading.Event()  # set when the run is interrupted: stop waiting for locks
         self.state_dir = path.with_name(path.name + ".fastpoplib")
+        # Checked before anything is created beside it: a device (/dev/full reads zeros for
+        # ever) or a directory is no mbox.
+        if path.exists() and not path.is_file():
+            raise StoreError(f"{path} is not a regular file; give --mbox a file path")
         try:
             make_dirs(path.parent)
             make_dirs(self.state_dir)

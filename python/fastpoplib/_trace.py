@@ -34,7 +34,7 @@ def show(client: Any, lines: List[Tuple[bool, bytes]]) -> None:
             if debuglevel > 1:
                 print("*put*", repr(line))
         elif debuglevel > 1:
-            print("*get*", repr(line))
+            print("*get*", repr(line + b"\r\n"))  # the session keeps lines without their end
             print("*resp*", repr(line))
         if debug:
             logger.debug("%s %s %s", client._label, "C:" if sent else "S:", line.decode("utf-8", "replace"))

@@ -13,26 +13,34 @@ LongResponse = Tuple[bytes, List[bytes], int]
 class SupportsWriteBytes(Protocol):
     """A binary file-like destination for :meth:`POP3.retr_to`: anything with ``write(bytes)``."""
 
-    def write(self, __data: bytes) -> object: ...
+    def write(self, __data: bytes) -> object:
+        """Write ``__data`` (a chunk of the message)."""
 
 
 class SocketLike(Protocol):
     """What ``POP3.sock`` offers: poplib's ``socket.socket`` (when a ``context`` is used or a
     subclass brings its own socket) or fastpoplib's view of its Rust-owned socket."""
 
-    def gettimeout(self) -> Optional[float]: ...
+    def gettimeout(self) -> Optional[float]:
+        """The timeout in seconds (None: none)."""
 
-    def settimeout(self, __value: Optional[float]) -> None: ...
+    def settimeout(self, __value: Optional[float]) -> None:
+        """Set the timeout in seconds (None: none)."""
 
-    def fileno(self) -> int: ...
+    def fileno(self) -> int:
+        """The file descriptor."""
 
-    def getpeername(self) -> Any: ...
+    def getpeername(self) -> Any:
+        """The server's address."""
 
-    def getsockname(self) -> Any: ...
+    def getsockname(self) -> Any:
+        """The local address."""
 
-    def shutdown(self, __how: int) -> None: ...
+    def shutdown(self, __how: int) -> None:
+        """Shut the connection down (interrupts a call in progress)."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close the socket."""
 
 
 class MessageInfo(NamedTuple):

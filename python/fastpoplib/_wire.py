@@ -14,13 +14,22 @@ import socket
 import ssl
 from typing import Any, Callable, Optional
 
-from .exceptions import CertificateVerificationError, POP3ConnectionError, POP3Error, POP3TimeoutError, TLSError
+from .exceptions import (
+    CertificateVerificationError,
+    LocalProtocolError,
+    POP3ConnectionError,
+    POP3Error,
+    POP3TimeoutError,
+    ServerError,
+    TLSError,
+)
 
 WRITE, READ, HANDSHAKE, DONE = 0, 1, 2, 3
 
 # OpenSSL's X509_V_ERR_* codes that get their own explanation.
 _NAME_MISMATCH = {62, 64}  # host name, IP address
 _UNKNOWN_ISSUER = {2, 18, 19, 20, 21}
+_CERTIFICATE_REQUIRED = {"TLSV13_ALERT_CERTIFICATE_REQUIRED"}
 
 # Large reads: the per-call cost of Python I/O is paid per 256 KiB, not per line.
 READ_SIZE = 256 * 1024
@@ -32,13 +41,19 @@ def translate(exc: BaseException, host: str) -> BaseException:
         return exc  # ours already, or KeyboardInterrupt and the like
     if isinstance(exc, ssl.SSLCertVerificationError):
         if exc.verify_code in _NAME_MISMATCH:
-            return CertificateVerificationError(f"certificate is not valid for the name {host} (hostname mismatch)")
-        hint = ""
-        if exc.verify_code in _UNKNOWN_ISSUER:
-            hint = "; trust its CA in the context you pass (context.load_verify_locations(cafile=...))"
-        return CertificateVerificationError(f"certificate verify failed for {host}: {exc.verify_message}{hint}")
+            err = CertificateVerificationError(f"certificate is not valid for the name {host} (hostname mismatch)")
+        else:
+            hint = ""
+            if exc.verify_code in _UNKNOWN_ISSUER:
+                hint = "; trust its CA in the context you pass (context.load_verify_locations(cafile=...))"
+            err = CertificateVerificationError(f"certificate verify failed for {host}: {exc.verify_message}{hint}")
+        return _with_ssl_details(err, exc)
     if isinstance(exc, ssl.SSLError):
-        return TLSError(f"TLS error with {host}: {exc.reason or exc}")
+        if exc.reason in _CERTIFICATE_REQUIRED:
+            text = f"the server {host} requires a client certificate; load one into the context (context.load_cert_chain(...))"
+        else:
+            text = f"TLS error with {host}: {exc.reason or exc}"
+        return _with_ssl_details(TLSError(text), exc)
     if isinstance(exc, (socket.timeout, asyncio.TimeoutError)):
         return POP3TimeoutError(f"timed out waiting for the server {host}")
     if isinstance(exc, OSError):
@@ -46,9 +61,22 @@ def translate(exc: BaseException, host: str) -> BaseException:
     return exc
 
 
-def _failed(job: Any, exc: BaseException, host: str) -> BaseException:
-    # The reply may be half-read: the session is closed so that it is never taken for another.
+def _with_ssl_details(err: Any, exc: ssl.SSLError) -> BaseException:
+    """Keeps what code written for poplib reads from ``ssl`` errors (``reason``, ``library``,
+    ``verify_code``, ``verify_message``)."""
+    for name in ("reason", "library", "verify_code", "verify_message"):
+        if hasattr(exc, name):
+            setattr(err, name, getattr(exc, name))
+    return err
+
+
+def _failed(job: Any, exc: BaseException, host: str, close: Callable[[], None]) -> BaseException:
+    """After a failure: a `-ERR` or a refused request leaves the session usable; anything else
+    (I/O, a broken reply, Ctrl-C) may have left a reply half-read, so the session and the
+    socket are closed, and the reply is never taken for another's."""
     job.fail(type(exc).__name__)
+    if not isinstance(exc, (ServerError, LocalProtocolError)):
+        close()
     return translate(exc, host)
 
 
@@ -73,10 +101,17 @@ class SocketDriver:
                 else:
                     return value
         except BaseException as exc:
-            err = _failed(job, exc, self.host)
+            err = _failed(job, exc, self.host, self._close)
             if err is exc:
                 raise
             raise err from exc
+
+    def _close(self) -> None:
+        for step in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                step()
+            except OSError:
+                pass  # closing anyway
 
     def tls_info(self) -> Optional[tuple]:
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.cipher() is not None:
@@ -108,7 +143,7 @@ class StreamDriver:
                 else:
                     return value
         except BaseException as exc:
-            err = _failed(job, exc, self.host)
+            err = _failed(job, exc, self.host, self.writer.transport.abort)
             if err is exc:
                 raise
             raise err from exc
@@ -125,7 +160,10 @@ class StreamDriver:
             return obj.version(), obj.cipher()[0]
         return None
 
-    async def close(self) -> None:
+    async def close(self, abort: bool = False) -> None:
+        if abort:
+            self.writer.transport.abort()
+            return
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), self.timeout or 5)

@@ -14,19 +14,19 @@ pub struct Limits {
     /// Longest status line, including its line end (poplib's `_MAXLINE`).
     pub max_status_line: usize,
     /// Longest line inside a multi-line body, including line end and dot-stuffing.
-    pub max_data_line: usize,
+    pub max_line_length: usize,
     /// Largest multi-line body collected in memory: its octets as poplib counts them, plus
     /// what each line costs the sink beyond its bytes ([`BodySink::line_cost`]), so that a
     /// reply of many short lines is bounded by what it costs in memory, not by its wire size.
-    pub max_response: usize,
+    pub max_response_size: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_status_line: 2048,
-            max_data_line: 1 << 20,
-            max_response: 256 << 20,
+            max_line_length: 1 << 20,
+            max_response_size: 256 << 20,
         }
     }
 }
@@ -198,7 +198,7 @@ pub trait BodySink {
         false
     }
 
-    /// Memory a line costs beyond its content bytes, counted against `max_response`.
+    /// Memory a line costs beyond its content bytes, counted against `max_response_size`.
     fn line_cost(&self) -> usize {
         0
     }
@@ -209,7 +209,7 @@ pub trait BodySink {
 pub struct BodyDecoder {
     /// Octets so far, counted like poplib (line end included, one less per unstuffed line).
     pub octets: usize,
-    /// Octets plus the sink's per-line cost: what `max_response` bounds.
+    /// Octets plus the sink's per-line cost: what `max_response_size` bounds.
     cost: usize,
 }
 
@@ -228,7 +228,7 @@ impl BodyDecoder {
         sink: &mut S,
     ) -> Result<Option<usize>, ProtoError> {
         while !sink.full() {
-            let Some(raw) = reader.next_raw_line(limits.max_data_line, "message")? else {
+            let Some(raw) = reader.next_raw_line(limits.max_line_length, "message")? else {
                 break;
             };
             let content = reader.content(raw);
@@ -241,9 +241,9 @@ impl BodyDecoder {
             };
             self.octets += octets;
             self.cost = self.cost.saturating_add(octets + sink.line_cost());
-            if self.cost > limits.max_response {
+            if self.cost > limits.max_response_size {
                 return Err(ProtoError::ResponseTooLarge {
-                    limit: limits.max_response,
+                    limit: limits.max_response_size,
                 });
             }
             sink.line(content)?;
@@ -253,7 +253,7 @@ impl BodyDecoder {
 }
 
 /// What a line costs in memory once it is a Python `bytes` in a list (object header, list
-/// slot, allocator rounding), beyond its content: the unit of the `max_response` bound.
+/// slot, allocator rounding), beyond its content: the unit of the `max_response_size` bound.
 pub const LINE_COST: usize = 64;
 
 /// Lines are stored in segments of about this size: no reallocation copies of a large body,
@@ -479,8 +479,8 @@ mod tests {
     fn body_limits() {
         let l = Limits {
             max_status_line: 2048,
-            max_data_line: 10,
-            max_response: 12,
+            max_line_length: 10,
+            max_response_size: 12,
         };
         assert!(matches!(
             decode(b"0123456789abc\r\n.\r\n", &l),

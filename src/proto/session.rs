@@ -26,6 +26,9 @@ use super::ProtoError;
 /// blocked writing replies to us. It also bounds what a batch can hold read ahead.
 pub const WINDOW: usize = 256;
 
+/// How many recent secrets the trace masks in replies.
+const MAX_SECRETS: usize = 8;
+
 /// Largest CAPA reply accepted: real ones are well under 1 KiB.
 pub const MAX_CAPA: usize = 64 * 1024;
 
@@ -90,6 +93,9 @@ pub enum Request {
     /// poplib's `_getresp` / `_getlongresp`: the reply to the oldest command sent with `Put`
     /// (or the greeting), read as `expect` says.
     Claim { expect: Expect },
+    /// poplib's `_getline`: one line as it arrived (line end included), of the oldest reply
+    /// sent with `Put`, or of whatever comes next.
+    RawLine,
     /// CAPA (RFC 2449); the session keeps what it learns.
     Capa,
     /// LIST and UIDL (pipelined when the server allows it), merged.
@@ -114,6 +120,8 @@ pub enum Done {
     /// A stream opened: its id and status line.
     Stream(u64, Vec<u8>),
     Chunk(Option<Vec<u8>>),
+    /// `RawLine`: the line with its line end.
+    Line(Vec<u8>),
     Item(Option<(usize, Outcome)>),
 }
 
@@ -140,6 +148,9 @@ enum Owner {
     Stream(u64),
     /// Sent with `Put`; claimed with `Claim`, else dropped. The greeting starts this way.
     Put,
+    /// Read line by line by its caller (poplib's `_getline`): its end is the caller's
+    /// business, so a later request passes it without reading.
+    Raw,
     /// CAPA the session asked for itself, or a reply nobody wants any more.
     Internal,
 }
@@ -150,6 +161,8 @@ struct Entry {
     expect: Expect,
     owner: Owner,
     verb: Verb,
+    /// For an entry read line by line (`Owner::Raw`): its status line was read.
+    raw_status_read: bool,
 }
 
 /// The verbs whose replies change session state.
@@ -266,6 +279,8 @@ enum Phase {
     TlsHandshake(Vec<u8>),
     /// `Put`: done once the line is written.
     Flush,
+    /// `RawLine`: the entry whose lines are read one by one.
+    RawLine(u64),
     Stream(u64),
 }
 
@@ -313,6 +328,8 @@ pub struct Session {
     broken: Option<ProtoError>,
     /// Lines sent and status lines received, secrets masked, when tracing is on.
     trace: Option<Vec<(bool, Vec<u8>)>>,
+    /// Secrets recently sent, masked wherever a traced reply repeats them.
+    secrets: Vec<Vec<u8>>,
 }
 
 impl Session {
@@ -334,12 +351,14 @@ impl Session {
             caps: None,
             broken: None,
             trace: None,
+            secrets: Vec::new(),
         };
         session.queue.push_back(Entry {
             id: 0,
             expect: Expect::Status,
             owner: Owner::Put,
             verb: Verb::Other,
+            raw_status_read: false,
         });
         session
     }
@@ -490,6 +509,48 @@ impl Session {
         }
     }
 
+    /// What a command line carries that must never be traced, not even echoed back by the
+    /// server: a PASS argument, an APOP digest, an AUTH initial response, a SASL response.
+    fn remember_secret(&mut self, line: &[u8], verb: Verb) {
+        let secret = match verb {
+            Verb::Sasl => line,
+            Verb::Login | Verb::Auth => {
+                let skip = if verb == Verb::Login
+                    && !line.starts_with(b"APOP")
+                    && !line.starts_with(b"apop")
+                {
+                    1
+                } else {
+                    2
+                };
+                let mut words = line.splitn(skip + 1, |b| *b == b' ');
+                match words.nth(skip) {
+                    Some(rest) => rest,
+                    None => return,
+                }
+            }
+            _ => return,
+        };
+        // Short strings ("*", "=") would mask ordinary text; a few recent secrets suffice.
+        if secret.len() >= 4 {
+            if self.secrets.len() == MAX_SECRETS {
+                self.secrets.remove(0);
+            }
+            self.secrets.push(secret.to_vec());
+        }
+    }
+
+    /// A received line fit for the trace: secrets the server echoes back are masked.
+    fn masked(&self, line: &[u8]) -> Vec<u8> {
+        let mut out = line.to_vec();
+        for secret in &self.secrets {
+            while let Some(at) = memchr::memmem::find(&out, secret) {
+                out.splice(at..at + secret.len(), b"****".iter().copied());
+            }
+        }
+        out
+    }
+
     /// A secret line outside an AUTH exchange is traced with only its verb.
     fn mask_last_trace(&mut self, line: &[u8]) {
         if let Some((_, traced)) = self.trace.as_mut().and_then(|t| t.last_mut()) {
@@ -552,6 +613,21 @@ impl Session {
                 entry.expect = *expect;
                 entry.owner = Owner::Caller;
                 Phase::Await(entry.id)
+            }
+            Request::RawLine => {
+                let id = match self.queue.iter_mut().find(|e| matches!(e.owner, Owner::Put | Owner::Raw)) {
+                    Some(entry) => {
+                        entry.owner = Owner::Raw;
+                        entry.id
+                    }
+                    None => {
+                        let id = self.fresh_id();
+                        let entry = Entry { id, expect: Expect::Status, owner: Owner::Raw, verb: Verb::Other, raw_status_read: false };
+                        self.queue.push_back(entry);
+                        id
+                    }
+                };
+                Phase::RawLine(id)
             }
             Request::Capa => Phase::Await(self.send(b"CAPA", Expect::Lines, Owner::Caller, Verb::Capa)?),
             Request::Messages => match self.caps.clone() {
@@ -625,6 +701,7 @@ impl Session {
         encode_line(line, &mut self.out)?;
         if let Some(trace) = &mut self.trace {
             trace.push((true, redact(line, verb == Verb::Sasl)));
+            self.remember_secret(line, verb);
         }
         let id = self.fresh_id();
         let owner = if expect == Expect::Stream {
@@ -638,6 +715,7 @@ impl Session {
             expect,
             owner,
             verb,
+            raw_status_read: false,
         });
         Ok(id)
     }
@@ -663,6 +741,24 @@ impl Session {
             let progressed = match &mut job.phase {
                 Phase::Flush if job.ended_stream => return Ok(self.finish(job, Done::Chunk(None))),
                 Phase::Flush => return Ok(self.finish(job, Done::Sent)),
+                Phase::RawLine(id) => {
+                    let id = *id;
+                    let front = self.queue.front().map(|e| e.id);
+                    if front.is_some_and(|front| front != id) {
+                        // Replies in front of it first (kept for a batch, or dropped).
+                        self.reply_for(front.expect("front exists"))?.is_some()
+                    } else {
+                        let limit = self.limits.max_status_line;
+                        match self.reader.next_raw_line(limit, "status")? {
+                            Some(raw) => {
+                                let line = self.reader.raw(raw).to_vec();
+                                self.raw_line_read(&line);
+                                return Ok(self.finish(job, Done::Line(line)));
+                            }
+                            None => false,
+                        }
+                    }
+                }
                 Phase::Await(id) => {
                     let id = *id;
                     match self.reply_for(id)? {
@@ -820,6 +916,18 @@ impl Session {
                 ));
             };
             let (front_id, front_owner, front_expect) = (front.id, front.owner, front.expect);
+            if front_owner == Owner::Raw && front_id != id && self.body.is_none() {
+                let status_read = self.queue.front().is_some_and(|e| e.raw_status_read);
+                if status_read {
+                    // Its caller read part of a body line by line: the rest is dropped.
+                    self.body = Some(Body {
+                        status: Vec::new(),
+                        decoder: BodyDecoder::new(),
+                        sink: Sink::Discard,
+                        superseded_at: None,
+                    });
+                }
+            }
             // A stream in front of another request is superseded: its rest is dropped.
             if let Owner::Stream(stream) = front_owner {
                 if stream != id {
@@ -855,6 +963,24 @@ impl Session {
         }
     }
 
+    /// Follows the framing of an entry read line by line, so that it leaves the queue when its
+    /// reply ends, or its rest is dropped when a later request passes it.
+    fn raw_line_read(&mut self, raw: &[u8]) {
+        let Some(entry) = self.queue.front_mut() else {
+            return;
+        };
+        let content = super::response::strip_line_end(raw);
+        let ended = if !entry.raw_status_read {
+            entry.raw_status_read = true;
+            entry.expect == Expect::Status || !content.starts_with(b"+")
+        } else {
+            content == b"."
+        };
+        if ended {
+            self.queue.pop_front();
+        }
+    }
+
     /// A stream's entry left the queue without `stream_chunk`: it failed to open (its iterator
     /// gets nothing more), or its rest was dropped after a later request superseded it.
     fn stream_gone(&mut self, id: u64, superseded_at: Option<usize>, outcome: &Outcome) {
@@ -887,8 +1013,11 @@ impl Session {
                 return Ok(None);
             };
             let line = self.reader.content(raw).to_vec();
-            if let Some(trace) = &mut self.trace {
-                trace.push((false, line.clone()));
+            if self.trace.is_some() {
+                let shown = self.masked(&line);
+                if let Some(trace) = &mut self.trace {
+                    trace.push((false, shown));
+                }
             }
             let ok = check_status(&line);
             self.apply(verb, &line, ok.is_ok());
@@ -897,7 +1026,8 @@ impl Session {
             }
             // Nobody will read this body: an entry forgotten, or a `Put` nobody claimed (a claimed
             // one belongs to its caller by now). CAPA is still read: the session learns from it.
-            let discard = matches!(owner, Owner::Internal | Owner::Put) && verb != Verb::Capa;
+            let discard =
+                matches!(owner, Owner::Internal | Owner::Put | Owner::Raw) && verb != Verb::Capa;
             let sink = match expect {
                 Expect::Status => return Ok(Some(Ok(Reply::Status(line)))),
                 _ if discard => Sink::Discard,
@@ -924,11 +1054,11 @@ impl Session {
         let body = self.body.as_mut().expect("body is set");
         let body_limits = match (&body.sink, verb) {
             (_, Verb::Capa) => Limits {
-                max_response: MAX_CAPA,
+                max_response_size: MAX_CAPA,
                 ..limits
             },
             (Sink::Discard | Sink::Stream, _) => Limits {
-                max_response: usize::MAX,
+                max_response_size: usize::MAX,
                 ..limits
             },
             _ => limits,
@@ -1041,7 +1171,7 @@ impl Session {
             }
         }
         let limits = Limits {
-            max_response: usize::MAX,
+            max_response_size: usize::MAX,
             ..self.limits
         };
         let body = self

@@ -173,19 +173,37 @@ impl Shared {
 struct Active {
     core: Option<OwnedMutexGuard<Core>>,
     shared: Arc<Shared>,
+    /// Where the operation's outcome goes: an operation dropped half-way (cancelled by its
+    /// caller, or aborted by `close()` from another task) still gets one, so no caller waits
+    /// forever.
+    done_queue: Arc<super::reactor::Shared>,
+    op: u64,
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
         if let Some(mut core) = self.core.take() {
-            let mut status = self.shared.status();
-            status.closed.get_or_insert_with(|| "the connection was closed because an operation was cancelled; open a new connection".into());
-            status.info.fd = -1;
-            status.task = None;
+            let reason = {
+                let mut status = self.shared.status();
+                status.info.fd = -1;
+                status.task = None;
+                status
+                    .closed
+                    .get_or_insert_with(|| "the connection was closed because an operation was cancelled; open a new connection".into())
+                    .clone()
+            };
             core.io = Io::Closed;
+            drop(core);
+            self.done_queue.complete(
+                self.op,
+                Box::new(move |_| Err(Error::NotConnected(reason).into())),
+            );
         }
     }
 }
+
+/// The largest timeout accepted, in seconds (about 292 years: i64 nanoseconds).
+const MAX_TIMEOUT: f64 = 9.2e9;
 
 /// Seconds as Python gives them: positive and finite, or `None` to wait forever.
 pub fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
@@ -194,24 +212,28 @@ pub fn duration(seconds: Option<f64>) -> PyResult<Option<Duration>> {
         Some(s) if s.is_nan() || s <= 0.0 => Err(PyValueError::new_err(format!(
             "timeout must be a positive number of seconds or None, not {s}"
         ))),
-        Some(s) => Duration::try_from_secs_f64(s).map(Some).map_err(|_| {
-            PyOverflowError::new_err(format!(
-                "timeout {s} is too large; use None to wait forever"
-            ))
-        }),
+        // Python's sockets refuse what does not fit a time_t in nanoseconds; so do we.
+        Some(s) if s > MAX_TIMEOUT => Err(PyOverflowError::new_err(format!(
+            "timeout {s} is too large (at most {MAX_TIMEOUT:e} s); use None to wait forever"
+        ))),
+        Some(s) => Ok(Some(Duration::from_secs_f64(s))),
     }
 }
 
-pub fn limits(max_line: usize, max_data_line: usize, max_response: usize) -> PyResult<Limits> {
-    if max_line < 3 || max_data_line < 3 || max_response < 3 {
+pub fn limits(
+    max_status_line: usize,
+    max_line_length: usize,
+    max_response_size: usize,
+) -> PyResult<Limits> {
+    if max_status_line < 3 || max_line_length < 3 || max_response_size < 3 {
         return Err(PyValueError::new_err(
             "line and response limits must be at least 3 bytes",
         ));
     }
     Ok(Limits {
-        max_status_line: max_line,
-        max_data_line,
-        max_response,
+        max_status_line,
+        max_line_length,
+        max_response_size,
     })
 }
 
@@ -248,6 +270,11 @@ impl Connection {
         convert: Convert,
     ) -> PyResult<Py<PyAny>> {
         let shared = self.shared.clone();
+        // Closed (after an error, a cancellation, or by `close()`) is said before busy: a
+        // cancelled operation may still be unwinding on tokio for a moment.
+        if let Some(reason) = shared.status().closed.clone() {
+            return Err(Error::NotConnected(reason).into());
+        }
         if matches!(
             shared.core.try_lock().map(|c| matches!(c.io, Io::External)),
             Ok(true)
@@ -312,6 +339,8 @@ impl Connection {
                 let mut active = Active {
                     core: Some(core),
                     shared: shared.clone(),
+                    done_queue: done_queue.clone(),
+                    op,
                 };
                 let handle = runtime().spawn(async move {
                     let core = active.core.as_mut().expect("held until delivered");
@@ -337,8 +366,16 @@ impl Connection {
                     );
                 });
                 shared.status().task = Some(handle.abort_handle());
+                let cancelled = shared.clone();
                 Ok(Pending {
                     handle: handle.abort_handle(),
+                    // The caller gave up mid-reply: the connection is closed from now on, not
+                    // once tokio has unwound the operation.
+                    on_abort: Some(Box::new(move || {
+                        cancelled.status().closed.get_or_insert_with(|| {
+                            "the connection was closed because an operation was cancelled; open a new connection".into()
+                        });
+                    })),
                 }
                 .into_py_any(py)?)
             }
@@ -497,6 +534,13 @@ fn convert_stream(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>
         return convert_reply(py, done, login);
     };
     (PyBytes::new(py, &status), id).into_py_any(py)
+}
+
+fn convert_line(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
+    match done {
+        Done::Line(line) => PyBytes::new(py, &line).into_py_any(py),
+        other => convert_reply(py, other, login),
+    }
 }
 
 fn convert_chunk(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
@@ -665,7 +709,7 @@ impl Connection {
     /// Connects (and with `tls` performs the TLS handshake at once: implicit TLS). Blocking
     /// without a reactor; with one, a `Pending` that resolves to the connection.
     #[staticmethod]
-    #[pyo3(signature = (reactor, op, host, port, *, timeout=None, source_address=None, tls=None, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
+    #[pyo3(signature = (reactor, op, host, port, *, timeout=None, source_address=None, tls=None, max_status_line, max_line_length, max_response_size))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
@@ -676,11 +720,11 @@ impl Connection {
         timeout: Option<f64>,
         source_address: Option<(String, u16)>,
         tls: Option<PyRef<'_, TlsSettings>>,
-        max_line: usize,
-        max_data_line: usize,
-        max_response: usize,
+        max_status_line: usize,
+        max_line_length: usize,
+        max_response_size: usize,
     ) -> PyResult<Py<PyAny>> {
-        let limits = limits(max_line, max_data_line, max_response)?;
+        let limits = limits(max_status_line, max_line_length, max_response_size)?;
         let opts = ConnectOptions {
             host,
             port,
@@ -739,6 +783,7 @@ impl Connection {
                 });
                 Pending {
                     handle: handle.abort_handle(),
+                    on_abort: None,
                 }
                 .into_py_any(py)
             }
@@ -748,9 +793,13 @@ impl Connection {
     /// A session whose bytes Python moves (its own socket, or an `ssl.SSLSocket` made with the
     /// caller's context): every operation returns a `Job` to pump.
     #[staticmethod]
-    #[pyo3(signature = (*, max_line=2048, max_data_line=1<<20, max_response=256<<20))]
-    fn external(max_line: usize, max_data_line: usize, max_response: usize) -> PyResult<Self> {
-        let limits = limits(max_line, max_data_line, max_response)?;
+    #[pyo3(signature = (*, max_status_line, max_line_length, max_response_size))]
+    fn external(
+        max_status_line: usize,
+        max_line_length: usize,
+        max_response_size: usize,
+    ) -> PyResult<Self> {
+        let limits = limits(max_status_line, max_line_length, max_response_size)?;
         Ok(Connection {
             shared: Shared::new(Session::new(limits), Io::External, None),
         })
@@ -853,6 +902,16 @@ impl Connection {
         )
     }
 
+    /// poplib's `_getline`: the next line as it arrived, line end included.
+    fn raw_line(
+        &self,
+        py: Python<'_>,
+        reactor: Option<&Bound<'_, Reactor>>,
+        op: u64,
+    ) -> PyResult<Py<PyAny>> {
+        self.execute(py, reactor, op, Request::RawLine, None, false, convert_line)
+    }
+
     /// CAPA: `(resp, [lines], octets)`; the session keeps what decides pipelining.
     fn capa(
         &self,
@@ -913,7 +972,7 @@ impl Connection {
             .shared
             .core
             .try_lock()
-            .map(|c| c.session.limits().max_response)
+            .map(|c| c.session.limits().max_response_size)
             .unwrap_or(usize::MAX);
         if size <= 0 || usize::try_from(size).map_or(true, |s| s > max) {
             return Err(PyValueError::new_err(format!(
@@ -1036,6 +1095,7 @@ impl Connection {
                 });
                 Pending {
                     handle: handle.abort_handle(),
+                    on_abort: None,
                 }
                 .into_py_any(py)
             }
@@ -1066,19 +1126,19 @@ impl Connection {
     }
 
     /// Applies new limits (e.g. poplib's module-level `_MAXLINE` assigned after connecting).
-    #[pyo3(signature = (*, max_line=None, max_data_line=None, max_response=None))]
+    #[pyo3(signature = (*, max_status_line=None, max_line_length=None, max_response_size=None))]
     fn set_limits(
         &self,
-        max_line: Option<usize>,
-        max_data_line: Option<usize>,
-        max_response: Option<usize>,
+        max_status_line: Option<usize>,
+        max_line_length: Option<usize>,
+        max_response_size: Option<usize>,
     ) -> PyResult<()> {
         let mut core = self.shared.core.try_lock().map_err(|_| Error::Busy)?;
         let old = core.session.limits();
         let new = limits(
-            max_line.unwrap_or(old.max_status_line),
-            max_data_line.unwrap_or(old.max_data_line),
-            max_response.unwrap_or(old.max_response),
+            max_status_line.unwrap_or(old.max_status_line),
+            max_line_length.unwrap_or(old.max_line_length),
+            max_response_size.unwrap_or(old.max_response_size),
         )?;
         core.session.set_limits(new);
         Ok(())

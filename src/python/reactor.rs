@@ -106,11 +106,16 @@ impl Reactor {
 #[pyclass(module = "fastpoplib._core", frozen)]
 pub struct Pending {
     pub handle: tokio::task::AbortHandle,
+    /// Runs when Python cancels the operation, before the task is aborted.
+    pub on_abort: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[pymethods]
 impl Pending {
     fn abort(&self) {
+        if let Some(on_abort) = &self.on_abort {
+            on_abort();
+        }
         self.handle.abort();
     }
 }

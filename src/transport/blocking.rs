@@ -43,23 +43,41 @@ fn is_wait(e: &io::Error) -> bool {
 }
 
 /// A deadline `timeout` from now, checked between slices.
-struct Deadline(Option<(Instant, Duration)>);
+struct Deadline {
+    end: Option<(Instant, Duration)>,
+    /// When the caller's `check` hook last ran.
+    checked: Instant,
+}
 
 impl Deadline {
     fn new(timeout: Option<Duration>) -> Self {
-        Deadline(timeout.map(|t| (Instant::now() + t, t)))
+        let now = Instant::now();
+        // A timeout too far away to be an instant is no deadline at all.
+        let end = timeout.and_then(|t| now.checked_add(t).map(|end| (end, t)));
+        Deadline { end, checked: now }
     }
 
     fn check(&self, what: &'static str) -> Result<()> {
-        match self.0 {
+        match self.end {
             Some((end, t)) if Instant::now() >= end => Err(Error::Timeout(t.as_secs_f64(), what)),
             _ => Ok(()),
         }
     }
 
+    /// Between reads that did get bytes (a TLS record trickling in byte by byte): the
+    /// deadline, and the caller's hook at most once a slice (it takes the GIL).
+    fn tick(&mut self, check: Check, what: &'static str) -> Result<()> {
+        self.check(what)?;
+        if self.checked.elapsed() >= SLICE {
+            self.checked = Instant::now();
+            check()?;
+        }
+        Ok(())
+    }
+
     /// How long the next wait may last.
     fn slice(&self) -> Duration {
-        self.0.map_or(SLICE, |(end, _)| {
+        self.end.map_or(SLICE, |(end, _)| {
             end.saturating_duration_since(Instant::now()).min(SLICE)
         })
     }
@@ -127,7 +145,7 @@ impl BlockingIo {
 
     /// Reads decrypted bytes into `buf`; `Ok(0)` when the server closed the connection.
     fn read(&mut self, buf: &mut [u8], check: Check) -> Result<usize> {
-        let deadline = Deadline::new(self.timeout);
+        let mut deadline = Deadline::new(self.timeout);
         let what = "to send the rest of its reply";
         loop {
             if let Some(tls) = &mut self.tls {
@@ -148,6 +166,7 @@ impl BlockingIo {
                             tls.write_tls(&mut self.tcp)
                                 .map_err(|e| map_io(e, &self.host, "writing"))?;
                         }
+                        deadline.tick(check, what)?;
                         continue;
                     }
                     Err(e) if is_wait(&e) => {}
@@ -211,7 +230,7 @@ impl BlockingIo {
             source,
             host: self.host.clone(),
         })?;
-        let deadline = Deadline::new(self.timeout);
+        let mut deadline = Deadline::new(self.timeout);
         let what = "to complete the TLS handshake";
         while tls.is_handshaking() || tls.wants_write() {
             let io = if tls.wants_write() {
@@ -234,7 +253,7 @@ impl BlockingIo {
                 }
             };
             match io {
-                Ok(_) => {}
+                Ok(_) => deadline.tick(check, what)?,
                 Err(e) if is_wait(&e) => {
                     check()?;
                     deadline.check(what)?;

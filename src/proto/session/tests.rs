@@ -1160,11 +1160,11 @@ fn batch_dropped_mid_reply() {
     }
 }
 
-/// A dropped batch's replies are discarded unread, so they are not held to `max_response`.
+/// A dropped batch's replies are discarded unread, so they are not held to `max_response_size`.
 #[test]
 fn dropped_batch_replies_are_not_collected() {
     let limits = Limits {
-        max_response: 100,
+        max_response_size: 100,
         ..Limits::default()
     };
     let mut wire = Wire::new(Split::Random(2));
@@ -2091,7 +2091,7 @@ fn status_line_too_long() {
 #[test]
 fn data_line_too_long() {
     let limits = Limits {
-        max_data_line: 16,
+        max_line_length: 16,
         ..Limits::default()
     };
     let mut wire = Wire::new(Split::Random(12));
@@ -2117,7 +2117,7 @@ fn data_line_too_long() {
     ));
 }
 
-/// `max_response` bounds octets plus `LINE_COST` per line for `Lines`, octets alone for `Bytes`.
+/// `max_response_size` bounds octets plus `LINE_COST` per line for `Lines`, octets alone for `Bytes`.
 #[test]
 fn response_too_large_counts_line_cost() {
     let body: Vec<&[u8]> = vec![b"0123456789"; 10];
@@ -2129,7 +2129,7 @@ fn response_too_large_counts_line_cost() {
             let mut session = greeted_with(
                 &mut wire,
                 Limits {
-                    max_response: max,
+                    max_response_size: max,
                     ..Limits::default()
                 },
             );
@@ -2154,21 +2154,21 @@ fn response_too_large_counts_line_cost() {
 /// A LIST of many short lines is bounded by what its lines cost, not by its wire size.
 #[test]
 fn listing_of_many_short_lines_is_bounded() {
-    let max_response = 100 * 1024;
-    let count = max_response / (LINE_COST + 5) + 1;
+    let max_response_size = 100 * 1024;
+    let count = max_response_size / (LINE_COST + 5) + 1;
     let listing: Vec<Vec<u8>> = (0..count)
         .map(|i| format!("{} 1", i % 10).into_bytes())
         .collect();
     let wire_size: usize = listing.iter().map(|l| l.len() + 2).sum();
     assert!(
-        wire_size < max_response / 10,
+        wire_size < max_response_size / 10,
         "the wire size alone would pass"
     );
     let mut wire = Wire::new(Split::Whole);
     let mut session = greeted_with(
         &mut wire,
         Limits {
-            max_response,
+            max_response_size,
             ..Limits::default()
         },
     );
@@ -2180,7 +2180,7 @@ fn listing_of_many_short_lines_is_bounded() {
         wire.run(&mut session, cmd(b"LIST", Expect::Lines))
             .unwrap_err(),
         ProtoError::ResponseTooLarge {
-            limit: max_response
+            limit: max_response_size
         }
     );
     // The same through messages().
@@ -2188,7 +2188,7 @@ fn listing_of_many_short_lines_is_bounded() {
     let mut session = greeted_with(
         &mut wire,
         Limits {
-            max_response,
+            max_response_size,
             ..Limits::default()
         },
     );
@@ -2200,14 +2200,14 @@ fn listing_of_many_short_lines_is_bounded() {
     assert_eq!(
         messages(&mut wire, &mut session),
         Err(ProtoError::ResponseTooLarge {
-            limit: max_response
+            limit: max_response_size
         })
     );
 }
 
 #[test]
 fn capa_has_its_own_small_cap() {
-    // With the default (huge) max_response, CAPA is still held to MAX_CAPA.
+    // With the default (huge) max_response_size, CAPA is still held to MAX_CAPA.
     // Each "TOP" line: 5 octets with its CRLF, plus LINE_COST.
     let per_line = 5 + LINE_COST;
     let fits = MAX_CAPA / per_line;
@@ -2240,4 +2240,25 @@ fn capa_has_its_own_small_cap() {
             }
         }
     }
+}
+
+#[test]
+fn a_secret_the_server_echoes_is_masked_in_the_trace() {
+    let mut wire = Wire::new(Split::Whole);
+    let mut session = greeted(&mut wire);
+    session.set_trace(true);
+    wire.serve(b"+OK\r\n-ERR wrong password Sup3rS3cret!\r\n");
+    wire.command(&mut session, b"USER me", Expect::Status);
+    wire.command(&mut session, b"PASS Sup3rS3cret!", Expect::Status);
+    let trace = session.take_trace();
+    assert!(
+        trace
+            .iter()
+            .all(|(_, line)| memchr::memmem::find(line, b"Sup3rS3cret").is_none()),
+        "{trace:?}"
+    );
+    assert!(
+        trace.contains(&(false, b"-ERR wrong password ****".to_vec())),
+        "{trace:?}"
+    );
 }
