@@ -292,6 +292,7 @@ impl Connection {
                 convert,
                 login,
                 shared,
+                early: None,
             };
             return PyJob {
                 state: Mutex::new(Some(state)),
@@ -577,6 +578,8 @@ struct JobState {
     convert: Convert,
     login: bool,
     shared: Arc<Shared>,
+    /// The lines of a large body already made Python objects, while waiting for more bytes.
+    early: Option<Py<PyList>>,
 }
 
 /// What `Job.step()` asks of Python.
@@ -602,12 +605,25 @@ impl PyJob {
             convert,
             login,
             core,
+            early,
             ..
         } = state;
         drop(core);
-        match result {
-            Ok(done) => convert(py, done, login),
-            Err(err) => Err(err.into()),
+        match (result, early) {
+            (
+                Ok(Done::Reply(Ok(Reply::Lines {
+                    status,
+                    lines,
+                    octets,
+                }))),
+                Some(early),
+            ) => {
+                let early = early.into_bound(py);
+                extend(&early, lines.into_segments())?;
+                (PyBytes::new(py, &status), early, octets).into_py_any(py)
+            }
+            (Ok(done), _) => convert(py, done, login),
+            (Err(err), _) => Err(err.into()),
         }
     }
 }
@@ -624,7 +640,9 @@ impl PyJob {
             ))
             .into());
         };
-        let JobState { core, job, .. } = &mut state;
+        let JobState {
+            core, job, early, ..
+        } = &mut state;
         match core.session.step(job) {
             Ok(crate::proto::session::Step::Write) => {
                 let data = PyBytes::new(py, core.session.outgoing())
@@ -635,6 +653,16 @@ impl PyJob {
                 Ok((WRITE, data))
             }
             Ok(crate::proto::session::Step::Read) => {
+                // Convert what is complete now, while the next bytes are on their way, as the
+                // blocking driver does.
+                let segments = core.session.take_segments(job);
+                if !segments.is_empty() {
+                    let list = early.get_or_insert_with(|| PyList::empty(py).unbind());
+                    if let Err(err) = extend(list.bind(py), segments) {
+                        drop(slot);
+                        return Err(err);
+                    }
+                }
                 *slot = Some(state);
                 Ok((READ, py.None()))
             }
