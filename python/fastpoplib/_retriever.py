@@ -326,6 +326,7 @@ class _Step:
 async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncIterator[Any]:
     """A logged-in connection; closed at once (no QUIT) if the block raises."""
     step.now = "connecting"
+    connecting: Any
     if acct.tls == "implicit":
         connecting = _aio.AsyncPOP3_SSL.connect(acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile)
     else:
@@ -335,7 +336,7 @@ async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncI
             step.now = "starting TLS"
             await pop.stls(cafile=acct.cafile)
         step.now = "logging in"
-        await pop.login(acct.user, allow_insecure=acct.insecure, **secret)
+        await pop.login(acct.user, secret.get("password"), oauth2_token=secret.get("oauth2_token"), allow_insecure=acct.insecure)
         yield pop
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 from . import _core
 
@@ -33,10 +33,10 @@ def settings(
     roots + the system store); ``cafile``/``cadata`` replace them; ``certfile``/``keyfile``
     select a client certificate."""
     global _default
-    client_cert = None
+    client_cert: Optional[Tuple[bytes, bytes]] = None
     if certfile is not None:
         chain = _read(certfile) or b""
-        client_cert = (chain, _read(keyfile) if keyfile is not None else chain)
+        client_cert = (chain, (_read(keyfile) or b"") if keyfile is not None else chain)
     elif keyfile is not None:
         raise ValueError("keyfile given without certfile")
     pem = (_read(cafile) or b"") + (cadata.encode("ascii") if isinstance(cadata, str) else cadata or b"")

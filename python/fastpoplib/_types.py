@@ -13,8 +13,8 @@ LongResponse = Tuple[bytes, List[bytes], int]
 class SupportsWriteBytes(Protocol):
     """A binary file-like destination for :meth:`POP3.retr_to`: anything with ``write(bytes)``."""
 
-    def write(self, __data: bytes) -> object:
-        """Write ``__data`` (a chunk of the message)."""
+    def write(self, data: bytes, /) -> object:
+        """Write ``data`` (a chunk of the message)."""
 
 
 class SocketLike(Protocol):
@@ -24,7 +24,7 @@ class SocketLike(Protocol):
     def gettimeout(self) -> Optional[float]:
         """The timeout in seconds (None: none)."""
 
-    def settimeout(self, __value: Optional[float]) -> None:
+    def settimeout(self, value: Optional[float], /) -> None:
         """Set the timeout in seconds (None: none)."""
 
     def fileno(self) -> int:
@@ -36,7 +36,7 @@ class SocketLike(Protocol):
     def getsockname(self) -> Any:
         """The local address."""
 
-    def shutdown(self, __how: int) -> None:
+    def shutdown(self, how: int, /) -> None:
         """Shut the connection down (interrupts a call in progress)."""
 
     def close(self) -> None:

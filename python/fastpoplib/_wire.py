@@ -114,9 +114,11 @@ class SocketDriver:
                 pass  # closing anyway
 
     def tls_info(self) -> Optional[tuple]:
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.cipher() is not None:
-            return self.sock.version(), self.sock.cipher()[0]
-        return None
+        sock = self.sock
+        cipher = sock.cipher() if isinstance(sock, ssl.SSLSocket) else None
+        if cipher is None or not isinstance(sock, ssl.SSLSocket):
+            return None
+        return sock.version(), cipher[0]
 
 
 class StreamDriver:
