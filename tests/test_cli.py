@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
-
-ENV = dict(os.environ, POP_PW="password")
+from test_retriever_faults import ENV, account
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -27,22 +24,6 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         timeout=timeout,
         check=False,
     )
-
-
-def account(srv: Any) -> list[str]:
-    return [
-        "--host",
-        srv.host,
-        "--port",
-        str(srv.port),
-        "--user",
-        "user",
-        "--tls",
-        "none",
-        "--insecure",
-        "--password-env",
-        "POP_PW",
-    ]
 
 
 def stored(maildir: Path) -> list[bytes]:

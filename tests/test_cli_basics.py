@@ -16,7 +16,7 @@ from pathlib import Path
 import fastpoplib
 from fastpoplib.cli import build_parser
 from fastpoplib.testing import POP3TestServer, sample_mailbox
-from test_retriever_faults import cli, maildir_messages, no_traceback
+from test_retriever_faults import account, cli, maildir_messages, no_traceback
 
 
 def test_version() -> None:
@@ -50,20 +50,7 @@ def test_verbose_logs_without_secrets(tmp_path: Path) -> None:
     secret = "s3cret-pw"
     env = dict(os.environ, POP_PW=secret)
     with POP3TestServer(mailbox=sample_mailbox(2), users={"user": secret}, stls=False) as srv:
-        base = [
-            "fetch",
-            "--host",
-            srv.host,
-            "--port",
-            str(srv.port),
-            "--user",
-            "user",
-            "--tls",
-            "none",
-            "--insecure",
-            "--password-env",
-            "POP_PW",
-        ]
+        base = ["fetch", *account(srv)]
         argvs = {"-v": ["-v", *base], "-vv": ["-vv", *base], "fetch -v": [*base, "-v"]}
         runs = {
             name: subprocess.run(
