@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs Dovecot's POP3 server from Debian packages when missing. Idempotent: with the packages
-# present it changes nothing (a Dovecot you run yourself is left alone). The tests start private,
+# Installs Dovecot (POP3; IMAP and LMTP as the retriever's destinations) from Debian packages
+# when missing. Idempotent: with the packages present it changes nothing (a Dovecot you run yourself is left alone). The tests start private,
 # unprivileged instances from generated configs on high loopback ports, so the distro service
 # this installs must not keep running: nothing may be left listening on 110/995.
 set -euo pipefail
 
-PACKAGES=(dovecot-core dovecot-pop3d)
+PACKAGES=(dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
