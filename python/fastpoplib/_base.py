@@ -439,8 +439,11 @@ class POP3Base:
         progress: Optional[Callable[[int, Optional[int]], object]] = None,
         chunk_size: int = _flows.CHUNK_SIZE,
     ) -> int:
-        """RETR (RFC 1939 §5), streamed into ``dest`` (a path, created or truncated and closed
-        here, or a binary file object left open) without holding the message in memory.
+        """RETR (RFC 1939 §5), streamed into ``dest`` without holding the message in memory.
+        ``dest`` is a binary file object (left open), or a path: a regular file is written to
+        a temporary file beside it and renamed into place once complete (a symlink keeps
+        pointing to it), so a failure leaves the path as it was; a FIFO or device is written
+        as is and never removed.
         ``progress(done, total)`` is called after each chunk with the bytes written so far
         and the size LIST gives (``LIST which`` is sent first, only when ``progress`` is
         given), e.g. ``lambda done, total: bar.update(done - bar.n)`` for tqdm. Returns the
