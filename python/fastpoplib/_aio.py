@@ -323,11 +323,11 @@ class AsyncPOP3(POP3Base):
                 runner.send(result)
         return runner.value
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> AsyncIterator[Any]:
-        return _Batch(self, numbers, lines, kind)
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> AsyncIterator[Any]:
+        return _Batch(self, numbers, lines, kind, keep_errors)
 
-    async def _collect(self, items: AsyncIterator[Any]) -> List[Any]:
-        return [reply async for _, reply in items]
+    async def _collect(self, items: AsyncIterator[Any], finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
+        return finish([item async for item in items])
 
     async def _stream(self, line: bytes, chunk_size: int) -> AsyncIterator[bytes]:
         _, stream = await self._call("open_stream", line)

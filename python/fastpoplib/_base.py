@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Typ
 
 from . import _flows, _login, _trace
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
-from .exceptions import LocalProtocolError, ServerError
+from .exceptions import DeleteError, LocalProtocolError, ServerError
 
 #: A message number as the commands take it: an ``int``, or its decimal ``str`` (the
 #: argument is formatted into the command line, as poplib does).
@@ -63,8 +63,10 @@ class BatchReplies:
     when this object goes away (``break``, an exception, the end), the session drops what
     is still in flight. Subclasses add ``__next__`` or ``__anext__``."""
 
-    def __init__(self, client: Any, numbers: List[Any], lines: List[bytes], kind: int) -> None:
+    def __init__(self, client: Any, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> None:
         self._client = client
+        # Hand out a -ERR as the item's reply and go on, rather than raise and stop.
+        self._keep_errors = keep_errors
         self._numbers = numbers
         self._conn = client._check_open()
         self._id = self._conn.batch(lines, kind)
@@ -75,7 +77,7 @@ class BatchReplies:
             self._finish()
             return None
         index, reply = item
-        if isinstance(reply, ServerError):
+        if isinstance(reply, ServerError) and not self._keep_errors:
             self._finish()
             raise reply
         return self._numbers[index], reply
@@ -93,6 +95,14 @@ class BatchReplies:
         # `__init__` may have failed before the batch existed (a bad argument).
         if hasattr(self, "_done"):
             self._finish()
+
+
+def _deletions(items: List[Tuple[Any, Any]]) -> List[bytes]:
+    """``dele_many``'s result: the ``+OK`` lines, or DeleteError naming what is marked."""
+    refused = [(n, reply) for n, reply in items if isinstance(reply, ServerError)]
+    if refused:
+        raise DeleteError([n for n, reply in items if not isinstance(reply, ServerError)], refused)
+    return [reply for _, reply in items]
 
 
 def resolve_timeout(timeout: Any) -> Optional[float]:
@@ -153,12 +163,12 @@ class POP3Base:
         """Operation ``name`` of the Rust connection: its result (blocking) or an awaitable."""
         raise NotImplementedError
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> Any:
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> Any:
         """A :class:`BatchReplies` iterator (sync or async) over ``lines`` sent as a batch."""
         raise NotImplementedError
 
-    def _collect(self, items: Any) -> Any:
-        """The replies of a batch as a list (or an awaitable of it)."""
+    def _collect(self, items: Any, finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
+        """``finish([(number, reply)])`` over a whole batch (or an awaitable of it)."""
         raise NotImplementedError
 
     def _stream(self, line: bytes, chunk_size: int) -> Any:
@@ -411,10 +421,13 @@ class POP3Base:
 
     def dele_many(self, which: Iterable[Which]) -> List[bytes]:
         """DELE (RFC 1939 §5) each message, pipelined like :meth:`retr_many`; returns the
-        ``+OK`` lines in order. A ``-ERR`` raises ServerError (the deletions marked before it
-        stand until QUIT or RSET, RFC 1939 §6)."""
+        ``+OK`` lines in order. Every DELE is sent whatever the replies, pipelined or not; if
+        the server refuses any, DeleteError (a ServerError) says which messages are marked
+        deleted anyway (``deleted``, removed at QUIT) and which were refused (``refused``):
+        :meth:`rset` unmarks them all."""
         numbers = [*which]
-        return self._collect(self._batch(numbers, [self._line(f"DELE {n}") for n in numbers], STATUS))
+        lines = [self._line(f"DELE {n}") for n in numbers]
+        return self._collect(self._batch(numbers, lines, STATUS, keep_errors=True), _deletions)
 
     def retr_bytes(self, which: Which) -> bytes:
         """RETR (RFC 1939 §5): the message as one ``bytes``, dot-unstuffed, lines ending in

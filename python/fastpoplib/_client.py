@@ -9,7 +9,7 @@ import ssl
 import sys
 import warnings
 from types import TracebackType
-from typing import Any, Iterator, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Type, TypeVar, Union
 
 from . import _core, _flows, _tls, _trace, _wire
 from ._base import (
@@ -231,11 +231,11 @@ class POP3(POP3Base):
                 runner.send(result)
         return runner.value
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> Iterator[Any]:
-        return _Batch(self, numbers, lines, kind)
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> Iterator[Any]:
+        return _Batch(self, numbers, lines, kind, keep_errors)
 
-    def _collect(self, items: Iterator[Any]) -> List[Any]:
-        return [reply for _, reply in items]
+    def _collect(self, items: Iterator[Any], finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
+        return finish(list(items))
 
     def _stream(self, line: bytes, chunk_size: int) -> Iterator[bytes]:
         _, stream = self._call("open_stream", line)
