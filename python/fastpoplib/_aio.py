@@ -277,7 +277,7 @@ class AsyncPOP3(POP3Base):
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(
-                        self.host, self.port, ssl=self._ssl_context, server_hostname=self.host, local_addr=self._options["source_address"]
+                        self.host, self.port, ssl=self._ssl_context, server_hostname=self.host, local_addr=_local_addr(self._options["source_address"])
                     ),
                     self.timeout,
                 )
@@ -441,6 +441,15 @@ class AsyncPOP3(POP3Base):
         else:
             # A cancelled or failed block may have left a reply half-read: do not wait on it.
             self._abort()
+
+
+def _local_addr(source: Optional[Tuple[str, int]]) -> Optional[Tuple[Optional[str], int]]:
+    """``source_address`` as the event loop takes it: ``""`` (any address, to
+    ``socket.create_connection``) is ``None`` to ``loop.create_connection``."""
+    if source is None:
+        return None
+    host, port = source
+    return (host or None, port)
 
 
 def _coroutine(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
