@@ -18,6 +18,7 @@ async context manager::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import functools
 import os
@@ -300,6 +301,7 @@ class AsyncPOP3(POP3Base):
 
     async def _call(self, name: str, *args: Any) -> Any:
         conn = self._check_open()
+        self._bridge.check()
         self._before(conn)
         try:
             if self._driver is not None:
@@ -358,7 +360,13 @@ class AsyncPOP3(POP3Base):
         driver, self._driver = self._driver, None
         if conn is not None:
             _trace.event(logging.INFO, self._label, "closed")
-        if conn is not None and driver is None:
+        if conn is not None and not self._bridge.owns_running_loop():
+            # Its loop is gone or elsewhere: close at once, awaiting nothing of that loop.
+            conn.abort()
+            if driver is not None:
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    driver.writer.transport.abort()
+        elif conn is not None and driver is None:
             await self._bridge.call(conn.close)
         elif conn is not None:
             # A call in progress holds the session (`state` is None), or an error already
