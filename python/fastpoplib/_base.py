@@ -15,7 +15,7 @@ import sys
 from email.message import EmailMessage
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union, overload
 
-from . import _flows, _login, _trace
+from . import _flows, _fork, _login, _trace
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
 from .exceptions import DeleteError, LocalProtocolError, ServerError
 
@@ -197,6 +197,7 @@ class POP3Base:
             # Always on: audit hooks see every line sent, whether or not anyone debugs.
             conn.set_trace(True)
             self._tracing = True
+            _fork.track(self)  # once per connection: its first call
 
     def _after(self) -> None:
         if self._conn is not None:

@@ -1135,6 +1135,18 @@ impl Connection {
         self.close(py, None, 0).map(drop)
     }
 
+    /// In a forked child, before Python swaps the inherited descriptor for one on
+    /// `os.devnull` (`python/fastpoplib/_fork.py`): the session is closed for good, and the
+    /// second handle kept to interrupt reads is closed, never shut down (a shutdown would end
+    /// the parent's connection).
+    fn disown(&self) {
+        let mut status = self.shared.status();
+        status.shutdown = None;
+        status.task = None;
+        status.info.fd = -1;
+        status.closed = Some("this connection was inherited from the parent process (os.fork()), which still uses it; open a new connection in the child".into());
+    }
+
     #[getter]
     fn get_timeout(&self) -> Option<f64> {
         self.shared.status().timeout.map(|d| d.as_secs_f64())

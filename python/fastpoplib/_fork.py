@@ -1,0 +1,63 @@
+"""``os.fork()`` with connections open: the child disowns every connection it inherited.
+
+The parent goes on using its connections, so the child must never write to them, shut them
+down or QUIT, whichever way it later drops them (``close()``, the end of a ``with`` block,
+``aclose()``, garbage collection, asyncio's own clean-up of a stream). Right after the fork,
+each inherited socket descriptor is replaced, in the child only, by one on ``os.devnull``
+(``dup2``): the child's copy of the socket is closed at once, and whatever runs later on that
+descriptor number (a TLS close_notify, a shutdown, an epoll deregistration) reaches nothing
+of the parent's. The session is marked closed, so a command in the child raises
+ConnectionClosedError saying why."""
+
+from __future__ import annotations
+
+import os
+import socket
+import weakref
+from typing import Any, List
+
+_clients: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def track(client: Any) -> None:
+    """Remember ``client`` (a POP3 or AsyncPOP3) for the child of a later fork."""
+    _clients.add(client)
+
+
+def _descriptors(client: Any) -> List[int]:
+    """Every descriptor of the client's socket: the Rust-owned one, a socket Python drives
+    (``context=``, or one a poplib subclass brought), an asyncio stream's."""
+    fds = []
+    conn = client._conn
+    if conn is not None:
+        fds.append(conn.fileno())
+    sock = client.__dict__.get("sock")
+    if isinstance(sock, socket.socket):
+        fds.append(sock.fileno())
+    writer = getattr(client._driver, "writer", None)
+    if writer is not None:
+        raw = writer.get_extra_info("socket")
+        if raw is not None:
+            fds.append(raw.fileno())
+    return [fd for fd in fds if fd >= 0]
+
+
+def _disown_inherited() -> None:
+    clients = list(_clients)
+    _clients.clear()
+    if not clients:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for client in clients:
+            fds = _descriptors(client)
+            if client._conn is not None:
+                client._conn.disown()
+            for fd in fds:
+                os.dup2(devnull, fd, inheritable=False)
+    finally:
+        os.close(devnull)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_inherited)
