@@ -660,6 +660,9 @@ class _Connection:
         self.deleted: Set[int] = set()
         self.stls_extra = b""
         self.done = False
+        # Held while `sock` is replaced by its TLS wrapper, which takes over the descriptor:
+        # abort() must shut down whichever object owns it at that moment.
+        self._swap = threading.Lock()
 
     # -- I/O
 
@@ -681,10 +684,12 @@ class _Connection:
 
     def abort(self) -> None:
         """Wake the session thread from any blocking call (from another thread)."""
+        with self._swap:
+            sock = self.sock
         try:
             # socket.socket's own shutdown: SSLSocket.shutdown would tear down TLS state
             # that the session thread may be using at this very moment.
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -728,7 +733,10 @@ class _Connection:
 
     def _start_tls(self) -> None:
         assert self.server._tls_context is not None
-        self.sock = self.server._tls_context.wrap_socket(self.sock, server_side=True)
+        with self._swap:
+            self.sock = self.server._tls_context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
+        # Outside the lock: a client silent in the handshake is woken by abort().
+        self.sock.do_handshake()
         self.reader = _LineReader(self.sock)
         self.session.tls = True
 
