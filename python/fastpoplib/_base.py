@@ -15,7 +15,7 @@ import sys
 from email.message import EmailMessage
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union, overload
 
-from . import _flows, _fork, _login, _trace
+from . import _flows, _fork, _login, _secrets, _trace
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
 from .exceptions import DeleteError, LocalProtocolError, ServerError
 
@@ -137,6 +137,8 @@ class POP3Base:
     timeout: Optional[float] = None
     capabilities: Optional[Capabilities] = None
     auth_mechanism: Optional[str] = None
+    # The secrets a flow in progress sent (``_secrets.hidden``), masked in what is shown.
+    _secrets: Tuple[bytes, ...] = ()
 
     def __init__(self, host: str, port: int) -> None:
         if not isinstance(host, str) or not host:
@@ -261,10 +263,11 @@ class POP3Base:
         return self._run(_flows.short(self._line(f"USER {user}"), login=True))
 
     def pass_(self, pswd: str) -> bytes:
-        """PASS (RFC 1939 §7): send the password (masked in debug output and logs); returns
+        """PASS (RFC 1939 §7): send the password (masked in debug output, logs and errors,
+        also where the server echoes it); returns
         the ``+OK`` line, after which the session is in the TRANSACTION state. Raises
         AuthenticationError on ``-ERR`` (InUseError when the maildrop is locked)."""
-        return self._run(_flows.short(self._line(f"PASS {pswd}"), login=True))
+        return self._run(_secrets.hidden(self, pswd, _flows.short(self._line(f"PASS {pswd}"), login=True)))
 
     def apop(self, user: str, password: str) -> bytes:
         """APOP (RFC 1939 §7): log in with the MD5 digest of the greeting's timestamp and

@@ -14,7 +14,7 @@ import binascii
 import logging
 from typing import Any, Callable, List, Optional, Tuple, Union
 
-from . import _core, _flows, _sasl, _trace
+from . import _core, _flows, _sasl, _secrets, _trace
 from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError
 
 AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
@@ -124,22 +124,6 @@ def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = Tru
         raise AuthenticationError(f"{exc}; connection closed".encode()) from None
 
 
-def _redact(text: bytes, secret: str) -> bytes:
-    """The server's reply with the secret masked, also where it echoes it in base64 (a SASL
-    PLAIN response sent back, say)."""
-    if not secret:
-        return text
-    raw = secret.encode("utf-8")
-    words = text.replace(raw, b"****").split(b" ")
-    for i, word in enumerate(words):
-        try:
-            if raw in base64.b64decode(word, validate=True):
-                words[i] = b"****"
-        except (binascii.Error, ValueError):
-            pass  # not base64: nothing hidden in it
-    return b" ".join(words)
-
-
 class _PasswordRefused(Exception):
     """The server refused the password itself (sent by PLAIN, LOGIN or PASS): every other
     method would be refused too, and each further failure costs time (Dovecot delays the next
@@ -179,11 +163,23 @@ def login(
     """Tries each method both sides support, strongest first, until one succeeds; sets
     ``client.auth_mechanism`` to it. Stops at the first reply that is not a refusal of the
     credentials, when the password itself was refused, and whenever the server fails to
-    prove itself (SCRAM)."""
+    prove itself (SCRAM). The secret is masked in what the server echoes."""
     if (password is None) == (oauth2_token is None):
         raise ValueError("give exactly one of password and oauth2_token")
-    oauth2 = oauth2_token is not None
     secret = oauth2_token if oauth2_token is not None else password or ""
+    flow = _methods(client, user, secret, oauth2_token is not None, mechanisms, allow_insecure, allow_apop)
+    return (yield from _secrets.hidden(client, secret, flow))
+
+
+def _methods(
+    client: Any,
+    user: str,
+    secret: str,
+    oauth2: bool,
+    mechanisms: Optional[List[str]],
+    allow_insecure: bool,
+    allow_apop: bool,
+) -> _flows.Flow:
     wanted = _sasl.check_wanted(mechanisms, oauth2)
     if not client._tls_established and not allow_insecure:
         what = "an OAuth2 token" if oauth2 else "a password"
@@ -212,7 +208,7 @@ def login(
         # would fail the same way, or count as one more login attempt.
         except (AuthenticationError, _PasswordRefused) as exc:
             refusal = exc.error if isinstance(exc, _PasswordRefused) else exc
-            last = _redact(refusal.response, secret)
+            last = _secrets.redact(refusal.response, [secret.encode("utf-8")])
             tried.append((method, _sasl.printable(last)))
             details = refusal.details if refusal.details is not None else details
             if isinstance(exc, _PasswordRefused):
