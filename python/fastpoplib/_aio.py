@@ -46,7 +46,7 @@ from typing import (
     overload,
 )
 
-from . import _bridge, _core, _flows, _login, _tls, _trace, _wire
+from . import _bridge, _core, _flows, _idna, _login, _tls, _trace, _wire
 from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, STATUS, BatchReplies, N, POP3Base, Which, resolve_timeout
 from ._tls import StrPath
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
@@ -270,7 +270,8 @@ class AsyncPOP3(POP3Base):
         self._bridge = _bridge.current()
         sys.audit("poplib.connect", self, self.host, self.port)
         if self._ssl_context is None:
-            self._conn = await self._bridge.call(_core.Connection.connect, self.host, self.port, max_status_line=self._maxline, **self._options)
+            host = _idna.ascii_host(self.host)
+            self._conn = await self._bridge.call(_core.Connection.connect, host, self.port, max_status_line=self._maxline, **self._options)
             self._tls_established = self._options["tls"] is not None
         else:
             limits = {k: self._options[k] for k in ("max_line_length", "max_response_size")}

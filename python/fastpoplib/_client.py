@@ -11,7 +11,7 @@ import warnings
 from types import TracebackType
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Type, TypeVar, Union
 
-from . import _core, _flows, _tls, _trace, _wire
+from . import _core, _flows, _idna, _tls, _trace, _wire
 from ._base import (
     LINES,
     MAX_LINE_LENGTH,
@@ -158,7 +158,7 @@ class POP3(POP3Base):
         sys.audit("poplib.connect", self, host, port)
         if context is None:
             self._conn = _core.Connection.connect(
-                None, 0, host, port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits
+                None, 0, _idna.ascii_host(host), port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits
             )
             self.sock = _SocketView(self._conn)
             self.file = _FileView(self._conn)
