@@ -3,12 +3,16 @@ marked deleted, rset() undoes them, and QUIT removes only those."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
 import fastpoplib
 from clients import FAST_KINDS, logged_in
+from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
@@ -50,3 +54,23 @@ def test_all_accepted_returns_the_replies(kind: str, pop3_server: Any) -> None:
     p = logged_in(kind, pop3_server.host, pop3_server.port)
     assert p.dele_many([1, 2]) == [b"+OK message 1 deleted", b"+OK message 2 deleted"]
     p.quit()
+
+
+def test_fetch_delete_counts_and_forgets_only_what_was_deleted(tmp_path: Any) -> None:
+    """`fastpoplib fetch --delete` where the server refuses one DELE: the others count as
+    deleted at once, the refused one stays on the server and goes on the next run."""
+    md = tmp_path / "md"
+    fault = Fault.reply(b"-ERR [SYS/TEMP] message 2 is locked\r\n", on="DELE", skip=1)
+    env = dict(os.environ, POP_PW="password")
+    with POP3TestServer(mailbox=sample_mailbox(5), stls=False, faults=[fault]) as srv:
+        args = [sys.executable, "-m", "fastpoplib", "fetch", "--host", srv.host, "--port", str(srv.port), "--user", "user",
+                "--tls", "none", "--insecure", "--password-env", "POP_PW", "--maildir", str(md), "--delete"]
+        first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert "5 new message(s)" in first.stdout and "4 deleted" in first.stdout, first.stdout + first.stderr
+        assert "refused DELE for message(s) 2" in first.stderr
+        assert len(srv.mailbox) == 1
+        second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert second.returncode == 0, second.stderr
+        assert "0 new message(s)" in second.stdout and "1 deleted" in second.stdout, second.stdout
+        assert len(srv.mailbox) == 0
+    assert len(list((md / "new").iterdir())) == 5

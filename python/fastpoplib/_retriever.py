@@ -34,6 +34,7 @@ from .exceptions import (
     AuthenticationError,
     CertificateVerificationError,
     ConnectionClosedError,
+    DeleteError,
     InUseError,
     LoginDelayError,
     POP3ConnectionError,
@@ -441,16 +442,17 @@ class _Fetch:
                 return self.broken(exc)
             await self.save()
             to_delete += [m.number for m in msgs if m.key is not None and m.key in self.state.keys]
-            dele_refused = False
+            gone = set(to_delete)
             if acct.delete and to_delete:
                 self.step.now = "deleting messages on the server"
                 try:
-                    await pop.dele_many(sorted(set(to_delete)))
-                except ServerError as exc:
-                    dele_refused = True  # which DELEs succeeded is unknown: count and forget none
+                    await pop.dele_many(sorted(gone))
+                except DeleteError as exc:
+                    gone = set(exc.deleted)  # exactly the DELEs the server accepted
+                    refused = ", ".join(str(n) for n, _ in exc.refused)
                     report.problems.append(
-                        f"the server refused DELE: {show_bytes(exc.response)}; some messages were not deleted,"
-                        " the next run tries again"
+                        f"the server refused DELE for message(s) {refused}: {show_bytes(exc.response)};"
+                        " they stay on the server, the next run tries again"
                     )
             self.step.now = "quitting (QUIT)"
             try:
@@ -462,9 +464,8 @@ class _Fetch:
                     " the next run deletes those messages"
                 )
                 return False
-            if acct.delete and not dele_refused:
-                report.deleted += len(set(to_delete))
-                gone = set(to_delete)
+            if acct.delete:
+                report.deleted += len(gone)
                 # Keep records of what the server still has only: the state stays small, and a
                 # UID the server later reuses is not taken for the deleted message.
                 kept = {m.key for m in msgs if m.key in self.state.keys and m.number not in gone}
