@@ -152,3 +152,28 @@ def test_another_threads_loop_raises_at_once(opened_elsewhere: Callable[[], Any]
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.mark.parametrize("path", ["plain", "context"])
+def test_aclose_from_another_loop_closes_the_connection(path: str, pop3_server_factory: Any) -> None:
+    """aclose() from a loop that is not the connection's closes it at once (its own loop, in
+    another thread, aborts the stream): the server sees the connection end."""
+    if path == "context":
+        pytest.importorskip("trustme")
+        srv = pop3_server_factory(tls="implicit")
+        connecting = fastpoplib.AsyncPOP3_SSL.connect(srv.host, srv.port, 2, context=srv.client_context())
+    else:
+        srv = pop3_server_factory()
+        connecting = fastpoplib.AsyncPOP3.connect(srv.host, srv.port, 2)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        pop = asyncio.run_coroutine_threadsafe(opened(connecting), loop).result(10)
+        asyncio.run(asyncio.wait_for(pop.aclose(), 5))
+        assert srv.wait_for_sessions(1)[0].wait_closed(5)
+        assert srv.sessions[0].quit_received is False
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

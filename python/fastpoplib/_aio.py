@@ -364,9 +364,11 @@ class AsyncPOP3(POP3Base):
         if conn is not None and not self._bridge.owns_running_loop():
             # Its loop is gone or elsewhere: close at once, awaiting nothing of that loop.
             conn.abort()
-            if driver is not None:
-                with contextlib.suppress(RuntimeError):  # that loop is closed
-                    driver.writer.transport.abort()
+            owner = self._bridge.loop
+            if driver is not None and owner is not None and not owner.is_closed():
+                # Transports are not thread-safe: their own loop aborts it.
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    owner.call_soon_threadsafe(driver.writer.transport.abort)
         elif conn is not None and driver is None:
             await self._bridge.call(conn.close)
         elif conn is not None:

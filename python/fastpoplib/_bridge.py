@@ -39,6 +39,11 @@ class Bridge:
                 target=_wake, args=(self._reactor, weakref.ref(self), self._loop), name="fastpoplib-asyncio-waker", daemon=True
             ).start()
 
+    @property
+    def loop(self) -> "asyncio.AbstractEventLoop | None":
+        """This bridge's event loop, or None once it is gone."""
+        return self._loop()
+
     def owns_running_loop(self) -> bool:
         """Whether the running event loop (if any) is this bridge's."""
         try:

@@ -5,7 +5,8 @@ created beside it with ``O_EXCL`` and renamed over it only once the whole messag
 written: a failure leaves the caller's file as it was and removes only the temporary file.
 A symbolic link keeps pointing where it did (its target is replaced). Anything else that
 already exists under that name (a FIFO, a device such as ``/dev/null``, a socket) is opened
-and written as it is, and never removed."""
+and written as it is, and never removed. The temporary file needs write access to the
+directory (PermissionError otherwise, the path untouched)."""
 
 from __future__ import annotations
 
