@@ -1,21 +1,23 @@
-"""How a finished tokio operation reaches asyncio, per event loop: the bridge's two wake-up
-paths side by side in one run.
+"""How a finished tokio operation reaches asyncio, side by side in one run: our reactor's
+two wake-up paths, and pyo3-async-runtimes (the maintained successor of pyo3-asyncio).
 
-- ``add_reader``: the default selector loop and uvloop watch the reactor's socket; the loop
-  thread is woken by the kernel, and tokio threads never take the GIL;
-- waker thread: loops without ``add_reader`` (ProactorEventLoop on Windows; here a selector
-  loop with ``add_reader`` removed) get a thread that waits with the GIL released and calls
-  ``call_soon_threadsafe``: one more GIL hand-over per wake-up, the cost a
-  ``call_soon_threadsafe``-per-result design (pyo3-async-runtimes' ``future_into_py``, which
-  does it from the tokio thread itself) pays on every loop.
+- reactor, ``add_reader`` (selector loops, uvloop): the tokio thread queues the result and
+  writes one byte to a socket the loop watches; it never takes the GIL, and one wake-up
+  delivers every result finished meanwhile;
+- reactor, waker thread (loops without ``add_reader``: ProactorEventLoop; here a selector
+  loop with ``add_reader`` removed): a thread waiting with the GIL released calls
+  ``call_soon_threadsafe`` once per batch of results;
+- pyo3-async-runtimes ``future_into_py``: the tokio thread itself takes the GIL and calls
+  ``call_soon_threadsafe`` for every result (rows only with ``--features bench-bridges``:
+  ``maturin develop --release --features bench-bridges``).
 
-Workloads against the shipped test server: sequential NOOPs on one connection (latency of a
-round trip through the bridge), and NOOPs on 20 connections at once (wake-ups batched while
-the loop is busy).
+Workloads: a no-op on tokio awaited 20,000 times in a row, and 20,000 at once (gather); then
+NOOPs against the shipped test server, sequential on one connection and on 20 connections at
+once (the reactor only: a real command's path).
 
-    python bench/bench_bridge.py [--runs 5] [--noops 2000]
+    python bench/bench_bridge.py [--runs 5] [--noops 2000] [--ops 20000]
 
-Prints medians and ratios against the default loop. Not a test."""
+Prints medians and ratios against the reactor on the default loop. Not a test."""
 
 from __future__ import annotations
 
@@ -31,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import fastpoplib  # noqa: E402
 from _guard import require_release_build  # noqa: E402
+from fastpoplib import _bridge, _core  # noqa: E402
 from fastpoplib.testing import POP3TestServer  # noqa: E402
+
+HAVE_ASYNC_RUNTIMES = hasattr(_core, "bench_async_runtimes")
 
 
 class NoReaderLoop(asyncio.SelectorEventLoop):
@@ -41,15 +46,15 @@ class NoReaderLoop(asyncio.SelectorEventLoop):
 
 def loops() -> Dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     found: Dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-        "selector (add_reader)": asyncio.new_event_loop,
-        "no add_reader (waker thread)": NoReaderLoop,
+        "selector": asyncio.new_event_loop,
+        "without add_reader": NoReaderLoop,
     }
     try:
         import uvloop
     except ImportError:
         print("uvloop not installed: its row is skipped")
     else:
-        found["uvloop (add_reader)"] = uvloop.new_event_loop
+        found["uvloop"] = uvloop.new_event_loop
     return found
 
 
@@ -74,6 +79,34 @@ async def concurrent(srv: POP3TestServer, noops: int, clients: int = 20) -> floa
     return time.perf_counter() - started
 
 
+async def reactor_in_a_row(ops: int) -> float:
+    bridge = _bridge.current()
+    started = time.perf_counter()
+    for _ in range(ops):
+        await bridge.call(_core.bench_reactor)
+    return time.perf_counter() - started
+
+
+async def reactor_at_once(ops: int) -> float:
+    bridge = _bridge.current()
+    started = time.perf_counter()
+    await asyncio.gather(*(bridge.call(_core.bench_reactor) for _ in range(ops)))
+    return time.perf_counter() - started
+
+
+async def async_runtimes_in_a_row(ops: int) -> float:
+    started = time.perf_counter()
+    for _ in range(ops):
+        await _core.bench_async_runtimes()
+    return time.perf_counter() - started
+
+
+async def async_runtimes_at_once(ops: int) -> float:
+    started = time.perf_counter()
+    await asyncio.gather(*(_core.bench_async_runtimes() for _ in range(ops)))
+    return time.perf_counter() - started
+
+
 def run(factory: Callable[[], asyncio.AbstractEventLoop], coro: Any) -> float:
     loop = factory()
     try:
@@ -82,27 +115,46 @@ def run(factory: Callable[[], asyncio.AbstractEventLoop], coro: Any) -> float:
         loop.close()
 
 
+def table(title: str, results: Dict[str, List[float]], count: int, base: str) -> None:
+    print(title)
+    print(f"{'':<52}{'seconds':>9}{'us/op':>8}{'ratio':>8}")
+    reference = statistics.median(results[base])
+    for name, values in results.items():
+        med = statistics.median(values)
+        print(f"{name:<52}{med:>9.3f}{med / count * 1e6:>8.1f}{med / reference:>7.2f}x")
+    print()
+
+
 def main() -> None:
     require_release_build()
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--noops", type=int, default=2000)
+    ap.add_argument("--ops", type=int, default=20000)
     args = ap.parse_args()
-    runs, noops = min(args.runs, 20), min(args.noops, 20000)
+    runs, noops, ops = min(args.runs, 20), min(args.noops, 20000), min(args.ops, 200000)
     kinds = loops()
-    results: Dict[str, Dict[str, List[float]]] = {w: {k: [] for k in kinds} for w in ("sequential", "20 connections")}
+    if not HAVE_ASYNC_RUNTIMES:
+        print("built without --features bench-bridges: the pyo3-async-runtimes rows are skipped")
+    no_op: Dict[str, Dict[str, List[float]]] = {"in a row": {}, "at once": {}}
+    pop3: Dict[str, Dict[str, List[float]]] = {"sequential": {}, "20 connections": {}}
     with POP3TestServer(allow_concurrent=True) as srv:
-        for _ in range(runs):  # alternate the loops within each run
+        for _ in range(runs):  # alternate everything within each run
             for name, factory in kinds.items():
-                results["sequential"][name].append(run(factory, sequential(srv, noops)))
-                results["20 connections"][name].append(run(factory, concurrent(srv, noops)))
-    print(f"{noops} NOOPs through the asyncio bridge, {runs} runs (median)")
-    print(f"{'workload':<16}{'loop':<30}{'seconds':>9}{'us/NOOP':>9}{'vs selector':>13}")
-    for workload, per_loop in results.items():
-        base = statistics.median(per_loop["selector (add_reader)"])
-        for name, values in per_loop.items():
-            med = statistics.median(values)
-            print(f"{workload:<16}{name:<30}{med:>9.3f}{med / noops * 1e6:>9.1f}{med / base:>12.2f}x")
+                for workload, reactor, theirs in (
+                    ("in a row", reactor_in_a_row, async_runtimes_in_a_row),
+                    ("at once", reactor_at_once, async_runtimes_at_once),
+                ):
+                    no_op[workload].setdefault(f"reactor, {name}", []).append(run(factory, reactor(ops)))
+                    if HAVE_ASYNC_RUNTIMES:
+                        no_op[workload].setdefault(f"pyo3-async-runtimes, {name}", []).append(run(factory, theirs(ops)))
+                pop3["sequential"].setdefault(name, []).append(run(factory, sequential(srv, noops)))
+                pop3["20 connections"].setdefault(name, []).append(run(factory, concurrent(srv, noops)))
+    base = "reactor, selector"
+    for workload, results in no_op.items():
+        table(f"{ops} no-ops on tokio, awaited {workload} ({runs} runs, median)", results, ops, base)
+    for workload, results in pop3.items():
+        table(f"{noops} NOOPs against the test server, {workload} ({runs} runs, median)", results, noops, "selector")
 
 
 if __name__ == "__main__":
