@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import time
 from typing import Any, Callable, Iterator, List
 
 import pytest
@@ -76,23 +75,21 @@ def wakers() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == WAKER]
 
 
-def wait_until(condition: Callable[[], bool], seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        gc.collect()
-        time.sleep(0.01)
-    return True
+def all_end(started: List[threading.Thread]) -> bool:
+    """Whether the waker threads started since ``started`` end once their loops are gone."""
+    gc.collect()  # a loop in a reference cycle goes with the next collection
+    for thread in wakers():
+        if thread not in started:
+            thread.join(5)
+    return all(thread in started for thread in wakers())
 
 
 @pytest.mark.parametrize("path", ["rustls", "context"])
 @pytest.mark.parametrize("loop_kind", list(LOOPS))
 def test_a_session_on_every_loop(loop_kind: str, path: str, tls_server: Any) -> None:
-    before = len(wakers())
+    before = wakers()
     run(LOOPS[loop_kind], asyncio.wait_for(scenario(tls_server, path), 30))
-    # A waker thread (loops without add_reader) ends with its loop.
-    assert wait_until(lambda: len(wakers()) <= before)
+    assert all_end(before)  # a waker thread (loops without add_reader) ends with its loop
 
 
 def test_waker_threads_do_not_pile_up(pop3_server: Any) -> None:
@@ -100,10 +97,10 @@ def test_waker_threads_do_not_pile_up(pop3_server: Any) -> None:
         async with fastpoplib.AsyncPOP3.connect(pop3_server.host, pop3_server.port, 5) as pop:
             await pop.capa()
 
-    before = len(wakers())
+    before = wakers()
     for _ in range(5):
         run(NoReaderLoop, one())
-    assert wait_until(lambda: len(wakers()) <= before)
+    assert all_end(before)
 
 
 async def opened(connecting: Any) -> Any:
