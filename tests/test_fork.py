@@ -135,3 +135,32 @@ def test_child_dropping_an_asyncio_connection(path: str, drop: str, pop3_server_
         await pop.quit()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+class NoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop without add_reader (as ProactorEventLoop): the bridge wakes it from a thread."""
+
+    def add_reader(self, *args: Any) -> None:
+        raise NotImplementedError
+
+
+def test_child_opens_its_own_connections_on_any_loop(pop3_server: Any) -> None:
+    """The child has none of the parent's tokio threads or waker threads: its new loops and
+    connections get their own."""
+
+    async def session() -> int:
+        async with fastpoplib.AsyncPOP3.connect(pop3_server.host, pop3_server.port, 5) as pop:
+            await pop.login("user", "password", allow_insecure=True)
+            return (await pop.stat())[0]
+
+    def on_every_loop() -> None:
+        for factory in (NoReaderLoop, asyncio.new_event_loop):
+            loop = factory()
+            try:
+                assert loop.run_until_complete(asyncio.wait_for(session(), 10)) == 12
+            finally:
+                loop.close()
+
+    on_every_loop()  # the parent has a runtime, bridges and a waker thread before forking
+    assert in_child(on_every_loop) == OK
+    on_every_loop()
