@@ -29,7 +29,7 @@ class Bridge:
         # value this is, and a strong reference back would keep both alive forever.
         self._loop = weakref.ref(loop)
         self._reactor = _core.Reactor()
-        self._futures: Dict[int, asyncio.Future] = {}
+        self._futures: "Dict[int, asyncio.Future[Any]]" = {}
         self._ids = itertools.count()
         try:
             loop.add_reader(self._reactor.fileno(), self._drain)

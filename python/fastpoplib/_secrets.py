@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Generator, Iterable, Optional, Set, Tuple
+from typing import Any, Generator, Iterable, List, Optional, Set, Tuple
 
 MASK = b"****"
 
@@ -45,7 +45,7 @@ def _redact_value(value: Any, secrets: Tuple[bytes, ...]) -> Any:
 def scrub(exc: BaseException, secrets: Tuple[bytes, ...]) -> None:
     """Masks the secrets in ``exc`` and every exception chained to it, in place."""
     seen: Set[int] = set()
-    todo: list = [exc]
+    todo: List[Optional[BaseException]] = [exc]
     while todo:
         err = todo.pop()
         if err is None or id(err) in seen:
