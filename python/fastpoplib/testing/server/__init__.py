@@ -22,8 +22,13 @@ Every stall, drip and endless stream is bounded by :data:`MAX_FAULT_SECONDS`, th
 daemons, and :meth:`POP3TestServer.stop` closes every connection, so a test cannot hang on it.
 """
 
-from .controller import POP3TestServer, Session
-from .faults import MAX_FAULT_SECONDS, Fault
-from .sasl import SASL_MECHANISMS, SASLQuirks
+from ._controller import POP3TestServer, Session
+from ._faults import MAX_FAULT_SECONDS, Fault
+from ._sasl import SASL_MECHANISMS, SASLQuirks
 
 __all__ = ["POP3TestServer", "Session", "Fault", "MAX_FAULT_SECONDS", "SASL_MECHANISMS", "SASLQuirks"]
+
+# The public path, in help(), reprs and pickles, is this package's, not its private modules'.
+for _public in (POP3TestServer, Session, Fault, SASLQuirks):
+    _public.__module__ = __name__
+del _public

@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..certs import TLSCertificates, have_trustme
 from ..mailbox import Mailbox, sample_mailbox
-from .faults import Fault
-from .handler import Connection, Err, strip_eol
-from .sasl import DEFAULT_SASL, SASL_MECHANISMS, SASLQuirks
+from ._faults import Fault
+from ._handler import Connection, Err, strip_eol
+from ._sasl import DEFAULT_SASL, SASL_MECHANISMS, SASLQuirks
 
 _JOIN_SECONDS = 2.0  # how long stop() waits for session threads
 

@@ -14,11 +14,11 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..mailbox import Mailbox, Message
-from .faults import GREETING, MAX_FAULT_SECONDS, Fault
-from .sasl import MECHANISMS, endless, same_digest, unique_id
+from ._faults import GREETING, MAX_FAULT_SECONDS, Fault
+from ._sasl import MECHANISMS, endless, same_digest, unique_id
 
 if TYPE_CHECKING:
-    from .controller import POP3TestServer, Session
+    from ._controller import POP3TestServer, Session
 
 CRLF = b"\r\n"
 AUTHORIZATION, TRANSACTION = "AUTHORIZATION", "TRANSACTION"

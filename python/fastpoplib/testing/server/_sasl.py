@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, Generator, Mapping, Optional, Tuple
 
 if TYPE_CHECKING:
-    from .handler import Connection
+    from ._handler import Connection
 
 SASL_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512")
 """Every SASL mechanism the server implements; the ``sasl`` argument picks among them."""
