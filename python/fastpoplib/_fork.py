@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import weakref
-from typing import Any, List
+from typing import Any, List, Optional
 
 _clients: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
@@ -24,13 +24,10 @@ def track(client: Any) -> None:
     _clients.add(client)
 
 
-def _descriptors(client: Any) -> List[int]:
-    """Every descriptor of the client's socket: the Rust-owned one, a socket Python drives
-    (``context=``, or one a poplib subclass brought), an asyncio stream's."""
-    fds = []
-    conn = client._conn
-    if conn is not None:
-        fds.append(conn.fileno())
+def _python_descriptors(client: Any) -> List[int]:
+    """The descriptors of sockets Python drives (``context=``, one a poplib subclass
+    brought, an asyncio stream)."""
+    fds: List[int] = []
     sock = client.__dict__.get("sock")
     if isinstance(sock, socket.socket):
         fds.append(sock.fileno())
@@ -39,7 +36,7 @@ def _descriptors(client: Any) -> List[int]:
         raw = writer.get_extra_info("socket")
         if raw is not None:
             fds.append(raw.fileno())
-    return [fd for fd in fds if fd >= 0]
+    return fds
 
 
 def _disown_inherited() -> None:
@@ -50,11 +47,13 @@ def _disown_inherited() -> None:
     devnull = os.open(os.devnull, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     try:
         for client in clients:
-            fds = _descriptors(client)
-            if client._conn is not None:
-                client._conn.disown()
+            fds: List[Optional[int]] = [*_python_descriptors(client)]
+            conn = client._conn
+            if conn is not None:
+                fds.append(conn.disown())  # the Rust-owned socket's
             for fd in fds:
-                os.dup2(devnull, fd, inheritable=False)
+                if fd is not None and fd >= 0:
+                    os.dup2(devnull, fd, inheritable=False)
     finally:
         os.close(devnull)
 
