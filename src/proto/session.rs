@@ -14,7 +14,10 @@
 //! TLS or Python here.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
+use super::capa::parse_capa;
+pub use super::capa::Capabilities;
 use super::command::{encode_line, redact, verb};
 use super::response::{
     check_status, BodyDecoder, BodySink, BytesSink, Limits, LineReader, LinesSink, Segment,
@@ -25,6 +28,9 @@ use super::ProtoError;
 /// a window always fits in the socket buffers: writing it never blocks while the server is
 /// blocked writing replies to us. It also bounds what a batch can hold read ahead.
 pub const WINDOW: usize = 256;
+
+/// The entry of the server's greeting, queued before anything is sent.
+const GREETING: u64 = 0;
 
 /// How many recent secrets the trace masks in replies.
 const MAX_SECRETS: usize = 8;
@@ -46,8 +52,9 @@ pub enum Expect {
 }
 
 /// RFC 1939 §3 session states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum State {
+    #[default]
     Authorization,
     Transaction,
     /// QUIT was accepted: the server applies deletions and closes.
@@ -123,6 +130,23 @@ pub enum Done {
     /// `RawLine`: the line with its line end.
     Line(Vec<u8>),
     Item(Option<(usize, Outcome)>),
+    /// `Capa`: what the server advertised, as the session now keeps it.
+    Capabilities(Capabilities),
+}
+
+/// What the server said that outlives its reply: the session is their only owner and replaces
+/// this value whenever one of them changes, so a connection can publish it (an `Arc` clone)
+/// for readers that must not wait for an operation in progress.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The greeting's status line (RFC 1939 §4), once read.
+    pub greeting: Option<Vec<u8>>,
+    /// CAPA as last read (RFC 2449); `None` when not read since the last change that
+    /// invalidates it (login, RFC 2449 §5; TLS, RFC 2595 §4); empty when the server has none.
+    pub capabilities: Option<Capabilities>,
+    /// TLS is up: implicit TLS, or STLS completed.
+    pub tls: bool,
+    pub state: State,
 }
 
 /// What the driver must do for the job to progress.
@@ -161,6 +185,9 @@ struct Entry {
     expect: Expect,
     owner: Owner,
     verb: Verb,
+    /// How the server frames this reply, whatever its caller reads of it: a `Put` of RETR
+    /// claimed as a status line still has a body, which stays this entry's until its end.
+    framing: Expect,
     /// For an entry read line by line (`Owner::Raw`): its status line was read.
     raw_status_read: bool,
 }
@@ -295,16 +322,6 @@ pub struct Job {
     ended_stream: bool,
 }
 
-/// The capabilities the session decides on (RFC 2449), when known.
-#[derive(Debug, Clone, Default)]
-pub struct Capabilities {
-    pub pipelining: bool,
-    pub uidl: bool,
-    pub top: bool,
-    pub stls: bool,
-    pub sasl: Vec<String>,
-}
-
 #[derive(Debug)]
 pub struct Session {
     reader: LineReader,
@@ -319,11 +336,9 @@ pub struct Session {
     /// Streams whose iterators may still ask for chunks.
     streams: HashMap<u64, StreamState>,
     next_id: u64,
-    state: State,
-    tls: bool,
+    facts: Arc<Facts>,
     /// An AUTH exchange awaits the client's next SASL response.
     sasl_open: bool,
-    caps: Option<Capabilities>,
     /// A fatal error: the byte stream can no longer be trusted.
     broken: Option<ProtoError>,
     /// Lines sent and status lines received, secrets masked, when tracing is on.
@@ -345,21 +360,27 @@ impl Session {
             batches: HashMap::new(),
             streams: HashMap::new(),
             next_id: 1,
-            state: State::Authorization,
-            tls: false,
+            facts: Arc::default(),
             sasl_open: false,
-            caps: None,
             broken: None,
             trace: None,
             secrets: Vec::new(),
         };
         session.queue.push_back(Entry {
-            id: 0,
+            id: GREETING,
             expect: Expect::Status,
             owner: Owner::Put,
             verb: Verb::Other,
+            framing: Expect::Status,
             raw_status_read: false,
         });
+        session
+    }
+
+    /// A session on a connection whose TLS is up from the start (implicit TLS, port 995).
+    pub fn new_tls(limits: Limits) -> Self {
+        let mut session = Session::new(limits);
+        session.facts_mut().tls = true;
         session
     }
 
@@ -372,15 +393,30 @@ impl Session {
     }
 
     pub fn state(&self) -> State {
-        self.state
+        self.facts.state
     }
 
     pub fn tls(&self) -> bool {
-        self.tls
+        self.facts.tls
     }
 
     pub fn capabilities(&self) -> Option<&Capabilities> {
-        self.caps.as_ref()
+        self.facts.capabilities.as_ref()
+    }
+
+    /// The greeting, capabilities, TLS and RFC 1939 state, as one shareable value.
+    pub fn facts(&self) -> &Arc<Facts> {
+        &self.facts
+    }
+
+    fn facts_mut(&mut self) -> &mut Facts {
+        Arc::make_mut(&mut self.facts)
+    }
+
+    fn set_capabilities(&mut self, caps: Option<Capabilities>) {
+        if self.facts.capabilities.is_some() || caps.is_some() {
+            self.facts_mut().capabilities = caps;
+        }
     }
 
     /// Turns recording of [`Session::take_trace`] on or off.
@@ -450,9 +486,9 @@ impl Session {
 
     /// The handshake asked for by [`Step::Handshake`] succeeded.
     pub fn tls_started(&mut self) {
-        self.tls = true;
+        self.facts_mut().tls = true;
         // RFC 2595 §4: what was advertised before TLS cannot be trusted; ask again.
-        self.caps = None;
+        self.set_capabilities(None);
     }
 
     // -- handles --------------------------------------------------------------------------
@@ -584,7 +620,7 @@ impl Session {
                 "an AUTH exchange is in progress: answer the server's challenge or cancel it with \"*\" first".into(),
             ));
         }
-        if self.state == State::Update {
+        if self.facts.state == State::Update {
             return Err(ProtoError::Usage(
                 "QUIT was sent: the session is over; open a new connection".into(),
             ));
@@ -622,7 +658,7 @@ impl Session {
                     }
                     None => {
                         let id = self.fresh_id();
-                        let entry = Entry { id, expect: Expect::Status, owner: Owner::Raw, verb: Verb::Other, raw_status_read: false };
+                        let entry = Entry { id, expect: Expect::Status, owner: Owner::Raw, verb: Verb::Other, framing: Expect::Status, raw_status_read: false };
                         self.queue.push_back(entry);
                         id
                     }
@@ -630,9 +666,9 @@ impl Session {
                 Phase::RawLine(id)
             }
             Request::Capa => Phase::Await(self.send(b"CAPA", Expect::Lines, Owner::Caller, Verb::Capa)?),
-            Request::Messages => match self.caps.clone() {
+            Request::Messages => match self.capabilities().map(|c| c.pipelining) {
                 None => Phase::MessagesCapa(self.send(b"CAPA", Expect::Lines, Owner::Internal, Verb::Capa)?),
-                Some(caps) => self.send_listing(caps.pipelining)?,
+                Some(pipelining) => self.send_listing(pipelining)?,
             },
             Request::StreamOpen { line } => {
                 let id = self.send(line, Expect::Stream, Owner::Caller, classify(line))?;
@@ -660,13 +696,13 @@ impl Session {
                 if !self.batches.contains_key(id) {
                     return Err(ProtoError::Usage("this batch is finished or closed".into()));
                 }
-                match self.caps {
+                match self.facts.capabilities {
                     None => Phase::BatchCapa(self.send(b"CAPA", Expect::Lines, Owner::Internal, Verb::Capa)?),
                     Some(_) => Phase::Batch,
                 }
             }
             Request::StartTls => {
-                if self.tls {
+                if self.facts.tls {
                     return Err(ProtoError::Usage("TLS is already active on this connection".into()));
                 }
                 Phase::Await(self.send(b"STLS", Expect::Status, Owner::Caller, Verb::Stls)?)
@@ -703,6 +739,11 @@ impl Session {
             trace.push((true, redact(line, verb == Verb::Sasl)));
             self.remember_secret(line, verb);
         }
+        let framing = if owner == Owner::Put {
+            inferred(line)
+        } else {
+            expect
+        };
         let id = self.fresh_id();
         let owner = if expect == Expect::Stream {
             self.streams.insert(id, StreamState::Open);
@@ -715,6 +756,7 @@ impl Session {
             expect,
             owner,
             verb,
+            framing,
             raw_status_read: false,
         });
         Ok(id)
@@ -767,7 +809,7 @@ impl Session {
                     }
                 }
                 Phase::TlsHandshake(status) => {
-                    if !self.tls {
+                    if !self.facts.tls {
                         return Ok(Step::Handshake);
                     }
                     let status = std::mem::take(status);
@@ -778,7 +820,7 @@ impl Session {
                     match self.reply_for(id)? {
                         None => false,
                         Some(_) => {
-                            let pipelining = self.caps.as_ref().is_some_and(|c| c.pipelining);
+                            let pipelining = self.capabilities().is_some_and(|c| c.pipelining);
                             job.phase = self.send_listing(pipelining)?;
                             true
                         }
@@ -899,6 +941,10 @@ impl Session {
                 };
                 self.finish(job, Done::Stream(id, status))
             }
+            (Request::Capa, Ok(Reply::Lines { .. })) => {
+                let caps = self.capabilities().cloned().unwrap_or_default();
+                self.finish(job, Done::Capabilities(caps))
+            }
             (_, outcome) => self.finish(job, Done::Reply(outcome)),
         }
     }
@@ -944,7 +990,18 @@ impl Session {
             };
             // An opened stream stays in front: its body follows.
             let streaming = self.body.is_some();
-            if !streaming {
+            let front = self.queue.front_mut().expect("front exists");
+            if !streaming
+                && front.framing != Expect::Status
+                && matches!(outcome, Ok(Reply::Status(_)))
+            {
+                // Its caller read only the status line (poplib's `_getresp` after
+                // `_putcmd("RETR 1")`): the body that follows stays this entry's, read on with
+                // `RawLine` or dropped by the next request, never taken for another reply.
+                front.owner = Owner::Raw;
+                front.expect = front.framing;
+                front.raw_status_read = true;
+            } else if !streaming {
                 self.queue.pop_front();
                 if front_expect == Expect::Stream {
                     self.stream_gone(front_id, superseded_at, &outcome);
@@ -970,12 +1027,16 @@ impl Session {
             return;
         };
         let content = super::response::strip_line_end(raw);
-        let ended = if !entry.raw_status_read {
-            entry.raw_status_read = true;
-            entry.expect == Expect::Status || !content.starts_with(b"+")
+        let (greeting, ended) = if entry.raw_status_read {
+            (false, content == b".")
         } else {
-            content == b"."
+            entry.raw_status_read = true;
+            let ended = entry.framing == Expect::Status || !content.starts_with(b"+");
+            (entry.id == GREETING, ended)
         };
+        if greeting {
+            self.facts_mut().greeting = Some(content.to_vec());
+        }
         if ended {
             self.queue.pop_front();
         }
@@ -1004,7 +1065,7 @@ impl Session {
     fn decode_front(&mut self) -> Result<Option<Outcome>, ProtoError> {
         let limits = self.limits;
         let entry = self.queue.front().expect("decode_front needs an entry");
-        let (expect, verb, owner) = (entry.expect, entry.verb, entry.owner);
+        let (id, expect, verb, owner) = (entry.id, entry.expect, entry.verb, entry.owner);
         if self.body.is_none() {
             let Some(raw) = self
                 .reader
@@ -1013,6 +1074,9 @@ impl Session {
                 return Ok(None);
             };
             let line = self.reader.content(raw).to_vec();
+            if id == GREETING {
+                self.facts_mut().greeting = Some(line.clone());
+            }
             if self.trace.is_some() {
                 let shown = self.masked(&line);
                 if let Some(trace) = &mut self.trace {
@@ -1070,6 +1134,7 @@ impl Session {
             return Ok(None);
         };
         let body = self.body.take().expect("body is set");
+        self.reader.release();
         let reply = match body.sink {
             Sink::Lines(lines) => Reply::Lines {
                 status: body.status,
@@ -1089,7 +1154,7 @@ impl Session {
         };
         if verb == Verb::Capa {
             if let Reply::Lines { lines, .. } = &reply {
-                self.caps = Some(summarise(lines));
+                self.set_capabilities(Some(parse_capa(lines.lines())));
             }
         }
         Ok(Some(Ok(reply)))
@@ -1106,22 +1171,22 @@ impl Session {
                 }
             }
             Verb::Login if ok => self.logged_in(),
-            Verb::Quit if ok => self.state = State::Update,
+            Verb::Quit if ok => self.facts_mut().state = State::Update,
             // A server without CAPA: nothing is advertised.
-            Verb::Capa if !ok => self.caps = Some(Capabilities::default()),
+            Verb::Capa if !ok => self.set_capabilities(Some(Capabilities::default())),
             _ => {}
         }
     }
 
     fn logged_in(&mut self) {
-        self.state = State::Transaction;
+        self.facts_mut().state = State::Transaction;
         // RFC 2449 §5: capabilities may change after authentication.
-        self.caps = None;
+        self.set_capabilities(None);
     }
 
     /// One step of a batch: send more of it, hand out its next reply, or wait.
     fn batch_step(&mut self, id: u64) -> Result<BatchStep, ProtoError> {
-        let window = if self.caps.as_ref().is_some_and(|c| c.pipelining) {
+        let window = if self.capabilities().is_some_and(|c| c.pipelining) {
             WINDOW
         } else {
             1
@@ -1247,29 +1312,6 @@ fn parse_u64(word: &[u8]) -> Option<u64> {
         .ok()
         .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse().ok())
-}
-
-/// What the session itself needs from a CAPA reply.
-fn summarise(lines: &LinesSink) -> Capabilities {
-    // Line by line, so that one odd line (non-ASCII text, say) hides nothing else.
-    let mut caps = Capabilities::default();
-    for line in lines.lines() {
-        let mut words = line.split(|b| *b == b' ').filter(|w| !w.is_empty());
-        let Some(name) = words.next() else { continue };
-        match name.to_ascii_uppercase().as_slice() {
-            b"PIPELINING" => caps.pipelining = true,
-            b"UIDL" => caps.uidl = true,
-            b"TOP" => caps.top = true,
-            b"STLS" => caps.stls = true,
-            b"SASL" => {
-                caps.sasl = words
-                    .map(|w| String::from_utf8_lossy(w).to_ascii_uppercase())
-                    .collect()
-            }
-            _ => {}
-        }
-    }
-    caps
 }
 
 #[cfg(test)]
