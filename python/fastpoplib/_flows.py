@@ -4,7 +4,7 @@ run by both the blocking and the asyncio client.
 A flow yields operations (:class:`Short`, :class:`Long`...), each one call into the Rust
 session, and receives their results; the client that runs it decides whether the call blocks
 or awaits. The flows hold no protocol state: what is in flight on the connection is known
-only to the session (``src/proto/session.rs``).
+only to the session (``src/proto/session/``).
 """
 
 from __future__ import annotations
