@@ -1487,3 +1487,29 @@ def test_one_long_line_peaks_at_about_twice_its_size(kind: str, pop3_server_fact
     assert out.returncode == 0, out.stderr
     peak = int(out.stdout.strip())
     assert peak < 2.4 * LONG_LINE, f"peak {peak / (1 << 20):.1f} MiB for a {LONG_LINE / (1 << 20):.1f} MiB line"
+
+
+@pytest.mark.parametrize("path", ["rustls", "stls with a context"])
+def test_async_timeout_set_after_connecting_bounds_a_stalled_retr(path: str, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    """``pop.timeout = 1.5`` on an AsyncPOP3 opened without one is the connection's timeout
+    from the next wait on, on the rustls driver and after ``stls(context=...)``."""
+    srv = pop3_server_factory()
+
+    async def main() -> Any:
+        p = await fastpoplib.AsyncPOP3.connect(srv.host, srv.port, None)
+        try:
+            p.timeout = 1.5
+            if path != "rustls":
+                await p.stls(context=srv.client_context())
+            assert p.timeout == 1.5
+            await p.user(USER)
+            await p.pass_(PASSWORD)
+            srv.add_fault(Fault.stall(10, on="RETR"))
+            started = time.monotonic()
+            with pytest.raises(fastpoplib.POP3TimeoutError):
+                await p.retr(1)
+            return time.monotonic() - started
+        finally:
+            await p.aclose()
+
+    assert run_async(main(), timeout=8) < 4

@@ -234,7 +234,6 @@ class AsyncPOP3(POP3Base):
         ``async with AsyncPOP3(...)`` opens it too. The arguments are :class:`POP3`'s, except
         that ``timeout`` defaults to None (no timeout; seconds otherwise, ``0`` refused)."""
         super().__init__(host, port)
-        self.timeout: Optional[float] = resolve_timeout(timeout)
         self._ssl_context = _context
         self._options: Dict[str, Any] = dict(
             timeout=resolve_timeout(timeout),
@@ -287,6 +286,7 @@ class AsyncPOP3(POP3Base):
                     raise
                 raise err from exc
             self._attach(_core.Connection.external(max_status_line=self._maxline, tls=True, **limits))
+            self._conn.timeout = self._options["timeout"]
         try:
             await self._call("claim", STATUS)
         except BaseException:
@@ -298,6 +298,22 @@ class AsyncPOP3(POP3Base):
 
     def _current_timeout(self) -> Optional[float]:
         return self.timeout
+
+    @property  # type: ignore[misc]
+    def timeout(self) -> Optional[float]:
+        """Seconds each wait for the server may last (None: no limit). Setting it applies from
+        the next wait on, whichever TLS carries the bytes (rustls, or the event loop's with a
+        ``context``); the connection holds the one value."""
+        conn = self._conn
+        timeout: Optional[float] = conn.timeout if conn is not None else self._options["timeout"]
+        return timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        value = resolve_timeout(value)
+        self._options["timeout"] = value
+        if self._conn is not None:
+            self._conn.timeout = value
 
     async def _call(self, name: str, *args: Any) -> Any:
         conn = self._check_open()
