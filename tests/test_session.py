@@ -1152,7 +1152,8 @@ class InjectingServer:
 
     FORGED = b"+OK forged\r\nSASL PLAIN\r\n.\r\n"
 
-    def __init__(self) -> None:
+    def __init__(self, stall_tls: bool = False) -> None:
+        self.stall_tls = stall_tls  # after STLS's +OK, never start TLS (a stalled handshake)
         from fastpoplib.testing import TLSCertificates
 
         self.certificates = TLSCertificates()
@@ -1195,6 +1196,10 @@ class InjectingServer:
                 return
             if line == b"CAPA":
                 sock.sendall(b"+OK\r\nUSER\r\n.\r\n" if sock is not conn else b"+OK\r\nSTLS\r\n.\r\n")
+            elif line == b"STLS" and self.stall_tls:
+                conn.sendall(b"+OK Begin TLS\r\n")
+                self.stop.wait(10)
+                return
             elif line == b"STLS":
                 conn.sendall(b"+OK Begin TLS\r\n")
                 conn.sendall(self.FORGED)
@@ -1513,3 +1518,45 @@ def test_async_timeout_set_after_connecting_bounds_a_stalled_retr(path: str, pop
             await p.aclose()
 
     assert run_async(main(), timeout=8) < 4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stalled_stls_handshake_with_a_context_times_out_and_closes(kind: str) -> None:
+    """The server answers STLS and never starts TLS: ``stls(context=...)`` raises
+    POP3TimeoutError within the timeout set on the open connection, and the connection is
+    closed (the next call fails at once instead of reading a half-done handshake)."""
+    pytest.importorskip("trustme")
+    srv = InjectingServer(stall_tls=True)
+    context = srv.certificates.client_context()
+    try:
+        if kind == "sync":
+            p = fastpoplib.POP3(srv.host, srv.port, timeout=None)
+            p.sock.settimeout(1.5)
+            call = Worker(p.stls, context)
+            started = time.monotonic()
+            call.start()
+            call.finish(6)
+            assert isinstance(call.error, fastpoplib.POP3TimeoutError), repr(call.error)
+            assert call.ended is not None and call.ended - started < 4
+            with pytest.raises(fastpoplib.POP3Error):
+                p.noop()
+            p.close()
+            return
+
+        async def main() -> float:
+            p = await fastpoplib.AsyncPOP3.connect(srv.host, srv.port, None)
+            try:
+                p.timeout = 1.5
+                started = time.monotonic()
+                with pytest.raises(fastpoplib.POP3TimeoutError):
+                    await p.stls(context=context)
+                took = time.monotonic() - started
+                with pytest.raises(fastpoplib.POP3Error):
+                    await asyncio.wait_for(p.noop(), 0.5)  # closed: refused at once
+                return took
+            finally:
+                await p.aclose()
+
+        assert run_async(main(), timeout=10) < 4
+    finally:
+        srv.close()

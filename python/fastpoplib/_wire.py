@@ -70,12 +70,12 @@ def _with_ssl_details(err: Any, exc: ssl.SSLError) -> BaseException:
 
 
 def _failed(job: Any, exc: BaseException, host: str, close: Callable[[], None]) -> BaseException:
-    """After a failure. The session's own errors say whether the connection stays usable (a
-    ``-ERR`` or a refused request does; a broken reply does not): the one policy lives in
-    Rust. A failure of Python's own I/O, or Ctrl-C, may have left a reply half-read, so it
-    closes the session. The socket is closed whenever the session is."""
-    if not isinstance(exc, POP3Error):
-        job.fail(type(exc).__name__)
+    """After a failure. An error the session itself gave (a ``-ERR``, a refused request, a
+    broken reply) has already ended the job, and the session's one policy decided whether the
+    connection stays usable. Anything else (Python's own I/O, a STARTTLS injection seen here,
+    a timeout, Ctrl-C) may have left a reply half-read: ``fail`` closes the session (it does
+    nothing to a job already ended). The socket is closed whenever the session is."""
+    job.fail(type(exc).__name__)
     if job.closed:
         close()
     return translate(exc, host)
