@@ -1560,3 +1560,33 @@ def test_a_stalled_stls_handshake_with_a_context_times_out_and_closes(kind: str)
         assert run_async(main(), timeout=10) < 4
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+@pytest.mark.parametrize("kind", [*KINDS, "context"])
+def test_messages_rows_converted_while_uidl_arrives_are_exact(kind: str, order: str, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    """A listing long enough that rows are converted while UIDL is still arriving: the result
+    equals LIST and UIDL paired by number, whatever the order of UIDL's lines (the first
+    unique-id given for a number counts; a message without one gets None)."""
+    count = 4000
+    tls = "implicit" if kind == "context" else "none"
+    srv = pop3_server_factory(tls=tls, mailbox=Mailbox([b"Subject: %d\r\n\r\nbody\r\n" % i for i in range(count)]))
+    uids = {n: "uid-%06d-%s" % (n, "x" * 20) for n in range(1, count + 1) if n % 97}  # some without
+    lines = [b"%d %s" % (n, uid.encode()) for n, uid in uids.items()]
+    if order == "shuffled":
+        lines = lines[1::2] + lines[::2]
+    lines.append(b"5 a-later-duplicate")
+    srv.add_fault(Fault.reply(b"+OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b".\r\n", on="UIDL"))
+    if kind == "context":  # Python's ssl moves the bytes
+        p: Any = fastpoplib.POP3_SSL(srv.host, srv.port, timeout=10, context=srv.client_context())
+        p.user(USER)
+        p.pass_(PASSWORD)
+    else:
+        p = logged_in(kind, srv.host, srv.port)
+    try:
+        sizes = [int(line.split()[1]) for line in p.list()[1]]
+        rows = p.messages()
+        assert [tuple(r) for r in rows] == [(n, sizes[n - 1], uids.get(n)) for n in range(1, count + 1)]
+        assert p.noop().startswith(b"+OK")
+    finally:
+        p.close()

@@ -24,7 +24,7 @@ use super::reactor::{runtime, Pending, Reactor};
 use super::tls_settings::TlsSettings;
 use crate::error::{Error, Result};
 use crate::proto::response::{Limits, LinesSink, Segment};
-use crate::proto::session::{Done, Expect, Facts, Job, Reply, Request, Session, State};
+use crate::proto::session::{Done, Expect, Facts, Job, MessageRow, Reply, Request, Session, State};
 use crate::proto::ProtoError;
 use crate::transport::blocking::BlockingIo;
 use crate::transport::tokio::TokioIo;
@@ -339,6 +339,11 @@ impl Connection {
                         extend(&early, lines.into_segments())?;
                         (PyBytes::new(py, &status), early, octets).into_py_any(py)
                     }
+                    Ok((Done::Messages(rows), Some(early))) => {
+                        let early = early.into_bound(py);
+                        extend_infos(&early, rows)?;
+                        early.into_py_any(py)
+                    }
                     Ok((done, _)) => convert(py, done, login),
                     Err(Error::Interrupted) => {
                         Err(PyErr::take(py).unwrap_or_else(|| Error::Interrupted.into()))
@@ -426,16 +431,17 @@ fn blocking(
     let done = py.detach(|| {
         let mut check =
             || -> Result<()> { Python::attach(|py| py.check_signals()).map_err(interrupted) };
-        let mut arrived = |session: &mut Session, job: &Job| {
+        let mut arrived = |session: &mut Session, job: &mut Job| {
             let segments = session.take_segments(job);
-            if segments.is_empty() || failed.is_some() {
+            let rows = session.take_rows(job);
+            if (segments.is_empty() && rows.is_empty()) || failed.is_some() {
                 return;
             }
             Python::attach(|py| {
                 let list = early
                     .get_or_insert_with(|| PyList::empty(py).unbind())
                     .bind(py);
-                if let Err(err) = extend(list, segments) {
+                if let Err(err) = extend(list, segments).and_then(|()| extend_infos(list, rows)) {
                     failed = Some(err);
                 }
             });
@@ -510,11 +516,22 @@ fn convert_reply(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>>
 /// `[(number, size, uid)]`, each a `MessageInfo`; unique-ids are `str` decoded losslessly
 /// (UTF-8 with `surrogateescape`: `uid.encode("utf-8", "surrogateescape")` gives the bytes).
 fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    static MESSAGE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let Done::Messages(rows) = done else {
         return convert_reply(py, done, login);
     };
+    let list = PyList::empty(py);
+    extend_infos(&list, rows)?;
+    list.into_py_any(py)
+}
+
+/// Appends each row to `list` as a `MessageInfo`.
+fn extend_infos(list: &Bound<'_, PyList>, rows: Vec<MessageRow>) -> PyResult<()> {
+    static MESSAGE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let py = list.py();
     let class = MESSAGE_INFO.import(py, "fastpoplib._types", "MessageInfo")?;
     // `tuple.__new__(MessageInfo, row)`: what the named tuple's own `__new__` does, minus a
     // Python-level call per row.
@@ -526,7 +543,6 @@ fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAn
                 .map(Bound::unbind)
         })?
         .bind(py);
-    let mut infos = Vec::with_capacity(rows.len());
     for (number, size, uid) in rows {
         let uid = match uid {
             None => py.None(),
@@ -538,9 +554,9 @@ fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAn
             },
         };
         let row = PyTuple::new(py, [number.into_py_any(py)?, size.into_py_any(py)?, uid])?;
-        infos.push(new.call1((class, row))?);
+        list.append(new.call1((class, row))?)?;
     }
-    PyList::new(py, infos)?.into_py_any(py)
+    Ok(())
 }
 
 /// `lines` as a Python list of bytes, freeing each segment of the Rust copy once converted.
@@ -643,6 +659,11 @@ impl PyJob {
                 extend(&early, lines.into_segments())?;
                 (PyBytes::new(py, &status), early, octets).into_py_any(py)
             }
+            (Ok(Done::Messages(rows)), Some(early)) => {
+                let early = early.into_bound(py);
+                extend_infos(&early, rows)?;
+                early.into_py_any(py)
+            }
             (Ok(done), _) => convert(py, done, login),
             (Err(err), _) => Err(err.into()),
         }
@@ -677,9 +698,12 @@ impl PyJob {
                 // Convert what is complete now, while the next bytes are on their way, as the
                 // blocking driver does.
                 let segments = core.session.take_segments(job);
-                if !segments.is_empty() {
+                let rows = core.session.take_rows(job);
+                if !segments.is_empty() || !rows.is_empty() {
                     let list = early.get_or_insert_with(|| PyList::empty(py).unbind());
-                    if let Err(err) = extend(list.bind(py), segments) {
+                    let list = list.bind(py);
+                    if let Err(err) = extend(list, segments).and_then(|()| extend_infos(list, rows))
+                    {
                         drop(slot);
                         return Err(err);
                     }

@@ -309,7 +309,7 @@ enum Phase {
         uidl: Option<u64>,
     },
     MessagesUidl {
-        rows: Vec<(u64, u64)>,
+        pairing: listings::Pairing,
         uidl: u64,
     },
     /// `BatchNext` waiting for the CAPA that decides the window.
@@ -487,6 +487,33 @@ impl Session {
             }) => lines.take_full(),
             _ => Vec::new(),
         }
+    }
+
+    /// `messages()` rows already complete while UIDL is still arriving, so a driver can convert
+    /// them while the rest comes; the final [`Done::Messages`] holds the others. Empty for any
+    /// other job.
+    pub fn take_rows(&mut self, job: &mut Job) -> Vec<MessageRow> {
+        let Phase::MessagesUidl { pairing, uidl } = &mut job.phase else {
+            return Vec::new();
+        };
+        if self.queue.front().map(|e| e.id) != Some(*uidl) {
+            return Vec::new();
+        }
+        if let Some(Body {
+            sink: Sink::Lines(lines),
+            ..
+        }) = &mut self.body
+        {
+            for segment in lines.take_full() {
+                for line in segment.lines() {
+                    if pairing.failed.is_some() {
+                        break;
+                    }
+                    pairing.failed = pairing.line(line).err();
+                }
+            }
+        }
+        pairing.take_ready()
     }
 
     /// The handshake asked for by [`Step::Handshake`] succeeded.

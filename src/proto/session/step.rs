@@ -1,6 +1,6 @@
 //! The step loop: advances a job until it needs I/O or is done.
 
-use super::listings::{merge, parse_listing, parse_uidl};
+use super::listings::{parse_listing, Pairing};
 use super::*;
 
 impl Session {
@@ -96,24 +96,36 @@ impl Session {
                                     self.send(b"UIDL", Expect::Lines, Owner::Caller, Verb::Other)?
                                 }
                             };
-                            job.phase = Phase::MessagesUidl { rows, uidl };
+                            job.phase = Phase::MessagesUidl {
+                                pairing: Pairing::new(rows),
+                                uidl,
+                            };
                             true
                         }
                     }
                 }
-                Phase::MessagesUidl { rows, uidl } => {
+                Phase::MessagesUidl { pairing, uidl } => {
                     let uidl = *uidl;
                     match self.reply_for(uidl)? {
                         None => false,
                         Some(outcome) => {
-                            // A server without UIDL answers -ERR: sizes without unique-ids.
-                            let uids = match outcome.and_then(|reply| parse_uidl(&reply)) {
-                                Ok(uids) => uids,
-                                Err(ProtoError::ServerError(_)) => Vec::new(),
+                            let mut pairing = std::mem::replace(pairing, Pairing::new(Vec::new()));
+                            let lines = match outcome {
+                                Ok(Reply::Lines { lines, .. }) => Some(lines),
+                                // A server without UIDL answers -ERR: sizes without unique-ids.
+                                Ok(_) | Err(ProtoError::ServerError(_)) => None,
                                 Err(err) => return Ok(self.finish(job, Done::Reply(Err(err)))),
                             };
-                            let rows = merge(std::mem::take(rows), uids);
-                            return Ok(self.finish(job, Done::Messages(rows)));
+                            for line in lines.iter().flat_map(|l| l.lines()) {
+                                if pairing.failed.is_some() {
+                                    break;
+                                }
+                                pairing.failed = pairing.line(line).err();
+                            }
+                            if let Some(err) = pairing.failed.take() {
+                                return Ok(self.finish(job, Done::Reply(Err(err))));
+                            }
+                            return Ok(self.finish(job, Done::Messages(pairing.finish())));
                         }
                     }
                 }
