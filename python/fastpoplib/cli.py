@@ -30,6 +30,10 @@ EXIT_CODES = """exit codes:
   5    another fetch of the same account and store is running (see --wait)
   130  interrupted (Ctrl-C): what was stored is recorded, nothing is half-stored"""
 
+_EXIT_MEANING = {
+    int(code): text.strip() for code, text in (line.split(None, 1) for line in EXIT_CODES.splitlines()[1:])
+}
+
 T = TypeVar("T")
 
 
@@ -167,13 +171,16 @@ def run_fetch(accounts: list[Account], maildir: Path, quiet: bool) -> int:
             print(f"{name}: warning: {printable(text)}", file=sys.stderr)
         for text in r.problems:
             print(f"{name}: {printable(text)}", file=sys.stderr)
-        if not quiet or r.error:
+        if not quiet and not r.error:  # a failed account gets its error only, no summary
             extra = f", {r.skipped} skipped (too large)" if r.skipped else ""
             extra += f", {r.deleted} deleted on server" if r.deleted else ""
             print(f"{name}: {r.fetched} new message(s), {r.bytes} bytes -> {printable(r.stored_dir)}{extra}")
-    if not quiet:
+    code = _retriever.exit_code(reports)
+    if code != EXIT_OK:
+        print(f"fastpoplib: exit code {code}: {_EXIT_MEANING[code]}", file=sys.stderr)
+    elif not quiet:
         print(f"done in {elapsed:.2f} s")
-    return _retriever.exit_code(reports)
+    return code
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
