@@ -448,7 +448,7 @@ class _Fetch:
         self.unsaved = 0
         self.store_error: str | None = None
         self.current: _Msg | None = None  # the message being retrieved
-        self.digests: dict[int, str] = {}  # this session: number -> digest key of what was retrieved
+        self.digests: dict[int, str] = {}  # this session: number -> digest key of what was stored
         self.known: set[str] = set()  # keys in the state or the store
         self.index: dict[str, str] = {}  # digest key -> key the store holds that content under
 
@@ -535,7 +535,8 @@ class _Fetch:
                 # Keep records of what the server still has only: the state stays small, and a
                 # UID the server later reuses is not taken for the deleted message.
                 kept = {m.key for m in msgs if m.key in self.state.keys and m.number not in gone}
-                self.state.keys = kept | {k for n, k in self.digests.items() if n not in gone}
+                kept |= {self.digests[m.number] for m in msgs if m.key is None and m.number in self.digests and m.number not in gone}
+                self.state.keys = kept
                 self.state.aliases = {k: v for k, v in self.state.aliases.items() if k in self.state.keys}
                 await self.save()
         return False
@@ -629,14 +630,13 @@ class _Fetch:
                 await asyncio.to_thread(delivery.write, chunk)
             dkey = digest_key(digest.hexdigest(), m.size)
             key = m.key or dkey
-            self.digests[m.number] = dkey
             held = self.index.get(dkey) or (dkey if dkey in self.known else None)
             if held is not None:
                 # These bytes are stored already: by a session of this run lost before QUIT, by
                 # a run reaching this mailbox by another route (host name, port), or under the
                 # UID this message had before the server lost UIDL. Stored once only.
                 await asyncio.to_thread(delivery.abort)
-                self.recorded(key, held)
+                self.recorded(m, key, dkey, held)
                 return True
             await asyncio.to_thread(delivery.commit, key)
         except POP3Error:
@@ -658,7 +658,7 @@ class _Fetch:
             if key is not None and delivery.committed:
                 self.state.add([key])
             raise
-        self.recorded(key, key)
+        self.recorded(m, key, dkey, key)
         self.index[dkey] = key
         try:
             await asyncio.to_thread(self.digest_index.add, dkey, key)
@@ -674,8 +674,9 @@ class _Fetch:
             await self.save()
         return True
 
-    def recorded(self, key: str, held: str) -> None:
-        """The message of ``key`` is stored, under ``held``."""
+    def recorded(self, m: _Msg, key: str, dkey: str, held: str) -> None:
+        """Message ``m`` (``key``, content ``dkey``) is stored, under ``held``."""
+        self.digests[m.number] = dkey
         self.state.add([key])
         if held != key:
             self.state.aliases[key] = held
