@@ -55,12 +55,7 @@ def _refuse_first_auth() -> Fault:
 
 def test_the_library_logs_nothing_when_logging_is_not_configured(tmp_path):
     with POP3TestServer(mailbox=[_message(1, 300)], sasl=["CRAM-MD5", "PLAIN"], faults=[_refuse_first_auth()]) as srv:
-        script = (
-            "import fastpoplib\n"
-            f"p = fastpoplib.POP3({srv.host!r}, {srv.port})\n"
-            "p.login('user', 'password', allow_insecure=True)\n"
-            "p.quit()\n"
-        )
+        script = f"import fastpoplib\np = fastpoplib.POP3({srv.host!r}, {srv.port})\np.login('user', 'password', allow_insecure=True)\np.quit()\n"
         r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 0, r.stderr
         assert r.stderr == ""

@@ -62,4 +62,3 @@ def test_an_incomplete_message_without_a_journal_is_the_users(tmp_path):
         edited = mbox.read_bytes()
         assert cli("fetch", *account(srv), "--mbox", str(mbox)).returncode == 0
     assert mbox.read_bytes() == edited
-

@@ -1,4 +1,4 @@
-""""Nothing is stored twice" holds per store whatever the route to the mailbox: another host
+""" "Nothing is stored twice" holds per store whatever the route to the mailbox: another host
 name for the same server, STLS on 110 then implicit TLS on 995. Runs by different routes are
 different accounts to the state; the store recognises the bytes it already holds."""
 

@@ -9,9 +9,15 @@ its mbox ``From_`` line. A crash between storing and recording is repaired on th
 scanning the store, and a damaged state file is rebuilt the same way.
 
 Maildir delivery is atomic by construction (``tmp/`` → fsync → rename into ``new/``). An mbox
-append is made all-or-nothing: under the mbox locks, a failed write is truncated away, the
-``From_`` line records the body length, and a message shorter than that length (the process
-died mid-append) is never trusted and, at the end of the file, truncated by the next run.
+append is made all-or-nothing: under the mbox locks, a journal records where it begins before
+its first byte, a failed write is truncated away, the ``From_`` line records the body length,
+and the journal's message, if shorter than that length (the process died mid-append), is
+never trusted and, at the end of the file, truncated by the next run. Nothing else in the
+file is ever changed: the user's edits are theirs.
+
+The state is a cache of the store: the store is read again before anything is deleted on
+the server, and the state directory and files must be the user's own and not writable by
+others. Paths are resolved, so a symlink to the store names the same locks and state.
 """
 
 from __future__ import annotations
