@@ -54,3 +54,19 @@ def test_a_stall_with_delete_deletes_only_what_was_stored(tmp_path):
         assert len(maildir_messages(md)) == 4
         left = srv.mailbox_for("user").messages
         assert left == [crlf(box[2])]
+
+
+def test_messages_that_stall_every_run_do_not_hold_up_the_rest(tmp_path):
+    box = [_message(i, 2000) for i in range(1, 6)]
+    stalls = [Fault.stall_after(b"+OK\r\nSubject: x\r\n", 30, on="RETR", arg=b"%d" % n, times=None) for n in (1, 2, 3)]
+    with POP3TestServer(mailbox=box, faults=stalls) as srv:
+        md = tmp_path / "md"
+        args = ("fetch", *account(srv), "--maildir", str(md), "--timeout", "1")
+        first = cli(*args)
+        assert first.returncode == 1, first.stderr
+        assert "the connection was lost 3 times in this run" in first.stderr
+        assert maildir_messages(md) == []
+        # The next run tries the messages that failed before last: 4 and 5 arrive.
+        second = cli(*args)
+        assert second.returncode == 1, second.stderr
+        assert maildir_messages(md) == sorted(crlf(box[i]) for i in (3, 4))

@@ -462,6 +462,9 @@ class _Fetch:
         for _ in range(MAX_SESSIONS):
             if not await self.session(secret):
                 return
+        self.report.problems.append(
+            f"the connection was lost {MAX_SESSIONS} times in this run; the messages not fetched yet are fetched next run"
+        )
 
     async def session(self, secret: dict[str, str]) -> bool:
         """One session; True if it was lost on a broken or stalled message and should be resumed."""
@@ -556,6 +559,9 @@ class _Fetch:
                 continue
             wanted.append(m)
         self.report.skipped = len(self.too_large)
+        # Messages that failed in earlier runs go last: a few that stall every time must not
+        # use up the run's sessions before the rest of the mailbox is fetched.
+        wanted.sort(key=lambda m: m.key in self.state.failures)
         if acct.max_messages is not None:
             wanted = wanted[: max(0, acct.max_messages - self.report.fetched)]
         return wanted
