@@ -75,3 +75,13 @@ def test_the_cli_shows_warnings_only_with_v(tmp_path):
                            capture_output=True, text=True, env=ENV, timeout=60, check=False)  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert "refused; trying the next method" in r.stderr
+
+
+def test_a_configuration_error_and_a_failed_ls_print_their_exit_code(tmp_path):
+    r = cli("fetch", "--host", "127.0.0.1")
+    assert r.returncode == 2
+    assert "give --host and --user" in r.stderr and "fastpoplib: exit code 2: usage or configuration error" in r.stderr
+    r = cli("ls", "--host", "127.0.0.1", "--port", str(_closed_port()), "--user", "u", "--tls", "none", "--insecure",
+            "--password-env", "POP_PW")  # fmt: skip
+    assert r.returncode == 4
+    assert "fastpoplib: exit code 4: connection or TLS failure" in r.stderr

@@ -177,9 +177,15 @@ def run_fetch(accounts: list[Account], maildir: Path, quiet: bool) -> int:
             print(f"{name}: {r.fetched} new message(s), {r.bytes} bytes -> {printable(r.stored_dir)}{extra}")
     code = _retriever.exit_code(reports)
     if code != EXIT_OK:
-        print(f"fastpoplib: exit code {code}: {_EXIT_MEANING[code]}", file=sys.stderr)
+        _say_exit_code(code)
     elif not quiet:
         print(f"done in {elapsed:.2f} s")
+    return code
+
+
+def _say_exit_code(code: int) -> int:
+    """A failed run ends with its exit code and what it means (stderr), not a summary."""
+    print(f"fastpoplib: exit code {code}: {_EXIT_MEANING[code]}", file=sys.stderr)
     return code
 
 
@@ -203,7 +209,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{printable(report.account)}: warning: {printable(text)}", file=sys.stderr)
         if report.error:
             print(f"{printable(report.account)}: FAILED: {printable(report.error)}", file=sys.stderr)
-    return _retriever.exit_code([report for _, report in results])
+    code = _retriever.exit_code([report for _, report in results])
+    return _say_exit_code(code) if code != EXIT_OK else code
 
 
 def _print_listing(results: list[tuple[list[dict[str, Any]], _retriever.Report]], as_json: bool) -> None:
@@ -452,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         print(f"fastpoplib: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
+        return _say_exit_code(EXIT_USAGE)
     except KeyboardInterrupt:
         print("fastpoplib: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
