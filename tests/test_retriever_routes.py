@@ -57,3 +57,13 @@ def test_stls_then_implicit_tls_to_dovecot_store_each_message_once(dovecot_serve
     assert "5 new message(s)" in outputs[0] and "0 new message(s)" in outputs[1]
     assert len(maildir_messages(md)) == 5
     assert sorted(maildir_messages(md)) == sorted(crlf(m) for m in dovecot_server.users[fresh_user])
+
+
+def test_two_messages_with_identical_bytes_are_stored_once(tmp_path):
+    # Where the promise stops, as the README says: the same bytes and size are one message.
+    same = _message(1, 800)
+    with POP3TestServer(mailbox=[same, same, _message(2, 800)]) as srv:
+        r = cli("fetch", *account(srv), "--maildir", str(tmp_path / "md"), "--delete")
+        assert r.returncode == 0, r.stderr
+        assert "2 new message(s)" in r.stdout and "3 deleted on server" in r.stdout
+    assert maildir_messages(tmp_path / "md") == sorted([crlf(same), crlf(_message(2, 800))])
