@@ -68,7 +68,7 @@ class Progress:
         """More bytes are about to be fetched (an account's new messages, sizes from LIST)."""
 
     def advance(self, nbytes: int) -> None:
-        """Bytes stored."""
+        """Bytes done: stored, or recognised as stored already."""
 
 
 class ConfigError(Exception):
@@ -643,6 +643,7 @@ class _Fetch:
                 # UID this message had before the server lost UIDL. Stored once only.
                 await asyncio.to_thread(delivery.abort)
                 self.recorded(m, key, dkey, held)
+                self.progress.advance(size)
                 return True
             await asyncio.to_thread(delivery.commit, key)
         except POP3Error:
