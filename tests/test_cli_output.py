@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from fastpoplib.testing import Fault, POP3TestServer
-from test_retriever_faults import ENV, _message, account, cli
+from test_retriever_faults import ENV, _message, account, cli, spawn, wait_for
 
 
 def _closed_port() -> int:
@@ -85,3 +85,18 @@ def test_a_configuration_error_and_a_failed_ls_print_their_exit_code(tmp_path):
             "--password-env", "POP_PW")  # fmt: skip
     assert r.returncode == 4
     assert "fastpoplib: exit code 4: connection or TLS failure" in r.stderr
+
+
+def test_a_store_failing_mid_run_names_its_path(tmp_path):
+    md = tmp_path / "md"
+    # The first RETR is answered late: meanwhile tmp/ stops being a directory.
+    with POP3TestServer(mailbox=[_message(1, 300)], faults=[Fault.stall(3, on="RETR")]) as srv:
+        proc = spawn("fetch", *account(srv), "--maildir", str(md), "--delete")
+        wait_for(lambda: any(c.startswith(b"RETR") for s in srv.sessions for c in s.commands), "the RETR")
+        (md / "tmp").rmdir()
+        (md / "tmp").write_bytes(b"")
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, err
+        assert f"cannot write to {md}: Not a directory; message 1 (UID" in err
+        assert "fastpoplib: exit code 1" in err
+        assert len(srv.mailbox_for("user")) == 1

@@ -456,7 +456,7 @@ class _Fetch:
         # Read the store before connecting: waiting for another program's mbox locks must not
         # keep a POP3 session idle.
         self.step.now = "reading the store"
-        stored = await asyncio.to_thread(self.store.stored_keys)
+        stored = await self.stored_keys()
         self.index = {d: k for d, k in (await asyncio.to_thread(self.digest_index.load)).items() if k in stored}
         self.known = self.state.keys | stored
         for _ in range(MAX_SESSIONS):
@@ -502,7 +502,7 @@ class _Fetch:
             if acct.delete:
                 # The store, not the state, says what may be deleted on the server.
                 self.step.now = "checking the store before deleting"
-                stored = await asyncio.to_thread(self.store.stored_keys)
+                stored = await self.stored_keys()
                 to_delete = [m.number for m in msgs if self.held(m, stored)]
                 missing = sum(1 for m in msgs if m.key in self.state.keys and not self.held(m, stored))
                 warning = (
@@ -543,6 +543,12 @@ class _Fetch:
                 self.state.aliases = {k: v for k, v in self.state.aliases.items() if k in self.state.keys}
                 await self.save()
         return False
+
+    async def stored_keys(self) -> set[str]:
+        try:
+            return set(await asyncio.to_thread(self.store.stored_keys))
+        except OSError as exc:
+            raise StoreError(f"cannot read the store {self.store.path}: {exc.strerror or exc}") from None
 
     def held(self, m: _Msg, stored: set[str]) -> bool:
         """Whether the store holds message ``m``: under its key, or its content under another."""
@@ -625,7 +631,10 @@ class _Fetch:
 
     async def deliver(self, m: _Msg, chunks: Any) -> bool:
         """Store one message; False if the store failed (fetching stops, the rest goes on)."""
-        delivery = await asyncio.to_thread(self.store.begin)
+        try:
+            delivery = await asyncio.to_thread(self.store.begin)
+        except OSError as exc:
+            return self.cannot_store(m, exc)
         digest = hashlib.sha256()
         size = 0
         key = None
@@ -651,12 +660,7 @@ class _Fetch:
             raise
         except OSError as exc:  # the store's: disk full, file too large, I/O error
             await asyncio.to_thread(delivery.abort)
-            self.store_error = (
-                f"cannot write to {self.store.path}: {exc.strerror or exc}; "
-                f"{m.name()} and the rest were not stored, free some space and run again"
-            )
-            self.report.problems.append(self.store_error)
-            return False
+            return self.cannot_store(m, exc)
         except BaseException:
             # Interrupted: a write or commit still running in its thread finishes first (the
             # delivery serialises them); a committed message stays and is recorded, anything
@@ -680,6 +684,15 @@ class _Fetch:
         if self.unsaved >= SAVE_EVERY:
             await self.save()
         return True
+
+    def cannot_store(self, m: _Msg, exc: OSError) -> bool:
+        """The store failed: fetching stops (False), the session goes on to delete what is stored."""
+        self.store_error = (
+            f"cannot write to {self.store.path}: {exc.strerror or exc}; "
+            f"{m.name()} and the rest were not stored, free some space and run again"
+        )
+        self.report.problems.append(self.store_error)
+        return False
 
     def recorded(self, m: _Msg, key: str, dkey: str, held: str) -> None:
         """Message ``m`` (``key``, content ``dkey``) is stored, under ``held``."""
