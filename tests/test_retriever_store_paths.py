@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from dovecot import PASSWORD
 from fastpoplib.testing import Fault, POP3TestServer
 from test_retriever_faults import _message, account, cli, lf, maildir_messages, mbox_messages, no_traceback, spawn, wait_for
 
@@ -139,3 +142,21 @@ def test_a_state_problem_in_an_mbox_store_is_a_sentence_with_exit_2(tmp_path):
         assert r.returncode == 2, r.stderr
         assert f"the state directory {mbox}.fastpoplib is not a directory" in r.stderr
     assert maildir_messages(tmp_path) == []
+
+
+def test_dovecot_deletes_only_what_the_store_holds(dovecot_server, fresh_user, tmp_path):
+    # A real server: a state listing every message, in a store holding none, deletes nothing.
+    env = dict(os.environ, DOVE_PW=PASSWORD)
+    base = [sys.executable, "-m", "fastpoplib", "fetch", "--host", dovecot_server.host, "--port",
+            str(dovecot_server.tls_port), "--user", fresh_user, "--password-env", "DOVE_PW", "--cafile",
+            dovecot_server.cafile]  # fmt: skip
+    elsewhere, md = tmp_path / "elsewhere", tmp_path / "md"
+    assert subprocess.run([*base, "--maildir", str(elsewhere)], env=env, capture_output=True, timeout=120).returncode == 0
+    (md / ".fastpoplib").mkdir(parents=True, mode=0o700)
+    shutil.copy(_state_file(elsewhere), md / ".fastpoplib")
+    r = subprocess.run([*base, "--maildir", str(md), "--delete"], env=env, capture_output=True, text=True, timeout=120)
+    assert "5 message(s) recorded as fetched are not in the store" in r.stderr, r.stderr
+    # Still all five on the server: the first store fetches nothing new and deletes all five.
+    r = subprocess.run([*base, "--maildir", str(elsewhere), "--delete"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "0 new message(s)" in r.stdout and "5 deleted on server" in r.stdout
