@@ -30,6 +30,10 @@ EXIT_CODES = """exit codes:
   5    another fetch of the same account and store is running (see --wait)
   130  interrupted (Ctrl-C): what was stored is recorded, nothing is half-stored"""
 
+_EXIT_MEANING = {
+    int(code): text.strip() for code, text in (line.split(None, 1) for line in EXIT_CODES.splitlines()[1:])
+}
+
 T = TypeVar("T")
 
 
@@ -167,13 +171,22 @@ def run_fetch(accounts: list[Account], maildir: Path, quiet: bool) -> int:
             print(f"{name}: warning: {printable(text)}", file=sys.stderr)
         for text in r.problems:
             print(f"{name}: {printable(text)}", file=sys.stderr)
-        if not quiet or r.error:
+        if not quiet and not r.error:  # a failed account gets its error only, no summary
             extra = f", {r.skipped} skipped (too large)" if r.skipped else ""
             extra += f", {r.deleted} deleted on server" if r.deleted else ""
             print(f"{name}: {r.fetched} new message(s), {r.bytes} bytes -> {printable(r.stored_dir)}{extra}")
-    if not quiet:
+    code = _retriever.exit_code(reports)
+    if code != EXIT_OK:
+        _say_exit_code(code)
+    elif not quiet:
         print(f"done in {elapsed:.2f} s")
-    return _retriever.exit_code(reports)
+    return code
+
+
+def _say_exit_code(code: int) -> int:
+    """A failed run ends with its exit code and what it means (stderr), not a summary."""
+    print(f"fastpoplib: exit code {code}: {_EXIT_MEANING[code]}", file=sys.stderr)
+    return code
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -196,7 +209,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{printable(report.account)}: warning: {printable(text)}", file=sys.stderr)
         if report.error:
             print(f"{printable(report.account)}: FAILED: {printable(report.error)}", file=sys.stderr)
-    return _retriever.exit_code([report for _, report in results])
+    code = _retriever.exit_code([report for _, report in results])
+    return _say_exit_code(code) if code != EXIT_OK else code
 
 
 def _print_listing(results: list[tuple[list[dict[str, Any]], _retriever.Report]], as_json: bool) -> None:
@@ -445,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         print(f"fastpoplib: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
+        return _say_exit_code(EXIT_USAGE)
     except KeyboardInterrupt:
         print("fastpoplib: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
