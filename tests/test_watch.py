@@ -1,0 +1,200 @@
+"""`fastpoplib watch`, `status` and `fetch --concurrency` (issue 20, item 3), run for real in
+subprocesses against the shipped test server. Every wait is for something observable (a
+message stored, a session opened), bounded by a deadline."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastpoplib import _watch
+from fastpoplib.testing import Fault, POP3TestServer
+from test_retriever_faults import cli, maildir_messages, no_traceback, spawn, wait_for
+
+STALL = 30.0  # the test server's longest stall: "forever" for these tests
+
+
+def message(tag: str, i: int) -> bytes:
+    return f"Subject: {tag} {i}\r\nMessage-ID: <{tag}.{i}@test>\r\n\r\nbody of {tag} {i}\r\n".encode()
+
+
+def server(tag: str, n: int, **kw: Any) -> POP3TestServer:
+    return POP3TestServer([message(tag, i) for i in range(n)], stls=False, **kw)
+
+
+def entry(name: str, srv: POP3TestServer, maildir: Path, user: str = "user", **extra: Any) -> str:
+    lines = [
+        "[[account]]",
+        f"name = '{name}'",
+        f"host = '{srv.host}'",
+        f"port = {srv.port}",
+        f"user = '{user}'",
+        "tls = 'none'",
+        "insecure = true",
+        "password_env = 'POP_PW'",
+        f"maildir = '{maildir}'",
+    ]
+    lines += [f"{k} = {v!r}".replace("True", "true").replace("False", "false") for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(tmp_path: Path, *entries: str) -> str:
+    path = tmp_path / "accounts.toml"
+    path.write_text("\n".join(entries))
+    return str(path)
+
+
+def stop(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM, as systemd stops a service; watch must exit 0 promptly."""
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    no_traceback(out, err)
+    return out, err
+
+
+def test_a_stalled_server_does_not_delay_the_other_accounts(tmp_path: Path) -> None:
+    interval = 2.0
+    with server("a", 2) as a, server("b", 2) as b, server("s", 2) as stalled:
+        stalled.add_fault(Fault.stall(STALL, on="greeting", times=None))
+        config = write_config(
+            tmp_path,
+            entry("a", a, tmp_path / "a", interval=interval),
+            entry("b", b, tmp_path / "b", interval=interval),
+            entry("stalled", stalled, tmp_path / "s", interval=interval, timeout=120.0),
+        )
+        proc = spawn("watch", "--config", config)
+        try:
+            for name in "ab":
+                wait_for(lambda name=name: len(maildir_messages(tmp_path / name)) == 2, f"account {name}'s mail")
+            assert len(stalled.sessions) == 1 and not stalled.sessions[0].closed.is_set()
+            a.mailbox.add(message("a", 2))
+            b.mailbox.add(message("b", 2))
+            # New mail arrives within one interval (plus the poll itself), the stall notwithstanding.
+            for name in "ab":
+                wait_for(
+                    lambda name=name: len(maildir_messages(tmp_path / name)) == 3,
+                    f"account {name}'s new mail",
+                    deadline=interval + 5,
+                )
+            assert len(stalled.sessions) == 1, "the stalled account was polled again before its poll ended"
+        finally:
+            _, err = stop(proc)
+        assert stalled.sessions[0].wait_closed(10), "the stalled connection was left open"
+    assert maildir_messages(tmp_path / "a") == sorted(message("a", i) for i in range(3))
+    for name in "ab":
+        assert f"INFO {name}: 2 new message(s)" in err and f"INFO {name}: 1 new message(s)" in err, err
+
+
+def test_sigterm_during_a_delivery_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    md = tmp_path / "md"
+    with server("m", 20) as srv:
+        # Message 6 is "in hand" when the signal comes: its RETR reply never arrives.
+        srv.add_fault(Fault.stall(STALL, on="RETR", skip=5))
+        config = write_config(tmp_path, entry("m", srv, md, delete=True, interval=600.0))
+        proc = spawn("watch", "--config", config)
+        try:
+            wait_for(lambda: srv.sessions and len([c for c in srv.sessions[0].commands if c.startswith(b"RETR")]) >= 6, "RETR 6")
+            wait_for(lambda: len(maildir_messages(md)) == 5, "the 5 messages before it to be stored")
+        finally:
+            stop(proc)
+        assert not list((md / "tmp").iterdir()), "a half-stored message was left in tmp/"
+        assert len(srv.mailbox) == 20, "a message was deleted although the session never reached QUIT"
+        srv.clear_faults()
+        proc = spawn("watch", "--config", config)
+        try:
+            wait_for(lambda: len(srv.mailbox) == 0, "the rest to be fetched and deleted")
+        finally:
+            stop(proc)
+    assert maildir_messages(md) == sorted(message("m", i) for i in range(20))
+
+
+def test_backoff_pause_and_login_delay(tmp_path: Path) -> None:
+    interval = 0.2
+    with (
+        server("ok", 1) as ok,
+        server("t", 1, faults=[Fault.reply(b"-ERR [SYS/TEMP] down for maintenance\r\n", on="greeting", times=None)]) as temp,
+        server("r", 1, users={"user": "another password"}) as refused,
+        server("d", 1, login_delay=1) as delayed,
+    ):
+        config = write_config(
+            tmp_path,
+            entry("ok", ok, tmp_path / "ok", interval=interval),
+            entry("temp", temp, tmp_path / "temp", interval=interval),
+            entry("refused", refused, tmp_path / "refused", interval=interval),
+            entry("delayed", delayed, tmp_path / "delayed", interval=interval),
+        )
+        proc = spawn("watch", "--config", config)
+        try:
+            wait_for(lambda: len(ok.sessions) >= 12 and len(delayed.sessions) >= 3, "12 polls of a healthy account")
+            assert len(refused.sessions) == 1, "a refused login was tried again"
+            # 12 polls at 0.2 s took >= 2.2 s; with backoff (0.2-0.4, 0.4-0.8, 0.8-1.6 s...) the
+            # failing server saw at most 5 attempts, not 12, but was tried again.
+            assert 2 <= len(temp.sessions) <= 5, temp.sessions
+            status = cli("status", "--config", config)
+        finally:
+            _, err = stop(proc)
+    assert "refused: login refused" in err and "paused" in err, err
+    assert "[LOGIN-DELAY]" not in err, "LOGIN-DELAY from CAPA was not honoured"
+    assert "[SYS/TEMP]" in err and "next try in" in err, err
+    assert status.returncode == 0, status.stderr
+    names = [line for line in status.stdout.splitlines() if line and not line.startswith(" ")]
+    assert names == ["ok", "temp", "refused", "delayed"], status.stdout
+    text = status.stdout
+    assert text.count("(1 in all)") == 2, text  # ok and delayed: one message each, fetched once
+    assert "paused: fix the error above" in text and "[SYS/TEMP] down for maintenance" in text, text
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    lows = [_watch.backoff(300, n, rand=lambda: 0.0) for n in range(1, 12)]
+    highs = [_watch.backoff(300, n, rand=lambda: 1.0) for n in range(1, 12)]
+    assert lows[0] == 300 and highs[0] == 600  # the first retry: one to two intervals
+    assert all(x <= y for x, y in zip(highs, highs[1:])) and highs[-1] == _watch.BACKOFF_CAP
+    assert lows[-1] == _watch.BACKOFF_CAP / 2
+    assert _watch.backoff(7200, 3, rand=lambda: 1.0) == 7200  # an interval above the cap is kept
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_concurrency_bound_is_never_exceeded(tmp_path: Path, concurrency: int) -> None:
+    users = {f"u{i}": "password" for i in range(9)}
+    boxes = {u: [message(u, j) for j in range(2)] for u in users}
+    with POP3TestServer(users=users, mailboxes=boxes, stls=False) as srv:
+        # Each session lasts a while, so that unbounded connections would overlap.
+        srv.add_fault(Fault.stall(0.2, on="greeting", times=None))
+        config = write_config(tmp_path, *(entry(u, srv, tmp_path / u, user=u) for u in users))
+        out = cli("fetch", "--config", config, "--concurrency", str(concurrency))
+        assert out.returncode == 0, out.stderr
+        assert srv.peak_sessions == concurrency, f"{srv.peak_sessions} connections open at once"
+    for u in users:
+        assert maildir_messages(tmp_path / u) == sorted(boxes[u])
+
+
+def test_bad_concurrency_and_interval_are_usage_errors(tmp_path: Path) -> None:
+    with server("x", 1) as srv:
+        config = write_config(tmp_path, entry("x", srv, tmp_path / "x"))
+        for args in (["fetch", "--concurrency", "0"], ["watch", "--concurrency", "-3"], ["watch", "--interval", "0"]):
+            out = cli(*args, "--config", config)
+            assert out.returncode == 2, out
+            assert ("--concurrency must be" in out.stderr) or ("interval (--interval) must be greater than 0" in out.stderr)
+        out = cli("fetch", "--config", config, "--concurrency", "100000000")
+        assert out.returncode == 2 and "lower --concurrency" in out.stderr, out.stderr
+
+
+def test_status_of_a_config_never_polled_and_after_fetch(tmp_path: Path) -> None:
+    with server("x", 2) as srv:
+        config = write_config(tmp_path, entry("x", srv, tmp_path / "x"))
+        before = cli("status", "--config", config)
+        assert before.returncode == 0 and "last poll   never" in before.stdout, before
+        started = time.time()
+        assert cli("fetch", "--config", config).returncode == 0
+        after = cli("status", "--config", config)
+    assert "fetched     2 message(s) (2 in all)" in after.stdout, after.stdout
+    assert "last error  -" in after.stdout and "next poll   - (no watch running)" in after.stdout
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(started))
+    assert stamp in after.stdout or time.strftime("%Y-%m-%d %H:%M", time.gmtime()) in after.stdout
+    (record,) = (tmp_path / "x" / ".fastpoplib").glob("*.status")
+    assert record.stat().st_mode & 0o077 == 0, "the status record is readable by others"
