@@ -134,11 +134,14 @@ def test_async_twin_with_a_server_error_mid_way(tmp_path: Path) -> None:
         async with fastpoplib.AsyncPOP3.connect(srv.host, srv.port, 10) as pop:
             await pop.login("user", "password", allow_insecure=True)
             fetcher = AsyncFetcher(pop, stored=saved.__contains__, delete=True)
-            async with contextlib.aclosing(fetcher.new_messages()) as messages:
+            messages = fetcher.new_messages()
+            try:  # contextlib.aclosing, before Python 3.10
                 async for msg in messages:
                     saved[msg.key] = msg.data
                     msg.ack()
                     got.append(msg.number)
+            finally:
+                await messages.aclose()
         return got
 
     with POP3TestServer(MESSAGES, stls=False) as srv:

@@ -15,7 +15,7 @@ made once, in :class:`_Plan`, and the two classes only do the I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING
 
 from ._store import uid_key
@@ -132,7 +132,7 @@ class Fetcher:
     def __init__(self, pop: POP3, *, stored: Callable[[str], bool], delete: bool = False) -> None:
         self.pop, self.stored, self.delete = pop, stored, delete
 
-    def new_messages(self) -> Iterator[Message]:
+    def new_messages(self) -> Generator[Message, None, None]:
         """Each message not yet stored, in server order, retrieved pipelined (RFC 2449
         PIPELINING when offered). Leaving the loop early is safe: what was not acknowledged
         stays on the server."""
@@ -149,7 +149,7 @@ class Fetcher:
                         pop.dele_many(deletions)
                     yield Message(plan, number, size, uid, key, _data(lines))
             finally:
-                batch.close()
+                batch.close()  # type: ignore[attr-defined]
             if deletions := plan.take_deletions():
                 pop.dele_many(deletions)
         finally:
@@ -165,7 +165,7 @@ class AsyncFetcher:
     def __init__(self, pop: AsyncPOP3, *, stored: Callable[[str], bool], delete: bool = False) -> None:
         self.pop, self.stored, self.delete = pop, stored, delete
 
-    async def new_messages(self) -> AsyncIterator[Message]:
+    async def new_messages(self) -> AsyncGenerator[Message, None]:
         """As :meth:`Fetcher.new_messages`."""
         plan = _Plan(self.stored, self.delete)
         pop = self.pop
