@@ -162,7 +162,7 @@ def main() -> None:
 
     rtt = 2 * args.delay_ms
     print(f"\n{args.accounts} accounts x {args.messages} x 4 KB, {rtt:g} ms round trip, medians of {args.runs} run(s)")
-    print(f"| client | wall s | peak RSS MB | connections at once | speed vs concurrency 50 |")
+    print("| client | wall s | peak RSS MB | connections at once | speed vs concurrency 50 |")
     print("|---|---:|---:|---:|---:|")
     base = statistics.median(r[0] for r in results["fastpoplib fetch --concurrency 50"])
     for name, runs in results.items():
