@@ -10,7 +10,7 @@ once into its own Maildir by:
         [--runs 1] [--getmail /path/to/venv/bin/getmail]
 
 Every client runs in a fresh subprocess with fresh Maildirs and state; wall time, peak RSS of
-that process (GNU time), and the most connections open at the same moment (counted by the
+that process and its CPU time (GNU time), and the most connections open at the same moment (counted by the
 server) are printed, with the median over --runs and the ratio to fastpoplib --concurrency 50.
 Every run is checked: each Maildir must hold exactly its account's messages. Not a test."""
 
@@ -107,13 +107,13 @@ def run_once(
     port: int,
     accounts: int,
     messages: int,
-) -> Tuple[float, float, int]:
+) -> Tuple[float, float, float, int]:
     work = Path(tempfile.mkdtemp(prefix="bench-accounts-"))
     try:
         cmd, env = build(work, port, accounts)
         # GNU time measures the peak: a child of this process would report this process's
         # memory at fork as its own peak (Linux keeps the high-water mark across exec).
-        cmd = ["/usr/bin/time", "-f", "%M", "-o", str(work / "maxrss.kb"), *cmd]
+        cmd = ["/usr/bin/time", "-f", "%M %U %S", "-o", str(work / "usage"), *cmd]
         srv.peak_sessions = 0
         started = time.perf_counter()
         proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
@@ -123,7 +123,8 @@ def run_once(
         wrong = [a for a in range(accounts) if stored(work / f"u{a}") != messages]
         if wrong:
             sys.exit(f"{name}: {len(wrong)} account(s) did not get exactly {messages} messages, e.g. u{wrong[0]}")
-        return wall, int((work / "maxrss.kb").read_text().split()[-1]) / 1024, srv.peak_sessions
+        maxrss_kb, user, system = (work / "usage").read_text().split()[-3:]
+        return wall, int(maxrss_kb) / 1024, float(user) + float(system), srv.peak_sessions
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -153,7 +154,7 @@ def main() -> None:
 
     users = {f"u{a}": PASSWORD for a in range(args.accounts)}
     boxes = {f"u{a}": [message(a, i) for i in range(args.messages)] for a in range(args.accounts)}
-    results: Dict[str, List[Tuple[float, float, int]]] = {name: [] for name in clients}
+    results: Dict[str, List[Tuple[float, float, float, int]]] = {name: [] for name in clients}
     with POP3TestServer(users=users, mailboxes=boxes, stls=False, sasl=()) as srv:
         with DelayProxy(srv.address, args.delay_ms / 1000) as proxy:
             for _ in range(args.runs):
@@ -162,14 +163,15 @@ def main() -> None:
 
     rtt = 2 * args.delay_ms
     print(f"\n{args.accounts} accounts x {args.messages} x 4 KB, {rtt:g} ms round trip, medians of {args.runs} run(s)")
-    print("| client | wall s | peak RSS MB | connections at once | speed vs concurrency 50 |")
-    print("|---|---:|---:|---:|---:|")
+    print("| client | wall s | client CPU s | peak RSS MB | connections at once | wall vs concurrency 50 |")
+    print("|---|---:|---:|---:|---:|---:|")
     base = statistics.median(r[0] for r in results["fastpoplib fetch --concurrency 50"])
     for name, runs in results.items():
         wall = statistics.median(r[0] for r in runs)
         rss = statistics.median(r[1] for r in runs)
-        peak = max(r[2] for r in runs)
-        print(f"| {name} | {wall:.2f} | {rss:.1f} | {peak} | {base / wall:.3f}x |")
+        cpu = statistics.median(r[2] for r in runs)
+        peak = max(r[3] for r in runs)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {rss:.1f} | {peak} | {wall / base:.1f}x |")
     one = statistics.median(r[0] for r in results["fastpoplib fetch --concurrency 1"])
     print(f"\n--concurrency 50 is {one / base:.1f}x faster than --concurrency 1")
 
