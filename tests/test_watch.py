@@ -4,16 +4,21 @@ message stored, a session opened), bounded by a deadline."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import fastpoplib
 import pytest
 from fastpoplib import _watch
 from fastpoplib.testing import Fault, POP3TestServer
-from test_retriever_faults import cli, maildir_messages, no_traceback, spawn, wait_for
+from test_retriever_faults import ENV, cli, maildir_messages, no_traceback, spawn, wait_for
 
 STALL = 30.0  # the test server's longest stall: "forever" for these tests
 
@@ -198,3 +203,79 @@ def test_status_of_a_config_never_polled_and_after_fetch(tmp_path: Path) -> None
     assert stamp in after.stdout or time.strftime("%Y-%m-%d %H:%M", time.gmtime()) in after.stdout
     (record,) = (tmp_path / "x" / ".fastpoplib").glob("*.status")
     assert record.stat().st_mode & 0o077 == 0, "the status record is readable by others"
+
+
+# --- Dovecot: the maildrop lock that makes a double poll harmless -----------------------------
+
+
+@pytest.fixture
+def locking_dovecot() -> Any:
+    """A private Dovecot that lets one POP3 session per user in (``pop3_lock_session``)."""
+    from dovecot import InteropDovecot, _require_dovecot
+
+    _require_dovecot()
+    root = Path(tempfile.mkdtemp(prefix="fastpoplib-dovecot-"))
+    try:
+        dove = InteropDovecot(root)
+        with open(dove.conf, "a") as conf:
+            conf.write("pop3_lock_session = yes\n")
+        dove.add_user("shared", [message("shared", i) for i in range(30)])
+        with dove:
+            yield dove
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_hosts_polling_one_account_store_each_message_once(tmp_path: Path, locking_dovecot: Any) -> None:
+    dove = locking_dovecot
+    left = dove.root / "mail" / "shared" / "Maildir" / "cur"
+
+    def account(name: str) -> str:
+        return "\n".join(
+            [
+                "[[account]]",
+                f"name = '{name}'",
+                f"host = '{dove.host}'",
+                f"port = {dove.plain_port}",
+                "user = 'shared'",
+                "tls = 'starttls'",
+                f"cafile = '{dove.cafile}'",
+                "password_env = 'DOVE_PW'",
+                f"maildir = '{tmp_path / name}'",
+                "delete = true",
+                "interval = 0.3",
+            ]
+        )
+
+    env = dict(ENV, DOVE_PW=dove.password)
+
+    def watch(name: str) -> subprocess.Popen:  # a host: its own config and store
+        config = tmp_path / f"{name}.toml"
+        config.write_text(account(name) + "\n")
+        return subprocess.Popen(
+            [sys.executable, "-m", "fastpoplib", "watch", "--config", str(config)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def last_error(name: str) -> str:
+        records = list((tmp_path / name / ".fastpoplib").glob("*.status"))
+        return (json.loads(records[0].read_text())["last_error"] or "") if records else ""
+
+    with fastpoplib.POP3(dove.host, dove.plain_port, timeout=10) as holder:
+        holder.stls(cafile=dove.cafile)
+        holder.login("shared", dove.password)  # another client holds the maildrop lock
+        first = watch("host-a")
+        wait_for(lambda: "[IN-USE]" in last_error("host-a"), "host a to be refused [IN-USE]")
+    second = watch("host-b")  # from now on both hosts poll the account every 0.3 s
+    try:
+        wait_for(lambda: not list(left.iterdir()), "every message to be fetched and deleted")
+    finally:
+        _, err_a = stop(first)
+        _, err_b = stop(second)
+    assert "next try in" in err_a and "paused" not in err_a + err_b, err_a
+    a, b = maildir_messages(tmp_path / "host-a"), maildir_messages(tmp_path / "host-b")
+    assert not set(a) & set(b), "a message was stored by both hosts"
+    assert sorted(a + b) == sorted(message("shared", i) for i in range(30))
