@@ -189,9 +189,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     accounts = accounts_from(args)
     _watch.check_concurrency(args.concurrency)
-    if not args.verbose:  # a service: one INFO line per account and poll, for the journal
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger("fastpoplib.watch")
+    if not args.verbose:  # a service: one line per account and poll for the journal, and warnings
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
+        log.setLevel(logging.INFO)
     log.info("watching %d account(s), at most %d at once", len(accounts), args.concurrency)
     maildir = Path(args.maildir or DEFAULT_MAILDIR).expanduser()
     _run(_watch.watch(accounts, maildir, args.concurrency), stop_on=(signal.SIGINT, signal.SIGTERM))
