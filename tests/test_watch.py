@@ -172,17 +172,20 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert _watch.backoff(7200, 3, rand=lambda: 1.0) == 7200  # an interval above the cap is kept
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_concurrency_bound_is_never_exceeded(tmp_path: Path, concurrency: int) -> None:
+@pytest.mark.parametrize(("command", "concurrency"), [("fetch", 1), ("fetch", 3), ("ls", 3)])
+def test_concurrency_bound_is_never_exceeded(tmp_path: Path, command: str, concurrency: int) -> None:
     users = {f"u{i}": "password" for i in range(9)}
     boxes = {u: [message(u, j) for j in range(2)] for u in users}
     with POP3TestServer(users=users, mailboxes=boxes, stls=False) as srv:
         # Each session lasts a while, so that unbounded connections would overlap.
         srv.add_fault(Fault.stall(0.2, on="greeting", times=None))
         config = write_config(tmp_path, *(entry(u, srv, tmp_path / u, user=u) for u in users))
-        out = cli("fetch", "--config", config, "--concurrency", str(concurrency))
+        out = cli(command, "--config", config, "--concurrency", str(concurrency))
         assert out.returncode == 0, out.stderr
         assert srv.peak_sessions == concurrency, f"{srv.peak_sessions} connections open at once"
+    if command == "ls":
+        assert all(f"== {u}" in out.stdout for u in users), out.stdout
+        return
     for u in users:
         assert maildir_messages(tmp_path / u) == sorted(boxes[u])
 

@@ -25,9 +25,10 @@ import os
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 from ._retriever import (
     EXIT_AUTH,
@@ -48,6 +49,7 @@ FDS_PER_ACCOUNT = 8  # socket, account lock, state and store files, with room to
 FDS_RESERVED = 64  # the interpreter, logging, the thread pool
 
 log = logging.getLogger("fastpoplib.watch")
+T = TypeVar("T")
 
 # Failures that waiting does not cure: a refused login is not retried in a loop (it could lock
 # the account at the provider), a configuration error needs the user.
@@ -139,19 +141,29 @@ async def _poll(acct: Account, default_maildir: Path, progress: Progress, slots:
         return await fetch_account(acct, default_maildir, progress)
 
 
+async def each(accounts: list[Account], job: Callable[[Account], Awaitable[T]], concurrency: int) -> list[T]:
+    """``job(account)`` for every account, at most ``concurrency`` at once; results in order."""
+    slots = asyncio.Semaphore(check_concurrency(concurrency))
+
+    async def one(acct: Account) -> T:
+        async with slots:
+            return await job(acct)
+
+    return list(await asyncio.gather(*(one(a) for a in accounts)))
+
+
 async def fetch_all(
     accounts: list[Account], default_maildir: Path, progress: Progress, concurrency: int = DEFAULT_CONCURRENCY
 ) -> list[Report]:
     """One pass over ``accounts``, at most ``concurrency`` at once; a report per account, in order."""
-    slots = asyncio.Semaphore(check_concurrency(concurrency))
 
     async def one(acct: Account) -> Report:
         started = time.time()
-        report = await _poll(acct, default_maildir, progress, slots)
+        report = await fetch_account(acct, default_maildir, progress)
         await _record(acct, report, started, next_poll=None, paused=False)
         return report
 
-    return list(await asyncio.gather(*(one(a) for a in accounts)))
+    return await each(accounts, one, concurrency)
 
 
 async def watch(accounts: list[Account], default_maildir: Path, concurrency: int = DEFAULT_CONCURRENCY) -> None:

@@ -207,13 +207,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _list_all(accounts: list[Account]) -> list[tuple[list[dict[str, Any]], _retriever.Report]]:
-    return list(await asyncio.gather(*(_retriever.list_account(a) for a in accounts)))
+async def _list_all(
+    accounts: list[Account], concurrency: int = _watch.DEFAULT_CONCURRENCY
+) -> list[tuple[list[dict[str, Any]], _retriever.Report]]:
+    return await _watch.each(accounts, _retriever.list_account, concurrency)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     accounts = accounts_from(args)
-    results = _run(_list_all(accounts))
+    results = _run(_list_all(accounts, _watch.check_concurrency(args.concurrency)))
     if results is None:
         print("fastpoplib: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -469,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--json", action="store_true", help="print a JSON list of {account, number, size, uid, date, from, subject}"
     )
+    _add_concurrency(ls)
     ls.set_defaults(func=cmd_ls)
 
     serve = sub.add_parser("serve", help="run the built-in test server with a sample mailbox")
