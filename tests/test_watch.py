@@ -59,9 +59,9 @@ def record(maildir: Path) -> dict[str, Any]:
     return json.loads(found[0].read_text()) if found else {}
 
 
-def stop(proc: subprocess.Popen) -> tuple[str, str]:
-    """SIGTERM, as systemd stops a service; watch must exit 0 promptly."""
-    proc.send_signal(signal.SIGTERM)
+def stop(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> tuple[str, str]:
+    """SIGTERM, as systemd stops a service (or Ctrl-C's SIGINT); watch must exit 0 promptly."""
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     no_traceback(out, err)
@@ -104,7 +104,8 @@ def test_a_stalled_server_does_not_delay_the_other_accounts(tmp_path: Path) -> N
     assert "connected" not in err and "logged in" not in err, err
 
 
-def test_sigterm_during_a_delivery_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_during_a_delivery_loses_and_doubles_nothing(tmp_path: Path, signum: int) -> None:
     md = tmp_path / "md"
     with server("m", 20) as srv:
         # Message 6 is "in hand" when the signal comes: its RETR reply never arrives.
@@ -115,7 +116,7 @@ def test_sigterm_during_a_delivery_loses_and_doubles_nothing(tmp_path: Path) -> 
             wait_for(lambda: srv.sessions and len([c for c in srv.sessions[0].commands if c.startswith(b"RETR")]) >= 6, "RETR 6")
             wait_for(lambda: len(maildir_messages(md)) == 5, "the 5 messages before it to be stored")
         finally:
-            stop(proc)
+            stop(proc, signum)
         assert not list((md / "tmp").iterdir()), "a half-stored message was left in tmp/"
         assert len(srv.mailbox) == 20, "a message was deleted although the session never reached QUIT"
         srv.clear_faults()
