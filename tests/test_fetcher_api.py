@@ -105,8 +105,8 @@ def test_break_and_an_exception_leave_nothing_half_done(tmp_path: Path) -> None:
                 saved[msg.key] = msg.data
                 msg.ack()
                 if len(saved) == 3:
-                    break  # the third's DELE was never sent: the next run deletes it
-        assert len(srv.mailbox) == 8
+                    break  # before the batch ended: no DELE was sent, the next run sends them
+        assert len(srv.mailbox) == 10
         with pytest.raises(OSError):
             with fastpoplib.POP3(srv.host, srv.port, timeout=10) as pop:
                 pop.login("user", "password", allow_insecure=True)
@@ -114,7 +114,7 @@ def test_break_and_an_exception_leave_nothing_half_done(tmp_path: Path) -> None:
                     saved[msg.key] = msg.data
                     msg.ack()
                     raise OSError("the application's disk is full")  # after one more was saved
-        assert len(srv.mailbox) == 8, "an exception must close without QUIT: nothing deleted"
+        assert len(srv.mailbox) == 10, "an exception must close without QUIT: nothing deleted"
         with fastpoplib.POP3(srv.host, srv.port, timeout=10) as pop:
             pop.login("user", "password", allow_insecure=True)
             offered = [m.number for m in Fetcher(pop, stored=saved.__contains__, delete=True).new_messages()]
@@ -122,7 +122,7 @@ def test_break_and_an_exception_leave_nothing_half_done(tmp_path: Path) -> None:
         assert len(offered) == 6 and late is not None
         with pytest.raises(fastpoplib.LocalProtocolError, match="ack"):
             late.ack()  # its iteration has ended
-        assert len(srv.mailbox) == 6  # the 2 stored earlier are deleted now; the 6 offered were not acked
+        assert len(srv.mailbox) == 6  # the 4 stored earlier are deleted now; the 6 offered were not acked
     assert len(saved) == 4
 
 
@@ -160,3 +160,21 @@ def test_server_without_uidl_is_refused_with_a_reason() -> None:
             pop.login("user", "password", allow_insecure=True)
             with pytest.raises(fastpoplib.POP3Error, match="no UIDL"):
                 next(Fetcher(pop, stored=lambda key: False).new_messages())
+
+
+def test_deletions_go_out_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each message its own batch: a DELE is sent before each next batch (never while RETR
+    replies are in flight, which the session would have to hold in memory)."""
+    monkeypatch.setattr(fastpoplib._fetcher, "BATCH_BYTES", 1)
+    saved: dict[str, bytes] = {}
+    with POP3TestServer(MESSAGES, stls=False) as srv:
+        with fastpoplib.POP3(srv.host, srv.port, timeout=10) as pop:
+            pop.login("user", "password", allow_insecure=True)
+            for msg in Fetcher(pop, stored=saved.__contains__, delete=True).new_messages():
+                saved[msg.key] = msg.data
+                msg.ack()
+                if len(saved) == 3:
+                    break
+        assert len(srv.mailbox) == 8  # the first two; the third's DELE was not sent yet
+        commands = [c.split()[0] for c in srv.sessions[0].commands if c.split()[0] in (b"RETR", b"DELE")]
+        assert commands == [b"RETR", b"DELE", b"RETR", b"DELE", b"RETR"]

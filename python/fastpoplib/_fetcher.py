@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastpoplib.fetcher")
 
+# Messages are retrieved pipelined in batches of about this many bytes (at least one message):
+# a DELE sent while RETR replies are in flight would make the session hold them all in memory,
+# so DELEs go between batches, and memory stays near one batch.
+BATCH_BYTES = 16 << 20
+
+Offer = tuple[int, int, bytes, str]  # number, LIST size, exact UID, key
+
 
 class Message:
     """A new message: ``data`` (bytes, exactly as retrieved, CRLF line ends), ``uid`` (the
@@ -42,8 +49,8 @@ class Message:
 
     def ack(self) -> None:
         """The application has stored this message durably: it may now be deleted on the
-        server (``delete=True``; the DELE is sent when the iteration goes on, and takes effect
-        at QUIT, RFC 1939 §6). No I/O here. Raises LocalProtocolError after the iteration it
+        server (``delete=True``; the DELE is sent after the current batch of retrievals or at
+        the end of the iteration, and takes effect at QUIT, RFC 1939 §6). No I/O here. Raises LocalProtocolError after the iteration it
         came from has ended."""
         self._plan.ack(self)
 
@@ -64,9 +71,9 @@ class _Plan:
         self.to_delete: list[int] = []  # numbers acknowledged or already stored, DELE not yet sent
         self.open = True
 
-    def new(self, sizes: dict[int, int], uid_lines: list[bytes]) -> list[tuple[int, int, bytes, str]]:
-        """From LIST sizes (number -> octets) and UIDL lines: ``(number, size, uid, key)`` of each message to offer;
-        the already stored are queued for deletion (``delete=True``)."""
+    def new(self, sizes: dict[int, int], uid_lines: list[bytes]) -> list[list[Offer]]:
+        """From LIST sizes (number -> octets) and UIDL lines: the messages to offer, in batches
+        of about BATCH_BYTES; the already stored are queued for deletion (``delete=True``)."""
         uids: dict[int, bytes] = {}
         for line in uid_lines:
             parts = line.split(None, 1)
@@ -81,7 +88,7 @@ class _Plan:
         counts: dict[str, int] = {}
         for key in keys.values():
             counts[key] = counts.get(key, 0) + 1
-        offered = []
+        offered: list[Offer] = []
         for number in sorted(keys):
             key = keys[number]
             if counts[key] > 1:
@@ -91,7 +98,15 @@ class _Plan:
                     self.to_delete.append(number)
             else:
                 offered.append((number, sizes[number], uids[number], key))
-        return offered
+        batches: list[list[Offer]] = []
+        weight = BATCH_BYTES
+        for offer in offered:
+            if weight + offer[1] > BATCH_BYTES:
+                batches.append([])
+                weight = 0
+            batches[-1].append(offer)
+            weight += offer[1]
+        return batches
 
     def ack(self, msg: Message) -> None:
         if not self.open:
@@ -134,22 +149,23 @@ class Fetcher:
 
     def new_messages(self) -> Generator[Message, None, None]:
         """Each message not yet stored, in server order, retrieved pipelined (RFC 2449
-        PIPELINING when offered). Leaving the loop early is safe: what was not acknowledged
-        stays on the server."""
+        PIPELINING when offered) in batches of about BATCH_BYTES (16 MiB). Leaving the loop
+        early is safe: what was not acknowledged stays on the server, and acknowledged messages
+        whose DELE was not sent yet are deleted by the next run (``stored`` reports them)."""
         plan = _Plan(self.stored, self.delete)
         pop = self.pop
         try:
             infos = pop.messages()
             uid_lines = pop.uidl()[1] if any(i.uid is not None for i in infos) else []  # exact bytes
-            offered = plan.new({i.number: i.size for i in infos}, uid_lines)
-            batch = pop.retr_many(number for number, *_ in offered)
-            try:
-                for (number, size, uid, key), (_, (_, lines, _)) in zip(offered, batch):
-                    if deletions := plan.take_deletions():
-                        pop.dele_many(deletions)
-                    yield Message(plan, number, size, uid, key, _data(lines))
-            finally:
-                batch.close()  # type: ignore[attr-defined]
+            for offers in plan.new({i.number: i.size for i in infos}, uid_lines):
+                if deletions := plan.take_deletions():
+                    pop.dele_many(deletions)
+                replies = pop.retr_many(number for number, *_ in offers)
+                try:
+                    for (number, size, uid, key), (_, (_, lines, _)) in zip(offers, replies):
+                        yield Message(plan, number, size, uid, key, _data(lines))
+                finally:
+                    replies.close()  # type: ignore[attr-defined]
             if deletions := plan.take_deletions():
                 pop.dele_many(deletions)
         finally:
@@ -172,18 +188,18 @@ class AsyncFetcher:
         try:
             infos = await pop.messages()
             uid_lines = (await pop.uidl())[1] if any(i.uid is not None for i in infos) else []
-            offered = plan.new({i.number: i.size for i in infos}, uid_lines)
-            batch = pop.retr_many(number for number, *_ in offered)
-            try:
-                i = 0
-                async for _, (_, lines, _) in batch:
-                    number, size, uid, key = offered[i]
-                    i += 1
-                    if deletions := plan.take_deletions():
-                        await pop.dele_many(deletions)
-                    yield Message(plan, number, size, uid, key, _data(lines))
-            finally:
-                await batch.aclose()  # type: ignore[attr-defined]
+            for offers in plan.new({i.number: i.size for i in infos}, uid_lines):
+                if deletions := plan.take_deletions():
+                    await pop.dele_many(deletions)
+                replies = pop.retr_many(number for number, *_ in offers)
+                try:
+                    i = 0
+                    async for _, (_, lines, _) in replies:
+                        number, size, uid, key = offers[i]
+                        i += 1
+                        yield Message(plan, number, size, uid, key, _data(lines))
+                finally:
+                    await replies.aclose()  # type: ignore[attr-defined]
             if deletions := plan.take_deletions():
                 await pop.dele_many(deletions)
         finally:
