@@ -288,3 +288,16 @@ def test_two_hosts_polling_one_account_store_each_message_once(tmp_path: Path, l
     a, b = maildir_messages(tmp_path / "host-a"), maildir_messages(tmp_path / "host-b")
     assert not set(a) & set(b), "a message was stored by both hosts"
     assert sorted(a + b) == sorted(message("shared", i) for i in range(30))
+
+
+def test_status_says_when_the_planned_poll_will_not_happen(tmp_path: Path) -> None:
+    with server("x", 1) as srv:
+        config = write_config(tmp_path, entry("x", srv, tmp_path / "x"))
+        assert cli("fetch", "--config", config).returncode == 0
+        (path,) = (tmp_path / "x" / ".fastpoplib").glob("*.status")
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        planned = json.loads(path.read_text())
+        planned.update(next_poll=planned["last_poll"] + 300, pid=int(gone.stdout))
+        path.write_text(json.dumps(planned))
+        out = cli("status", "--config", config)
+    assert f"the watch process {int(gone.stdout)} that planned it for" in out.stdout and "is gone" in out.stdout
