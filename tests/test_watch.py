@@ -5,6 +5,7 @@ message stored, a session opened), bounded by a deadline."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -301,3 +302,17 @@ def test_status_says_when_the_planned_poll_will_not_happen(tmp_path: Path) -> No
         path.write_text(json.dumps(planned))
         out = cli("status", "--config", config)
     assert f"the watch process {int(gone.stdout)} that planned it for" in out.stdout and "is gone" in out.stdout
+
+
+def test_accounts_blocking_worker_threads_do_not_hold_up_the_others(tmp_path: Path) -> None:
+    # 33 password commands that hang (more than asyncio's default pool of at most 32 threads)
+    # and one healthy account, polled together: the healthy one must not wait for them.
+    with server("h", 3) as healthy:
+        hanging = [entry(f"hang{i}", healthy, tmp_path / f"hang{i}", password_command="sleep 30") for i in range(33)]
+        config = write_config(tmp_path, *hanging, entry("healthy", healthy, tmp_path / "healthy"))
+        proc = spawn("fetch", "--config", config, "--concurrency", "34", start_new_session=True)
+        try:
+            wait_for(lambda: len(maildir_messages(tmp_path / "healthy")) == 3, "the healthy account", deadline=20)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # and the sleeping commands
+            proc.communicate()

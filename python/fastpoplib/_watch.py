@@ -26,6 +26,7 @@ import random
 import resource
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TypeVar
@@ -141,9 +142,19 @@ async def _poll(acct: Account, default_maildir: Path, progress: Progress, slots:
         return await fetch_account(acct, default_maildir, progress)
 
 
+def _slots(concurrency: int) -> asyncio.Semaphore:
+    """The bound, and a worker thread per slot: an account blocks a thread while it waits for
+    a password command, a lock or the disk, and asyncio's default pool (a few threads per CPU)
+    would make the other accounts wait for it. Threads are started only when needed."""
+    check_concurrency(concurrency)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="fastpoplib"))
+    return asyncio.Semaphore(concurrency)
+
+
 async def each(accounts: list[Account], job: Callable[[Account], Awaitable[T]], concurrency: int) -> list[T]:
     """``job(account)`` for every account, at most ``concurrency`` at once; results in order."""
-    slots = asyncio.Semaphore(check_concurrency(concurrency))
+    slots = _slots(concurrency)
 
     async def one(acct: Account) -> T:
         async with slots:
@@ -172,7 +183,7 @@ async def watch(accounts: list[Account], default_maildir: Path, concurrency: int
     not stored) and saves the state, as an interrupted ``fetch`` does. Never returns: with
     every account paused it waits to be stopped, so that a service manager restarting it does
     not retry a refused login in a loop."""
-    slots = asyncio.Semaphore(check_concurrency(concurrency))
+    slots = _slots(concurrency)
     await asyncio.gather(*(_keep_polling(a, default_maildir, slots) for a in accounts))
     log.error("every account is paused; fix the errors above, then restart watch")
     await asyncio.Event().wait()
