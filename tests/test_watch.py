@@ -302,7 +302,9 @@ def test_status_says_when_the_planned_poll_will_not_happen(tmp_path: Path) -> No
         planned.update(next_poll=planned["last_poll"] + 300, pid=int(gone.stdout))
         path.write_text(json.dumps(planned))
         out = cli("status", "--config", config)
-    assert f"the watch process {int(gone.stdout)} that planned it for" in out.stdout and "is gone" in out.stdout
+    assert f"the watch process {int(gone.stdout)} that planned the next poll is gone" in out.stdout, out.stdout
+    (as_json,) = json.loads(cli("status", "--config", config, "--json").stdout)
+    assert as_json["account"] == "x" and as_json["total"] == 1 and as_json["next_poll"] is None
 
 
 def test_accounts_blocking_worker_threads_do_not_hold_up_the_others(tmp_path: Path) -> None:

@@ -234,26 +234,37 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
-def status_lines(acct: Account, default_maildir: Path) -> list[str]:
-    """What ``fastpoplib status`` prints for one account."""
+def status_of(acct: Account, default_maildir: Path) -> Status:
+    """The account's status record (an empty one if it was never polled); ``last_error`` says
+    why when the store cannot be opened. A planned poll whose watch process is gone is no
+    longer planned (``next_poll`` None, ``pid`` kept)."""
     try:
         state_dir = _store_for(acct, default_maildir).state_dir
-    except Exception as exc:  # noqa: BLE001 - shown on the account's line
-        return [f"{printable(acct.name)}", f"  store       cannot be opened: {printable(str(exc))}"]
-    record = Status.load(Status.path(Path(state_dir), acct))
-    lines = [printable(acct.name)]
-    if record is None or record.last_poll is None:
-        return lines + ["  last poll   never"]
+    except Exception as exc:  # noqa: BLE001 - shown as the account's error
+        return Status(acct.name, last_error=f"the store cannot be opened: {exc}")
+    record = Status.load(Status.path(Path(state_dir), acct)) or Status(acct.name)
+    record.account = acct.name
+    if record.next_poll is not None and record.pid is not None and not _alive(record.pid):
+        record.next_poll = None
+    return record
+
+
+def status_lines(record: Status) -> list[str]:
+    """What ``fastpoplib status`` prints for one account."""
+    lines = [printable(record.account)]
+    if record.last_poll is None:
+        lines.append("  last poll   never")
+        return lines + ([f"  last error  {printable(record.last_error)}"] if record.last_error else [])
     lines.append(f"  last poll   {_when(record.last_poll)}")
     lines.append(f"  fetched     {record.fetched} message(s) ({record.total} in all)")
     lines.append(f"  last error  {printable(record.last_error) if record.last_error else '-'}")
     if record.paused:
         nxt = "paused: fix the error above, then restart watch"
-    elif record.next_poll is None:
-        nxt = "- (no watch running)"
-    elif record.pid is not None and not _alive(record.pid):
-        nxt = f"- (the watch process {record.pid} that planned it for {_when(record.next_poll)} is gone)"
-    else:
+    elif record.next_poll is not None:
         nxt = _when(record.next_poll)
+    elif record.pid is not None:
+        nxt = f"- (the watch process {record.pid} that planned the next poll is gone)"
+    else:
+        nxt = "- (no watch running)"
     lines.append(f"  next poll   {nxt}")
     return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -202,8 +203,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     maildir = Path(args.maildir or DEFAULT_MAILDIR).expanduser()
-    for acct in accounts_from(args):
-        print("\n".join(_watch.status_lines(acct, maildir)))
+    records = [_watch.status_of(acct, maildir) for acct in accounts_from(args)]
+    if args.json:  # json escapes control characters itself
+        json.dump([dataclasses.asdict(r) for r in records], sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    for record in records:
+        print("\n".join(_watch.status_lines(record)))
     return EXIT_OK
 
 
@@ -461,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(status)
     status.add_argument(
         "--maildir", metavar="DIR", help=f"Maildir of accounts that name no store (default {DEFAULT_MAILDIR})"
+    )
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of {account, last_poll, fetched, total, last_error, next_poll, paused, pid};"
+        " times in seconds since the epoch, null when unknown",
     )
     status.set_defaults(func=cmd_status)
 
