@@ -317,10 +317,6 @@ class POP3TestServer:
             OAuth2 tokens exceed 4 KiB and real servers accept them in an initial response.
         sasl_quirks: a :class:`SASLQuirks`: SASL as broken or hostile servers do it.
 
-    Attributes:
-        peak_sessions: the most sessions in progress at the same moment since :meth:`start`
-            (accepted, and neither closed nor past QUIT's reply): a client's bound on its
-            connections can be checked against it.
     """
 
     def __init__(
@@ -398,7 +394,7 @@ class POP3TestServer:
         self._lock = threading.Condition()
         self._sessions: List[Session] = []
         self._active: Dict[Session, "_Connection"] = {}
-        self.peak_sessions = 0
+        self._peak_sessions = 0
         self._in_progress: Set[Session] = set()  # accepted, QUIT not yet answered, not closed
         self._last_login: Dict[str, float] = {}
 
@@ -501,6 +497,19 @@ class POP3TestServer:
             self.faults.clear()
 
     @property
+    def peak_sessions(self) -> int:
+        """The most sessions in progress at the same moment since :meth:`start` or the last
+        reset (``srv.peak_sessions = 0``): accepted, and neither closed nor past QUIT's reply,
+        so a client's bound on its connections can be checked against it."""
+        with self._lock:
+            return self._peak_sessions
+
+    @peak_sessions.setter
+    def peak_sessions(self, value: int) -> None:
+        with self._lock:
+            self._peak_sessions = value
+
+    @property
     def sessions(self) -> List[Session]:
         """Every connection accepted so far, open or closed, in order of arrival."""
         with self._lock:
@@ -581,7 +590,7 @@ class POP3TestServer:
             self._sessions.append(session)
             self._active[session] = conn
             self._in_progress.add(session)
-            self.peak_sessions = max(self.peak_sessions, len(self._in_progress))
+            self._peak_sessions = max(self._peak_sessions, len(self._in_progress))
             self._lock.notify_all()
         conn.thread.start()
 
