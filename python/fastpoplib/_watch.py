@@ -7,7 +7,7 @@ file descriptors stay bounded however many accounts the config holds, and an acc
 stalls or fails holds only its own slot (its timeouts end it).
 
 After each poll ``watch`` decides when to poll again: the account's interval, no sooner than
-the server's LOGIN-DELAY (RFC 2449 §6.8); after a failure that may pass (a connection or TLS
+the server's LOGIN-DELAY (RFC 2449 §6.5); after a failure that may pass (a connection or TLS
 failure, ``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]``, a busy lock) exponentially later, with
 jitter, capped; after one that will not pass by waiting (login refused, a configuration error)
 never again until watch is restarted: the account is reported and paused.
