@@ -50,8 +50,8 @@ class Message:
     def ack(self) -> None:
         """The application has stored this message durably: it may now be deleted on the
         server (``delete=True``; the DELE is sent after the current batch of retrievals or at
-        the end of the iteration, and takes effect at QUIT, RFC 1939 §6). No I/O here. Raises LocalProtocolError after the iteration it
-        came from has ended."""
+        the end of the iteration, and takes effect at QUIT, RFC 1939 §6). No I/O here.
+        Raises LocalProtocolError after the iteration it came from has ended."""
         self._plan.ack(self)
 
     @property
