@@ -319,3 +319,16 @@ def test_accounts_blocking_worker_threads_do_not_hold_up_the_others(tmp_path: Pa
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # and the sleeping commands
             proc.communicate()
+
+
+def test_every_account_paused_keeps_watch_waiting_not_retrying(tmp_path: Path) -> None:
+    with server("r", 1, users={"user": "another password"}) as refused:
+        config = write_config(tmp_path, entry("refused", refused, tmp_path / "r", interval=0.1))
+        proc = spawn("watch", "--config", config)
+        try:
+            wait_for(lambda: record(tmp_path / "r").get("paused") is True, "the account to be paused")
+            assert proc.poll() is None, "watch exited: a service manager would restart it into the same refusal"
+        finally:
+            _, err = stop(proc)
+        assert len(refused.sessions) == 1
+    assert "paused: not polled again until watch is restarted" in err, err
