@@ -94,7 +94,7 @@ def show_bytes(data: bytes) -> str:
 
 
 # field: (kind, minimum, maximum); kinds: str, bool, int (whole number), float (seconds);
-# a float minimum is exclusive for the timeout (0 would mean no time at all), inclusive otherwise
+# a float minimum is exclusive for the timeout and interval, inclusive otherwise
 _SETTINGS = {
     "host": (str, None, None),
     "user": (str, None, None),
@@ -115,6 +115,7 @@ _SETTINGS = {
     "timeout": (float, 0, None),
     "wait": (float, 0, None),
     "mbox_lock_wait": (float, 0, None),
+    "interval": (float, 0, None),
 }
 
 
@@ -135,8 +136,9 @@ def _check_setting(name: str, value: Any) -> None:
         if kind is int and (value < least or (most is not None and value > most)):
             bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
             raise ConfigError(f"{where} must be a whole number {bounds}, not {value!r}")
-        if kind is float and (value < least or (name == "timeout" and value == least)):
-            relation = "greater than" if name == "timeout" else "at least"
+        exclusive = name in ("timeout", "interval")  # 0 would mean no time at all
+        if kind is float and (value < least or (exclusive and value == least)):
+            relation = "greater than" if exclusive else "at least"
             raise ConfigError(f"{where} must be {relation} {least} seconds, not {value!r}")
         if kind is float and value > MAX_SECONDS:
             raise ConfigError(f"{where} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
@@ -163,6 +165,7 @@ class Account:
     timeout: float = 60.0
     wait: float = 0.0  # seconds to wait for another run of this account to finish
     mbox_lock_wait: float = 60.0  # seconds to wait for another program's mbox locks
+    interval: float = 300.0  # watch: seconds between polls (about what Gmail's fetcher did)
 
     def __post_init__(self) -> None:
         for name in _SETTINGS:
@@ -244,6 +247,8 @@ class Report:
     skipped: int = 0
     deleted: int = 0
     stored_dir: str = ""
+    state_dir: str = ""  # where the account's state (and watch's status record) lives
+    login_delay: int | None = None  # seconds between logins the server asks for (RFC 2449 LOGIN-DELAY)
     error: str | None = None
     code: int = EXIT_OK
     warnings: list[str] = field(default_factory=list)
@@ -470,6 +475,7 @@ class _Fetch:
         """One session; True if it was lost on a broken or stalled message and should be resumed."""
         acct, report = self.acct, self.report
         async with _session(acct, secret, self.step) as pop:
+            report.login_delay = pop.capabilities.login_delay if pop.capabilities is not None else None
             self.step.now = "listing the messages"
             msgs = await _listing(pop, acct)
             no_uidl = bool(msgs) and all(m.uid is None for m in msgs)
@@ -741,7 +747,7 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         store = await asyncio.to_thread(_store_for, acct, default_maildir)
         if isinstance(store, Mbox):
             store.cancelled = cancelled
-        report.stored_dir = str(store.path)
+        report.stored_dir, report.state_dir = str(store.path), str(store.state_dir)
         step.now = "locking the account"
         lock = AccountLock(store.state_dir, acct.identity)
         await asyncio.to_thread(lock.acquire, acct.wait, cancelled)
@@ -774,10 +780,6 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
     if report.code == EXIT_OK and report.problems:
         report.code = EXIT_PARTIAL
     return report
-
-
-async def fetch_all(accounts: list[Account], default_maildir: Path, progress: Progress) -> list[Report]:
-    return list(await asyncio.gather(*(fetch_account(a, default_maildir, progress) for a in accounts)))
 
 
 async def list_account(acct: Account) -> tuple[list[dict[str, Any]], Report]:

@@ -357,6 +357,7 @@ class POP3TestServer:
         max_auth_line_length: the limit for AUTH and its continuation lines; long, because
             OAuth2 tokens exceed 4 KiB and real servers accept them in an initial response.
         sasl_quirks: a :class:`SASLQuirks`: SASL as broken or hostile servers do it.
+
     """
 
     def __init__(
@@ -436,6 +437,8 @@ class POP3TestServer:
         self._lock = threading.Condition()
         self._sessions: List[Session] = []
         self._active: Dict[Session, "_Connection"] = {}
+        self._peak_sessions = 0
+        self._in_progress: Set[Session] = set()  # accepted, QUIT not yet answered, not closed
         self._last_login: Dict[str, float] = {}
 
     # -- lifecycle
@@ -537,6 +540,19 @@ class POP3TestServer:
             self.faults.clear()
 
     @property
+    def peak_sessions(self) -> int:
+        """The most sessions in progress at the same moment since :meth:`start` or the last
+        reset (``srv.peak_sessions = 0``): accepted, and neither closed nor past QUIT's reply,
+        so a client's bound on its connections can be checked against it."""
+        with self._lock:
+            return self._peak_sessions
+
+    @peak_sessions.setter
+    def peak_sessions(self, value: int) -> None:
+        with self._lock:
+            self._peak_sessions = value
+
+    @property
     def sessions(self) -> List[Session]:
         """Every connection accepted so far, open or closed, in order of arrival."""
         with self._lock:
@@ -616,12 +632,19 @@ class POP3TestServer:
         with self._lock:
             self._sessions.append(session)
             self._active[session] = conn
+            self._in_progress.add(session)
+            self._peak_sessions = max(self._peak_sessions, len(self._in_progress))
             self._lock.notify_all()
         conn.thread.start()
 
     def _finished(self, session: Session) -> None:
         with self._lock:
             self._active.pop(session, None)
+            self._in_progress.discard(session)
+
+    def _session_over(self, session: Session) -> None:
+        with self._lock:
+            self._in_progress.discard(session)
 
     def __repr__(self) -> str:
         return f"<POP3TestServer {self._host}:{self._port} tls={self.tls} stls={self.stls}>"
@@ -1053,6 +1076,9 @@ class _Connection:
             text = "fastpoplib test server signing off"
         self.session.quit_received = True
         self.done = True
+        # Counted as over before +OK goes out: a client waiting for it cannot have opened
+        # its next connection yet, so peak_sessions measures the client, not this thread.
+        self.server._session_over(self.session)
         return self._ok(text)
 
     # TRANSACTION state
