@@ -31,11 +31,8 @@ def _python_descriptors(client: Any) -> List[int]:
     sock = client.__dict__.get("sock")
     if isinstance(sock, socket.socket):
         fds.append(sock.fileno())
-    writer = getattr(client._driver, "writer", None)
-    if writer is not None:
-        raw = writer.get_extra_info("socket")
-        if raw is not None:
-            fds.append(raw.fileno())
+    if client._driver is not None:
+        fds.append(client._driver.fileno())
     return fds
 
 

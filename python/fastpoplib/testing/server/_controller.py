@@ -10,7 +10,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from ..certs import TLSCertificates, have_trustme
 from ..mailbox import Mailbox, sample_mailbox
@@ -78,7 +78,6 @@ class Session:
         return f"<Session {self.peer} user={self.user!r} {state} quit={self.quit_received} commands={len(self.raw_lines)}>"
 
 
-
 class POP3TestServer:
     """A POP3 server on a loopback address, one daemon thread per connection.
 
@@ -98,6 +97,9 @@ class POP3TestServer:
         oauth2_tokens: user -> bearer token accepted by XOAUTH2 and OAUTHBEARER; default: the
             user's password.
         utf8: offer and accept UTF8 (RFC 6856).
+        utf8_placeholder: with ``utf8``, answer RETR and TOP of a message that is not ASCII
+            with a "cannot display Unicode content" placeholder to a session that did not send
+            ``UTF8``, as Courier does (RFC 6856 §2 lets a server do so).
         pipelining: advertise PIPELINING (commands are always answered in order).
         login_delay: advertise ``LOGIN-DELAY n`` and refuse a user's login within ``n``
             seconds of their previous one with ``-ERR [LOGIN-DELAY]``.
@@ -116,6 +118,7 @@ class POP3TestServer:
         max_auth_line_length: the limit for AUTH and its continuation lines; long, because
             OAuth2 tokens exceed 4 KiB and real servers accept them in an initial response.
         sasl_quirks: a :class:`SASLQuirks`: SASL as broken or hostile servers do it.
+
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class POP3TestServer:
         sasl: Sequence[str] = DEFAULT_SASL,
         oauth2_tokens: Optional[Mapping[str, str]] = None,
         utf8: bool = True,
+        utf8_placeholder: bool = False,
         pipelining: bool = True,
         login_delay: Optional[int] = None,
         expire: Union[int, str, None] = None,
@@ -164,6 +168,7 @@ class POP3TestServer:
         self.sasl: Tuple[str, ...] = tuple(m.upper() for m in sasl)
         self.oauth2_tokens: Optional[Dict[str, str]] = dict(oauth2_tokens) if oauth2_tokens is not None else None
         self.utf8 = utf8
+        self.utf8_placeholder = utf8_placeholder
         self.pipelining = pipelining
         self.login_delay = login_delay
         self.expire = expire
@@ -193,6 +198,8 @@ class POP3TestServer:
         self._lock = threading.Condition()
         self._sessions: List[Session] = []
         self._active: Dict[Session, "Connection"] = {}
+        self._peak_sessions = 0
+        self._in_progress: Set[Session] = set()  # accepted, QUIT not yet answered, not closed
         self._last_login: Dict[str, float] = {}
 
     # -- lifecycle
@@ -294,6 +301,19 @@ class POP3TestServer:
             self.faults.clear()
 
     @property
+    def peak_sessions(self) -> int:
+        """The most sessions in progress at the same moment since :meth:`start` or the last
+        reset (``srv.peak_sessions = 0``): accepted, and neither closed nor past QUIT's reply,
+        so a client's bound on its connections can be checked against it."""
+        with self._lock:
+            return self._peak_sessions
+
+    @peak_sessions.setter
+    def peak_sessions(self, value: int) -> None:
+        with self._lock:
+            self._peak_sessions = value
+
+    @property
     def sessions(self) -> List[Session]:
         """Every connection accepted so far, open or closed, in order of arrival."""
         with self._lock:
@@ -337,10 +357,10 @@ class POP3TestServer:
             caps.append("UTF8")
         return caps
 
-    def _claim_fault(self, trigger: str) -> Optional[Fault]:
+    def _claim_fault(self, trigger: str, arg: bytes = b"") -> Optional[Fault]:
         with self._lock:
             faults = list(self.faults)
-        return next((f for f in faults if f._claim(trigger)), None)
+        return next((f for f in faults if f._claim(trigger, arg)), None)
 
     def _check_login_delay(self, user: str) -> None:
         if self.login_delay is None:
@@ -373,12 +393,19 @@ class POP3TestServer:
         with self._lock:
             self._sessions.append(session)
             self._active[session] = conn
+            self._in_progress.add(session)
+            self._peak_sessions = max(self._peak_sessions, len(self._in_progress))
             self._lock.notify_all()
         conn.thread.start()
 
     def _finished(self, session: Session) -> None:
         with self._lock:
             self._active.pop(session, None)
+            self._in_progress.discard(session)
+
+    def _session_over(self, session: Session) -> None:
+        with self._lock:
+            self._in_progress.discard(session)
 
     def __repr__(self) -> str:
         return f"<POP3TestServer {self._host}:{self._port} tls={self.tls} stls={self.stls}>"

@@ -12,22 +12,33 @@ MAX_FAULT_SECONDS = 30.0
 
 GREETING = "greeting"  # lower case, so no client verb (always upper-cased) can match it
 
-_FAULT_ACTIONS = ("reply", "stall", "drip", "disconnect", "disconnect_after", "endless_lines", "inject_after_stls")
+_FAULT_ACTIONS = (
+    "reply",
+    "stall",
+    "stall_after",
+    "drip",
+    "disconnect",
+    "disconnect_after",
+    "endless_lines",
+    "inject_after_stls",
+)
 
 
 @dataclass(eq=False)
 class Fault:
     """A misbehaviour of the server, triggered by the greeting or by a command verb.
 
-    Build faults with the class methods (:meth:`reply`, :meth:`stall`, :meth:`drip`,
-    :meth:`disconnect`, :meth:`disconnect_after`, :meth:`endless_lines`,
+    Build faults with the class methods (:meth:`reply`, :meth:`stall`, :meth:`stall_after`,
+    :meth:`drip`, :meth:`disconnect`, :meth:`disconnect_after`, :meth:`endless_lines`,
     :meth:`inject_after_stls`) and pass them to ``POP3TestServer(faults=[...])`` or
     :meth:`POP3TestServer.add_fault`.
 
     Matching: ``on`` is a command verb (case-insensitive, e.g. ``"RETR"``), ``"*"`` for any
     command, or ``"greeting"``. SASL continuation lines are not commands and never match.
     The first ``skip`` matching events pass untouched (``on="*", skip=3`` fires on the fourth
-    command); then the fault fires ``times`` times (``None``: every time). When several faults
+    command); then the fault fires ``times`` times (``None``: every time). ``arg``, if given,
+    limits the fault to commands with exactly that argument (``on="RETR", arg=b"3"``: message
+    3 only, whatever order the client asks in). When several faults
     match, the first one added wins. ``fired`` counts how often it fired, across sessions.
 
     Faults that replace the reply do so without executing the command: a ``reply`` fault on
@@ -43,6 +54,7 @@ class Fault:
     reset: bool = False
     times: Optional[int] = 1
     skip: int = 0
+    arg: Optional[bytes] = None
     fired: int = field(default=0, init=False)
     _seen: int = field(default=0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -75,6 +87,24 @@ class Fault:
         ``Fault.stall(5, on="greeting")`` makes a client's connect time out.
         """
         return cls("stall", on=on, seconds=seconds, times=times, skip=skip)
+
+    @classmethod
+    def stall_after(
+        cls,
+        data: bytes,
+        seconds: float = MAX_FAULT_SECONDS,
+        *,
+        on: str = "*",
+        arg: Optional[bytes] = None,
+        times: Optional[int] = 1,
+        skip: int = 0,
+    ) -> "Fault":
+        """Send ``data`` (e.g. the start of a reply), go silent for ``seconds``, then close.
+
+        ``Fault.stall_after(b"+OK\\r\\nSubject: x\\r\\n", on="RETR", arg=b"3", times=None)``:
+        the server stops in the middle of message 3, every time (a client must time out).
+        """
+        return cls("stall_after", on=on, data=data, seconds=seconds, times=times, skip=skip, arg=arg)
 
     @classmethod
     def drip(
@@ -141,9 +171,11 @@ class Fault:
         """
         return cls("inject_after_stls", on="STLS", data=data, times=times, skip=skip)
 
-    def _claim(self, trigger: str) -> bool:
+    def _claim(self, trigger: str, arg: bytes = b"") -> bool:
         """Count a matching event; True if the fault fires for it."""
         if self.on != trigger and not (self.on == "*" and trigger != GREETING):
+            return False
+        if self.arg is not None and arg.strip() != self.arg:
             return False
         with self._lock:
             self._seen += 1
@@ -151,4 +183,3 @@ class Fault:
                 return False
             self.fired += 1
             return True
-

@@ -30,6 +30,12 @@ def strip_eol(line: bytes) -> bytes:
     return line[:-1] if line.endswith(b"\n") else line
 
 
+UTF8_PLACEHOLDER = (
+    b"Subject: message not shown\r\n\r\nThis message contains Unicode content that cannot be displayed;"
+    b" use a client that supports UTF8 (RFC 6856).\r\n"
+)
+
+
 class Err(Exception):
     """A command failed: the session answers ``-ERR <message>`` and carries on."""
 
@@ -192,9 +198,9 @@ class Connection:
 
     # -- faults
 
-    def _fault(self, trigger: str) -> bool:
+    def _fault(self, trigger: str, arg: bytes = b"") -> bool:
         """Apply the first fault matching ``trigger``; True if it replaced the normal reply."""
-        fault = self.server._claim_fault(trigger)
+        fault = self.server._claim_fault(trigger, arg)
         if fault is None:
             return False
         if fault.action == "stall":
@@ -214,6 +220,9 @@ class Connection:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         elif fault.action == "disconnect_after":
             self._send(fault.data)
+        elif fault.action == "stall_after":
+            self._send(fault.data)
+            self._sleep(fault.seconds)
         elif fault.action == "endless_lines":
             self._endless(fault)
         raise Hangup()
@@ -252,7 +261,7 @@ class Connection:
         if too_long or (verb != "AUTH" and len(line) > self.server.max_line_length):
             self._send(b"-ERR line too long" + CRLF)
             return
-        if self._fault(verb):
+        if self._fault(verb, arg):
             return
         entry = self._COMMANDS.get(verb)
         if entry is None or not self._enabled(verb):
@@ -452,6 +461,9 @@ class Connection:
             text = "fastpoplib test server signing off"
         self.session.quit_received = True
         self.done = True
+        # Counted as over before +OK goes out: a client waiting for it cannot have opened
+        # its next connection yet, so peak_sessions measures the client, not this thread.
+        self.server._session_over(self.session)
         return self._ok(text)
 
     # TRANSACTION state
@@ -480,12 +492,19 @@ class Connection:
 
     def _cmd_retr(self, arg: bytes) -> bytes:
         _, message = self._message(self._args(arg, 1, 1)[0])
+        message = self._shown(message)
         return self._multi(f"{message.size} octets", message.lines)
 
     def _cmd_top(self, arg: bytes) -> bytes:
         number, count = self._args(arg, 2, 2)
         _, message = self._message(number)
-        return self._multi("top of message follows", message.top(self._number(count)))
+        return self._multi("top of message follows", self._shown(message).top(self._number(count)))
+
+    def _shown(self, message: Message) -> Message:
+        """``message``, or the placeholder a client that did not enable UTF8 gets for it."""
+        if self.server.utf8 and self.server.utf8_placeholder and not self.session.utf8 and not message.data.isascii():
+            return Message(message.uid, UTF8_PLACEHOLDER)
+        return message
 
     def _cmd_dele(self, arg: bytes) -> bytes:
         n, _ = self._message(self._args(arg, 1, 1)[0])
