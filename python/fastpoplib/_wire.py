@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 from .exceptions import (
     CertificateVerificationError,
@@ -258,10 +258,16 @@ class StreamDriver:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         timeout = self.timeout()
-        expired = []
+        expired: List[bool] = []
         timer = None
         if timeout is not None and task is not None:
-            timer = loop.call_later(timeout, lambda: (expired.append(True), task.cancel()))
+            running = task
+
+            def expire() -> None:
+                expired.append(True)
+                running.cancel()
+
+            timer = loop.call_later(timeout, expire)
         try:
             # Awaited directly (not in wait_for's task) so the check above still holds.
             transport = await loop.start_tls(self.pipe.transport, self.pipe, context or ssl.create_default_context(), server_hostname=self.host)
