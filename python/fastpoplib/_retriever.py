@@ -28,7 +28,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-from . import _aio
+from . import _aio, _tls
 from ._store import AccountLock, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
 from .exceptions import (
     AuthenticationError,
@@ -61,13 +61,15 @@ log = logging.getLogger("fastpoplib.retriever")
 
 
 class Progress:
-    """What the retriever reports while it works; the CLI subclasses it with a tqdm bar."""
+    """What the retriever reports while it works; the CLI subclasses it with a progress line
+    (``_progress.TerminalProgress``)."""
 
-    def expect(self, nbytes: int) -> None:
-        """More bytes are about to be fetched (an account's new messages, sizes from LIST)."""
+    def expect(self, nbytes: int, messages: int = 0) -> None:
+        """More messages and bytes are about to be fetched (an account's new messages, sizes
+        from LIST); each message is announced once per run."""
 
     def advance(self, nbytes: int) -> None:
-        """Bytes stored."""
+        """One message stored, ``nbytes`` long."""
 
 
 class ConfigError(Exception):
@@ -102,6 +104,7 @@ _SETTINGS = {
     "tls": (str, None, None),
     "insecure": (bool, None, None),
     "cafile": (str, None, None),
+    "fingerprint": (str, None, None),
     "password_env": (str, None, None),
     "password_command": (str, None, None),
     "netrc_file": (str, None, None),
@@ -150,6 +153,7 @@ class Account:
     tls: str = "implicit"  # implicit | starttls | none
     insecure: bool = False  # allow a clear-text password and skip nothing else
     cafile: str | None = None
+    fingerprint: str | None = None  # SHA256:... of the server's certificate, pinned
     password_env: str | None = None
     password_command: str | None = None
     netrc_file: str | None = None
@@ -162,6 +166,8 @@ class Account:
     timeout: float = 60.0
     wait: float = 0.0  # seconds to wait for another run of this account to finish
     mbox_lock_wait: float = 60.0  # seconds to wait for another program's mbox locks
+    # Typed at the CLI's prompt (never a config key or an option): see cli._ask_passwords.
+    typed_password: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in _SETTINGS:
@@ -174,6 +180,13 @@ class Account:
             raise ConfigError(f"{self.label}: tls = none sends the password in clear text; add --insecure to allow it")
         if self.maildir and self.mbox:
             raise ConfigError(f"{self.label}: choose maildir or mbox, not both")
+        if self.fingerprint is not None:
+            if self.cafile is not None:
+                raise ConfigError(f"{self.label}: choose --fingerprint or --cafile, not both")
+            try:
+                _tls.pin(self.fingerprint)
+            except ValueError as exc:
+                raise ConfigError(f"fingerprint (--fingerprint): {exc}") from None
         self.name = self.name or self.label
 
     @property
@@ -186,9 +199,23 @@ class Account:
         ``--port 995`` and the default name the same account."""
         return f"{self.user}@{self.host.lower()}:{self.port or (995 if self.tls == 'implicit' else 110)}"
 
+    def has_secret_source(self) -> bool:
+        """Whether :meth:`secret` has somewhere to read from without asking the user."""
+        if self.oauth2_token_command or self.password_command or self.password_env:
+            return True
+        try:
+            auth = netrc.netrc(self.netrc_file).authenticators(self.host)
+        except FileNotFoundError:
+            return False
+        except (OSError, netrc.NetrcParseError):
+            return True  # secret() reports the unreadable file
+        return auth is not None and auth[2] is not None
+
     def secret(self) -> dict[str, str]:
-        """``{"password": ...}`` or ``{"oauth2_token": ...}`` from the configured source;
-        never from the command line itself."""
+        """``{"password": ...}`` or ``{"oauth2_token": ...}`` from the configured source or
+        typed at the prompt; never from the command line itself."""
+        if self.typed_password is not None:
+            return {"password": self.typed_password}
         if self.oauth2_token_command:
             return {"oauth2_token": _run_secret_command(self.oauth2_token_command, "--oauth2-token-command")}
         if self.password_command:
@@ -201,15 +228,18 @@ class Account:
         try:
             auth = netrc.netrc(self.netrc_file).authenticators(self.host)
         except FileNotFoundError:
-            raise ConfigError(
-                "no password source: give --password-env VAR, --password-command CMD, or a netrc entry"
-                f" for {self.host} (~/.netrc or --netrc-file)"
-            ) from None
+            raise ConfigError(_NO_PASSWORD.format(host=self.host)) from None
         except (OSError, netrc.NetrcParseError) as exc:
             raise ConfigError(f"cannot read the netrc file: {exc}") from None
         if auth is None or auth[2] is None:
-            raise ConfigError(f"the netrc file has no entry for {self.host}; add one or give --password-env")
+            raise ConfigError(_NO_PASSWORD.format(host=self.host))
         return {"password": auth[2]}
+
+
+_NO_PASSWORD = (
+    "no password for {host}: give --password-env VAR, --password-command CMD, or a netrc entry for {host}"
+    " (~/.netrc or --netrc-file), or run fetch on a terminal to type it"
+)
 
 
 def _run_secret_command(command: str, option: str) -> str:
@@ -274,7 +304,23 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
         return f"the server answered {show_bytes(exc.response)} while {step}{advice}", code
     if isinstance(exc, CertificateVerificationError):
         reason = _library_text(exc)
-        return f"{reason}; if the server uses a private CA, pass --cafile FILE (PEM)", EXIT_CONNECTION
+        if "not the pinned certificate" in reason:
+            advice = "; if the server's certificate was replaced, check the new one and pass its fingerprint"
+        elif "; trust " in str(exc):
+            advice = (
+                "; if that is your server's certificate (check with its administrator, or run `openssl x509"
+                " -noout -fingerprint -sha256 -in CERT.pem` on the server), pass --fingerprint with that"
+                " fingerprint; if the server uses a private CA, pass --cafile FILE (PEM)"
+            )
+        else:
+            advice = ""
+        return f"{reason}{advice}", EXIT_CONNECTION
+    if isinstance(exc, TLSError) and "answered in plain text" in str(exc):
+        return (
+            f"the server {acct.host} answered in plain text, not TLS: is this a plain POP3 port?"
+            " try --tls starttls (or --tls none --insecure), or the POP3S port (--port 995)",
+            EXIT_CONNECTION,
+        )
     if isinstance(exc, TLSError):
         return f"TLS failed: {_library_text(exc)}", EXIT_CONNECTION
     if isinstance(exc, POP3TimeoutError):
@@ -328,13 +374,15 @@ async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncI
     step.now = "connecting"
     connecting: Any
     if acct.tls == "implicit":
-        connecting = _aio.AsyncPOP3_SSL.connect(acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile)
+        connecting = _aio.AsyncPOP3_SSL.connect(
+            acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile, fingerprint=acct.fingerprint
+        )
     else:
         connecting = _aio.AsyncPOP3.connect(acct.host, acct.port or 110, acct.timeout)
     async with connecting as pop:
         if acct.tls == "starttls":
             step.now = "starting TLS"
-            await pop.stls(cafile=acct.cafile)
+            await pop.stls(cafile=acct.cafile, fingerprint=acct.fingerprint)
         step.now = "logging in"
         await pop.login(acct.user, secret.get("password"), oauth2_token=secret.get("oauth2_token"), allow_insecure=acct.insecure)
         yield pop
@@ -395,6 +443,7 @@ class _Fetch:
         self.step = _Step()
         self.failed: set[str | int] = set()  # idents of messages that failed this run
         self.too_large: set[str | int] = set()
+        self.announced: set[str | int] = set()  # idents given to progress.expect
         self.unsaved = 0
         self.store_error: str | None = None
         self.current: _Msg | None = None  # the message being retrieved
@@ -427,7 +476,10 @@ class _Fetch:
             # Repair a crash between storing and recording: the store itself knows what it holds.
             self.state.add(m.key for m in msgs if m.key in self.known)
             wanted = self.select(msgs)
-            self.progress.expect(sum(m.size for m in wanted))
+            # A resumed session lists again what the lost one had announced.
+            fresh = [m for m in wanted if m.ident not in self.announced]
+            self.announced.update(m.ident for m in fresh)
+            self.progress.expect(sum(m.size for m in fresh), len(fresh))
             log.info("%s: %d message(s) on the server, %d to fetch", acct.name, len(msgs), len(wanted))
             to_delete: list[int] = []
             try:
