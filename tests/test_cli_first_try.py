@@ -10,6 +10,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -230,6 +231,50 @@ def test_ssl_cert_file_and_dir_are_honoured_like_the_stdlib(
         assert refused.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
 
 
+READ_ONCE = """
+import os, sys
+import fastpoplib
+host, port, cert = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def connect(**kw):
+    try:
+        fastpoplib.POP3_SSL(host, port, timeout=10, **kw).close()
+        return "ok"
+    except fastpoplib.CertificateVerificationError:
+        return "refused"
+first = connect()
+os.environ["SSL_CERT_FILE"] = cert  # too late: the default trust is loaded
+print(first, connect())
+"""
+
+PIN_BEATS_TRUST = """
+import sys
+import fastpoplib
+host, port = sys.argv[1], int(sys.argv[2])
+fastpoplib.POP3_SSL(host, port, timeout=10).close()  # trusted through SSL_CERT_FILE
+try:
+    fastpoplib.POP3_SSL(host, port, timeout=10, fingerprint="SHA256:" + "AB" * 32)
+except fastpoplib.CertificateVerificationError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_ssl_cert_variables_are_read_once_per_process(self_signed: tuple[Path, Path, str]) -> None:
+    env = {k: v for k, v in ENV.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    with self_signed_server(self_signed, allow_concurrent=True) as srv:
+        late = subprocess.run(
+            [sys.executable, "-c", READ_ONCE, srv.host, str(srv.port), str(self_signed[0])],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert late.stdout.split() == ["refused", "refused"], late.stderr
+        # A pin is the only certificate accepted, even where the default trust accepts another.
+        pinned = subprocess.run(
+            [sys.executable, "-c", PIN_BEATS_TRUST, srv.host, str(srv.port)],
+            env={**env, "SSL_CERT_FILE": str(self_signed[0])}, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert pinned.returncode == 0, pinned.stderr
+        assert "refused:" in pinned.stdout and "not the pinned certificate" in pinned.stdout
+
+
 # -- 15: TLS on a plain-text port ----------------------------------------------------------------
 
 
@@ -304,3 +349,49 @@ def test_time_estimate_is_sane_or_absent() -> None:
     assert "150/1000 messages" in line
     seconds = re.search(r"about (\d+) s left", line)
     assert seconds and 16 <= int(seconds.group(1)) <= 18, line  # 850 messages at ~50/s
+
+
+# -- 13: one failed login for a wrong password -----------------------------------------------------
+
+
+@pytest.fixture
+def dovecot_hashed() -> Iterator[Any]:
+    """Dovecot as commonly configured: PLAIN, LOGIN and CRAM-MD5 offered, passwords stored
+    hashed (SHA512-CRYPT), so CRAM-MD5 cannot work. Not under tmp_path: Dovecot's unprivileged
+    processes must reach the files."""
+    from dovecot import InteropDovecot, _require_dovecot
+    from fastpoplib.testing.dovecot import DOVEADM
+
+    _require_dovecot()
+    root = Path(tempfile.mkdtemp(prefix="fastpoplib-dovecot-"))
+    server = InteropDovecot(root)
+    with open(server.conf, "a") as conf:
+        conf.write("auth_mechanisms = plain login cram-md5\n")
+    server.start()
+    try:
+        server.add_user("basic", [b"Subject: one\r\n\r\nbody\r\n"])
+        hashed = subprocess.run(
+            [DOVEADM, "pw", "-s", "SHA512-CRYPT", "-p", "pw-Right-1"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+        users = server.root / "users.passwd"
+        users.write_text(users.read_text().replace("{PLAIN}" + server.password, hashed))
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_over_tls_a_wrong_password_costs_one_failed_login_on_dovecot(tmp_path: Path, dovecot_hashed: Any) -> None:
+    server = dovecot_hashed
+    args = ["--host", server.host, "--port", str(server.plain_port), "--tls", "starttls", "--cafile", server.cafile,
+            "--user", "basic", "--password-env", "PW", "--maildir", str(tmp_path / "md")]  # fmt: skip
+    mark = server.log_mark()
+    ok = cli_with(dict(ENV, PW="pw-Right-1"), "fetch", *args)
+    assert ok.returncode == 0, ok.stderr
+    log = server.wait_for_log("Login: user=<basic>, method=PLAIN", mark)
+    assert "auth failed" not in log  # PLAIN first: no CRAM-MD5 refusal before it
+    mark = server.log_mark()
+    wrong = cli_with(dict(ENV, PW="wrong-pw"), "fetch", *args)
+    assert wrong.returncode == 3, wrong.stderr
+    assert "wrong-pw" not in wrong.stderr
+    assert "(auth failed, 1 attempts" in server.wait_for_log("auth failed", mark)
