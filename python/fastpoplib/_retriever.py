@@ -635,7 +635,13 @@ class _Fetch:
 
     async def save(self) -> None:
         self.unsaved = 0
-        await asyncio.to_thread(self.state.save, self.state.dump())
+        await asyncio.to_thread(self.persist, self.state.dump())
+
+    def persist(self, state: bytes) -> None:
+        """In a worker thread: the store's deliveries made durable, then the state that
+        records them (never the other way round)."""
+        self.store.sync()
+        self.state.save(state)
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -693,7 +699,7 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
     finally:
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.
-            await asyncio.shield(asyncio.to_thread(run.state.save, run.state.dump()))
+            await asyncio.shield(asyncio.to_thread(run.persist, run.state.dump()))
         if lock is not None:
             lock.release()
     if report.code == EXIT_OK and report.problems:
