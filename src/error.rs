@@ -76,15 +76,19 @@ fn tls_message(err: &rustls::Error, host: &str) -> String {
             match reason {
                 None => format!("certificate for {host} is not the pinned certificate{shown}"),
                 Some(reason) => {
+                    // The presented certificate is shown where trusting or pinning it is the
+                    // remedy; a wrong name or date is the same sentence as Python's ssl gives.
                     let (problem, trust_hint) = certificate_problem(reason, host);
-                    let hint = if trust_hint {
-                        "; trust a private CA (or the server's own self-signed certificate) with \
-                         cafile=... or context=..., or pin this certificate with fingerprint=... \
-                         once you have checked it is the server's"
+                    if trust_hint {
+                        format!(
+                            "{problem}{shown}; trust a private CA (or the server's own \
+                             self-signed certificate) with cafile=... or context=..., or pin this \
+                             certificate with fingerprint=... once you have checked it is the \
+                             server's"
+                        )
                     } else {
-                        ""
-                    };
-                    format!("{problem}{shown}{hint}")
+                        problem
+                    }
                 }
             }
         }
