@@ -41,7 +41,7 @@ def test_renames_are_on_disk_before_the_state_records_them(
         acct = _retriever.Account(host=srv.host, port=srv.port, user="user", tls="none", insecure=True,
                                   password_env="POP_PW", maildir=str(md), delete=True, timeout=30)  # fmt: skip
 
-        reports = asyncio.run(_retriever.fetch_all([acct], md, _retriever.Progress()))
+        reports = [asyncio.run(_retriever.fetch_account(acct, md, _retriever.Progress()))]
         assert reports[0].code == 0 and reports[0].fetched == 120, reports[0]
     new = str(md / "new")
     pending = 0  # renames into new/ not yet followed by an fsync of new/
