@@ -411,18 +411,22 @@ class AsyncPOP3(POP3Base):
         cadata: Optional[Union[str, bytes]] = None,
         certfile: Optional[StrPath] = None,
         keyfile: Optional[StrPath] = None,
+        fingerprint: Optional[str] = None,
     ) -> bytes:
         """STLS (RFC 2595): upgrade to TLS and return the server's ``+OK`` line; verified by
-        default (bundled Mozilla roots and the system store, or ``cafile=``/``cadata=``;
-        ``certfile=``/``keyfile=`` for a client certificate). A ``context`` is used by the
-        event loop's TLS exactly as given. Plaintext that arrives after the
+        default (bundled Mozilla roots and the system store or ``SSL_CERT_FILE``/
+        ``SSL_CERT_DIR``, or ``cafile=``/``cadata=``, or pinned with ``fingerprint=``, as in
+        :class:`POP3_SSL`; ``certfile=``/``keyfile=`` for a client certificate). A ``context``
+        is used by the event loop's TLS exactly as given. Plaintext that arrives after the
         ``+OK`` is refused (RemoteProtocolError); CAPA is read again. Raises error_proto if
         TLS is already up or the server has no STLS, CertificateVerificationError (an
         ``ssl.SSLCertVerificationError``) when the certificate is not trusted, TLSError for
         another handshake failure."""
-        tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+        tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile, fingerprint=fingerprint)
         if context is not None:
             _tls.check_context(context)
+            if fingerprint is not None:
+                raise ValueError("context and fingerprint are mutually exclusive")
             if self._driver is None and not self._tls_up:
                 fd = self._check_open().detach()
                 self._driver = await _wire.StreamDriver.connect(self.host, self._current_timeout, sock=socket.socket(fileno=fd))
@@ -518,20 +522,25 @@ class AsyncPOP3_SSL(AsyncPOP3):  # noqa: N801 - mirrors POP3_SSL
         source_address: Optional[Tuple[str, int]] = None,
         max_line_length: int = MAX_LINE_LENGTH,
         max_response_size: int = MAX_RESPONSE_SIZE,
+        fingerprint: Optional[str] = None,
     ) -> _Connecting[T]:
         """Connect, do the TLS handshake and read the greeting (await it or use it in
         ``async with``). Without ``context``, rustls verifies the certificate against the
-        bundled Mozilla roots and the system store, or only ``cafile``/``cadata`` (PEM);
+        bundled Mozilla roots and the system store (or ``SSL_CERT_FILE``/``SSL_CERT_DIR``),
+        or only ``cafile``/``cadata`` (PEM), or accepts exactly the certificate pinned by
+        ``fingerprint="SHA256:..."`` (as :class:`fastpoplib.POP3_SSL`);
         ``certfile``/``keyfile`` select a client certificate. A ``context`` is handed to the
         event loop's TLS as is (exclusive with those keywords: ValueError). Raises, when
         awaited, CertificateVerificationError (an ``ssl.SSLCertVerificationError``), TLSError
         and what :meth:`AsyncPOP3.connect` raises."""
         kwargs: Any = dict(source_address=source_address, max_line_length=max_line_length, max_response_size=max_response_size)
         if context is not None:
-            if any(v is not None for v in (cafile, cadata, certfile, keyfile)):
-                raise ValueError("context and cafile/cadata/certfile/keyfile are mutually exclusive: load them into the context")
+            if any(v is not None for v in (cafile, cadata, certfile, keyfile, fingerprint)):
+                raise ValueError(
+                    "context and cafile/cadata/certfile/keyfile/fingerprint are mutually exclusive: load them into the context"
+                )
             return _Connecting(cls(host, port, timeout, _context=_tls.check_context(context), **kwargs))
-        settings = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+        settings = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile, fingerprint=fingerprint)
         return _Connecting(cls(host, port, timeout, _tls_settings=settings, **kwargs))
 
 

@@ -327,9 +327,9 @@ class POP3Base:
         allow_insecure: bool = False,
         allow_apop: bool = False,
     ) -> bytes:
-        """Log in with each method the server offers, strongest first, until one succeeds
-        (SCRAM-SHA-512 > SCRAM-SHA-256 > SCRAM-SHA-1 > CRAM-MD5 > PLAIN > LOGIN > USER/PASS,
-        then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with ``oauth2_token``;
+        """Log in with each method the server offers until one succeeds (over TLS:
+        SCRAM-SHA-512 > SCRAM-SHA-256 > SCRAM-SHA-1 > PLAIN > LOGIN > USER/PASS > CRAM-MD5;
+        without TLS: SCRAM > CRAM-MD5 > PLAIN > LOGIN > USER/PASS; then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with ``oauth2_token``;
         ``mechanisms`` restricts and orders them). Reads CAPA (RFC 2449) first if it was not
         read yet; uses AUTH (RFC 5034), USER/PASS or APOP (RFC 1939 §7). Returns the final
         ``+OK`` line; the method used is left in ``auth_mechanism``.

@@ -14,7 +14,13 @@ __all__ = [
 
 @final
 class TlsSettings:
-    def __new__(cls, *, cadata: Optional[bytes] = None, client_cert: Optional[Tuple[bytes, bytes]] = None) -> TlsSettings: ...
+    def __new__(
+        cls,
+        *,
+        cadata: Optional[bytes] = None,
+        client_cert: Optional[Tuple[bytes, bytes]] = None,
+        pins: Optional[List[bytes]] = None,
+    ) -> TlsSettings: ...
 
 @final
 class Reactor:

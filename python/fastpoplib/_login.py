@@ -160,8 +160,11 @@ def login(
     allow_insecure: bool,
     allow_apop: bool,
 ) -> _flows.Flow:
-    """Tries each method both sides support, strongest first, until one succeeds; sets
-    ``client.auth_mechanism`` to it. Stops at the first reply that is not a refusal of the
+    """Tries each method both sides support until one succeeds and sets
+    ``client.auth_mechanism`` to it. The order over TLS: SCRAM, PLAIN, LOGIN, USER/PASS, CRAM-MD5, APOP
+    (the password is hidden by TLS, so PLAIN comes before CRAM-MD5, which servers storing
+    hashed passwords refuse); without TLS (``allow_insecure``): SCRAM, CRAM-MD5, PLAIN, LOGIN,
+    USER/PASS, APOP (challenge-response first, keeping the password off the wire). Stops at the first reply that is not a refusal of the
     credentials, when the password itself was refused, and whenever the server fails to
     prove itself (SCRAM). The secret is masked in what the server echoes."""
     if (password is None) == (oauth2_token is None):
@@ -193,6 +196,7 @@ def _methods(
         oauth2,
         user_ok=not caps or caps.has("USER"),
         apop_ok=allow_apop and client._apop_timestamp() is not None,
+        tls=client._tls_up,
     )
     if not methods:
         offered = " ".join(caps.sasl) or "none"

@@ -28,7 +28,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-from . import _aio
+from . import _aio, _tls
 from ._store import AccountLock, DigestIndex, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
 from .exceptions import (
     AuthenticationError,
@@ -63,13 +63,15 @@ log = logging.getLogger("fastpoplib.retriever")
 
 
 class Progress:
-    """What the retriever reports while it works; the CLI subclasses it with a tqdm bar."""
+    """What the retriever reports while it works; the CLI subclasses it with a progress line
+    (``_progress.TerminalProgress``)."""
 
-    def expect(self, nbytes: int) -> None:
-        """More bytes are about to be fetched (an account's new messages, sizes from LIST)."""
+    def expect(self, nbytes: int, messages: int = 0) -> None:
+        """More messages and bytes are about to be fetched (an account's new messages, sizes
+        from LIST); each message is announced once per run."""
 
     def advance(self, nbytes: int) -> None:
-        """Bytes done: stored, or recognised as stored already."""
+        """One message done, ``nbytes`` long: stored, or recognised as stored already."""
 
 
 class ConfigError(Exception):
@@ -104,6 +106,7 @@ _SETTINGS = {
     "tls": (str, None, None),
     "insecure": (bool, None, None),
     "cafile": (str, None, None),
+    "fingerprint": (str, None, None),
     "password_env": (str, None, None),
     "password_command": (str, None, None),
     "netrc_file": (str, None, None),
@@ -154,6 +157,7 @@ class Account:
     tls: str = "implicit"  # implicit | starttls | none
     insecure: bool = False  # allow a clear-text password and skip nothing else
     cafile: str | None = None
+    fingerprint: str | None = None  # SHA256:... of the server's certificate, pinned
     password_env: str | None = None
     password_command: str | None = None
     netrc_file: str | None = None
@@ -167,6 +171,8 @@ class Account:
     wait: float = 0.0  # seconds to wait for another run of this account to finish
     mbox_lock_wait: float = 60.0  # seconds to wait for another program's mbox locks
     interval: float = 300.0  # watch: seconds between polls (about what Gmail's fetcher did)
+    # Typed at the CLI's prompt (never a config key or an option): see cli._ask_passwords.
+    typed_password: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in _SETTINGS:
@@ -179,6 +185,13 @@ class Account:
             raise ConfigError(f"{self.label}: tls = none sends the password in clear text; add --insecure to allow it")
         if self.maildir and self.mbox:
             raise ConfigError(f"{self.label}: choose maildir or mbox, not both")
+        if self.fingerprint is not None:
+            if self.cafile is not None:
+                raise ConfigError(f"{self.label}: choose --fingerprint or --cafile, not both")
+            try:
+                _tls.pin(self.fingerprint)
+            except ValueError as exc:
+                raise ConfigError(f"fingerprint (--fingerprint): {exc}") from None
         self.name = self.name or self.label
 
     @property
@@ -191,9 +204,23 @@ class Account:
         ``--port 995`` and the default name the same account."""
         return f"{self.user}@{self.host.lower()}:{self.port or (995 if self.tls == 'implicit' else 110)}"
 
+    def has_secret_source(self) -> bool:
+        """Whether :meth:`secret` has somewhere to read from without asking the user."""
+        if self.oauth2_token_command or self.password_command or self.password_env:
+            return True
+        try:
+            auth = netrc.netrc(self.netrc_file).authenticators(self.host)
+        except FileNotFoundError:
+            return False
+        except (OSError, netrc.NetrcParseError):
+            return True  # secret() reports the unreadable file
+        return auth is not None and auth[2] is not None
+
     def secret(self) -> dict[str, str]:
-        """``{"password": ...}`` or ``{"oauth2_token": ...}`` from the configured source;
-        never from the command line itself."""
+        """``{"password": ...}`` or ``{"oauth2_token": ...}`` from the configured source or
+        typed at the prompt; never from the command line itself."""
+        if self.typed_password is not None:
+            return {"password": self.typed_password}
         if self.oauth2_token_command:
             return {"oauth2_token": _run_secret_command(self.oauth2_token_command, "--oauth2-token-command")}
         if self.password_command:
@@ -206,15 +233,18 @@ class Account:
         try:
             auth = netrc.netrc(self.netrc_file).authenticators(self.host)
         except FileNotFoundError:
-            raise ConfigError(
-                "no password source: give --password-env VAR, --password-command CMD, or a netrc entry"
-                f" for {self.host} (~/.netrc or --netrc-file)"
-            ) from None
+            raise ConfigError(_NO_PASSWORD.format(host=self.host)) from None
         except (OSError, netrc.NetrcParseError) as exc:
             raise ConfigError(f"cannot read the netrc file: {exc}") from None
         if auth is None or auth[2] is None:
-            raise ConfigError(f"the netrc file has no entry for {self.host}; add one or give --password-env")
+            raise ConfigError(_NO_PASSWORD.format(host=self.host))
         return {"password": auth[2]}
+
+
+_NO_PASSWORD = (
+    "no password for {host}: give --password-env VAR, --password-command CMD, or a netrc entry for {host}"
+    " (~/.netrc or --netrc-file), or run fastpoplib on a terminal to type it"
+)
 
 
 def _run_secret_command(command: str, option: str) -> str:
@@ -281,7 +311,23 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
         return f"the server answered {show_bytes(exc.response)} while {step}{advice}", code
     if isinstance(exc, CertificateVerificationError):
         reason = _library_text(exc)
-        return f"{reason}; if the server uses a private CA, pass --cafile FILE (PEM)", EXIT_CONNECTION
+        if "not the pinned certificate" in reason:
+            advice = "; if the server's certificate was replaced, check the new one and pass its fingerprint"
+        elif "; trust " in str(exc):
+            advice = (
+                "; if that is your server's certificate (check with its administrator, or run `openssl x509"
+                " -noout -fingerprint -sha256 -in CERT.pem` on the server), pass --fingerprint with that"
+                " fingerprint; if the server uses a private CA, pass --cafile FILE (PEM)"
+            )
+        else:
+            advice = ""
+        return f"{reason}{advice}", EXIT_CONNECTION
+    if isinstance(exc, TLSError) and "answered in plain text" in str(exc):
+        return (
+            f"the server {acct.host} answered in plain text, not TLS: is this a plain POP3 port?"
+            " try --tls starttls (or --tls none --insecure), or the POP3S port (--port 995)",
+            EXIT_CONNECTION,
+        )
     if isinstance(exc, TLSError):
         return f"TLS failed: {_library_text(exc)}", EXIT_CONNECTION
     if isinstance(exc, POP3TimeoutError):
@@ -339,13 +385,15 @@ async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncI
     step.now = "connecting"
     connecting: Any
     if acct.tls == "implicit":
-        connecting = _aio.AsyncPOP3_SSL.connect(acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile)
+        connecting = _aio.AsyncPOP3_SSL.connect(
+            acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile, fingerprint=acct.fingerprint
+        )
     else:
         connecting = _aio.AsyncPOP3.connect(acct.host, acct.port or 110, acct.timeout)
     async with connecting as pop:
         if acct.tls == "starttls":
             step.now = "starting TLS"
-            await pop.stls(cafile=acct.cafile)
+            await pop.stls(cafile=acct.cafile, fingerprint=acct.fingerprint)
         step.now = "reading the capabilities (CAPA)"
         await _enable_utf8(pop)
         step.now = "logging in"
@@ -451,6 +499,7 @@ class _Fetch:
         self.step = _Step()
         self.failed: set[str | int] = set()  # idents of messages that failed this run
         self.too_large: set[str | int] = set()
+        self.announced: set[str | int] = set()  # idents given to progress.expect
         self.unsaved = 0
         self.store_error: str | None = None
         self.current: _Msg | None = None  # the message being retrieved
@@ -492,7 +541,10 @@ class _Fetch:
             listed = {m.key for m in msgs}
             self.state.failures = {k: n for k, n in self.state.failures.items() if k in listed}
             wanted = self.select(msgs)
-            self.progress.expect(sum(m.size for m in wanted))
+            # A resumed session lists again what the lost one had announced.
+            fresh = [m for m in wanted if m.ident not in self.announced]
+            self.announced.update(m.ident for m in fresh)
+            self.progress.expect(sum(m.size for m in fresh), len(fresh))
             log.info("%s: %d message(s) on the server, %d to fetch", acct.name, len(msgs), len(wanted))
             try:
                 await self.fetch_small(pop, [m for m in wanted if m.size <= STREAM_ABOVE])
@@ -616,7 +668,7 @@ class _Fetch:
                         done += 1
                         self.current = pending[done] if done < len(pending) else None
                         data = b"".join(line + b"\r\n" for line in lines)
-                        if not await self.deliver(m, _one(data)):
+                        if not await self.deliver(m, data):
                             return
             except ServerError as exc:
                 m = pending[done]
@@ -637,19 +689,25 @@ class _Fetch:
         self.current = None
 
     async def deliver(self, m: _Msg, chunks: Any) -> bool:
-        """Store one message; False if the store failed (fetching stops, the rest goes on)."""
+        """Store one message, given whole (bytes) or as an async iterator of chunks; False if
+        the store failed (fetching stops, the rest goes on)."""
         try:
             delivery = await asyncio.to_thread(self.store.begin)
         except OSError as exc:
             return self.cannot_store(m, exc)
+        whole = chunks if isinstance(chunks, bytes) else None
         digest = hashlib.sha256()
         size = 0
         key = None
         try:
-            async for chunk in chunks:
-                digest.update(chunk)
-                size += len(chunk)
-                await asyncio.to_thread(delivery.write, chunk)
+            if whole is not None:
+                digest.update(whole)
+                size = len(whole)
+            else:
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await asyncio.to_thread(delivery.write, chunk)
             dkey = digest_key(digest.hexdigest(), m.size)
             key = m.key or dkey
             held = self.index.get(dkey) or (dkey if dkey in self.known else None)
@@ -661,7 +719,12 @@ class _Fetch:
                 self.recorded(m, key, dkey, held)
                 self.progress.advance(size)
                 return True
-            await asyncio.to_thread(delivery.commit, key)
+            if whole is not None:
+                # One trip to a worker thread, not two: per message, the hand-offs cost more
+                # than the write itself (bench/bench_fetch_tools.py).
+                await asyncio.to_thread(_write_and_commit, delivery, whole, key)
+            else:
+                await asyncio.to_thread(delivery.commit, key)
         except POP3Error:
             await asyncio.to_thread(delivery.abort)
             raise
@@ -712,11 +775,18 @@ class _Fetch:
 
     async def save(self) -> None:
         self.unsaved = 0
-        await asyncio.to_thread(self.state.save, self.state.dump())
+        await asyncio.to_thread(self.persist, self.state.dump())
+
+    def persist(self, state: bytes) -> None:
+        """In a worker thread: the store's deliveries made durable, then the state that
+        records them (never the other way round)."""
+        self.store.sync()
+        self.state.save(state)
 
 
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+def _write_and_commit(delivery: Any, data: bytes, key: str) -> None:
+    delivery.write(data)
+    delivery.commit(key)
 
 
 @asynccontextmanager
@@ -772,7 +842,7 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.
             try:
-                await asyncio.shield(asyncio.to_thread(run.state.save, run.state.dump()))
+                await asyncio.shield(asyncio.to_thread(run.persist, run.state.dump()))
             except StoreError as exc:
                 if report.error is None:
                     report.fail(f"{exc}; what was stored is in the store, the next run reads it there", EXIT_USAGE)

@@ -199,11 +199,16 @@ class Delivery(Protocol):
 
 
 class Maildir:
-    """Delivery into a Maildir: ``tmp/`` → fsync → ``new/`` (the Maildir protocol)."""
+    """Delivery into a Maildir: ``tmp/`` → fsync → ``new/`` (the Maildir protocol). The renames
+    into ``new/`` are made durable by :meth:`sync` (one directory fsync for a batch of
+    messages), which the retriever calls before it records them or deletes them on the
+    server: a crash before that loses only renames that nothing relies on yet."""
 
     def __init__(self, path: Path) -> None:
         # Locks and state follow the directory itself, not the spelling of its path (symlinks).
         self.path = path = path.resolve()
+        self.unsynced = False  # a rename into new/ may not be on disk yet
+        self.sync_lock = threading.Lock()
         try:
             for sub in ("tmp", "new", "cur"):
                 make_dirs(path / sub)
@@ -215,7 +220,14 @@ class Maildir:
         self.state_dir = private_dir(path / ".fastpoplib")
 
     def begin(self) -> Delivery:
-        return _MaildirDelivery(self.path, _unique())
+        return _MaildirDelivery(self, _unique())
+
+    def sync(self) -> None:
+        """Make every committed delivery's rename durable (fsync ``new/``)."""
+        with self.sync_lock:
+            if self.unsynced:
+                self.unsynced = False
+                _fsync_dir(self.path / "new")
 
     def stored_keys(self) -> set[str]:
         """Keys of the messages in ``new/`` and ``cur/``: complete by construction."""
@@ -238,9 +250,9 @@ def _unique() -> str:
 class _MaildirDelivery:
     # Its methods run in worker threads; an abort from an interrupted run must wait for a
     # write or commit in progress instead of closing the descriptor under it.
-    def __init__(self, path: Path, unique: str) -> None:
-        self.path, self.unique = path, unique
-        self.tmp = path / "tmp" / unique
+    def __init__(self, maildir: Maildir, unique: str) -> None:
+        self.maildir, self.path, self.unique = maildir, maildir.path, unique
+        self.tmp = self.path / "tmp" / unique
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self.size = 0
         self.committed = False
@@ -269,12 +281,13 @@ class _MaildirDelivery:
                 os.close(self.fd)
                 self.fd = -1
                 final = self.path / "new" / f"{self.unique}_fpl-{key}.{host},S={self.size}"
-                os.rename(self.tmp, final)
+                with self.maildir.sync_lock:
+                    os.rename(self.tmp, final)
+                    self.maildir.unsynced = True
             except BaseException:
                 self.abort()
                 raise
             self.committed = True
-            _fsync_dir(final.parent)
 
     def abort(self) -> None:
         with self.lock:
@@ -325,6 +338,9 @@ class Mbox:
             pass
         except OSError as exc:
             raise StoreError(f"cannot create the mbox {path}: {exc.strerror}") from None
+
+    def sync(self) -> None:
+        """Nothing to do: each append is fsynced before it counts (see :class:`Maildir`)."""
 
     def begin(self) -> Delivery:
         return _MboxDelivery(self)

@@ -29,6 +29,8 @@ WRITE, READ, HANDSHAKE, DONE = 0, 1, 2, 3
 _NAME_MISMATCH = {62, 64}  # host name, IP address
 _UNKNOWN_ISSUER = {2, 18, 19, 20, 21}
 _CERTIFICATE_REQUIRED = {"TLSV13_ALERT_CERTIFICATE_REQUIRED"}
+# OpenSSL's reason when a plain-text reply ("+OK ...") arrives instead of a TLS record.
+_PLAINTEXT_REPLY = {"WRONG_VERSION_NUMBER"}
 
 # Large reads: the per-call cost of Python I/O is paid per 256 KiB, not per line.
 READ_SIZE = 256 * 1024
@@ -50,6 +52,11 @@ def translate(exc: BaseException, host: str) -> BaseException:
     if isinstance(exc, ssl.SSLError):
         if exc.reason in _CERTIFICATE_REQUIRED:
             text = f"the server {host} requires a client certificate; load one into the context (context.load_cert_chain(...))"
+        elif exc.reason in _PLAINTEXT_REPLY:
+            text = (
+                f"the server {host} answered in plain text, not TLS: is this a plain POP3 port? Connect without"
+                " TLS there (upgrading with STLS), or use the server's POP3S port (usually 995)"
+            )
         else:
             text = f"TLS error with {host}: {exc.reason or exc}"
         return _with_ssl_details(TLSError(text), exc)
