@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _aio
-from ._store import AccountLock, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
+from ._destinations import DestinationError, ImapDestination, ImapURL, LmtpDestination, MdaDestination
+from ._store import AccountLock, Destination, LockBusy, Maildir, Mbox, Outcome, Refusal, State, StoreError, digest_key, uid_key
 from .exceptions import (
     AuthenticationError,
     CertificateVerificationError,
@@ -108,6 +109,14 @@ _SETTINGS = {
     "oauth2_token_command": (str, None, None),
     "maildir": (str, None, None),
     "mbox": (str, None, None),
+    "imap": (str, None, None),
+    "imap_password_env": (str, None, None),
+    "imap_password_command": (str, None, None),
+    "imap_oauth2_token_command": (str, None, None),
+    "imap_cafile": (str, None, None),
+    "lmtp": (str, None, None),
+    "lmtp_recipient": (str, None, None),
+    "mda": (str, None, None),
     "delete": (bool, None, None),
     "max_size": (int, 1, None),
     "max_messages": (int, 1, None),
@@ -156,6 +165,14 @@ class Account:
     oauth2_token_command: str | None = None
     maildir: str | None = None
     mbox: str | None = None
+    imap: str | None = None  # imaps://USER@HOST[:PORT]/FOLDER or imap://... (STARTTLS)
+    imap_password_env: str | None = None
+    imap_password_command: str | None = None
+    imap_oauth2_token_command: str | None = None
+    imap_cafile: str | None = None
+    lmtp: str | None = None  # HOST:PORT or unix:PATH
+    lmtp_recipient: str | None = None
+    mda: str | None = None  # a command: the message on its standard input
     delete: bool = False
     max_size: int | None = None
     max_messages: int | None = None
@@ -172,8 +189,22 @@ class Account:
             raise ConfigError(f"tls must be implicit, starttls or none, not {self.tls!r}")
         if self.tls == "none" and not self.insecure:
             raise ConfigError(f"{self.label}: tls = none sends the password in clear text; add --insecure to allow it")
-        if self.maildir and self.mbox:
-            raise ConfigError(f"{self.label}: choose maildir or mbox, not both")
+        chosen = [name for name in DESTINATIONS if getattr(self, name)]
+        if len(chosen) > 1:
+            given = " and ".join(f"--{name}" for name in chosen)
+            raise ConfigError(f"{self.label}: an account has one destination; choose one of {given}")
+        imap_sources = [self.imap_password_env, self.imap_password_command, self.imap_oauth2_token_command]
+        if self.imap and sum(source is not None for source in imap_sources) != 1:
+            raise ConfigError(
+                f"{self.label}: --imap needs exactly one of --imap-password-env, --imap-password-command"
+                " and --imap-oauth2-token-command"
+            )
+        if self.lmtp and not self.lmtp_recipient:
+            raise ConfigError(f"{self.label}: --lmtp needs --lmtp-recipient ADDRESS (the mailbox to deliver to)")
+        for name in ("imap_password_env", "imap_password_command", "imap_oauth2_token_command", "imap_cafile", "lmtp_recipient"):
+            if getattr(self, name) is not None and not getattr(self, name.split("_")[0]):
+                option = name.split("_")[0]
+                raise ConfigError(f"{self.label}: --{name.replace('_', '-')} is for the --{option} destination; give --{option} too")
         self.name = self.name or self.label
 
     @property
@@ -210,6 +241,22 @@ class Account:
         if auth is None or auth[2] is None:
             raise ConfigError(f"the netrc file has no entry for {self.host}; add one or give --password-env")
         return {"password": auth[2]}
+
+
+    def imap_secret(self) -> dict[str, str]:
+        """The IMAP destination's ``{"password": ...}`` or ``{"oauth2_token": ...}``."""
+        if self.imap_oauth2_token_command:
+            return {"oauth2_token": _run_secret_command(self.imap_oauth2_token_command, "--imap-oauth2-token-command")}
+        if self.imap_password_command:
+            return {"password": _run_secret_command(self.imap_password_command, "--imap-password-command")}
+        assert self.imap_password_env is not None  # one source is required (__post_init__)
+        value = os.environ.get(self.imap_password_env)
+        if value is None:
+            raise ConfigError(f"the environment variable {self.imap_password_env} (--imap-password-env) is not set")
+        return {"password": value}
+
+
+DESTINATIONS = ("maildir", "mbox", "imap", "lmtp", "mda")  # an account has one
 
 
 def _run_secret_command(command: str, option: str) -> str:
@@ -256,6 +303,8 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
     """A sentence saying what failed and what to do, and the exit code."""
     if isinstance(exc, ConfigError):
         return str(exc), EXIT_USAGE
+    if isinstance(exc, DestinationError):
+        return str(exc), {"usage": EXIT_USAGE, "auth": EXIT_AUTH}.get(exc.kind, EXIT_CONNECTION)
     if isinstance(exc, LockBusy) and step == "locking the account":
         return f"{exc}; not fetching now (use --wait SECONDS to wait for it)", EXIT_BUSY
     if isinstance(exc, StoreError):
@@ -309,7 +358,22 @@ def _library_text(exc: BaseException) -> str:
     return text.split("; trust ")[0]
 
 
-def _store_for(acct: Account, default_maildir: Path) -> Any:
+def _store_for(acct: Account, default_maildir: Path) -> Destination:
+    """The account's one destination, opened (an IMAP or LMTP server connected and logged in)."""
+    if acct.imap:
+        return ImapDestination(
+            ImapURL(acct.imap),
+            acct.imap_secret,
+            acct.identity,
+            cafile=acct.imap_cafile,
+            insecure=acct.insecure,
+            timeout=acct.timeout,
+        )
+    if acct.lmtp:
+        assert acct.lmtp_recipient is not None  # required with lmtp (__post_init__)
+        return LmtpDestination(acct.lmtp, acct.lmtp_recipient, acct.identity, timeout=acct.timeout)
+    if acct.mda:
+        return MdaDestination(acct.mda, acct.identity, timeout=acct.timeout)
     if acct.mbox:
         return Mbox(Path(acct.mbox).expanduser(), lock_wait=acct.mbox_lock_wait)
     return Maildir(Path(acct.maildir).expanduser() if acct.maildir else default_maildir)
@@ -400,6 +464,7 @@ class _Fetch:
         self.current: _Msg | None = None  # the message being retrieved
         self.digest_keys: dict[int, str] = {}  # this session: number -> key, for messages without UID
         self.known: set[str] = set()  # keys in the state or the store
+        self.handed: dict[str, tuple[_Msg, int]] = {}  # key -> (message, size): handed over, not settled
 
     async def run(self, secret: dict[str, str]) -> None:
         # Read the store before connecting: waiting for another program's mbox locks must not
@@ -438,7 +503,9 @@ class _Fetch:
             except RemoteProtocolError as exc:
                 # The client closed the connection (a line over the limit, a broken reply, EOF):
                 # the message being read is skipped for this run, a new session fetches the rest.
+                await self.flush(to_delete)
                 return self.broken(exc)
+            await self.flush(to_delete)
             await self.save()
             to_delete += [m.number for m in msgs if m.key is not None and m.key in self.state.keys]
             dele_refused = False
@@ -549,7 +616,8 @@ class _Fetch:
                 await asyncio.to_thread(delivery.abort)
                 to_delete.append(m.number)
                 return True
-            await asyncio.to_thread(delivery.commit, key)
+            self.handed[key] = (m, size)
+            outcomes = await asyncio.to_thread(delivery.commit, key)
         except POP3Error:
             await asyncio.to_thread(delivery.abort)
             raise
@@ -569,21 +637,42 @@ class _Fetch:
             if key is not None and delivery.committed:
                 self.state.add([key])
             raise
-        self.state.add([key])
-        self.known.add(key)
-        if m.key is None:
-            to_delete.append(m.number)
-        self.report.fetched += 1
-        self.report.bytes += size
-        self.progress.advance(size)
-        self.unsaved += 1
+        return await self.settle(outcomes, to_delete)
+
+    async def flush(self, to_delete: list[int]) -> None:
+        """Settle the messages a batching destination still holds (IMAP MULTIAPPEND)."""
+        if self.handed:
+            await self.settle(await asyncio.to_thread(self.store.flush), to_delete)
+
+    async def settle(self, outcomes: list[Outcome], to_delete: list[int]) -> bool:
+        """Record what the destination confirmed (only then may it be deleted on the server),
+        report what it refused; False once it refused in a way that stops this run's storing."""
+        for outcome in outcomes:
+            m, size = self.handed.pop(outcome.key)
+            if isinstance(outcome, Refusal):
+                self.failed.add(m.ident)
+                if not outcome.stop:
+                    self.report.problems.append(f"{m.name()} not stored: {outcome.reason}; it is tried again next run")
+                elif self.store_error is None:
+                    self.store_error = f"{m.name()} and the rest were not stored: {outcome.reason}"
+                    self.report.problems.append(self.store_error)
+                continue
+            self.state.add([outcome.key])
+            self.known.add(outcome.key)
+            if m.key is None:
+                to_delete.append(m.number)
+            self.report.fetched += 1
+            self.report.bytes += size
+            self.progress.advance(size)
+            self.unsaved += 1
         if self.unsaved >= SAVE_EVERY:
             await self.save()
-        return True
+        return self.store_error is None
 
     async def save(self) -> None:
         self.unsaved = 0
         await asyncio.to_thread(self.state.save, self.state.dump())
+        await asyncio.to_thread(self.store.recorded)  # its own record of those keys is not needed now
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -613,12 +702,12 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
     step = _Step()
     lock: AccountLock | None = None
     run: _Fetch | None = None
+    store: Destination | None = None
     cancelled = threading.Event()  # tells lock waits in worker threads to give up
     try:
         step.now = "opening the store"
         store = await asyncio.to_thread(_store_for, acct, default_maildir)
-        if isinstance(store, Mbox):
-            store.cancelled = cancelled
+        store.cancelled = cancelled
         report.stored_dir = str(store.path)
         step.now = "locking the account"
         lock = AccountLock(store.state_dir, acct.identity)
@@ -627,6 +716,9 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         if state.damaged:
             report.warnings.append(
                 f"the state file {state.path} was damaged; rebuilt it from the messages in the store"
+                if isinstance(store, (Maildir, Mbox))
+                else f"the state file {state.path} was damaged; messages delivered before and still on the server"
+                " may be delivered again"
             )
         step.now = "getting the password"
         secret = await asyncio.to_thread(acct.secret)
@@ -642,6 +734,8 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.
             await asyncio.shield(asyncio.to_thread(run.state.save, run.state.dump()))
+        if store is not None:
+            await asyncio.shield(asyncio.to_thread(store.close))
         if lock is not None:
             lock.release()
     if report.code == EXIT_OK and report.problems:

@@ -1,0 +1,279 @@
+"""`fastpoplib fetch --imap`: Dovecot's POP3 as the source, another Dovecot user's IMAP
+mailbox as the destination, the CLI run for real in subprocesses (issue 20, item 1)."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import poplib
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dovecot import PASSWORD, InteropDovecot, add_users, edge_messages
+from fastpoplib._destinations import ImapDestination, ImapURL, Journal
+from fastpoplib._store import Receipt, Refusal
+from fastpoplib.testing import sample_mailbox
+
+imapclient = pytest.importorskip("imapclient")
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastpoplib", *args], capture_output=True, text=True, env=env, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, POP_PW=PASSWORD, IMAP_PW=PASSWORD, XDG_STATE_HOME=str(tmp_path / "state"))
+
+
+def source_args(dove: InteropDovecot, user: str) -> list[str]:
+    return ["--host", dove.host, "--port", str(dove.tls_port), "--cafile", dove.cafile, "--user", user, "--password-env", "POP_PW"]
+
+
+def imap_args(dove: InteropDovecot, user: str, folder: str = "INBOX", starttls: bool = False) -> list[str]:
+    url = f"imap://{user}@{dove.host}:{dove.imap_port}/{folder}" if starttls else f"imaps://{user}@{dove.host}:{dove.imaps_port}/{folder}"
+    return ["--imap", url, "--imap-password-env", "IMAP_PW", "--imap-cafile", dove.cafile]
+
+
+def retr_all(dove: InteropDovecot, user: str) -> list[bytes]:
+    """The source's messages as RETR gives them, read with the stdlib's poplib."""
+    pop = poplib.POP3(dove.host, dove.plain_port, timeout=10)
+    try:
+        pop.user(user)
+        pop.pass_(PASSWORD)
+        return [b"".join(line + b"\r\n" for line in pop.retr(n)[1]) for n in range(1, pop.stat()[0] + 1)]
+    finally:
+        pop.quit()
+
+
+def folder(dove: InteropDovecot, user: str, name: str = "INBOX") -> list[dict[bytes, Any]]:
+    """Every message of an IMAP folder: BODY[] and INTERNALDATE."""
+    with imapclient.IMAPClient(dove.host, port=dove.imaps_port, ssl_context=dove.ssl_context(), timeout=10) as client:
+        client.login(user, PASSWORD)
+        client.select_folder(name, readonly=True)
+        uids = client.search(["ALL"])
+        return list(client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"]).values()) if uids else []
+
+
+def bodies(dove: InteropDovecot, user: str, name: str = "INBOX") -> Counter[bytes]:
+    return Counter(item[b"BODY[]"] for item in folder(dove, user, name))
+
+
+def with_received(i: int) -> bytes:
+    return (
+        b"Received: from relay.example.net by mx.example.org; Tue, 02 Jan 2024 10:0%d:00 +0100\r\n"
+        b"Received: from laptop by relay.example.net; Mon, 01 Jan 2024 08:00:00 +0000\r\n"
+        b"Date: Sun, 31 Dec 2023 23:00:00 +0000\r\nMessage-ID: <received%d@example.org>\r\nSubject: received\r\n\r\nbody\r\n"
+    ) % (i, i)
+
+
+def four_kb(n: int, tag: str) -> list[bytes]:
+    """``n`` messages of about 4 KB, in 78-byte lines."""
+    head = b"Subject: %s %d\r\nMessage-ID: <%s.%d@example.org>\r\n\r\n"
+    return [head % (tag.encode(), i, tag.encode(), i) + (b"x" * 76 + b"\r\n") * 51 for i in range(n)]
+
+
+def test_delivery_is_byte_identical_into_a_created_folder_dated_by_received_else_date(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    edge = [m for m in edge_messages() if len(m) < 50_000]  # the stdlib poplib that checks reads lines up to 2 KB
+    users = add_users(dovecot_mail, src=[*edge, *sample_mailbox(6, seed=3).messages, with_received(1)], dest=[])
+    expected = retr_all(dovecot_mail, users["src"])
+    out = run("fetch", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["dest"], "Fetched/POP%20mail"), env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"{len(expected)} new message(s)" in out.stdout
+    stored = folder(dovecot_mail, users["dest"], "Fetched.POP mail")  # Dovecot separates levels with "."
+    assert Counter(item[b"BODY[]"] for item in stored) == Counter(expected)
+    for item in stored:
+        data = item[b"BODY[]"]
+        internal = item[b"INTERNALDATE"].replace(tzinfo=None)  # imapclient: local wall time, no zone
+        if b"Received:" in data:  # the first (topmost) Received header, not Date, not the second
+            want = email.utils.parsedate_to_datetime("Tue, 02 Jan 2024 10:01:00 +0100")
+        elif b"\nDate:" in data or data.startswith(b"Date:"):
+            date = [line for line in data.split(b"\r\n") if line.startswith(b"Date:")][0][5:].decode()
+            want = email.utils.parsedate_to_datetime(date.strip())
+        else:
+            continue
+        assert internal == want.astimezone().replace(tzinfo=None), data[:200]
+
+
+def test_a_rerun_from_the_config_file_appends_nothing(dovecot_mail: InteropDovecot, env: dict[str, str], tmp_path: Path) -> None:
+    users = add_users(dovecot_mail, src=sample_mailbox(8, seed=4).messages, dest=[])
+    config = tmp_path / "fetch.toml"
+    config.write_text(
+        f"""[[account]]
+host = "{dovecot_mail.host}"
+port = {dovecot_mail.tls_port}
+cafile = "{dovecot_mail.cafile}"
+user = "{users["src"]}"
+password_env = "POP_PW"
+imap = "imap://{users["dest"]}@{dovecot_mail.host}:{dovecot_mail.imap_port}/INBOX"
+imap_password_env = "IMAP_PW"
+imap_cafile = "{dovecot_mail.cafile}"
+"""
+    )
+    first = run("fetch", "--config", str(config), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "8 new message(s)" in first.stdout
+    second = run("fetch", "--config", str(config), env=env)
+    assert second.returncode == 0, second.stderr
+    assert "0 new message(s)" in second.stdout
+    assert sum(bodies(dovecot_mail, users["dest"]).values()) == 8
+
+
+def test_delete_empties_the_source_once_appended(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    users = add_users(dovecot_mail, src=four_kb(60, "del"), dest=[])
+    expected = retr_all(dovecot_mail, users["src"])
+    out = run("fetch", "--delete", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["dest"]), env=env)
+    assert out.returncode == 0, out.stderr
+    assert "60 deleted on server" in out.stdout
+    assert retr_all(dovecot_mail, users["src"]) == []
+    assert bodies(dovecot_mail, users["dest"]) == Counter(expected)
+
+
+def test_append_refused_for_quota_deletes_nothing(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    users = add_users(dovecot_mail, src=four_kb(10, "quota"), quota_dest=[])
+    expected = retr_all(dovecot_mail, users["src"])
+    out = run("fetch", "--delete", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["quota_dest"]), env=env)
+    assert out.returncode == 1, out.stderr
+    assert "OVERQUOTA" in out.stderr and "stays on the POP server" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert retr_all(dovecot_mail, users["src"]) == expected  # nothing deleted
+    assert sum(bodies(dovecot_mail, users["quota_dest"]).values()) == 0  # MULTIAPPEND: all or nothing
+
+
+def test_kill_9_at_random_points_of_a_delete_run_then_rerun(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    """Every message exactly once in the folder, none left on the source, however the runs
+    were killed (a kill after an APPEND's OK and before the state save is the case that
+    needs the journal's intents)."""
+    users = add_users(dovecot_mail, src=[*four_kb(150, "kill"), *sample_mailbox(30, seed=9).messages], dest=[])
+    expected = retr_all(dovecot_mail, users["src"])
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    args = ["fetch", "--delete", "-q", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["dest"])]
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, "-m", "fastpoplib", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=rnd.uniform(0.3, 1.5))  # a random point of the run: the fault, not a synchronisation
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+        proc.stderr.close()  # type: ignore[union-attr]
+    for _ in range(3):
+        done = run(*args, env=env)
+        if done.returncode == 0 and not retr_all(dovecot_mail, users["src"]):
+            break
+    assert done.returncode == 0, f"seed {seed}: {done.stderr}"
+    assert retr_all(dovecot_mail, users["src"]) == [], f"seed {seed}"
+    assert bodies(dovecot_mail, users["dest"]) == Counter(expected), f"seed {seed}, {kills} kills"
+
+
+def open_destination(dove: InteropDovecot, user: str, name: str, state: Path) -> ImapDestination:
+    url = ImapURL(f"imaps://{user}@{dove.host}:{dove.imaps_port}/{name}")
+    return ImapDestination(url, lambda: {"password": PASSWORD}, "acct", cafile=dove.cafile, timeout=10)
+
+
+def deliver(dest: ImapDestination, key: str, data: bytes) -> list[Any]:
+    delivery = dest.begin()
+    delivery.write(data)
+    return delivery.commit(key) + dest.flush()
+
+
+def test_a_run_killed_after_the_ok_finds_the_message_instead_of_appending_it_again(
+    dovecot_mail: InteropDovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    users = add_users(dovecot_mail, dest=[])
+    with_id, without_id = four_kb(1, "found")[0], b"Subject: no id\r\n\r\n" + (b"y" * 70 + b"\r\n") * 40
+    first = open_destination(dovecot_mail, users["dest"], "INBOX", tmp_path)
+    # The process dies after the server's OK, before the receipts reach the journal.
+    monkeypatch.setattr(first, "_confirm", lambda outcomes: outcomes)
+    for key, data in (("u1-1", with_id), ("u2-2", without_id)):
+        delivery = first.begin()
+        delivery.write(data)
+        assert delivery.commit(key) == []  # waits for the batch (Dovecot offers MULTIAPPEND)
+    assert [type(o) for o in first.flush()] == [Receipt, Receipt]
+    journal = Journal(first.journal.path)
+    assert journal.stored == {}
+    journal.intents["u3-3"] = {"sha256": "0" * 64, "size": 10, "msgid": None, "since": 1, "uidvalidity": first.uidvalidity}
+    journal.save()
+    assert set(journal.intents) == {"u1-1", "u2-2", "u3-3"}
+    first.close()
+    again = open_destination(dovecot_mail, users["dest"], "INBOX", tmp_path)
+    try:
+        assert again.stored_keys() == {"u1-1", "u2-2"}  # found byte for byte; u3 was never appended
+        assert Journal(again.journal.path).intents == {}
+    finally:
+        again.close()
+    assert sum(bodies(dovecot_mail, users["dest"]).values()) == 2
+
+
+def test_a_folder_removed_during_the_run_is_a_trycreate_refusal(dovecot_mail: InteropDovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    users = add_users(dovecot_mail, dest=[])
+    dest = open_destination(dovecot_mail, users["dest"], "Gone", tmp_path)
+    try:
+        with imapclient.IMAPClient(dovecot_mail.host, port=dovecot_mail.imaps_port, ssl_context=dovecot_mail.ssl_context(), timeout=10) as other:
+            other.login(users["dest"], PASSWORD)
+            other.delete_folder("Gone")
+        [outcome] = deliver(dest, "u1-1", four_kb(1, "gone")[0])
+        assert isinstance(outcome, Refusal) and outcome.stop
+        assert "TRYCREATE" in outcome.reason and "stays on the POP server" in outcome.reason
+    finally:
+        dest.close()
+
+
+def test_a_refused_imap_login_is_a_sentence_and_touches_nothing(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    users = add_users(dovecot_mail, src=sample_mailbox(2).messages, dest=[])
+    out = run("fetch", "--delete", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["dest"]), env=dict(env, IMAP_PW="wrong"))
+    assert out.returncode == 3, out.stderr
+    assert "refused the login" in out.stderr and "wrong" not in out.stderr
+    assert len(retr_all(dovecot_mail, users["src"])) == 2
+
+
+def test_import_fastpoplib_does_not_need_imapclient_and_the_cli_names_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['imapclient'] = None\n"
+        "import fastpoplib, fastpoplib.cli\n"
+        "sys.exit(fastpoplib.cli.main(['fetch', '--host', '127.0.0.1', '--port', '1', '--user', 'u', '--password-env', 'X',"
+        " '--imap', 'imaps://me@127.0.0.1:1/INBOX', '--imap-password-env', 'X']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=dict(os.environ, XDG_STATE_HOME=str(tmp_path)))
+    assert out.returncode == 2, out.stderr
+    assert "pip install 'fastpoplib[imap]'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://me@host/INBOX", "must start with imaps://"),
+        ("imaps://host/INBOX", "needs a user and a host"),
+        ("imaps://me:secret@host/INBOX", "holds a password"),
+        ("imaps://me@host:99999/INBOX", "is not valid"),
+    ],
+)
+def test_bad_imap_urls_are_usage_errors(url: str, problem: str, tmp_path: Path) -> None:
+    out = run(
+        "fetch",
+        "--host",
+        "127.0.0.1",
+        "--user",
+        "u",
+        "--password-env",
+        "X",
+        "--imap",
+        url,
+        "--imap-password-env",
+        "X",
+        env=dict(os.environ, XDG_STATE_HOME=str(tmp_path)),
+    )
+    assert out.returncode == 2, out.stderr
+    assert problem in out.stderr and "secret" not in out.stderr
