@@ -18,7 +18,7 @@ import pytest
 from dovecot import PASSWORD, InteropDovecot, add_users, edge_messages
 from fastpoplib._destinations import ImapDestination, ImapURL, Journal
 from fastpoplib._store import Receipt, Refusal
-from fastpoplib.testing import sample_mailbox
+from fastpoplib.testing import Mailbox, POP3TestServer, sample_mailbox
 
 imapclient = pytest.importorskip("imapclient")
 
@@ -277,3 +277,55 @@ def test_bad_imap_urls_are_usage_errors(url: str, problem: str, tmp_path: Path) 
     )
     assert out.returncode == 2, out.stderr
     assert problem in out.stderr and "secret" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def dovecot_plain_imap() -> Any:
+    """An IMAP server without MULTIAPPEND or LITERAL+, as Gmail's and Outlook's are, that
+    takes XOAUTH2 but not OAUTHBEARER, as Outlook's does (Dovecot 2.3 checks the token as the
+    user's password)."""
+    from dovecot import _instance
+
+    with _instance(strict=False, protocols=("pop3", "imap")) as dove:
+        with open(dove.conf, "a") as conf:
+            conf.write("protocol imap {\n  imap_capability = IMAP4rev1 UIDPLUS IDLE\n}\n")
+            conf.write("auth_mechanisms = plain login xoauth2\n")
+        with dove:
+            yield dove
+
+
+def test_without_multiappend_each_message_is_appended_and_a_bare_cr_is_not_rewritten(dovecot_plain_imap: InteropDovecot, env: dict[str, str]) -> None:
+    users = add_users(dovecot_plain_imap, dest=[])
+    bare_cr = b"Subject: bare CR\r\nMessage-ID: <cr@example.org>\r\n\r\nbefore\rafter\r\n"
+    box = Mailbox([*sample_mailbox(5, seed=6).messages, bare_cr])
+    with POP3TestServer(mailbox=box, users={"user": PASSWORD}, stls=False) as srv:
+        expected = list(srv.mailbox.messages)
+        pop = ["--host", srv.host, "--port", str(srv.port), "--user", "user", "--tls", "none", "--insecure", "--password-env", "POP_PW"]
+        out = run("fetch", "--delete", *pop, *imap_args(dovecot_plain_imap, users["dest"]), env=env)
+        assert out.returncode == 1, out.stderr
+        assert "bare CR or LF" in out.stderr and "(UID" in out.stderr
+        assert srv.mailbox.messages == [bare_cr]  # the only one kept on the server
+    assert bodies(dovecot_plain_imap, users["dest"]) == Counter(m for m in expected if m != bare_cr)
+
+
+def test_oauth2_token_command_logs_in_with_xoauth2(dovecot_plain_imap: InteropDovecot, env: dict[str, str]) -> None:
+    users = add_users(dovecot_plain_imap, src=sample_mailbox(2).messages, dest=[])
+    url = f"imaps://{users['dest']}@{dovecot_plain_imap.host}:{dovecot_plain_imap.imaps_port}/INBOX"
+    token = ["--imap-oauth2-token-command", f"printf '%s\\n' {PASSWORD}", "--imap-cafile", dovecot_plain_imap.cafile]
+    mark = dovecot_plain_imap.log_mark()
+    out = run("fetch", *source_args(dovecot_plain_imap, users["src"]), "--imap", url, *token, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"user=<{users['dest']}>, method=XOAUTH2" in dovecot_plain_imap.wait_for_log("method=XOAUTH2", mark)
+    assert sum(bodies(dovecot_plain_imap, users["dest"]).values()) == 2
+    refused = run(
+        "fetch",
+        *source_args(dovecot_plain_imap, users["src"]),
+        "--imap",
+        url,
+        "--imap-oauth2-token-command",
+        "echo expired-token",
+        "--imap-cafile",
+        dovecot_plain_imap.cafile,
+        env=env,
+    )
+    assert refused.returncode == 3 and "refused the login" in refused.stderr and "expired-token" not in refused.stderr

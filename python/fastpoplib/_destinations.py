@@ -405,7 +405,8 @@ class ImapDestination(_Remote):
             return [Refusal(key, self.lost, stop=True)]
         self.batch.append((key, data))
         self.batch_bytes += len(data)
-        if self.multiappend and len(self.batch) < BATCH_MESSAGES and self.batch_bytes < BATCH_BYTES:
+        # Without MULTIAPPEND a batch still costs one journal write, then an APPEND per message.
+        if len(self.batch) < BATCH_MESSAGES and self.batch_bytes < BATCH_BYTES:
             return []
         return self._append_batch()
 
