@@ -78,10 +78,12 @@ class Journal:
     holds the IMAP messages whose APPEND was sent and whose outcome is not known yet. Saved
     atomically; a damaged file counts as empty (its messages may then be delivered again)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read: bool = True) -> None:
         self.path = path
         self.stored: dict[str, str] = {}
         self.intents: dict[str, dict[str, Any]] = {}
+        if not read:
+            return
         try:
             data = json.loads(path.read_bytes())
             self.stored = {str(k): str(v) for k, v in data["stored"].items()}
@@ -134,7 +136,8 @@ class _Remote:
         self.state_dir = state_dir
         self.cancelled = threading.Event()
         self.lock = threading.RLock()
-        self.journal = Journal(state_dir / (hashlib.sha256(account.encode("utf-8")).hexdigest()[:16] + ".journal.json"))
+        # Read by stored_keys(), once the engine holds the account's lock.
+        self.journal = Journal(state_dir / (hashlib.sha256(account.encode("utf-8")).hexdigest()[:16] + ".journal.json"), read=False)
 
     def begin(self) -> _Spool:
         return _Spool(self._settle, self.lock)
@@ -156,7 +159,7 @@ class _Remote:
 
     def stored_keys(self) -> set[str]:
         with self.lock:
-            self.journal = Journal(self.journal.path)  # read under the account lock, which is held now
+            self.journal = Journal(self.journal.path)
             return set(self.journal.stored)
 
     def flush(self) -> list[Outcome]:
@@ -368,7 +371,7 @@ class ImapDestination(_Remote):
 
     def stored_keys(self) -> set[str]:
         with self.lock:
-            self.journal = Journal(self.journal.path)  # read under the account lock, which is held now
+            self.journal = Journal(self.journal.path)
             if self.journal.intents:
                 try:
                     self.client.select_folder(self.folder, readonly=True)

@@ -1,5 +1,6 @@
 """Durable local storage for the retriever: Maildir (default) or mbox, the per-account record
-of what was stored, and the locks that keep two writers apart.
+of what was stored, and the locks that keep two writers apart; and the destination interface
+(:class:`Destination`) that these and the network destinations of ``_destinations`` share.
 
 The rule that makes ``fetch --delete`` safe: a message counts as stored only once it is
 whole on disk and fsynced, and only stored messages are ever deleted on the server. Each
