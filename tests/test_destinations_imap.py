@@ -148,32 +148,43 @@ def test_append_refused_for_quota_deletes_nothing(dovecot_mail: InteropDovecot, 
     assert sum(bodies(dovecot_mail, users["quota_dest"]).values()) == 0  # MULTIAPPEND: all or nothing
 
 
-def test_kill_9_at_random_points_of_a_delete_run_then_rerun(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_kill_at_random_points_of_a_delete_run_then_rerun(dovecot_mail: InteropDovecot, env: dict[str, str], sig: signal.Signals) -> None:
     """Every message exactly once in the folder, none left on the source, however the runs
     were killed (a kill after an APPEND's OK and before the state save is the case that
-    needs the journal's intents)."""
-    users = add_users(dovecot_mail, src=[*four_kb(150, "kill"), *sample_mailbox(30, seed=9).messages], dest=[])
+    needs the journal's intents; Ctrl-C must end a run cleanly, exit 130)."""
+    users = add_users(dovecot_mail, src=[*four_kb(400, "kill"), *sample_mailbox(30, seed=9).messages], dest=[])
     expected = retr_all(dovecot_mail, users["src"])
     seed = random.randrange(1 << 30)
     rnd = random.Random(seed)
     args = ["fetch", "--delete", "-q", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["dest"])]
-    kills = 0
-    for _ in range(12):
+    mid_run = 0  # kills that left messages on the source and some already in the folder
+    for attempt in range(16):
         proc = subprocess.Popen([sys.executable, "-m", "fastpoplib", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            proc.wait(timeout=rnd.uniform(0.3, 1.5))  # a random point of the run: the fault, not a synchronisation
+            # A random point of the run, later each time (each run has less left to do): the
+            # fault being injected, not a synchronisation.
+            proc.wait(timeout=rnd.uniform(0.2, 0.4) + 0.08 * attempt)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=30)
+            proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+        errors = proc.stderr.read().decode()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+        if sig == signal.SIGINT:
+            assert code in (0, 130, -signal.SIGINT), errors  # -SIGINT: interrupted while Python was starting
+            assert "Traceback" not in errors, errors
+        left = len(retr_all(dovecot_mail, users["src"]))
+        if not left:
+            break
+        mid_run += 0 < sum(bodies(dovecot_mail, users["dest"]).values())
     for _ in range(3):
         done = run(*args, env=env)
         if done.returncode == 0 and not retr_all(dovecot_mail, users["src"]):
             break
     assert done.returncode == 0, f"seed {seed}: {done.stderr}"
     assert retr_all(dovecot_mail, users["src"]) == [], f"seed {seed}"
-    assert bodies(dovecot_mail, users["dest"]) == Counter(expected), f"seed {seed}, {kills} kills"
+    assert bodies(dovecot_mail, users["dest"]) == Counter(expected), f"seed {seed}"
+    assert mid_run >= 1, f"seed {seed}: no kill landed in the middle of a run"
 
 
 def open_destination(dove: InteropDovecot, user: str, name: str, state: Path) -> ImapDestination:
@@ -313,8 +324,9 @@ def test_oauth2_token_command_logs_in_with_xoauth2(dovecot_plain_imap: InteropDo
     url = f"imaps://{users['dest']}@{dovecot_plain_imap.host}:{dovecot_plain_imap.imaps_port}/INBOX"
     token = ["--imap-oauth2-token-command", f"printf '%s\\n' {PASSWORD}", "--imap-cafile", dovecot_plain_imap.cafile]
     mark = dovecot_plain_imap.log_mark()
-    out = run("fetch", *source_args(dovecot_plain_imap, users["src"]), "--imap", url, *token, env=env)
+    out = run("-vv", "fetch", *source_args(dovecot_plain_imap, users["src"]), "--imap", url, *token, env=env)
     assert out.returncode == 0, out.stderr
+    assert "AUTHENTICATE" in out.stderr and PASSWORD not in out.stderr  # -vv logs the IMAP commands, never the token
     assert f"user=<{users['dest']}>, method=XOAUTH2" in dovecot_plain_imap.wait_for_log("method=XOAUTH2", mark)
     assert sum(bodies(dovecot_plain_imap, users["dest"]).values()) == 2
     refused = run(

@@ -272,8 +272,8 @@ class ImapDestination(_Remote):
         super().__init__(str(url), _state_dir("imap", str(url)), account)
         self.url = url
         try:
-            import imapclient
-            from imapclient import exceptions as imap_errors
+            import imapclient  # type: ignore[import-untyped,import-not-found,unused-ignore]
+            from imapclient import exceptions as imap_errors  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             raise DestinationError(IMAP_EXTRA, "usage") from None
         self._errors = imap_errors
