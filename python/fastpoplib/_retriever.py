@@ -242,7 +242,6 @@ class Account:
             raise ConfigError(f"the netrc file has no entry for {self.host}; add one or give --password-env")
         return {"password": auth[2]}
 
-
     def imap_secret(self) -> dict[str, str]:
         """The IMAP destination's ``{"password": ...}`` or ``{"oauth2_token": ...}``."""
         if self.imap_oauth2_token_command:
