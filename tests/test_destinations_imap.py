@@ -341,3 +341,38 @@ def test_oauth2_token_command_logs_in_with_xoauth2(dovecot_plain_imap: InteropDo
         env=env,
     )
     assert refused.returncode == 3 and "refused the login" in refused.stderr and "expired-token" not in refused.stderr
+
+
+def kick(dove: InteropDovecot, user: str) -> None:
+    """The server drops the user's connections (``doveadm kick``), and we wait until it says so."""
+    from fastpoplib.testing.dovecot import DOVEADM
+
+    mark = dove.log_mark()
+    subprocess.run([DOVEADM, "-c", str(dove.conf), "kick", user], check=True, capture_output=True, timeout=30)
+    dove.wait_for_log("Disconnected: Server shutting down", mark)
+
+
+def test_a_connection_dropped_during_append_keeps_the_message_and_one_dropped_while_idle_is_reopened(
+    dovecot_mail: InteropDovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    users = add_users(dovecot_mail, dest=[])
+    message = four_kb(1, "dropped")[0]
+    dest = open_destination(dovecot_mail, users["dest"], "INBOX", tmp_path)
+    dest.idle_check = float("inf")  # no NOOP first: the drop shows during the APPEND
+    kick(dovecot_mail, users["dest"])
+    [outcome] = deliver(dest, "u1-1", message)
+    assert isinstance(outcome, Refusal) and outcome.stop
+    assert "connection to the IMAP server was lost during APPEND" in outcome.reason and "stays on the POP server" in outcome.reason
+    assert "u1-1" in Journal(dest.journal.path).intents  # its outcome is unknown: the next run looks
+    dest.close()
+    again = open_destination(dovecot_mail, users["dest"], "INBOX", tmp_path)
+    try:
+        assert again.stored_keys() == set()  # not in the folder: it will be appended
+        again.idle_check = 0.0
+        kick(dovecot_mail, users["dest"])
+        [outcome] = deliver(again, "u1-1", message)
+        assert isinstance(outcome, Receipt), outcome
+    finally:
+        again.close()
+    assert list(bodies(dovecot_mail, users["dest"])) == [message]

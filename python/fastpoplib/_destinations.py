@@ -33,6 +33,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from datetime import datetime, timezone
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -47,6 +48,7 @@ log = logging.getLogger("fastpoplib.retriever")
 
 BATCH_MESSAGES = 50  # messages per MULTIAPPEND (and per journal write of intents)
 BATCH_BYTES = 8 << 20  # bytes per MULTIAPPEND: what a batch may hold in memory
+IDLE_CHECK = 60.0  # seconds unused after which a connection is checked (NOOP) before it is used again
 EX_TEMPFAIL = 75  # sysexits.h: "temporary failure, try again later"
 MDA_KEEP_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 IMAP_EXTRA = "the IMAP destination needs imapclient: pip install 'fastpoplib[imap]'"
@@ -281,12 +283,30 @@ class ImapDestination(_Remote):
         self.batch: list[tuple[str, bytes]] = []
         self.batch_bytes = 0
         self.lost: str | None = None  # why the connection is unusable
+        self.idle_check = IDLE_CHECK
+        self._reconnect = lambda: self._connect(secret, cafile, insecure, timeout)
         self.client = self._connect(secret, cafile, insecure, timeout)
         try:
             self._open_folder()
         except BaseException:
             self.close()
             raise
+        self.used = time.monotonic()
+
+    def _alive(self) -> None:
+        """Servers drop clients idle for a while (RFC 9051 allows after 30 minutes; a slow POP
+        download is idle time here): after ``idle_check`` seconds, NOOP first, and log in
+        again if the connection is gone. Nothing was in flight, so nothing is lost."""
+        if time.monotonic() - self.used < self.idle_check:
+            return
+        try:
+            self.client.noop()
+        except (OSError, self._errors.IMAPClientError):
+            log.info("the connection to %s was closed while idle; connecting again", self.path)
+            _drop(self.client)
+            self.client = self._reconnect()
+            self._open_folder()
+        self.used = time.monotonic()
 
     def _fail(self, what: str, exc: BaseException) -> DestinationError:
         return DestinationError(f"the IMAP server {self.url.host}:{self.url.port} {what}: {_text(exc)}")
@@ -419,6 +439,11 @@ class ImapDestination(_Remote):
 
     def _append_batch(self) -> list[Outcome]:
         batch, self.batch, self.batch_bytes = self.batch, [], 0
+        try:
+            self._alive()
+        except DestinationError as exc:
+            self.lost = f"{exc}; it stays on the POP server"
+            return [Refusal(key, self.lost, stop=True) for key, _ in batch]
         for key, data in batch:
             self.journal.intents[key] = {
                 "sha256": hashlib.sha256(data).hexdigest(),
@@ -450,6 +475,7 @@ class ImapDestination(_Remote):
             typ, response = self.client.multiappend(self.folder, messages)
         except (OSError, self._errors.IMAPClientError) as exc:
             return self._lost(batch, exc)
+        self.used = time.monotonic()
         text = _response_text(response)
         if typ != "OK":
             # RFC 3502: a refused MULTIAPPEND appends none of its messages.
@@ -479,6 +505,8 @@ class ImapDestination(_Remote):
             return Refusal(key, reason, stop)
         except OSError as exc:
             return self._lost([(key, data)], exc)[0]
+        finally:
+            self.used = time.monotonic()
         return self._receipts([key], text if isinstance(text, bytes) else str(text).encode())[0]
 
     def _receipts(self, keys: list[str], text: bytes) -> list[Outcome]:
@@ -558,18 +586,40 @@ class LmtpDestination(_Remote):
     def __init__(self, target: str, recipient: str, account: str, *, timeout: float = 60.0) -> None:
         super().__init__(f"lmtp {target} for {recipient}", _state_dir("lmtp", f"{target} {recipient}"), account)
         self.target, self.recipient, self.timeout = target, recipient, timeout
-        host, port = parse_lmtp_target(target)
+        self.address = parse_lmtp_target(target)
+        self.smtp: smtplib.LMTP | None = self._open()
+        self.used = time.monotonic()
+
+    def _open(self) -> smtplib.LMTP:
+        host, port = self.address
         try:
-            self.smtp: smtplib.LMTP | None = smtplib.LMTP(host, port or 0, timeout=timeout)
-            self.smtp.ehlo_or_helo_if_needed()
+            smtp = smtplib.LMTP(host, port or 0, timeout=self.timeout)
+            smtp.ehlo_or_helo_if_needed()
         except (OSError, smtplib.SMTPException) as exc:
-            raise DestinationError(f"the LMTP server {target} cannot be reached: {_smtp_text(exc)}") from None
+            raise DestinationError(f"the LMTP server {self.target} cannot be reached: {_smtp_text(exc)}") from None
+        return smtp
+
+    def _alive(self) -> smtplib.LMTP:
+        """The connection, checked with NOOP after IDLE_CHECK seconds unused (LMTP servers
+        drop idle clients), opened again if it is gone."""
+        if self.smtp is not None and time.monotonic() - self.used >= IDLE_CHECK:
+            try:
+                if self.smtp.noop()[0] != 250:
+                    self._drop()
+            except (OSError, smtplib.SMTPException):
+                self._drop()
+        if self.smtp is None:
+            self.smtp = self._open()
+        return self.smtp
 
     def deliver(self, key: str, data: bytes) -> list[Outcome]:
-        if self.smtp is None:
-            return [Refusal(key, "the LMTP connection was lost earlier in this run; it stays on the POP server", stop=True)]
         try:
-            self.smtp.sendmail(_sender(data), [self.recipient], data)
+            smtp = self._alive()
+        except DestinationError as exc:
+            return [Refusal(key, f"{exc}; it stays on the POP server", stop=True)]
+        self.used = time.monotonic()
+        try:
+            smtp.sendmail(_sender(data), [self.recipient], data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(self.recipient, (0, b""))
             return [self._refused(key, "RCPT TO", code, text)]
