@@ -376,3 +376,30 @@ def test_a_connection_dropped_during_append_keeps_the_message_and_one_dropped_wh
     finally:
         again.close()
     assert list(bodies(dovecot_mail, users["dest"])) == [message]
+
+
+def test_imap_url_forms() -> None:
+    url = ImapURL("imaps://me%40example.org@imap.example.org/Archive%2F2026")
+    assert (url.tls, url.user, url.host, url.port, url.folder) == (True, "me@example.org", "imap.example.org", 993, "Archive/2026")
+    url = ImapURL("imap://me@[::1]:1143")
+    assert (url.tls, url.host, url.port, url.folder) == (False, "::1", 1143, "INBOX")
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        (
+            b"Received: by a; Tue, 02 Jan 2024 10:00:00 +0100\r\nReceived: by b; Mon, 01 Jan 2024 08:00:00 +0000\r\nDate: Sun, 31 Dec 2023 23:00:00 +0000\r\n",
+            "2024-01-02T10:00:00+01:00",
+        ),
+        (b"Received: from a by b\r\nDate: Sun, 31 Dec 2023 23:00:00 -0500\r\n", "2023-12-31T23:00:00-05:00"),  # no date in Received
+        (b"Received: by a; yesterday\r\nDate: Sun, 31 Dec 2023 23:00:00 -0000\r\n", "2023-12-31T23:00:00+00:00"),  # unparsable, zone unknown
+        (b"Subject: nothing to go by\r\n", None),
+        (b"Date: Tue, 31 Dec 1850 23:00:00 +0000\r\n", None),  # before 1900: not a date a client would sort by
+    ],
+)
+def test_internal_date_is_the_first_received_else_date(headers: bytes, expected: str | None) -> None:
+    from fastpoplib._destinations import internal_date
+
+    when = internal_date(headers + b"\r\nbody\r\nReceived: in the body; Tue, 02 Jan 2024 10:00:00 +0100\r\n")
+    assert (when.isoformat() if when else None) == expected
