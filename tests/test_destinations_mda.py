@@ -119,3 +119,14 @@ def test_a_config_account_with_two_destinations_is_a_usage_error(tmp_path: Path)
     out = run("fetch", "--config", str(config), tmp_path=tmp_path)
     assert out.returncode == 2
     assert "account 'work'" in out.stderr and "one destination" in out.stderr
+
+
+def test_a_server_without_uidl_is_delivered_once_and_emptied(tmp_path: Path) -> None:
+    """Messages told apart by content digest reach the destination's receipt the same way."""
+    box = sample_mailbox(5, seed=8)
+    with POP3TestServer(mailbox=box, users={"user": SECRET}, stls=False, uidl=False) as srv:
+        expected = sorted(srv.mailbox.messages)
+        out = run("fetch", "--delete", *account(srv), "--mda", saving_mda(tmp_path / "out"), tmp_path=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert len(srv.mailbox) == 0
+    assert saved(tmp_path / "out") == expected
