@@ -403,3 +403,12 @@ def test_internal_date_is_the_first_received_else_date(headers: bytes, expected:
 
     when = internal_date(headers + b"\r\nbody\r\nReceived: in the body; Tue, 02 Jan 2024 10:00:00 +0100\r\n")
     assert (when.isoformat() if when else None) == expected
+
+
+def test_an_untrusted_imap_certificate_is_a_sentence_naming_the_option(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    users = add_users(dovecot_mail, src=sample_mailbox(1).messages, dest=[])
+    url = f"imaps://{users['dest']}@{dovecot_mail.host}:{dovecot_mail.imaps_port}/INBOX"
+    out = run("fetch", *source_args(dovecot_mail, users["src"]), "--imap", url, "--imap-password-env", "IMAP_PW", env=env)
+    assert out.returncode == 4, out.stderr
+    assert "certificate is not trusted" in out.stderr and "--imap-cafile" in out.stderr
+    assert "Traceback" not in out.stderr
