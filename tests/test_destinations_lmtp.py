@@ -67,3 +67,13 @@ def test_an_unreachable_lmtp_server_is_a_connection_failure(tmp_path: Path, dove
     out = run("fetch", *source_args(dovecot_mail, users["src"]), "--lmtp", "127.0.0.1:1", "--lmtp-recipient", "x", tmp_path=tmp_path)
     assert out.returncode == 4, out.stderr
     assert "the LMTP server 127.0.0.1:1 cannot be reached" in out.stderr
+
+
+def test_lmtp_5xx_is_a_failed_message_kept_on_the_server(dovecot_mail: InteropDovecot, tmp_path: Path) -> None:
+    users = add_users(dovecot_mail, src=sample_mailbox(3).messages)
+    expected = retr_all(dovecot_mail, users["src"])
+    target = ["--lmtp", f"{dovecot_mail.host}:{dovecot_mail.lmtp_port}", "--lmtp-recipient", "nobody-here"]
+    out = run("fetch", "--delete", *source_args(dovecot_mail, users["src"]), *target, tmp_path=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.count("the LMTP server refused RCPT TO: 550") == 3, out.stderr  # each message, none stops the others
+    assert retr_all(dovecot_mail, users["src"]) == expected
