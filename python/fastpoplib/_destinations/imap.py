@@ -1,183 +1,25 @@
-"""The retriever's destinations beyond local files: an IMAP folder (APPEND, RFC 3501, with
-UIDPLUS, MULTIAPPEND and LITERAL+ when offered), an LMTP server (RFC 2033, through
-``smtplib.LMTP``) and an MDA program (the message on its standard input).
-
-Each is one class behind the destination interface of :mod:`fastpoplib._store`: a message
-counts as stored only on the destination's own confirmation (IMAP's tagged OK, the recipient's
-LMTP 250, the MDA's exit status 0), and anything else leaves it on the POP server.
-
-A network destination cannot be searched for the retriever's store keys, so it keeps a small
-journal beside the account's state: the keys it confirmed since the engine last saved its
-state, and, for IMAP, an *intent* written before each APPEND (the message's SHA-256, size,
-Message-ID and the folder's UIDNEXT at that time). A run killed after the server's OK but
-before the state was written leaves the intent behind; the next run looks for the message in
-the folder (UID SEARCH from that UIDNEXT on, by Message-ID, else by size, then the SHA-256 of
-each candidate's BODY.PEEK[]) and counts it as stored if it is there, byte for byte. No header
-is added and no byte is rewritten. LMTP and MDA cannot be asked: a run killed between their
-confirmation and the journal write (one message) delivers that message again.
-
-imapclient is imported only when an IMAP destination is opened: it is the ``fastpoplib[imap]``
-extra, and ``import fastpoplib`` does not need it.
-"""
+"""The IMAP destination: APPEND to one folder (RFC 3501; UIDPLUS, MULTIAPPEND and LITERAL+ when
+offered) through imapclient, the ``fastpoplib[imap]`` extra, imported only when an IMAP
+destination is opened. How a run killed in the middle of an APPEND appends nothing twice: see
+the package docstring."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import os
 import re
-import shlex
-import smtplib
 import ssl
-import subprocess
-import tempfile
-import threading
 import time
 from datetime import datetime, timezone
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from email.utils import parsedate_to_datetime
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
-from ._store import Outcome, Receipt, Refusal, StoreError, make_dirs, write_atomic
-
-log = logging.getLogger("fastpoplib.retriever")
+from .._store import Outcome, Receipt, Refusal
+from .remote import IDLE_CHECK, DestinationError, Journal, Remote, header_fields, log, state_dir_for
 
 BATCH_MESSAGES = 50  # messages per MULTIAPPEND (and per journal write of intents)
 BATCH_BYTES = 8 << 20  # bytes per MULTIAPPEND: what a batch may hold in memory
-IDLE_CHECK = 60.0  # seconds unused after which a connection is checked (NOOP) before it is used again
-EX_TEMPFAIL = 75  # sysexits.h: "temporary failure, try again later"
-MDA_KEEP_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
 IMAP_EXTRA = "the IMAP destination needs imapclient: pip install 'fastpoplib[imap]'"
-
-
-class DestinationError(StoreError):
-    """The destination could not be opened. ``kind`` says why, for the exit code: ``usage``
-    (a bad URL, a missing extra), ``auth`` (login refused) or ``connection``."""
-
-    def __init__(self, message: str, kind: str = "connection") -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def state_home() -> Path:
-    """Where destinations without a directory of their own keep the retriever's state and
-    locks: ``$XDG_STATE_HOME/fastpoplib``, by default ``~/.local/state/fastpoplib``."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "fastpoplib"
-
-
-def _state_dir(kind: str, identity: str) -> Path:
-    return state_home() / kind / hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
-
-
-class Journal:
-    """The destination's own record (see the module docstring): ``stored`` maps the keys it
-    confirmed since the engine's last state save to what the destination said; ``intents``
-    holds the IMAP messages whose APPEND was sent and whose outcome is not known yet. Saved
-    atomically; a damaged file counts as empty (its messages may then be delivered again)."""
-
-    def __init__(self, path: Path, read: bool = True) -> None:
-        self.path = path
-        self.stored: dict[str, str] = {}
-        self.intents: dict[str, dict[str, Any]] = {}
-        if not read:
-            return
-        try:
-            data = json.loads(path.read_bytes())
-            self.stored = {str(k): str(v) for k, v in data["stored"].items()}
-            self.intents = {str(k): dict(v) for k, v in data["intents"].items()}
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            log.warning("the destination journal %s was damaged; ignoring it", path)
-
-    def save(self) -> None:
-        make_dirs(self.path.parent)
-        write_atomic(self.path, json.dumps({"stored": self.stored, "intents": self.intents}).encode("utf-8"))
-
-
-class _Spool:
-    """A message on its way to a network destination: held in memory (an APPEND literal, LMTP
-    DATA and an MDA's standard input all take it whole), handed over on commit."""
-
-    def __init__(self, settle: Callable[[str, bytes], list[Outcome]], lock: threading.RLock) -> None:
-        self.settle, self.lock = settle, lock
-        self.chunks: list[bytes] | None = []
-        self.committed = False
-
-    def write(self, chunk: bytes) -> None:
-        if self.chunks is None:
-            raise StoreError("the delivery was aborted")
-        self.chunks.append(chunk)
-
-    def commit(self, key: str) -> list[Outcome]:
-        if self.chunks is None:
-            raise StoreError("the delivery was aborted")
-        data, self.chunks = b"".join(self.chunks), None
-        outcomes = self.settle(key, data)
-        self.committed = any(isinstance(o, Receipt) and o.key == key for o in outcomes)
-        return outcomes
-
-    def abort(self) -> None:
-        # Waits for a delivery in progress (the destination's lock), as a file store's abort does.
-        with self.lock:
-            self.chunks = None
-
-
-class _Remote:
-    """What the network destinations share: the journal, one lock around every conversation
-    with the destination (the engine's worker threads and an interrupted run's abort), and the
-    receipts of the journal as the answer to "do you hold it"."""
-
-    def __init__(self, path: str, state_dir: Path, account: str) -> None:
-        self.path = path
-        self.state_dir = state_dir
-        self.cancelled = threading.Event()
-        self.lock = threading.RLock()
-        # Read by stored_keys(), once the engine holds the account's lock.
-        self.journal = Journal(state_dir / (hashlib.sha256(account.encode("utf-8")).hexdigest()[:16] + ".journal.json"), read=False)
-
-    def begin(self) -> _Spool:
-        return _Spool(self._settle, self.lock)
-
-    def _settle(self, key: str, data: bytes) -> list[Outcome]:
-        with self.lock:
-            return self._confirm(self.deliver(key, data))
-
-    def _confirm(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """Journal the receipts before the engine sees them."""
-        confirmed = {o.key: o.detail for o in outcomes if isinstance(o, Receipt)}
-        if confirmed:
-            self.journal.stored.update(confirmed)
-            self.journal.save()
-        return outcomes
-
-    def deliver(self, key: str, data: bytes) -> list[Outcome]:
-        raise NotImplementedError
-
-    def stored_keys(self) -> set[str]:
-        with self.lock:
-            self.journal = Journal(self.journal.path)
-            return set(self.journal.stored)
-
-    def flush(self) -> list[Outcome]:
-        return []
-
-    def recorded(self) -> None:
-        with self.lock:
-            if self.journal.stored:
-                self.journal.stored = {}
-                self.journal.save()
-
-    def close(self) -> None:
-        pass
-
-
-# --- IMAP ------------------------------------------------------------------------------------
 
 
 class ImapURL:
@@ -211,16 +53,11 @@ class ImapURL:
         return f"{'imaps' if self.tls else 'imap'}://{self.user}@{self.host}:{self.port}/{self.folder}"
 
 
-def _header_fields(data: bytes) -> Any:
-    end = data.find(b"\r\n\r\n")
-    return BytesHeaderParser(policy=compat32).parsebytes(data[: end + 2] if end >= 0 else data)
-
-
 def internal_date(data: bytes) -> datetime | None:
     """When the message arrived, for APPEND's INTERNALDATE: the date of its first (topmost)
     Received header, else its Date header; None if neither parses (the server then uses
     its own clock). A date without a zone counts as UTC."""
-    headers = _header_fields(data)
+    headers = header_fields(data)
     candidates = [str(r).rsplit(";", 1)[-1] for r in (headers.get_all("Received") or [])[:1] if ";" in str(r)]
     candidates += [str(headers["Date"])] if headers["Date"] is not None else []
     for text in candidates:
@@ -235,7 +72,7 @@ def internal_date(data: bytes) -> datetime | None:
 
 
 def _message_id(data: bytes) -> str | None:
-    value = _header_fields(data)["Message-ID"]
+    value = header_fields(data)["Message-ID"]
     text = " ".join(str(value).split()) if value is not None else ""
     return text if text and text.isascii() and '"' not in text and "\\" not in text else None
 
@@ -252,7 +89,7 @@ def _uid_set(text: bytes) -> list[int]:
     return uids
 
 
-class ImapDestination(_Remote):
+class ImapDestination(Remote):
     """APPEND to one folder of an IMAP server; see the module docstring for how a run killed
     in the middle of an APPEND is repaired.
 
@@ -271,7 +108,7 @@ class ImapDestination(_Remote):
         insecure: bool = False,
         timeout: float = 60.0,
     ) -> None:
-        super().__init__(str(url), _state_dir("imap", str(url)), account)
+        super().__init__(str(url), state_dir_for("imap", str(url)), account)
         self.url = url
         try:
             import imapclient  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -573,171 +410,3 @@ def _drop(client: Any, logout: bool = False) -> None:
 def _text(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.strip()
-
-
-# --- LMTP ------------------------------------------------------------------------------------
-
-
-class LmtpDestination(_Remote):
-    """Delivery over LMTP (RFC 2033) to one recipient: stored on that recipient's 250 after
-    DATA; a 4xx keeps the message for a later run (and stops this run's deliveries), a 5xx
-    is a failed message. ``target`` is ``HOST:PORT`` or ``unix:PATH``."""
-
-    def __init__(self, target: str, recipient: str, account: str, *, timeout: float = 60.0) -> None:
-        super().__init__(f"lmtp {target} for {recipient}", _state_dir("lmtp", f"{target} {recipient}"), account)
-        self.target, self.recipient, self.timeout = target, recipient, timeout
-        self.address = parse_lmtp_target(target)
-        self.smtp: smtplib.LMTP | None = self._open()
-        self.used = time.monotonic()
-
-    def _open(self) -> smtplib.LMTP:
-        host, port = self.address
-        try:
-            smtp = smtplib.LMTP(host, port or 0, timeout=self.timeout)
-            smtp.ehlo_or_helo_if_needed()
-        except (OSError, smtplib.SMTPException) as exc:
-            raise DestinationError(f"the LMTP server {self.target} cannot be reached: {_smtp_text(exc)}") from None
-        return smtp
-
-    def _alive(self) -> smtplib.LMTP:
-        """The connection, checked with NOOP after IDLE_CHECK seconds unused (LMTP servers
-        drop idle clients), opened again if it is gone."""
-        if self.smtp is not None and time.monotonic() - self.used >= IDLE_CHECK:
-            try:
-                if self.smtp.noop()[0] != 250:
-                    self._drop()
-            except (OSError, smtplib.SMTPException):
-                self._drop()
-        if self.smtp is None:
-            self.smtp = self._open()
-        return self.smtp
-
-    def deliver(self, key: str, data: bytes) -> list[Outcome]:
-        try:
-            smtp = self._alive()
-        except DestinationError as exc:
-            return [Refusal(key, f"{exc}; it stays on the POP server", stop=True)]
-        self.used = time.monotonic()
-        try:
-            smtp.sendmail(_sender(data), [self.recipient], data)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = exc.recipients.get(self.recipient, (0, b""))
-            return [self._refused(key, "RCPT TO", code, text)]
-        except smtplib.SMTPResponseException as exc:  # MAIL FROM refused, or the reply after DATA
-            return [self._refused(key, "the message", exc.smtp_code, exc.smtp_error)]
-        except (OSError, smtplib.SMTPException) as exc:
-            self._drop()
-            return [
-                Refusal(
-                    key,
-                    f"the connection to the LMTP server {self.target} was lost ({_smtp_text(exc)}); it stays on the POP server",
-                    stop=True,
-                )
-            ]
-        return [Receipt(key, f"LMTP 250 for {self.recipient}")]
-
-    def _refused(self, key: str, what: str, code: int, text: Any) -> Refusal:
-        said = f"{code} {_smtp_text(text)}"
-        if 400 <= code < 500:
-            return Refusal(key, f"the LMTP server answered {said} to {what} for now; it stays on the POP server, the next run tries again", stop=True)
-        return Refusal(key, f"the LMTP server refused {what}: {said}; it stays on the POP server")
-
-    def _drop(self) -> None:
-        smtp, self.smtp = self.smtp, None
-        if smtp is not None:
-            smtp.close()
-
-    def close(self) -> None:
-        with self.lock:
-            if self.smtp is not None:
-                try:
-                    self.smtp.quit()
-                except (OSError, smtplib.SMTPException):
-                    pass
-                self._drop()
-
-
-def parse_lmtp_target(target: str) -> tuple[str, Optional[int]]:
-    """``HOST:PORT`` (``[v6]:PORT`` too) → (host, port); ``unix:PATH`` → (PATH, None), the
-    form smtplib.LMTP takes for a Unix socket. Raises DestinationError for anything else."""
-    if target.startswith("unix:"):
-        path = target[5:]
-        if not path.startswith("/"):
-            raise DestinationError(f"--lmtp unix:PATH needs an absolute path, not {path!r}", "usage")
-        return path, None
-    host, sep, port = target.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise DestinationError(f"--lmtp must be HOST:PORT or unix:PATH, not {target!r}", "usage")
-    return host, int(port)
-
-
-def _sender(data: bytes) -> str:
-    """The envelope sender for MAIL FROM: the message's Return-Path, else the null sender."""
-    value = _header_fields(data)["Return-Path"]
-    text = str(value).strip() if value is not None else ""
-    address = text[1:-1] if text.startswith("<") and text.endswith(">") else text
-    return address if address.isascii() and " " not in address and "\n" not in address else ""
-
-
-def _smtp_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    if isinstance(value, smtplib.SMTPResponseException):
-        return f"{value.smtp_code} {_smtp_text(value.smtp_error)}"
-    return str(value) or type(value).__name__
-
-
-# --- MDA -------------------------------------------------------------------------------------
-
-
-class MdaDestination(_Remote):
-    """Delivery by a program (procmail, maildrop, dovecot-lda...): the message on its standard
-    input, stored on exit status 0; 75 (EX_TEMPFAIL) keeps it for a later run and stops this
-    run's deliveries; anything else is a failed message, kept on the server. The command is
-    split as a shell would (no shell runs it) and gets only a minimal environment
-    (``MDA_KEEP_ENV``): no password the retriever was given reaches it. Killed after
-    ``timeout`` seconds (kept for a later run)."""
-
-    def __init__(self, command: str, account: str, *, timeout: float = 60.0) -> None:
-        super().__init__(f"mda {command}", _state_dir("mda", command), account)
-        try:
-            self.argv = shlex.split(command)
-        except ValueError as exc:
-            raise DestinationError(f"the --mda command cannot be parsed: {exc}", "usage") from None
-        if not self.argv:
-            raise DestinationError("the --mda command is empty", "usage")
-        self.timeout = timeout
-        self.env = {k: v for k, v in os.environ.items() if k in MDA_KEEP_ENV}
-
-    def deliver(self, key: str, data: bytes) -> list[Outcome]:
-        with tempfile.TemporaryFile() as errors:
-            try:
-                done = subprocess.run(self.argv, input=data, stdout=subprocess.DEVNULL, stderr=errors, env=self.env, timeout=self.timeout, check=False)
-            except subprocess.TimeoutExpired:
-                return [Refusal(key, f"the MDA did not finish within {self.timeout:g} s and was killed; it stays on the POP server", stop=True)]
-            except OSError as exc:
-                return [Refusal(key, f"the MDA could not be run ({exc.strerror or exc}); check --mda", stop=True)]
-            errors.seek(0)
-            said = errors.read(300).decode("utf-8", "backslashreplace").strip().splitlines()
-        detail = f" ({said[0]})" if said else ""
-        if done.returncode == 0:
-            return [Receipt(key, "MDA exit 0")]
-        if done.returncode == EX_TEMPFAIL:
-            return [Refusal(key, f"the MDA asked to try again later (exit 75){detail}; it stays on the POP server, the next run tries again", stop=True)]
-        status = f"exit status {done.returncode}" if done.returncode > 0 else f"signal {-done.returncode}"
-        return [Refusal(key, f"the MDA failed ({status}){detail}; it stays on the POP server")]
-
-
-__all__ = [
-    "BATCH_MESSAGES",
-    "DestinationError",
-    "ImapDestination",
-    "ImapURL",
-    "Journal",
-    "LmtpDestination",
-    "MdaDestination",
-    "internal_date",
-    "parse_lmtp_target",
-    "state_home",
-]
