@@ -597,6 +597,9 @@ class State:
         self.account = account
         self.keys: set[str] = set()
         self.damaged = False
+        # A run interrupted during a save starts its final save while the first still runs in
+        # its worker thread: both would write the same temporary file.
+        self.saving = threading.Lock()
         try:
             data = json.loads(self.path.read_bytes())
             self.keys = {str(k) for k in data["keys"]}
@@ -612,5 +615,6 @@ class State:
         return json.dumps({"account": self.account, "keys": sorted(self.keys)}, indent=0).encode("utf-8")
 
     def save(self, data: bytes) -> None:
-        make_dirs(self.path.parent)
-        write_atomic(self.path, data)
+        with self.saving:
+            make_dirs(self.path.parent)
+            write_atomic(self.path, data)
