@@ -430,3 +430,15 @@ def test_an_untrusted_imap_certificate_is_a_sentence_naming_the_option(dovecot_m
     assert out.returncode == 4, out.stderr
     assert "certificate is not trusted" in out.stderr and "--imap-cafile" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_oauthbearer_is_preferred_when_offered(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    users = add_users(dovecot_mail, src=sample_mailbox(1).messages, dest=[])
+    url = f"imaps://{users['dest']}@{dovecot_mail.host}:{dovecot_mail.imaps_port}/INBOX"
+    mark = dovecot_mail.log_mark()
+    out = run(
+        "fetch", *source_args(dovecot_mail, users["src"]), "--imap", url, "--imap-cafile", dovecot_mail.cafile,
+        "--imap-oauth2-token-command", f"printf '%s\\n' {PASSWORD}", env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"user=<{users['dest']}>, method=OAUTHBEARER" in dovecot_mail.wait_for_log("method=OAUTHBEARER", mark)
