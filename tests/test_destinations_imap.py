@@ -136,6 +136,22 @@ def test_delete_empties_the_source_once_appended(dovecot_mail: InteropDovecot, e
     assert "60 deleted on server" in out.stdout
     assert retr_all(dovecot_mail, users["src"]) == []
     assert bodies(dovecot_mail, users["dest"]) == Counter(expected)
+    [journal] = Path(env["XDG_STATE_HOME"]).rglob("*.journal.json")
+    assert Journal(journal).stored == {} and Journal(journal).intents == {}  # deleted: nothing left to remember
+
+
+def test_a_damaged_state_is_rebuilt_from_the_journal_and_a_rerun_appends_nothing(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    users = add_users(dovecot_mail, src=sample_mailbox(7, seed=11).messages, dest=[])
+    args = ["fetch", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["dest"])]
+    assert run(*args, env=env).returncode == 0
+    [journal] = Path(env["XDG_STATE_HOME"]).rglob("*.journal.json")
+    assert len(Journal(journal).stored) == 7 and all(detail.startswith("UID ") for detail in Journal(journal).stored.values())
+    [state] = [p for p in journal.parent.glob("*.json") if p != journal]
+    state.write_text("{ not json")
+    again = run(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "was damaged; rebuilt it" in again.stderr and "0 new message(s)" in again.stdout
+    assert sum(bodies(dovecot_mail, users["dest"]).values()) == 7
 
 
 def test_append_refused_for_quota_deletes_nothing(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:

@@ -671,7 +671,7 @@ class _Fetch:
     async def save(self) -> None:
         self.unsaved = 0
         await asyncio.to_thread(self.state.save, self.state.dump())
-        await asyncio.to_thread(self.store.recorded)  # its own record of those keys is not needed now
+        await asyncio.to_thread(self.store.recorded, set(self.state.keys))
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -715,9 +715,6 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         if state.damaged:
             report.warnings.append(
                 f"the state file {state.path} was damaged; rebuilt it from the messages in the store"
-                if isinstance(store, (Maildir, Mbox))
-                else f"the state file {state.path} was damaged; messages delivered before and still on the server"
-                " may be delivered again"
             )
         step.now = "getting the password"
         secret = await asyncio.to_thread(acct.secret)

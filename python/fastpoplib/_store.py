@@ -191,9 +191,10 @@ class Destination(Protocol):
     ``path`` names it in reports; the account's state and lock live in ``state_dir``.
     ``stored_keys()`` answers "do you hold it" for every key at once (a Maildir reads its file
     names; a network destination its own records, resolving messages whose delivery was
-    interrupted). ``flush()`` settles a batch still waiting; ``recorded()`` tells it that the
-    engine's state now holds every key it has confirmed; ``close()`` ends it. All may block:
-    the engine calls them in worker threads, one at a time.
+    interrupted). ``flush()`` settles a batch still waiting; ``recorded(keys)`` tells it which
+    keys the engine's state holds after a save (a record of any other key, a message since
+    deleted on the server, may go); ``close()`` ends it. All may block: the engine calls them
+    in worker threads, one at a time.
     """
 
     path: Any
@@ -206,7 +207,7 @@ class Destination(Protocol):
 
     def flush(self) -> list[Outcome]: ...
 
-    def recorded(self) -> None: ...
+    def recorded(self, keys: set[str]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -221,7 +222,7 @@ class _LocalStore:
     def flush(self) -> list[Outcome]:
         return []
 
-    def recorded(self) -> None:
+    def recorded(self, keys: set[str]) -> None:
         pass
 
     def close(self) -> None:

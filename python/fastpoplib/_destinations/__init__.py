@@ -6,9 +6,10 @@ Each is one class behind the destination interface of :mod:`fastpoplib._store`: 
 counts as stored only on the destination's own confirmation (IMAP's tagged OK, the recipient's
 LMTP 250, the MDA's exit status 0), and anything else leaves it on the POP server.
 
-A network destination cannot be searched for the retriever's store keys, so it keeps a small
-journal beside the account's state: the keys it confirmed since the engine last saved its
-state, and, for IMAP, an *intent* written before each APPEND (the message's SHA-256, size,
+A network destination cannot be searched for the retriever's store keys, so it keeps a
+journal beside the account's state: the keys it confirmed (with what the destination said, an
+IMAP UID), as long as the engine's state holds them, and, for IMAP, an *intent* written before
+each APPEND (the message's SHA-256, size,
 Message-ID and the folder's UIDNEXT at that time). A run killed after the server's OK but
 before the state was written leaves the intent behind; the next run looks for the message in
 the folder (UID SEARCH from that UIDNEXT on, by Message-ID, else by size, then the SHA-256 of

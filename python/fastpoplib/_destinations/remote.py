@@ -41,10 +41,11 @@ def state_dir_for(kind: str, identity: str) -> Path:
 
 
 class Journal:
-    """The destination's own record (see the module docstring): ``stored`` maps the keys it
-    confirmed since the engine's last state save to what the destination said; ``intents``
-    holds the IMAP messages whose APPEND was sent and whose outcome is not known yet. Saved
-    atomically; a damaged file counts as empty (its messages may then be delivered again)."""
+    """The destination's own record (see the package docstring): ``stored`` maps each key it
+    confirmed, as long as the engine's state holds it, to what the destination said;
+    ``intents`` holds the IMAP messages whose APPEND was sent and whose outcome is not known
+    yet. Saved atomically; a damaged file counts as empty (its messages may then be delivered
+    again)."""
 
     def __init__(self, path: Path, read: bool = True) -> None:
         self.path = path
@@ -133,10 +134,13 @@ class Remote:
     def flush(self) -> list[Outcome]:
         return []
 
-    def recorded(self) -> None:
+    def recorded(self, keys: set[str]) -> None:
+        """The engine's state holds ``keys``: receipts of other keys (messages deleted on the
+        server since) are forgotten, so the journal stays as small as the state."""
         with self.lock:
-            if self.journal.stored:
-                self.journal.stored = {}
+            kept = {key: detail for key, detail in self.journal.stored.items() if key in keys}
+            if len(kept) != len(self.journal.stored):
+                self.journal.stored = kept
                 self.journal.save()
 
     def close(self) -> None:
