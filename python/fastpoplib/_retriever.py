@@ -656,6 +656,7 @@ class _Fetch:
                     self.store_error = f"{m.name()} and the rest were not stored: {outcome.reason}"
                     self.report.problems.append(self.store_error)
                 continue
+            log.debug("%s: %s stored: %s", self.acct.name, m.name(), outcome.detail)
             self.state.add([outcome.key])
             self.known.add(outcome.key)
             if m.key is None:
