@@ -358,7 +358,6 @@ class ImapDestination(Remote):
             details = ["tagged OK"] * len(keys)
         for key in keys:
             del self.journal.intents[key]
-        log.debug("appended %d message(s) to %s: %s", len(keys), self.path, "; ".join(details))
         return [Receipt(key, detail) for key, detail in zip(keys, details)]
 
     def _refusal(self, typ: str, text: bytes) -> tuple[str, bool]:
