@@ -177,6 +177,7 @@ def dovecot_mail() -> Iterator[InteropDovecot]:
     with _instance(strict=False, protocols=("pop3", "imap", "lmtp")) as dove:
         with open(dove.conf, "a") as conf:  # Dovecot 2.3 checks an OAuth2 token as the password
             conf.write("auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop oauthbearer xoauth2\n")
+            conf.write("plugin {\n  quota_max_mail_size = 1M\n}\n")  # a larger message: NO [LIMIT]
         with dove:
             yield dove
 

@@ -458,3 +458,19 @@ def test_oauthbearer_is_preferred_when_offered(dovecot_mail: InteropDovecot, env
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert f"user=<{users['dest']}>, method=OAUTHBEARER" in dovecot_mail.wait_for_log("method=OAUTHBEARER", mark)
+
+
+def test_a_message_the_imap_server_will_not_take_does_not_hold_up_its_batch(dovecot_mail: InteropDovecot, env: dict[str, str]) -> None:
+    """Dovecot refuses a message over its size limit (NO [LIMIT]): MULTIAPPEND refuses the
+    whole batch, so each message is then appended alone, and only that one stays behind."""
+    users = add_users(dovecot_mail, dest=[])
+    huge = b"Subject: too big\r\nMessage-ID: <big@example.org>\r\n\r\n" + (b"z" * 76 + b"\r\n") * 14_000  # 1.1 MB
+    good = sample_mailbox(6, seed=12).messages
+    with POP3TestServer(mailbox=Mailbox([*good[:3], huge, *good[3:]]), users={"user": PASSWORD}, stls=False) as srv:
+        expected = [m for m in srv.mailbox.messages if b"too big" not in m]
+        pop = ["--host", srv.host, "--port", str(srv.port), "--user", "user", "--tls", "none", "--insecure", "--password-env", "POP_PW"]
+        out = run("fetch", "--delete", *pop, *imap_args(dovecot_mail, users["dest"]), env=env)
+        assert out.returncode == 1, out.stderr
+        assert "message 4" in out.stderr and "refused APPEND: NO [LIMIT]" in out.stderr, out.stderr
+        assert len(srv.mailbox) == 1 and b"too big" in srv.mailbox.messages[0]  # only it is left
+    assert bodies(dovecot_mail, users["dest"]) == Counter(expected)

@@ -297,10 +297,7 @@ class ImapDestination(Remote):
             outcome = self._append_one(key, data)
             outcomes.append(outcome)
             if isinstance(outcome, Refusal) and outcome.stop:
-                outcomes += [Refusal(k, outcome.reason, stop=True) for k, _ in batch[i + 1 :]]
-                for k, _ in batch[i + 1 :]:
-                    del self.journal.intents[k]  # never sent
-                break
+                return outcomes + self._not_sent(batch[i + 1 :], outcome.reason)
         return outcomes
 
     def _multiappend(self, batch: list[tuple[str, bytes]]) -> list[Outcome]:
@@ -310,17 +307,33 @@ class ImapDestination(Remote):
             messages.append({"msg": data, "date": when} if when else {"msg": data})
         try:
             typ, response = self.client.multiappend(self.folder, messages)
-        except (OSError, self._errors.IMAPClientError) as exc:
+        except (OSError, self._errors.IMAPClientAbortError) as exc:
             return self._lost(batch, exc)
+        except self._errors.IMAPClientError as exc:  # a tagged BAD (a NUL in a literal...)
+            typ, response = "BAD", [str(exc).split("BAD ", 1)[-1].encode()]
         self.used = time.monotonic()
         text = _response_text(response)
-        if typ != "OK":
-            # RFC 3502: a refused MULTIAPPEND appends none of its messages.
+        if typ == "OK":
+            return self._receipts([key for key, _ in batch], text)
+        # RFC 3502: a refused MULTIAPPEND appends none of its messages.
+        reason, stop = self._refusal(typ, text)
+        if stop or len(batch) == 1:
             for key, _ in batch:
                 del self.journal.intents[key]
-            reason, stop = self._refusal(typ, text)
             return [Refusal(key, reason, stop) for key, _ in batch]
-        return self._receipts([key for key, _ in batch], text)
+        # One message the server will not take (too big, a NUL) must not hold up the others,
+        # run after run: each goes alone (a MULTIAPPEND of one keeps the bytes exact).
+        outcomes: list[Outcome] = []
+        for i, one in enumerate(batch):
+            outcomes += self._multiappend([one])
+            if isinstance(outcomes[-1], Refusal) and outcomes[-1].stop:
+                return outcomes + self._not_sent(batch[i + 1 :], outcomes[-1].reason)
+        return outcomes
+
+    def _not_sent(self, rest: list[tuple[str, bytes]], reason: str) -> list[Outcome]:
+        for key, _ in rest:
+            del self.journal.intents[key]
+        return [Refusal(key, reason, stop=True) for key, _ in rest]
 
     def _append_one(self, key: str, data: bytes) -> Outcome:
         if not data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
