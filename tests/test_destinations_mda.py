@@ -68,13 +68,18 @@ def test_mda_exit_75_keeps_every_message_for_a_later_run(tmp_path: Path) -> None
         assert len(srv.mailbox) == 0
 
 
-def test_mda_failure_is_that_message_only_and_it_stays_on_the_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "status, sentence",
+    [(3, "the MDA failed (exit status 3) (no such mailbox)"), (75, "the MDA asked to try again later (exit 75) (no such mailbox)")],
+)
+def test_mda_failure_is_that_message_only_and_it_stays_on_the_server(tmp_path: Path, status: int, sentence: str) -> None:
     with server(sample_mailbox(6)) as srv:
         bad = [m for m in srv.mailbox.messages if b"Subject: Dots at line starts" in m]
         assert len(bad) == 1
-        out = run("fetch", "--delete", *account(srv), "--mda", saving_mda(tmp_path / "out", "^Subject: Dots"), tmp_path=tmp_path)
+        mda = saving_mda(tmp_path / "out", "^Subject: Dots", status)
+        out = run("fetch", "--delete", *account(srv), "--mda", mda, tmp_path=tmp_path)
         assert out.returncode == 1, out.stderr
-        assert "the MDA failed (exit status 3) (no such mailbox)" in out.stderr
+        assert sentence in out.stderr
         assert len(saved(tmp_path / "out")) == 5
         assert srv.mailbox.messages == bad  # the others were deleted
 

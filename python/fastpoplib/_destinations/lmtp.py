@@ -12,7 +12,7 @@ from .remote import IDLE_CHECK, DestinationError, Remote, header_fields, state_d
 
 class LmtpDestination(Remote):
     """Delivery over LMTP (RFC 2033) to one recipient: stored on that recipient's 250 after
-    DATA; a 4xx keeps the message for a later run (and stops this run's deliveries), a 5xx
+    DATA; a 4xx keeps the message for a later run, a 5xx
     is a failed message. ``target`` is ``HOST:PORT`` or ``unix:PATH``."""
 
     def __init__(self, target: str, recipient: str, account: str, *, timeout: float = 60.0) -> None:
@@ -71,7 +71,8 @@ class LmtpDestination(Remote):
     def _refused(self, key: str, what: str, code: int, text: Any) -> Refusal:
         said = f"{code} {_smtp_text(text)}"
         if 400 <= code < 500:
-            return Refusal(key, f"the LMTP server answered {said} to {what} for now; it stays on the POP server, the next run tries again", stop=True)
+            # Temporary, maybe for this message only: the others are still tried.
+            return Refusal(key, f"the LMTP server answered {said} to {what} (a temporary failure); it stays on the POP server")
         return Refusal(key, f"the LMTP server refused {what}: {said}; it stays on the POP server")
 
     def _drop(self) -> None:

@@ -16,8 +16,8 @@ MDA_KEEP_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "L
 
 class MdaDestination(Remote):
     """Delivery by a program (procmail, maildrop, dovecot-lda...): the message on its standard
-    input, stored on exit status 0; 75 (EX_TEMPFAIL) keeps it for a later run and stops this
-    run's deliveries; anything else is a failed message, kept on the server. The command is
+    input, stored on exit status 0; 75 (EX_TEMPFAIL) keeps it for a later run; anything else
+    is a failed message, kept on the server. The command is
     split as a shell would (no shell runs it) and gets only a minimal environment
     (``MDA_KEEP_ENV``): no password the retriever was given reaches it. Killed after
     ``timeout`` seconds (kept for a later run)."""
@@ -47,6 +47,7 @@ class MdaDestination(Remote):
         if done.returncode == 0:
             return [Receipt(key, "MDA exit 0")]
         if done.returncode == EX_TEMPFAIL:
-            return [Refusal(key, f"the MDA asked to try again later (exit 75){detail}; it stays on the POP server, the next run tries again", stop=True)]
+            # Temporary, maybe for this message only: the others are still tried.
+            return [Refusal(key, f"the MDA asked to try again later (exit 75){detail}; it stays on the POP server")]
         status = f"exit status {done.returncode}" if done.returncode > 0 else f"signal {-done.returncode}"
         return [Refusal(key, f"the MDA failed ({status}){detail}; it stays on the POP server")]
