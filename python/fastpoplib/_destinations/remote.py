@@ -116,10 +116,10 @@ class Remote:
             return self._confirm(self.deliver(key, data))
 
     def _confirm(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """Journal the receipts before the engine sees them."""
-        confirmed = {o.key: o.detail for o in outcomes if isinstance(o, Receipt)}
-        if confirmed:
-            self.journal.stored.update(confirmed)
+        """Journal the outcomes before the engine sees them: the receipts, and the intents
+        that a refusal settled."""
+        if outcomes:
+            self.journal.stored.update({o.key: o.detail for o in outcomes if isinstance(o, Receipt)})
             self.journal.save()
         return outcomes
 
