@@ -79,3 +79,25 @@ def test_lmtp_5xx_is_a_failed_message_kept_on_the_server(dovecot_mail: InteropDo
     assert out.returncode == 1, out.stderr
     assert out.stderr.count("the LMTP server refused RCPT TO: 550") == 3, out.stderr  # each message, none stops the others
     assert retr_all(dovecot_mail, users["src"]) == expected
+
+
+def test_an_lmtp_connection_lost_while_idle_is_opened_again(dovecot_mail: InteropDovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from fastpoplib._destinations import LmtpDestination, lmtp
+    from fastpoplib._store import Receipt
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setattr(lmtp, "IDLE_CHECK", 0.0)  # check before every message
+    users = add_users(dovecot_mail, dest=[])
+    dest = LmtpDestination(f"{dovecot_mail.host}:{dovecot_mail.lmtp_port}", users["dest"], "acct", timeout=10)
+    try:
+        assert dest.smtp is not None
+        dest.smtp.sock.shutdown(socket.SHUT_RDWR)  # the connection is gone, as after a server's idle timeout
+        delivery = dest.begin()
+        delivery.write(four_kb(1, "idle")[0])
+        [outcome] = delivery.commit("u1-1")
+        assert isinstance(outcome, Receipt), outcome
+    finally:
+        dest.close()
+    assert sum(bodies(dovecot_mail, users["dest"]).values()) == 1
