@@ -205,7 +205,8 @@ def test_kill_at_random_points_of_a_delete_run_then_rerun(dovecot_mail: InteropD
         errors = proc.stderr.read().decode()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
         if sig == signal.SIGINT:
-            assert code in (0, 130), errors
+            # -SIGINT: the signal came as the interpreter was exiting, the run's work done.
+            assert code in (0, 130) or (code == -signal.SIGINT and not errors.strip()), (code, errors)
             assert "Traceback" not in errors, errors
         left = len(retr_all(dovecot_mail, users["src"]))
         if not left:

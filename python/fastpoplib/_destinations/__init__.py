@@ -21,9 +21,9 @@ imapclient is imported only when an IMAP destination is opened: it is the ``fast
 extra, and ``import fastpoplib`` does not need it.
 """
 
-from .imap import ImapDestination, ImapURL, internal_date
-from .lmtp import LmtpDestination, parse_lmtp_target
-from .mda import MdaDestination
+from .imap import ImapDestination, ImapURL, imap_state_dir, internal_date
+from .lmtp import LmtpDestination, lmtp_state_dir, parse_lmtp_target
+from .mda import MdaDestination, mda_state_dir
 from .remote import DestinationError, Journal, state_home
 
 __all__ = [
@@ -33,7 +33,10 @@ __all__ = [
     "Journal",
     "LmtpDestination",
     "MdaDestination",
+    "imap_state_dir",
     "internal_date",
+    "lmtp_state_dir",
+    "mda_state_dir",
     "parse_lmtp_target",
     "state_home",
 ]

@@ -11,6 +11,7 @@ import ssl
 import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
@@ -89,6 +90,11 @@ def _uid_set(text: bytes) -> list[int]:
     return uids
 
 
+def imap_state_dir(url: ImapURL) -> Path:
+    """Where the state of accounts delivering to this folder lives (nothing is opened)."""
+    return state_dir_for("imap", str(url))
+
+
 class ImapDestination(Remote):
     """APPEND to one folder of an IMAP server; see the module docstring for how a run killed
     in the middle of an APPEND is repaired.
@@ -108,7 +114,7 @@ class ImapDestination(Remote):
         insecure: bool = False,
         timeout: float = 60.0,
     ) -> None:
-        super().__init__(str(url), state_dir_for("imap", str(url)), account)
+        super().__init__(str(url), imap_state_dir(url), account)
         self.url = url
         try:
             import imapclient  # type: ignore[import-untyped,import-not-found,unused-ignore]

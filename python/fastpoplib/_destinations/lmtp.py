@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import smtplib
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 from .._store import Outcome, Receipt, Refusal
 from .remote import IDLE_CHECK, DestinationError, Remote, header_fields, state_dir_for
+
+
+def lmtp_state_dir(target: str, recipient: str) -> Path:
+    """Where the state of accounts delivering to this recipient lives (nothing is opened)."""
+    return state_dir_for("lmtp", f"{target} {recipient}")
 
 
 class LmtpDestination(Remote):
@@ -16,7 +22,7 @@ class LmtpDestination(Remote):
     is a failed message. ``target`` is ``HOST:PORT`` or ``unix:PATH``."""
 
     def __init__(self, target: str, recipient: str, account: str, *, timeout: float = 60.0) -> None:
-        super().__init__(f"lmtp {target} for {recipient}", state_dir_for("lmtp", f"{target} {recipient}"), account)
+        super().__init__(f"lmtp {target} for {recipient}", lmtp_state_dir(target, recipient), account)
         self.target, self.recipient, self.timeout = target, recipient, timeout
         self.address = parse_lmtp_target(target)
         self.smtp: smtplib.LMTP | None = self._open()

@@ -6,12 +6,18 @@ import os
 import shlex
 import subprocess
 import tempfile
+from pathlib import Path
 
 from .._store import Outcome, Receipt, Refusal
 from .remote import DestinationError, Remote, state_dir_for
 
 EX_TEMPFAIL = 75  # sysexits.h: "temporary failure, try again later"
 MDA_KEEP_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def mda_state_dir(command: str) -> Path:
+    """Where the state of accounts delivering through this command lives."""
+    return state_dir_for("mda", command)
 
 
 class MdaDestination(Remote):
@@ -23,7 +29,7 @@ class MdaDestination(Remote):
     ``timeout`` seconds (kept for a later run)."""
 
     def __init__(self, command: str, account: str, *, timeout: float = 60.0) -> None:
-        super().__init__(f"mda {command}", state_dir_for("mda", command), account)
+        super().__init__(f"mda {command}", mda_state_dir(command), account)
         try:
             self.argv = shlex.split(command)
         except ValueError as exc:
