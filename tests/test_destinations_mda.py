@@ -135,3 +135,40 @@ def test_a_server_without_uidl_is_delivered_once_and_emptied(tmp_path: Path) -> 
         assert out.returncode == 0, out.stderr
         assert len(srv.mailbox) == 0
     assert saved(tmp_path / "out") == expected
+
+
+def test_status_of_imap_lmtp_and_mda_accounts_logs_in_nowhere(tmp_path: Path) -> None:
+    """``fastpoplib status`` reads each account's record where its state lives, without
+    connecting to the destination or running its password command."""
+    marker = tmp_path / "password-command-ran"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"""[[account]]
+name = "into-imap"
+host = "127.0.0.1"
+user = "u"
+password_env = "POP_PW"
+imap = "imaps://me@127.0.0.1:1/INBOX"
+imap_password_command = "touch {marker}"
+
+[[account]]
+name = "into-lmtp"
+host = "127.0.0.1"
+user = "u"
+password_env = "POP_PW"
+lmtp = "127.0.0.1:1"
+lmtp_recipient = "me"
+
+[[account]]
+name = "into-mda"
+host = "127.0.0.1"
+user = "u"
+password_env = "POP_PW"
+mda = "cat"
+"""
+    )
+    out = run("status", "--config", str(config), tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("last poll   never") == 3, out.stdout
+    assert "cannot be opened" not in out.stdout
+    assert not marker.exists()
