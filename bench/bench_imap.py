@@ -6,7 +6,7 @@ medians of N runs, ratio printed (issue 20: IMAP at most 2x the Maildir time).
 A private Dovecot on loopback serves POP3 (the source: 1,000 x 4 KB over POP3S) and IMAP
 (the destination: another user's mailbox over IMAPS; a second Dovecot without MULTIAPPEND and
 LITERAL+, as Gmail's and Outlook's IMAP are, for a third row). Each run is one `fastpoplib fetch`
-pass of the whole mailbox through the retriever's engine (`_retriever.fetch_all`, in
+pass of the whole mailbox through the retriever's engine (`_watch.fetch_all`, in
 process: the interpreter's start-up is not measured), into a fresh Maildir or into a fresh
 IMAP folder with fresh state. Needs root, Dovecot with dovecot-imapd
 (.ci/install-dovecot.sh) and imapclient (`pip install 'fastpoplib[imap]'`). Not a test."""
@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _guard import require_release_build  # noqa: E402
-from fastpoplib import _retriever  # noqa: E402
+from fastpoplib import _retriever, _watch  # noqa: E402
 from fastpoplib.testing.dovecot import PASSWORD, Dovecot  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def one_pass(dove: Dovecot, plain: Dovecot, work: Path, run: int, into: str, cou
     else:
         acct = _retriever.Account(**common, maildir=str(work / f"Maildir-{run}"))  # type: ignore[arg-type]
     started = time.perf_counter()
-    [report] = asyncio.run(_retriever.fetch_all([acct], work / "unused", _retriever.Progress()))
+    [report] = asyncio.run(_watch.fetch_all([acct], work / "unused", _retriever.Progress()))
     elapsed = time.perf_counter() - started
     if report.error or report.problems or report.fetched != count:
         sys.exit(f"{into} run {run} failed: {report.error or report.problems or report.fetched}")
