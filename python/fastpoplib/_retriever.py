@@ -29,7 +29,30 @@ from pathlib import Path
 from typing import Any
 
 from . import _aio, _tls
-from ._store import AccountLock, DigestIndex, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
+from ._destinations import (
+    DestinationError,
+    ImapDestination,
+    ImapURL,
+    LmtpDestination,
+    MdaDestination,
+    imap_state_dir,
+    lmtp_state_dir,
+    mda_state_dir,
+)
+from ._store import (
+    AccountLock,
+    Destination,
+    DigestIndex,
+    LockBusy,
+    Maildir,
+    Mbox,
+    Outcome,
+    Refusal,
+    State,
+    StoreError,
+    digest_key,
+    uid_key,
+)
 from .exceptions import (
     AuthenticationError,
     CertificateVerificationError,
@@ -113,6 +136,14 @@ _SETTINGS = {
     "oauth2_token_command": (str, None, None),
     "maildir": (str, None, None),
     "mbox": (str, None, None),
+    "imap": (str, None, None),
+    "imap_password_env": (str, None, None),
+    "imap_password_command": (str, None, None),
+    "imap_oauth2_token_command": (str, None, None),
+    "imap_cafile": (str, None, None),
+    "lmtp": (str, None, None),
+    "lmtp_recipient": (str, None, None),
+    "mda": (str, None, None),
     "delete": (bool, None, None),
     "max_size": (int, 1, None),
     "max_messages": (int, 1, None),
@@ -164,6 +195,14 @@ class Account:
     oauth2_token_command: str | None = None
     maildir: str | None = None
     mbox: str | None = None
+    imap: str | None = None  # imaps://USER@HOST[:PORT]/FOLDER or imap://... (STARTTLS)
+    imap_password_env: str | None = None
+    imap_password_command: str | None = None
+    imap_oauth2_token_command: str | None = None
+    imap_cafile: str | None = None
+    lmtp: str | None = None  # HOST:PORT or unix:PATH
+    lmtp_recipient: str | None = None
+    mda: str | None = None  # a command: the message on its standard input
     delete: bool = False
     max_size: int | None = None
     max_messages: int | None = None
@@ -183,8 +222,22 @@ class Account:
             raise ConfigError(f"tls must be implicit, starttls or none, not {self.tls!r}")
         if self.tls == "none" and not self.insecure:
             raise ConfigError(f"{self.label}: tls = none sends the password in clear text; add --insecure to allow it")
-        if self.maildir and self.mbox:
-            raise ConfigError(f"{self.label}: choose maildir or mbox, not both")
+        chosen = [name for name in DESTINATIONS if getattr(self, name)]
+        if len(chosen) > 1:
+            given = " and ".join(f"--{name}" for name in chosen)
+            raise ConfigError(f"{self.label}: an account has one destination; choose one of {given}")
+        imap_sources = [self.imap_password_env, self.imap_password_command, self.imap_oauth2_token_command]
+        if self.imap and sum(source is not None for source in imap_sources) != 1:
+            raise ConfigError(
+                f"{self.label}: --imap needs exactly one of --imap-password-env, --imap-password-command"
+                " and --imap-oauth2-token-command"
+            )
+        if self.lmtp and not self.lmtp_recipient:
+            raise ConfigError(f"{self.label}: --lmtp needs --lmtp-recipient ADDRESS (the mailbox to deliver to)")
+        for name in ("imap_password_env", "imap_password_command", "imap_oauth2_token_command", "imap_cafile", "lmtp_recipient"):
+            if getattr(self, name) is not None and not getattr(self, name.split("_")[0]):
+                option = name.split("_")[0]
+                raise ConfigError(f"{self.label}: --{name.replace('_', '-')} is for the --{option} destination; give --{option} too")
         if self.fingerprint is not None:
             if self.cafile is not None:
                 raise ConfigError(f"{self.label}: choose --fingerprint or --cafile, not both")
@@ -240,6 +293,21 @@ class Account:
             raise ConfigError(_NO_PASSWORD.format(host=self.host))
         return {"password": auth[2]}
 
+    def imap_secret(self) -> dict[str, str]:
+        """The IMAP destination's ``{"password": ...}`` or ``{"oauth2_token": ...}``."""
+        if self.imap_oauth2_token_command:
+            return {"oauth2_token": _run_secret_command(self.imap_oauth2_token_command, "--imap-oauth2-token-command")}
+        if self.imap_password_command:
+            return {"password": _run_secret_command(self.imap_password_command, "--imap-password-command")}
+        assert self.imap_password_env is not None  # one source is required (__post_init__)
+        value = os.environ.get(self.imap_password_env)
+        if value is None:
+            raise ConfigError(f"the environment variable {self.imap_password_env} (--imap-password-env) is not set")
+        return {"password": value}
+
+
+DESTINATIONS = ("maildir", "mbox", "imap", "lmtp", "mda")  # an account has one
+
 
 _NO_PASSWORD = (
     "no password for {host}: give --password-env VAR, --password-command CMD, or a netrc entry for {host}"
@@ -293,6 +361,8 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
     """A sentence saying what failed and what to do, and the exit code."""
     if isinstance(exc, ConfigError):
         return str(exc), EXIT_USAGE
+    if isinstance(exc, DestinationError):
+        return str(exc), {"usage": EXIT_USAGE, "auth": EXIT_AUTH}.get(exc.kind, EXIT_CONNECTION)
     if isinstance(exc, LockBusy) and step == "locking the account":
         return f"{exc}; not fetching now (use --wait SECONDS to wait for it)", EXIT_BUSY
     if isinstance(exc, StoreError):  # a path, permission or state problem, or an mbox locked too long
@@ -362,7 +432,22 @@ def _library_text(exc: BaseException) -> str:
     return text.split("; trust ")[0]
 
 
-def _store_for(acct: Account, default_maildir: Path) -> Any:
+def _store_for(acct: Account, default_maildir: Path) -> Destination:
+    """The account's one destination, opened (an IMAP or LMTP server connected and logged in)."""
+    if acct.imap:
+        return ImapDestination(
+            ImapURL(acct.imap),
+            acct.imap_secret,
+            acct.identity,
+            cafile=acct.imap_cafile,
+            insecure=acct.insecure,
+            timeout=acct.timeout,
+        )
+    if acct.lmtp:
+        assert acct.lmtp_recipient is not None  # required with lmtp (__post_init__)
+        return LmtpDestination(acct.lmtp, acct.lmtp_recipient, acct.identity, timeout=acct.timeout)
+    if acct.mda:
+        return MdaDestination(acct.mda, acct.identity, timeout=acct.timeout)
     path = Path(acct.mbox or acct.maildir or default_maildir).expanduser()
     try:
         if acct.mbox:
@@ -370,6 +455,18 @@ def _store_for(acct: Account, default_maildir: Path) -> Any:
         return Maildir(path)
     except (OSError, RuntimeError) as exc:  # resolving the path: a symlink loop, a permission
         raise StoreError(f"cannot use {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def state_dir_of(acct: Account, default_maildir: Path) -> Path:
+    """Where the account's state and lock live, without logging in to its destination."""
+    if acct.imap:
+        return imap_state_dir(ImapURL(acct.imap))
+    if acct.lmtp:
+        assert acct.lmtp_recipient is not None  # required with lmtp (__post_init__)
+        return lmtp_state_dir(acct.lmtp, acct.lmtp_recipient)
+    if acct.mda:
+        return mda_state_dir(acct.mda)
+    return Path(_store_for(acct, default_maildir).state_dir)
 
 
 class _Step:
@@ -506,6 +603,8 @@ class _Fetch:
         self.digests: dict[int, str] = {}  # this session: number -> digest key of what was stored
         self.known: set[str] = set()  # keys in the state or the store
         self.index: dict[str, str] = {}  # digest key -> key the store holds that content under
+        # key -> (message, size, digest key): handed to the destination, not settled yet
+        self.handed: dict[str, tuple[_Msg, int, str]] = {}
 
     async def run(self, secret: dict[str, str]) -> None:
         # Read the store before connecting: waiting for another program's mbox locks must not
@@ -555,7 +654,9 @@ class _Fetch:
                 # The connection is gone (a line over the limit, a broken reply, EOF, or the
                 # server went silent in the middle of a message): that message is skipped for
                 # this run, a new session fetches the rest.
+                await self.flush()
                 return self.broken(exc)
+            await self.flush()
             await self.save()
             to_delete: list[int] = []
             if acct.delete:
@@ -631,7 +732,8 @@ class _Fetch:
             wanted = wanted[: max(0, acct.max_messages - self.report.fetched)]
         return wanted
 
-    def problem(self, m: _Msg, why: str) -> None:
+    def problem(self, m: _Msg, why: str, what: str = "fetched") -> None:
+        """Message ``m`` was not fetched (or not stored, ``what``) this run, because ``why``."""
         self.failed.add(m.ident)
         runs = 1
         if m.key is not None:  # counted across runs only with a UID: a number changes
@@ -642,7 +744,7 @@ class _Fetch:
                 " this message is tried again each run: read or delete it with another client (webmail)"
             )
         else:
-            self.report.problems.append(f"{m.name()} not fetched: {why}; it is tried again next run")
+            self.report.problems.append(f"{m.name()} not {what}: {why}; it is tried again next run")
 
     def broken(self, exc: POP3Error) -> bool:
         m = self.current
@@ -719,12 +821,13 @@ class _Fetch:
                 self.recorded(m, key, dkey, held)
                 self.progress.advance(size)
                 return True
+            self.handed[key] = (m, size, dkey)
             if whole is not None:
                 # One trip to a worker thread, not two: per message, the hand-offs cost more
                 # than the write itself (bench/bench_fetch_tools.py).
-                await asyncio.to_thread(_write_and_commit, delivery, whole, key)
+                outcomes = await asyncio.to_thread(_write_and_commit, delivery, whole, key)
             else:
-                await asyncio.to_thread(delivery.commit, key)
+                outcomes = await asyncio.to_thread(delivery.commit, key)
         except POP3Error:
             await asyncio.to_thread(delivery.abort)
             raise
@@ -739,21 +842,45 @@ class _Fetch:
             if key is not None and delivery.committed:
                 self.state.add([key])
             raise
-        self.recorded(m, key, dkey, key)
-        self.index[dkey] = key
-        try:
-            await asyncio.to_thread(self.digest_index.add, dkey, key)
-        except OSError as exc:
-            warning = f"cannot write {self.digest_index.path} ({exc.strerror or exc}): a message reached by another route may be stored twice"
-            if warning not in self.report.warnings:
-                self.report.warnings.append(warning)
-        self.report.fetched += 1
-        self.report.bytes += size
-        self.progress.advance(size)
-        self.unsaved += 1
+        return await self.settle(outcomes)
+
+    async def flush(self) -> None:
+        """Settle the messages a batching destination still holds (IMAP MULTIAPPEND)."""
+        if self.handed:
+            await self.settle(await asyncio.to_thread(self.store.flush))
+
+    async def settle(self, outcomes: list[Outcome]) -> bool:
+        """Record what the destination confirmed (only then may it be deleted on the server),
+        report what it refused; False once it refused in a way that stops this run's storing."""
+        for outcome in outcomes:
+            m, size, dkey = self.handed.pop(outcome.key)
+            if isinstance(outcome, Refusal):
+                if not outcome.stop:
+                    self.problem(m, outcome.reason, "stored")
+                elif self.store_error is None:
+                    self.failed.add(m.ident)
+                    self.store_error = f"{m.name()} and the rest were not stored: {outcome.reason}"
+                    self.report.problems.append(self.store_error)
+                else:
+                    self.failed.add(m.ident)
+                continue
+            key = outcome.key
+            log.debug("%s: %s stored: %s", self.acct.name, m.name(), outcome.detail)
+            self.recorded(m, key, dkey, key)
+            self.index[dkey] = key
+            try:
+                await asyncio.to_thread(self.digest_index.add, dkey, key)
+            except OSError as exc:
+                warning = f"cannot write {self.digest_index.path} ({exc.strerror or exc}): a message reached by another route may be stored twice"
+                if warning not in self.report.warnings:
+                    self.report.warnings.append(warning)
+            self.report.fetched += 1
+            self.report.bytes += size
+            self.progress.advance(size)
+            self.unsaved += 1
         if self.unsaved >= SAVE_EVERY:
             await self.save()
-        return True
+        return self.store_error is None
 
     def cannot_store(self, m: _Msg, exc: OSError) -> bool:
         """The store failed: fetching stops (False), the session goes on to delete what is stored."""
@@ -775,18 +902,26 @@ class _Fetch:
 
     async def save(self) -> None:
         self.unsaved = 0
-        await asyncio.to_thread(self.persist, self.state.dump())
+        await asyncio.to_thread(self.persist, *self.snapshot())
 
-    def persist(self, state: bytes) -> None:
+    def snapshot(self) -> tuple[bytes, set[str]]:
+        """The state to save, and the keys it holds (aliases' targets too), taken on the
+        event loop while nothing changes them."""
+        return self.state.dump(), set(self.state.keys) | set(self.state.aliases.values())
+
+    def persist(self, state: bytes, keys: set[str]) -> None:
         """In a worker thread: the store's deliveries made durable, then the state that
-        records them (never the other way round)."""
+        records them (never the other way round); then the destination may forget its
+        records of any key the state does not hold."""
         self.store.sync()
         self.state.save(state)
+        self.store.recorded(keys)
 
 
-def _write_and_commit(delivery: Any, data: bytes, key: str) -> None:
+def _write_and_commit(delivery: Any, data: bytes, key: str) -> list[Outcome]:
     delivery.write(data)
-    delivery.commit(key)
+    outcomes: list[Outcome] = delivery.commit(key)
+    return outcomes
 
 
 @asynccontextmanager
@@ -812,12 +947,12 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
     step = _Step()
     lock: AccountLock | None = None
     run: _Fetch | None = None
+    store: Destination | None = None
     cancelled = threading.Event()  # tells lock waits in worker threads to give up
     try:
         step.now = "opening the store"
         store = await asyncio.to_thread(_store_for, acct, default_maildir)
-        if isinstance(store, Mbox):
-            store.cancelled = cancelled
+        store.cancelled = cancelled
         report.stored_dir, report.state_dir = str(store.path), str(store.state_dir)
         step.now = "locking the account"
         lock = AccountLock(store.state_dir, acct.identity)
@@ -842,10 +977,12 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.
             try:
-                await asyncio.shield(asyncio.to_thread(run.persist, run.state.dump()))
+                await asyncio.shield(asyncio.to_thread(run.persist, *run.snapshot()))
             except StoreError as exc:
                 if report.error is None:
                     report.fail(f"{exc}; what was stored is in the store, the next run reads it there", EXIT_USAGE)
+        if store is not None:
+            await asyncio.shield(asyncio.to_thread(store.close))
         if lock is not None:
             lock.release()
     if report.code == EXIT_OK and report.problems:

@@ -418,6 +418,33 @@ def _add_account_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_destination_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("other destinations (one per account, instead of --maildir or --mbox)")
+    g.add_argument(
+        "--imap",
+        metavar="URL",
+        help="APPEND to an IMAP folder: imaps://USER@HOST[:PORT]/FOLDER (implicit TLS, port 993) or imap://..."
+        " (STARTTLS; without TLS only with --insecure); USER and FOLDER percent-encoded, FOLDER default INBOX,"
+        " created if missing; needs pip install 'fastpoplib[imap]'",
+    )
+    g.add_argument("--imap-password-env", metavar="VAR", help="read the IMAP password from this environment variable")
+    g.add_argument("--imap-password-command", metavar="CMD", help="run CMD and use the first line it prints as the IMAP password")
+    g.add_argument(
+        "--imap-oauth2-token-command",
+        metavar="CMD",
+        help="run CMD for an OAuth2 access token for IMAP (OAUTHBEARER or XOAUTH2: Gmail, Outlook)",
+    )
+    g.add_argument("--imap-cafile", metavar="FILE", help="PEM file of CA certificates to trust for the IMAP server")
+    g.add_argument("--lmtp", metavar="HOST:PORT", help="deliver over LMTP (RFC 2033) to HOST:PORT or unix:PATH")
+    g.add_argument("--lmtp-recipient", metavar="ADDR", help="the LMTP recipient (RCPT TO), required with --lmtp")
+    g.add_argument(
+        "--mda",
+        metavar="CMD",
+        help="run CMD for each message, the message on its standard input: exit 0 stored, 75 kept for a later run,"
+        " anything else a failed message (kept on the server)",
+    )
+
+
 def _add_config_options(p: argparse.ArgumentParser) -> None:
     _add_verbose(p, argparse.SUPPRESS)
     p.add_argument("--config", metavar="FILE", required=True, help="TOML file with [[account]] tables")
@@ -458,8 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "--mbox", metavar="FILE", help="append to this mbox file instead (created 0600; locked with fcntl + FILE.lock)"
     )
+    _add_destination_options(fetch)
     fetch.add_argument(
-        "--delete", action="store_true", help="delete each message on the server once it is stored locally"
+        "--delete", action="store_true", help="delete each message on the server once the destination confirmed it"
     )
     fetch.add_argument(
         "--max-size", type=int, metavar="BYTES", help="skip messages larger than BYTES (default: no limit)"
