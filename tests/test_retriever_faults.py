@@ -250,6 +250,21 @@ def test_line_over_the_limit_skips_that_message_in_a_new_session(tmp_path: Path)
     assert len(maildir_messages(md)) == 4
 
 
+def test_a_resumed_session_waits_for_the_lock_of_the_lost_one(tmp_path: Path) -> None:
+    """The server answers [IN-USE] to the session that resumes after a broken message, as a
+    real server does until it notices the lost session's close: the login is tried again."""
+    messages = [_message(i, 200) for i in range(1, 6)]
+    messages[2] = b"Subject: long line\n\n" + b"y" * (2 << 20) + b"\n"
+    still_locked = Fault.reply(b"-ERR [IN-USE] maildrop locked\r\n", on="PASS", skip=1, times=2)
+    md = tmp_path / "md"
+    with POP3TestServer(mailbox=Mailbox(messages), stls=False, sasl=(), faults=[still_locked]) as srv:
+        out = cli("fetch", *account(srv), "--maildir", str(md), "--delete")
+        assert out.returncode == 1, out.stderr
+        assert "message 3" in out.stderr and "IN-USE" not in out.stderr
+        assert "4 new message(s)" in out.stdout
+    assert len(maildir_messages(md)) == 4
+
+
 def test_large_message_is_streamed_and_stored_whole(tmp_path: Path) -> None:
     big = b"Subject: big\n\n" + b"".join(b"%08d %s\n" % (i, b"z" * 90) for i in range(60_000))  # ~6 MB
     with POP3TestServer(mailbox=Mailbox([big, _message(2, 100)]), stls=False) as srv:

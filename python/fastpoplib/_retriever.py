@@ -80,6 +80,7 @@ SAVE_EVERY = 50  # messages between state saves while fetching (always saved bef
 MAX_SECONDS = 9.2e9
 STREAM_ABOVE = 4 << 20  # LIST size above which a message is streamed to disk, not held in memory
 MAX_SESSIONS = 3  # sessions per account and run: one lost on a broken or stalled message is resumed
+RESUME_WAITS = (0.25, 0.5, 1.0, 2.0)  # seconds between logins refused [IN-USE] on resuming
 PERSISTENT_RUNS = 3  # runs in a row a message fails in before it is reported as failing persistently
 
 log = logging.getLogger("fastpoplib.retriever")
@@ -613,12 +614,26 @@ class _Fetch:
         stored = await self.stored_keys()
         self.index = {d: k for d, k in (await asyncio.to_thread(self.digest_index.load)).items() if k in stored}
         self.known = self.state.keys | stored
-        for _ in range(MAX_SESSIONS):
-            if not await self.session(secret):
+        if not await self.session(secret):
+            return
+        for _ in range(MAX_SESSIONS - 1):
+            if not await self.resumed_session(secret):
                 return
         self.report.problems.append(
             f"the connection was lost {MAX_SESSIONS} times in this run; the messages not fetched yet are fetched next run"
         )
+
+    async def resumed_session(self, secret: dict[str, str]) -> bool:
+        """A session that resumes a lost one. The server may still hold the maildrop lock of
+        the session just dropped until it notices the close (`[IN-USE]`, RFC 2449 §8.1.1), so
+        a refused login is tried again a few times, a few seconds in all."""
+        for wait in RESUME_WAITS:
+            try:
+                return await self.session(secret)
+            except InUseError:
+                log.debug("%s: the mailbox is still locked by the lost session; trying again in %s s", self.acct.name, wait)
+                await asyncio.sleep(wait)
+        return await self.session(secret)
 
     async def session(self, secret: dict[str, str]) -> bool:
         """One session; True if it was lost on a broken or stalled message and should be resumed."""
