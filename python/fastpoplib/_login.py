@@ -167,6 +167,13 @@ def _attempt(client: Any, method: str, user: str, secret: str, oauth2: bool) -> 
         raise
 
 
+def _token(source: Any) -> str:
+    token = source()
+    if not isinstance(token, str) or not token:
+        raise TypeError(f"the oauth2 token source returned {type(token).__name__}, not a non-empty str")
+    return token
+
+
 def login(
     client: Any,
     user: str,
@@ -175,18 +182,20 @@ def login(
     mechanisms: Optional[List[str]],
     allow_insecure: bool,
     allow_apop: bool,
+    oauth2: Optional[Callable[[], str]] = None,
 ) -> _flows.Flow:
     """Tries each method both sides support, strongest first, until one succeeds; sets
     ``client.auth_mechanism`` to it. Stops at the first reply that is not a refusal of the
     credentials, when the password itself was refused, and whenever the server fails to
-    prove itself (SCRAM)."""
-    if (password is None) == (oauth2_token is None):
-        raise ValueError("give exactly one of password and oauth2_token")
-    oauth2 = oauth2_token is not None
-    secret = oauth2_token if oauth2_token is not None else password or ""
-    wanted = _sasl.check_wanted(mechanisms, oauth2)
+    prove itself (SCRAM). With a token source (``oauth2``), a refused token is reported to
+    its ``invalidate(token)`` (when it has one) and the login tried once more with a new
+    token: the server may have expired it before the time it announced."""
+    if sum(x is not None for x in (password, oauth2_token, oauth2)) != 1:
+        raise ValueError("give exactly one of password, oauth2_token and oauth2")
+    is_oauth2 = password is None
+    wanted = _sasl.check_wanted(mechanisms, is_oauth2)
     if not client._tls_established and not allow_insecure:
-        what = "an OAuth2 token" if oauth2 else "a password"
+        what = "an OAuth2 token" if is_oauth2 else "a password"
         raise LocalProtocolError(
             f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
         )
@@ -194,13 +203,29 @@ def login(
     methods = _sasl.candidates(
         caps.sasl,
         wanted,
-        oauth2,
+        is_oauth2,
         user_ok=not caps or caps.has("USER"),
         apop_ok=allow_apop and _core.apop_timestamp(client.welcome) is not None,
     )
     if not methods:
         offered = " ".join(caps.sasl) or "none"
         raise LocalProtocolError(f"no login method both the server (SASL: {offered}) and this call allow")
+    if oauth2 is None:
+        return (yield from _try_methods(client, methods, user, password if password is not None else oauth2_token or "", is_oauth2))
+    token = yield _flows.Offload(lambda: _token(oauth2))
+    try:
+        return (yield from _try_methods(client, methods, user, token, True))
+    except AuthenticationError:
+        invalidate = getattr(oauth2, "invalidate", None)
+        if invalidate is None:
+            raise
+        invalidate(token)
+        _trace.event(logging.INFO, client._label, "OAuth2 token refused; trying once more with a new one")
+    token = yield _flows.Offload(lambda: _token(oauth2))
+    return (yield from _try_methods(client, methods, user, token, True))
+
+
+def _try_methods(client: Any, methods: List[str], user: str, secret: str, oauth2: bool) -> _flows.Flow:
     tried: List[Tuple[str, str]] = []
     last = b""
     details = None
