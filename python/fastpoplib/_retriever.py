@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _aio
+from .oauth2 import OAuth2ConfigError, OAuth2Error, SignInRequired, TokenStoreError, token_source
 from ._store import AccountLock, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
 from .exceptions import (
     AuthenticationError,
@@ -92,6 +93,20 @@ def show_bytes(data: bytes) -> str:
     return printable(data.decode("utf-8", "backslashreplace"))
 
 
+# Config-file keys of an account that signs in with OAuth2 (`auth = "oauth2"`; see fastpoplib.oauth2).
+OAUTH2_KEYS = (
+    "auth",
+    "oauth2_provider",
+    "oauth2_client_id",
+    "oauth2_client_secret",
+    "oauth2_scope",
+    "oauth2_tenant",
+    "oauth2_issuer",
+    "oauth2_token_endpoint",
+    "oauth2_device_endpoint",
+    "oauth2_authorization_endpoint",
+)
+
 # field: (kind, minimum, maximum); kinds: str, bool, int (whole number), float (seconds);
 # a float minimum is exclusive for the timeout (0 would mean no time at all), inclusive otherwise
 _SETTINGS = {
@@ -106,6 +121,7 @@ _SETTINGS = {
     "password_command": (str, None, None),
     "netrc_file": (str, None, None),
     "oauth2_token_command": (str, None, None),
+    **{key: (str, None, None) for key in OAUTH2_KEYS},
     "maildir": (str, None, None),
     "mbox": (str, None, None),
     "delete": (bool, None, None),
@@ -119,7 +135,7 @@ _SETTINGS = {
 
 def _check_setting(name: str, value: Any) -> None:
     kind, least, most = _SETTINGS[name]
-    where = name if name == "name" else f"{name} (--{name.replace('_', '-')})"  # name is a config-file key only
+    where = name if name == "name" or name in OAUTH2_KEYS else f"{name} (--{name.replace('_', '-')})"  # config-file keys only
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {value!r}")
     if kind is bool and not isinstance(value, bool):
@@ -154,6 +170,16 @@ class Account:
     password_command: str | None = None
     netrc_file: str | None = None
     oauth2_token_command: str | None = None
+    auth: str = "password"  # or "oauth2": tokens from `fastpoplib auth login` (the oauth2_* keys)
+    oauth2_provider: str | None = None
+    oauth2_client_id: str | None = None
+    oauth2_client_secret: str | None = None
+    oauth2_scope: str | None = None
+    oauth2_tenant: str | None = None
+    oauth2_issuer: str | None = None
+    oauth2_token_endpoint: str | None = None
+    oauth2_device_endpoint: str | None = None
+    oauth2_authorization_endpoint: str | None = None
     maildir: str | None = None
     mbox: str | None = None
     delete: bool = False
@@ -174,6 +200,10 @@ class Account:
             raise ConfigError(f"{self.label}: tls = none sends the password in clear text; add --insecure to allow it")
         if self.maildir and self.mbox:
             raise ConfigError(f"{self.label}: choose maildir or mbox, not both")
+        if self.auth not in ("password", "oauth2"):
+            raise ConfigError(f"{self.label}: auth must be password or oauth2, not {self.auth!r}")
+        if self.auth == "oauth2" and self.oauth2_token_command:
+            raise ConfigError(f"{self.label}: choose auth = \"oauth2\" or oauth2_token_command, not both")
         self.name = self.name or self.label
 
     @property
@@ -186,9 +216,14 @@ class Account:
         ``--port 995`` and the default name the same account."""
         return f"{self.user}@{self.host.lower()}:{self.port or (995 if self.tls == 'implicit' else 110)}"
 
-    def secret(self) -> dict[str, str]:
-        """``{"password": ...}`` or ``{"oauth2_token": ...}`` from the configured source;
-        never from the command line itself."""
+    def secret(self) -> dict[str, Any]:
+        """``{"password": ...}``, ``{"oauth2_token": ...}`` or ``{"oauth2": token source}``
+        from the configured source; never from the command line itself."""
+        if self.auth == "oauth2":
+            try:
+                return {"oauth2": token_source(self)}
+            except OAuth2ConfigError as exc:
+                raise ConfigError(f"{self.label}: {exc}") from None
         if self.oauth2_token_command:
             return {"oauth2_token": _run_secret_command(self.oauth2_token_command, "--oauth2-token-command")}
         if self.password_command:
@@ -255,6 +290,12 @@ class Report:
 def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
     """A sentence saying what failed and what to do, and the exit code."""
     if isinstance(exc, ConfigError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, SignInRequired):
+        return str(exc), EXIT_AUTH
+    if isinstance(exc, OAuth2Error):
+        return f"getting an OAuth2 access token failed: {exc}", EXIT_CONNECTION
+    if isinstance(exc, (TokenStoreError, ImportError)):
         return str(exc), EXIT_USAGE
     if isinstance(exc, LockBusy) and step == "locking the account":
         return f"{exc}; not fetching now (use --wait SECONDS to wait for it)", EXIT_BUSY
@@ -323,7 +364,7 @@ class _Step:
 
 
 @asynccontextmanager
-async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncIterator[Any]:
+async def _session(acct: Account, secret: dict[str, Any], step: _Step) -> AsyncIterator[Any]:
     """A logged-in connection; closed at once (no QUIT) if the block raises."""
     step.now = "connecting"
     connecting: Any
@@ -336,7 +377,9 @@ async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncI
             step.now = "starting TLS"
             await pop.stls(cafile=acct.cafile)
         step.now = "logging in"
-        await pop.login(acct.user, secret.get("password"), oauth2_token=secret.get("oauth2_token"), allow_insecure=acct.insecure)
+        await pop.login(
+            acct.user, secret.get("password"), oauth2_token=secret.get("oauth2_token"), oauth2=secret.get("oauth2"), allow_insecure=acct.insecure
+        )
         yield pop
 
 
@@ -401,7 +444,7 @@ class _Fetch:
         self.digest_keys: dict[int, str] = {}  # this session: number -> key, for messages without UID
         self.known: set[str] = set()  # keys in the state or the store
 
-    async def run(self, secret: dict[str, str]) -> None:
+    async def run(self, secret: dict[str, Any]) -> None:
         # Read the store before connecting: waiting for another program's mbox locks must not
         # keep a POP3 session idle.
         self.step.now = "reading the store"
@@ -410,7 +453,7 @@ class _Fetch:
             if not await self.session(secret):
                 return
 
-    async def session(self, secret: dict[str, str]) -> bool:
+    async def session(self, secret: dict[str, Any]) -> bool:
         """One session; True if it was lost on a broken message and should be resumed."""
         acct, report = self.acct, self.report
         async with _session(acct, secret, self.step) as pop:

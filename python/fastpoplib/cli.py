@@ -1,4 +1,4 @@
-"""``fastpoplib`` command line: fetch, ls, serve, demo."""
+"""``fastpoplib`` command line: fetch, ls, auth, serve, demo."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import __version__, _retriever
+from . import __version__, _auth_cli, _retriever
 from ._retriever import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Account, ConfigError, printable
 
 DEFAULT_MAILDIR = Path("~/Maildir").expanduser()
@@ -421,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--maildir", metavar="DIR", help="where to store (default: a new temporary folder)")
     demo.add_argument("--show", type=int, default=12, metavar="N", help="listing lines to show (default 12)")
     demo.set_defaults(func=cmd_demo)
+
+    _auth_cli.add_parser(sub, accounts_from)
 
     for p in (serve, demo):
         p.add_argument(

@@ -17,7 +17,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
@@ -83,13 +83,37 @@ default_login_user = nobody
 """
 
 
+# XOAUTH2 and OAUTHBEARER checked by Dovecot's oauth2 passdb, which asks an authorization
+# server's introspection endpoint (RFC 7662) about each token; after the passwd-file passdb,
+# which refuses a token as a password and lets the next passdb decide.
+OAUTH2_CONFIG = """\
+auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop xoauth2 oauthbearer
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/dovecot-oauth2.conf.ext
+}}
+"""
+
+OAUTH2_PASSDB = """\
+introspection_mode = post
+introspection_url = {introspection_url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
 class Dovecot:
     """Starts Dovecot from a generated config under ``root``; ``stop()`` (or leaving the
-    ``with`` block) stops it. The TLS certificate comes from trustme: trust ``cafile``."""
+    ``with`` block) stops it. The TLS certificate comes from trustme: trust ``cafile``.
+    With ``oauth2_introspection_url`` (``http://client:secret@127.0.0.1:port/introspect``, as
+    :class:`~fastpoplib.testing.oauth_server.OAuth2TestServer` serves it), XOAUTH2 and
+    OAUTHBEARER are offered too and each token is checked there."""
 
     host = "127.0.0.1"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, oauth2_introspection_url: Optional[str] = None) -> None:
         import trustme
 
         self.root: Path = Path(root)
@@ -105,7 +129,13 @@ class Dovecot:
         self._ca.cert_pem.write_to_path(self.cafile)
         (self.root / "users.passwd").write_text("")
         self.conf: Path = self.root / "dovecot.conf"
-        self.conf.write_text(CONFIG.format(root=self.root, plain_port=self.plain_port, tls_port=self.tls_port, uid=MAIL_UID))
+        config = CONFIG.format(root=self.root, plain_port=self.plain_port, tls_port=self.tls_port, uid=MAIL_UID)
+        if oauth2_introspection_url is not None:
+            # Read by the auth process (user nobody); the URL holds only the test server's
+            # introspection client.
+            (self.root / "dovecot-oauth2.conf.ext").write_text(OAUTH2_PASSDB.format(introspection_url=oauth2_introspection_url))
+            config += OAUTH2_CONFIG.format(root=self.root)
+        self.conf.write_text(config)
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts this instance's certificate (hostname checks on)."""
