@@ -170,10 +170,10 @@ def test_refused_refresh_token_asks_to_sign_in_again_and_is_remembered(oauth: OA
     record = source.store.load("work")
     assert record is not None and record.failed and "invalid_grant" in record.failed
     assert "refresh refused" in state_line("work", record)
-    polls = oauth.polls
+    requests = oauth.token_requests
     with pytest.raises(SignInRequired):  # no new request to the server: it already said no
         source()
-    assert oauth.polls == polls
+    assert oauth.token_requests == requests
 
 
 def test_no_tokens_stored_asks_to_sign_in(oauth: OAuth2TestServer, tmp_path: Path) -> None:

@@ -54,7 +54,8 @@ class _QuietHandler(WSGIRequestHandler):
 
 @dataclass
 class Client:
-    """A registered client; ``secret=None`` is a public client (PKCE, device grant)."""
+    """A registered client; ``secret=None`` is a public client (PKCE, device grant).
+    authlib's ``ClientMixin`` interface."""
 
     client_id: str
     secret: Optional[str] = None
@@ -163,8 +164,9 @@ class OAuth2TestServer:
         self.refresh_token_expires_in: Optional[int] = None
         self.clients: Dict[str, Client] = {}
         self.tokens: List[Token] = []
-        self.refresh_count = 0
-        self.polls = 0
+        self.refresh_count = 0  # refresh grants that issued tokens
+        self.token_requests = 0  # requests to the token endpoint, whatever their outcome
+        self.poll_times: List[float] = []  # time.monotonic() of each device-grant poll
         self._lock = threading.RLock()  # werkzeug serves each request in its own thread
         self._codes: Dict[str, Code] = {}
         self._devices: Dict[str, DeviceCredentialDict] = {}
@@ -348,7 +350,7 @@ class OAuth2TestServer:
         class DeviceCode(DeviceCodeGrant):
             def query_device_credential(self, device_code: str) -> Any:
                 with outer._lock:
-                    outer.polls += 1
+                    outer.poll_times.append(time.monotonic())
                 return outer._devices.get(device_code)
 
             def query_user_grant(self, user_code: str) -> Optional[Tuple[str, bool]]:
@@ -426,6 +428,8 @@ class OAuth2TestServer:
 
         @app.post("/token")
         def token() -> Any:
+            with outer._lock:
+                outer.token_requests += 1
             return server.create_token_response()
 
         @app.post("/device_authorization")

@@ -1,0 +1,202 @@
+"""``fastpoplib auth login|status|logout`` as a user runs them, against the shipped OAuth2
+authorization server: the device grant (approve, slow_down, access_denied, expiry), the
+browser sign-in (authorization code + PKCE through a loopback redirect, the "browser" being a
+program named by $BROWSER), status and logout, and the message when the oauth extra is
+missing. No token is ever printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+pytest.importorskip("authlib", reason="the oauth and testing extras are part of the test extra")
+pytest.importorskip("flask", reason="the testing extra")
+
+from fastpoplib.testing.oauth_server import OAuth2TestServer  # noqa: E402
+
+CODE_LINE = re.compile(r"To sign in, open (\S+) and enter the code (\S+)")
+
+
+@pytest.fixture
+def oauth() -> Iterator[OAuth2TestServer]:
+    with OAuth2TestServer() as srv:
+        srv.add_client("mail-client")
+        yield srv
+
+
+def write_config(tmp_path: Path, oauth: OAuth2TestServer, port: int = 1, **extra: str) -> Path:
+    lines = "".join(f'{k} = "{v}"\n' for k, v in extra.items())
+    config = tmp_path / "fetch.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            [[account]]
+            name = "work"
+            host = "127.0.0.1"
+            port = {port}
+            user = "user"
+            tls = "none"
+            insecure = true
+            auth = "oauth2"
+            oauth2_provider = "custom"
+            oauth2_client_id = "mail-client"
+            oauth2_scope = "mail"
+            oauth2_issuer = "{oauth.issuer}"
+            """
+        )
+        + lines
+        + '\n[[account]]\nname = "other"\nhost = "127.0.0.1"\nuser = "u"\npassword_env = "X"\n'
+    )
+    return config
+
+
+def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return dict(os.environ, XDG_STATE_HOME=str(tmp_path / "state"), FASTPOPLIB_TOKEN_STORE="file", **extra)
+
+
+def cli(tmp_path: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fastpoplib", *args], capture_output=True, text=True, env=kw.pop("env", env(tmp_path)), timeout=120, check=False, **kw
+    )
+
+
+def device_login(tmp_path: Path, config: Path) -> tuple[subprocess.Popen, str]:
+    """Starts ``auth login``; returns the process and the user code it printed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastpoplib", "auth", "login", "--config", str(config), "--account", "work"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(tmp_path),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = CODE_LINE.search(line)
+    assert match, line + proc.stderr.read() if proc.stderr else line
+    return proc, match.group(2)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
+
+
+def no_token_in(oauth: OAuth2TestServer, *texts: str) -> None:
+    for token in oauth.issued_tokens():
+        for text in texts:
+            assert token not in text
+
+
+def test_device_login_then_status_then_logout(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, oauth)
+    proc, code = device_login(tmp_path, config)
+    oauth.approve(code, user="user")
+    rc, out, err = finish(proc)
+    assert rc == 0, out + err
+    assert "work: signed in; tokens stored in the file in" in out
+    status = cli(tmp_path, "auth", "status", "--config", str(config))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "work: signed in; access token valid for 60 min" in status.stdout
+    assert "other: signs in with a password" in status.stdout
+    no_token_in(oauth, out, err, status.stdout, status.stderr)
+    logout = cli(tmp_path, "auth", "logout", "--config", str(config), "--account", "work")
+    assert logout.returncode == 0 and "signed out" in logout.stdout
+    status = cli(tmp_path, "auth", "status", "--config", str(config), "--account", "work")
+    assert status.returncode == 3
+    assert "work: not signed in (fastpoplib auth login --account work)" in status.stdout
+    assert not list((tmp_path / "state" / "fastpoplib" / "oauth2").glob("*.json"))
+
+
+def test_slow_down_adds_five_seconds_to_the_interval(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    oauth.slow_downs = 1
+    proc, code = device_login(tmp_path, write_config(tmp_path, oauth))
+    deadline = time.monotonic() + 30
+    while not oauth.poll_times:  # the first poll is answered slow_down
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    oauth.approve(code, user="user")
+    rc, out, err = finish(proc)
+    assert rc == 0, out + err
+    assert len(oauth.poll_times) == 2
+    assert oauth.poll_times[1] - oauth.poll_times[0] >= 5.9  # RFC 8628 §3.5: the 1 s interval, plus 5 s
+
+
+def test_user_denies(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    proc, code = device_login(tmp_path, write_config(tmp_path, oauth))
+    oauth.deny(code)
+    rc, out, err = finish(proc)
+    assert rc == 3
+    assert "sign-in failed: the sign-in was refused at the authorization server" in out
+    assert "Traceback" not in err
+
+
+def test_code_expires_before_approval(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    oauth.device_lifetime = 2
+    proc, _ = device_login(tmp_path, write_config(tmp_path, oauth))
+    rc, out, err = finish(proc)
+    assert rc == 3
+    assert "the code expired before you approved it; run fastpoplib auth login again" in out
+    assert "Traceback" not in err
+
+
+BROWSER = """\
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=30).read()  # follows the redirect to the loopback
+"""
+
+
+def test_browser_login_with_pkce_and_loopback_redirect(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    oauth.browser_user = "user"
+    script = tmp_path / "browser.py"
+    script.write_text(BROWSER)
+    config = write_config(tmp_path, oauth)
+    browser = env(tmp_path, BROWSER=f"{sys.executable} {script} %s")
+    result = cli(tmp_path, "auth", "login", "--config", str(config), "--account", "work", "--browser", env=browser)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "code_challenge_method=S256" in result.stdout and "redirect_uri=http%3A%2F%2F127.0.0.1%3A" in result.stdout
+    assert "work: signed in" in result.stdout
+    no_token_in(oauth, result.stdout, result.stderr)
+    assert len(oauth.issued_tokens()) == 2  # an access and a refresh token
+
+
+def test_browser_login_refused(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    oauth.browser_user = None
+    script = tmp_path / "browser.py"
+    script.write_text(BROWSER)
+    config = write_config(tmp_path, oauth)
+    browser = env(tmp_path, BROWSER=f"{sys.executable} {script} %s")
+    result = cli(tmp_path, "auth", "login", "--config", str(config), "--account", "work", "--browser", env=browser)
+    assert result.returncode == 3
+    assert "sign-in failed: the sign-in was refused: access_denied" in result.stdout
+
+
+def test_missing_oauth_extra_names_it(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, oauth)
+    code = "import sys; sys.modules['authlib'] = None; from fastpoplib.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "auth", "login", "--config", str(config), "--account", "work"],
+        capture_output=True,
+        text=True,
+        env=env(tmp_path),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "OAuth2 sign-in needs the oauth extra: pip install 'fastpoplib[oauth]'" in result.stderr
+
+
+def test_login_of_a_password_account_or_bad_settings_is_a_usage_error(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, oauth)
+    result = cli(tmp_path, "auth", "login", "--config", str(config), "--account", "other")
+    assert result.returncode == 2 and "has no auth = \"oauth2\"" in result.stderr
+    bad = write_config(tmp_path, oauth, oauth2_token_endpoint="http://login.example.com/token")
+    result = cli(tmp_path, "auth", "login", "--config", str(bad), "--account", "work")
+    assert result.returncode == 2 and "must be an https:// URL" in result.stderr
