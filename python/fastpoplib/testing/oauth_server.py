@@ -205,9 +205,10 @@ class OAuth2TestServer:
                 if user is None or token.user == user:
                     token.access_revoked = token.refresh_revoked = True
 
-    def active_refresh_tokens(self) -> List[str]:
+    def active_refresh_tokens(self, user: Optional[str] = None) -> List[str]:
+        """Refresh tokens that still work (of ``user``, or of everyone)."""
         with self._lock:
-            return [t.refresh_token for t in self.tokens if t.refresh_token and not t.refresh_revoked]
+            return [t.refresh_token for t in self.tokens if t.refresh_token and not t.refresh_revoked and user in (None, t.user)]
 
     def issued_tokens(self) -> List[str]:
         """Every access and refresh token issued, to check that none leaked anywhere."""
