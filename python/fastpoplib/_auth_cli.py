@@ -17,7 +17,7 @@ EXTRA = "pip install 'fastpoplib[oauth]'"
 def add_parser(sub: Any, accounts_from: Any) -> None:
     """The ``auth`` command and its three subcommands; ``accounts_from`` reads --config."""
     auth = sub.add_parser("auth", help="OAuth2 sign-in for accounts with auth = \"oauth2\" (login, status, logout)")
-    verbs = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    verbs = auth.add_subparsers(dest="auth_command", required=True, metavar="ACTION", help="login, status or logout")
 
     def common(p: argparse.ArgumentParser, need_account: bool) -> None:
         p.add_argument("--config", metavar="FILE", required=True, help="TOML file with the [[account]] tables")
