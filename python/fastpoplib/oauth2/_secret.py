@@ -3,6 +3,8 @@ a repr, a log record or a traceback's locals print ``****``."""
 
 from __future__ import annotations
 
+from typing import Any, Tuple
+
 
 class Secret:
     """Holds a secret string; :meth:`reveal` is the one way to read it (where it is sent)."""
@@ -28,5 +30,5 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> Tuple[Any, ...]:
         raise TypeError("a Secret is not pickled")
