@@ -282,3 +282,47 @@ async def test_async_login_runs_the_source_off_the_event_loop() -> None:
             assert pop.auth_mechanism == "OAUTHBEARER"
     assert loop_threads and loop_threads[0] != threading.get_ident()
 
+
+
+def test_keyring_is_used_when_a_backend_works_else_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyring = pytest.importorskip("keyring")
+    from keyring.backend import KeyringBackend
+    from keyring.backends import fail
+
+    class Memory(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.data: dict[tuple[str, str], str] = {}
+
+        def get_password(self, service: str, username: str) -> Any:
+            return self.data.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            self.data[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            del self.data[(service, username)]
+
+    monkeypatch.delenv("FASTPOPLIB_TOKEN_STORE", raising=False)
+    settings = types.SimpleNamespace(client_id="c", token_endpoint="http://127.0.0.1/t", scope="s", refresh_lifetime=None)
+    record = record_from(settings, {"access_token": "at-secret", "refresh_token": "rt-secret", "expires_in": 3600})  # type: ignore[arg-type]
+    previous = keyring.get_keyring()
+    memory = Memory()
+    try:
+        keyring.set_keyring(memory)
+        store = TokenStore(tmp_path / "state")
+        assert store.kind == "keyring"
+        store.save("a", record)
+        assert store.load("a") == record
+        assert not (tmp_path / "state").exists() or not list((tmp_path / "state").glob("*.json"))
+        assert list(memory.data) == [("fastpoplib-oauth2", "a")]
+        assert store.delete("a") and store.load("a") is None and not store.delete("a")
+        keyring.set_keyring(fail.Keyring())
+        store = TokenStore(tmp_path / "state")
+        assert store.kind.startswith("file in ")
+        store.save("a", record)
+        assert store.load("a") == record and not memory.data
+    finally:
+        keyring.set_keyring(previous)

@@ -92,6 +92,7 @@ class TokenSource:
         name = self.settings.name
         record = self._load()
         if not self._stale(record):
+            warn_if_expiring(name, record)
             return record.access_token.reveal()
         with self.store.locked(name):
             record = self._load()  # another run may have refreshed while we waited
