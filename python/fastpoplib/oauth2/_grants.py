@@ -18,7 +18,7 @@ from ._providers import Settings, require_https
 
 try:
     import httpx2
-    from authlib.integrations.httpx_client import OAuth2Client, OAuthError
+    from authlib.integrations.httpx_client import OAuth2Client, OAuthError  # type: ignore[import-untyped,unused-ignore]
 except ImportError:  # pragma: no cover - depends on the extras installed
     raise ImportError("OAuth2 needs the oauth extra: pip install 'fastpoplib[oauth]'") from None
 

@@ -76,8 +76,8 @@ class TokenSource:
     ImportError naming the ``oauth`` extra when authlib or httpx is missing."""
 
     def __init__(self, settings: Settings, store: Optional[TokenStore] = None) -> None:
-        self.settings = settings
-        self.store = store or TokenStore()
+        self.settings: Settings = settings
+        self.store: TokenStore = store or TokenStore()
         self._refused: Optional[str] = None  # the access token a server refused
 
     def __repr__(self) -> str:

@@ -82,8 +82,8 @@ def state_dir() -> Path:
 def _keyring() -> Any:
     """The keyring module when it is installed and its backend can store secrets, else None."""
     try:
-        import keyring
-        from keyring.backends import fail
+        import keyring  # type: ignore[import-not-found,unused-ignore]
+        from keyring.backends import fail  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
     backend = keyring.get_keyring()
@@ -100,11 +100,11 @@ class TokenStore:
     ``$FASTPOPLIB_TOKEN_STORE``, else the keyring when it works, else the file)."""
 
     def __init__(self, directory: Optional[Path] = None, backend: Optional[str] = None) -> None:
-        self.directory = directory or state_dir()
+        self.directory: Path = directory or state_dir()
         choice = backend or os.environ.get(STORE_ENV) or "auto"
         if choice not in ("auto", "file", "keyring"):
             raise TokenStoreError(f"{STORE_ENV} must be file or keyring, not {choice!r}")
-        self._keyring = None if choice == "file" else _keyring()
+        self._keyring: Any = None if choice == "file" else _keyring()
         if choice == "keyring" and self._keyring is None:
             raise TokenStoreError(f"{STORE_ENV}=keyring, but no working keyring backend: pip install 'fastpoplib[keyring]'")
 

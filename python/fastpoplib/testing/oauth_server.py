@@ -31,17 +31,21 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 try:
-    from authlib.integrations.flask_oauth2 import AuthorizationServer
-    from authlib.oauth2.rfc6749 import grants
-    from authlib.oauth2.rfc7009 import RevocationEndpoint
-    from authlib.oauth2.rfc7636 import CodeChallenge
-    from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-    from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant, DeviceCredentialDict
+    from authlib.integrations.flask_oauth2 import AuthorizationServer  # type: ignore[import-untyped,unused-ignore]
+    from authlib.oauth2 import OAuth2Error  # type: ignore[import-untyped,unused-ignore]
+    from authlib.oauth2.rfc6749 import grants  # type: ignore[import-untyped,unused-ignore]
+    from authlib.oauth2.rfc7009 import RevocationEndpoint  # type: ignore[import-untyped,unused-ignore]
+    from authlib.oauth2.rfc7636 import CodeChallenge  # type: ignore[import-untyped,unused-ignore]
+    from authlib.oauth2.rfc7662 import IntrospectionEndpoint  # type: ignore[import-untyped,unused-ignore]
+    from authlib.oauth2.rfc8628 import (  # type: ignore[import-untyped,unused-ignore]
+        DeviceAuthorizationEndpoint,
+        DeviceCodeGrant,
+        DeviceCredentialDict,
+    )
     from flask import Flask, jsonify
-    from authlib.oauth2 import OAuth2Error
     from werkzeug.serving import WSGIRequestHandler, make_server
-except ImportError as exc:  # pragma: no cover - depends on the extras installed
-    raise ImportError("the OAuth2 test server needs authlib and flask: pip install 'fastpoplib[testing]'") from exc
+except ImportError:  # pragma: no cover - depends on the extras installed
+    raise ImportError("the OAuth2 test server needs authlib and flask: pip install 'fastpoplib[testing]'") from None
 
 INTROSPECTION_CLIENT = ("resource-server", "resource-server-secret")  # (client_id, secret)
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -142,6 +146,120 @@ class Code:
         return self.scope
 
 
+class _Part:
+    """A grant or endpoint of the test server; authlib gives each its ``server``."""
+
+    server: Any
+
+    @property
+    def owner(self) -> "OAuth2TestServer":
+        owner: OAuth2TestServer = self.server.test_server
+        return owner
+
+
+class _AuthorizationCode(_Part, grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def save_authorization_code(self, code: str, req: Any) -> None:
+        data = req.payload.data
+        with self.owner._lock:
+            self.owner._codes[code] = Code(
+                code,
+                req.client.get_client_id(),
+                req.payload.redirect_uri,
+                req.payload.scope or "",
+                req.user,
+                data.get("code_challenge"),
+                data.get("code_challenge_method"),
+            )
+
+    def query_authorization_code(self, code: str, client: Any) -> Optional[Code]:
+        item = self.owner._codes.get(code)
+        return item if item is not None and item.client_id == client.get_client_id() else None
+
+    def delete_authorization_code(self, authorization_code: Code) -> None:
+        with self.owner._lock:
+            self.owner._codes.pop(authorization_code.code, None)
+
+    def authenticate_user(self, authorization_code: Code) -> str:
+        return authorization_code.user
+
+class _Refresh(_Part, grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+    INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
+
+    def authenticate_refresh_token(self, refresh_token: str) -> Optional[Token]:
+        token = self.owner._find(refresh_token, "refresh_token")
+        return token if token is not None and not token.refresh_revoked else None
+
+    def authenticate_user(self, credential: Token) -> str:
+        return credential.user
+
+    def revoke_old_credential(self, credential: Token) -> None:
+        with self.owner._lock:
+            credential.refresh_revoked = True
+            self.owner.refresh_count += 1
+
+class _DeviceCode(_Part, DeviceCodeGrant):
+    def query_device_credential(self, device_code: str) -> Any:
+        with self.owner._lock:
+            self.owner.poll_times.append(time.monotonic())
+        return self.owner._devices.get(device_code)
+
+    def query_user_grant(self, user_code: str) -> Optional[Tuple[str, bool]]:
+        return self.owner._grants.get(user_code)
+
+    def should_slow_down(self, credential: Any) -> bool:
+        with self.owner._lock:
+            if self.owner.slow_downs > 0:
+                self.owner.slow_downs -= 1
+                return True
+        return False
+
+class _DeviceAuthorization(_Part, DeviceAuthorizationEndpoint):
+    def create_endpoint_response(self, req: Any) -> Any:
+        self.INTERVAL, self.EXPIRES_IN = self.owner.device_interval, self.owner.device_lifetime
+        return super().create_endpoint_response(req)
+
+    def get_verification_uri(self) -> str:
+        return f"{self.owner.issuer}/device"
+
+    def save_device_credential(self, client_id: str, scope: str, data: Dict[str, Any]) -> None:
+        item = DeviceCredentialDict(client_id=client_id, scope=scope, expires_at=time.time() + data["expires_in"], **data)
+        with self.owner._lock:
+            self.owner._devices[data["device_code"]] = item
+
+class _Introspection(_Part, IntrospectionEndpoint):
+    def query_token(self, token_string: str, token_type_hint: Optional[str]) -> Optional[Token]:
+        return self.owner._find(token_string, token_type_hint)
+
+    def introspect_token(self, token: Token) -> Dict[str, Any]:
+        return {
+            "active": True,
+            "client_id": token.client_id,
+            "token_type": "Bearer",
+            "username": token.user,
+            "sub": token.user,
+            "scope": token.scope,
+            "iss": self.owner.issuer,
+            "iat": int(token.issued_at),
+            "exp": int(token.issued_at + token.expires_in),
+        }
+
+    def check_permission(self, token: Token, client: Any, req: Any) -> bool:
+        return bool(client.get_client_id() == INTROSPECTION_CLIENT[0])
+
+class _Revocation(_Part, RevocationEndpoint):
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+    def query_token(self, token_string: str, token_type_hint: Optional[str]) -> Optional[Token]:
+        return self.owner._find(token_string, token_type_hint)
+
+    def revoke_token(self, token: Token, req: Any) -> None:
+        with self.owner._lock:
+            token.access_revoked = token.refresh_revoked = True
+
+
 class OAuth2TestServer:
     """The server; ``start()`` (or ``with``) serves it on ``host``:``port`` (0: a free port).
 
@@ -154,18 +272,19 @@ class OAuth2TestServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("the OAuth2 test server listens on loopback only")
-        self.host, self._port = host, port
-        self.access_token_lifetime = 3600
-        self.access_token_length = 43
-        self.device_interval = 1
-        self.device_lifetime = 600
-        self.slow_downs = 0
+        self.host: str = host
+        self._port = port
+        self.access_token_lifetime: int = 3600
+        self.access_token_length: int = 43
+        self.device_interval: int = 1
+        self.device_lifetime: int = 600
+        self.slow_downs: int = 0
         self.browser_user: Optional[str] = "user@example.test"
         self.refresh_token_expires_in: Optional[int] = None
         self.clients: Dict[str, Client] = {}
         self.tokens: List[Token] = []
-        self.refresh_count = 0  # refresh grants that issued tokens
-        self.token_requests = 0  # requests to the token endpoint, whatever their outcome
+        self.refresh_count: int = 0  # refresh grants that issued tokens
+        self.token_requests: int = 0  # requests to the token endpoint, whatever their outcome
         self.poll_times: List[float] = []  # time.monotonic() of each device-grant poll
         self._lock = threading.RLock()  # werkzeug serves each request in its own thread
         self._codes: Dict[str, Code] = {}
@@ -174,7 +293,7 @@ class OAuth2TestServer:
         self._httpd: Any = None
         self._thread: Optional[threading.Thread] = None
         self.add_client(*INTROSPECTION_CLIENT)
-        self.app = self._build_app()
+        self.app: Any = self._build_app()  # the Flask (WSGI) application
 
     # -- what a test does -------------------------------------------------------------------
     def add_client(self, client_id: str, secret: Optional[str] = None, redirect_uris: Optional[List[str]] = None) -> Client:
@@ -304,115 +423,14 @@ class OAuth2TestServer:
         app = Flask("fastpoplib-oauth2-test-server")
         server = AuthorizationServer(app, query_client=self.clients.get, save_token=self._save_token)
         server.register_token_generator("default", self._generate)
+        server.test_server = self
 
-        class AuthorizationCode(grants.AuthorizationCodeGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
-
-            def save_authorization_code(self, code: str, req: Any) -> None:
-                data = req.payload.data
-                with outer._lock:
-                    outer._codes[code] = Code(
-                        code,
-                        req.client.get_client_id(),
-                        req.payload.redirect_uri,
-                        req.payload.scope or "",
-                        req.user,
-                        data.get("code_challenge"),
-                        data.get("code_challenge_method"),
-                    )
-
-            def query_authorization_code(self, code: str, client: Any) -> Optional[Code]:
-                item = outer._codes.get(code)
-                return item if item is not None and item.client_id == client.get_client_id() else None
-
-            def delete_authorization_code(self, authorization_code: Code) -> None:
-                with outer._lock:
-                    outer._codes.pop(authorization_code.code, None)
-
-            def authenticate_user(self, authorization_code: Code) -> str:
-                return authorization_code.user
-
-        class Refresh(grants.RefreshTokenGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
-            INCLUDE_NEW_REFRESH_TOKEN = True  # rotation
-
-            def authenticate_refresh_token(self, refresh_token: str) -> Optional[Token]:
-                token = outer._find(refresh_token, "refresh_token")
-                return token if token is not None and not token.refresh_revoked else None
-
-            def authenticate_user(self, credential: Token) -> str:
-                return credential.user
-
-            def revoke_old_credential(self, credential: Token) -> None:
-                with outer._lock:
-                    credential.refresh_revoked = True
-                    outer.refresh_count += 1
-
-        class DeviceCode(DeviceCodeGrant):
-            def query_device_credential(self, device_code: str) -> Any:
-                with outer._lock:
-                    outer.poll_times.append(time.monotonic())
-                return outer._devices.get(device_code)
-
-            def query_user_grant(self, user_code: str) -> Optional[Tuple[str, bool]]:
-                return outer._grants.get(user_code)
-
-            def should_slow_down(self, credential: Any) -> bool:
-                with outer._lock:
-                    if outer.slow_downs > 0:
-                        outer.slow_downs -= 1
-                        return True
-                return False
-
-        class DeviceAuthorization(DeviceAuthorizationEndpoint):
-            def create_endpoint_response(self, req: Any) -> Any:
-                self.INTERVAL, self.EXPIRES_IN = outer.device_interval, outer.device_lifetime
-                return super().create_endpoint_response(req)
-
-            def get_verification_uri(self) -> str:
-                return f"{outer.issuer}/device"
-
-            def save_device_credential(self, client_id: str, scope: str, data: Dict[str, Any]) -> None:
-                item = DeviceCredentialDict(client_id=client_id, scope=scope, expires_at=time.time() + data["expires_in"], **data)
-                with outer._lock:
-                    outer._devices[data["device_code"]] = item
-
-        class Introspection(IntrospectionEndpoint):
-            def query_token(self, token_string: str, token_type_hint: Optional[str]) -> Optional[Token]:
-                return outer._find(token_string, token_type_hint)
-
-            def introspect_token(self, token: Token) -> Dict[str, Any]:
-                return {
-                    "active": True,
-                    "client_id": token.client_id,
-                    "token_type": "Bearer",
-                    "username": token.user,
-                    "sub": token.user,
-                    "scope": token.scope,
-                    "iss": outer.issuer,
-                    "iat": int(token.issued_at),
-                    "exp": int(token.issued_at + token.expires_in),
-                }
-
-            def check_permission(self, token: Token, client: Any, req: Any) -> bool:
-                return bool(client.get_client_id() == INTROSPECTION_CLIENT[0])
-
-        class Revocation(RevocationEndpoint):
-            CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
-
-            def query_token(self, token_string: str, token_type_hint: Optional[str]) -> Optional[Token]:
-                return outer._find(token_string, token_type_hint)
-
-            def revoke_token(self, token: Token, req: Any) -> None:
-                with outer._lock:
-                    token.access_revoked = token.refresh_revoked = True
-
-        server.register_grant(AuthorizationCode, [CodeChallenge(required=True)])
-        server.register_grant(Refresh)
-        server.register_grant(DeviceCode)
-        server.register_endpoint(DeviceAuthorization)
-        server.register_endpoint(Introspection)
-        server.register_endpoint(Revocation)
+        server.register_grant(_AuthorizationCode, [CodeChallenge(required=True)])
+        server.register_grant(_Refresh)
+        server.register_grant(_DeviceCode)
+        server.register_endpoint(_DeviceAuthorization)
+        server.register_endpoint(_Introspection)
+        server.register_endpoint(_Revocation)
 
         @app.get("/.well-known/oauth-authorization-server")
         @app.get("/.well-known/openid-configuration")
@@ -435,15 +453,15 @@ class OAuth2TestServer:
 
         @app.post("/device_authorization")
         def device_authorization() -> Any:
-            return server.create_endpoint_response(DeviceAuthorization.ENDPOINT_NAME)
+            return server.create_endpoint_response(_DeviceAuthorization.ENDPOINT_NAME)
 
         @app.post("/introspect")
         def introspect() -> Any:
-            return server.create_endpoint_response(Introspection.ENDPOINT_NAME)
+            return server.create_endpoint_response(_Introspection.ENDPOINT_NAME)
 
         @app.post("/revoke")
         def revoke() -> Any:
-            return server.create_endpoint_response(Revocation.ENDPOINT_NAME)
+            return server.create_endpoint_response(_Revocation.ENDPOINT_NAME)
 
         @app.get("/device")
         def device_page() -> Any:
