@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,7 +34,16 @@ def oauth() -> Iterator[OAuth2TestServer]:
 
 
 def write_config(tmp_path: Path, oauth: OAuth2TestServer, port: int = 1, **extra: str) -> Path:
-    lines = "".join(f'{k} = "{v}"\n' for k, v in extra.items())
+    """Account "work" (OAuth2 at ``oauth``; ``extra`` keys replace or add settings) and
+    account "other" (a password)."""
+    keys = {
+        "auth": "oauth2",
+        "oauth2_provider": "custom",
+        "oauth2_client_id": "mail-client",
+        "oauth2_scope": "mail",
+        "oauth2_issuer": oauth.issuer,
+        **extra,
+    }
     config = tmp_path / "fetch.toml"
     config.write_text(
         textwrap.dedent(
@@ -45,14 +55,9 @@ def write_config(tmp_path: Path, oauth: OAuth2TestServer, port: int = 1, **extra
             user = "user"
             tls = "none"
             insecure = true
-            auth = "oauth2"
-            oauth2_provider = "custom"
-            oauth2_client_id = "mail-client"
-            oauth2_scope = "mail"
-            oauth2_issuer = "{oauth.issuer}"
             """
         )
-        + lines
+        + "".join(f'{k} = "{v}"\n' for k, v in keys.items())
         + '\n[[account]]\nname = "other"\nhost = "127.0.0.1"\nuser = "u"\npassword_env = "X"\n'
     )
     return config
@@ -200,3 +205,43 @@ def test_login_of_a_password_account_or_bad_settings_is_a_usage_error(oauth: OAu
     bad = write_config(tmp_path, oauth, oauth2_token_endpoint="http://login.example.com/token")
     result = cli(tmp_path, "auth", "login", "--config", str(bad), "--account", "work")
     assert result.returncode == 2 and "must be an https:// URL" in result.stderr
+
+
+def test_fetch_without_the_extra_when_a_refresh_is_due_names_it(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    from fastpoplib.oauth2 import TokenStore, record_from, settings_for
+    from fastpoplib.testing import POP3TestServer
+
+    with POP3TestServer(sasl=["XOAUTH2"], stls=False) as pop_server:
+        config = write_config(tmp_path, oauth, port=pop_server.port)
+        acct = types.SimpleNamespace(
+            name="work", oauth2_provider="custom", oauth2_client_id="mail-client", oauth2_scope="mail", oauth2_issuer=oauth.issuer,
+            **dict.fromkeys(["oauth2_client_secret", "oauth2_tenant", "oauth2_token_endpoint", "oauth2_device_endpoint", "oauth2_authorization_endpoint"]),
+        )
+        stale = {"access_token": "old", "refresh_token": "r", "expires_in": 10}  # refresh due
+        TokenStore(tmp_path / "state" / "fastpoplib" / "oauth2", backend="file").save("work", record_from(settings_for(acct), stale))
+        code = "import sys; sys.modules['httpx2'] = None; from fastpoplib.cli import main; sys.exit(main(sys.argv[1:]))"
+        result = subprocess.run(
+            [sys.executable, "-c", code, "fetch", "--config", str(config), "--account", "work", "--maildir", str(tmp_path / "Maildir")],
+            capture_output=True,
+            text=True,
+            env=env(tmp_path),
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert "work: FAILED: OAuth2 needs the oauth extra: pip install 'fastpoplib[oauth]'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"auth": "token"}, "auth must be password or oauth2, not 'token'"),
+        ({"oauth2_token_command": "echo x"}, 'choose auth = "oauth2" or oauth2_token_command, not both'),
+        ({"oauth2_provider": "yahoo"}, "oauth2_provider must be one of microsoft, google, custom, not 'yahoo'"),
+    ],
+)
+def test_bad_oauth2_settings_are_usage_errors(oauth: OAuth2TestServer, tmp_path: Path, extra: dict[str, str], message: str) -> None:
+    config = write_config(tmp_path, oauth, **extra)
+    result = cli(tmp_path, "fetch", "--config", str(config), "--account", "work", "--maildir", str(tmp_path / "Maildir"))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
