@@ -275,3 +275,13 @@ def test_two_concurrent_fetches_refresh_once(fresh: OAuth2TestServer, dove: Dove
     assert oauth.refresh_count == 1
     for i in range(2):
         assert sum(1 for _ in (tmp_path / f"box{i}" / "new").iterdir()) == 3
+
+
+def test_token_of_another_user_is_refused_with_oauth2_advice(fresh: OAuth2TestServer, dove: Dovecot, tmp_path: Path) -> None:
+    signed_in_as, fetching = new_user(dove), new_user(dove)
+    sign_in(tmp_path, fresh, signed_in_as)
+    run = fetch(tmp_path, dovecot_config(tmp_path, fresh, dove, fetching))
+    assert run.returncode == 3, run.stderr
+    assert "check the user name, that POP is enabled for the mailbox, and the app's mail permission (scope)" in run.stderr
+    assert fresh.refresh_count == 1  # refused once: refreshed and tried again, then given up
+    no_token_in(fresh, run.stdout, run.stderr)

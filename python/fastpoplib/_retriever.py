@@ -302,6 +302,9 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
     if isinstance(exc, StoreError):
         return str(exc), EXIT_USAGE if step == "opening the store" else EXIT_PARTIAL
     if isinstance(exc, AuthenticationError):
+        if acct.auth == "oauth2":  # refused even with a freshly refreshed token
+            advice = "check the user name, that POP is enabled for the mailbox, and the app's mail permission (scope)"
+            return f"login refused: {show_bytes(exc.response)}; {advice}", EXIT_AUTH
         return f"login refused: {show_bytes(exc.response)}; check the user name and password", EXIT_AUTH
     if isinstance(exc, ServerError):
         code = EXIT_CONNECTION if step in ("connecting", "starting TLS", "logging in") else EXIT_PARTIAL

@@ -6,6 +6,7 @@ loopback redirect (RFC 8252), and refresh (RFC 6749 §6). Imported only when a t
 from __future__ import annotations
 
 import http.server
+import math
 import secrets
 import threading
 import time
@@ -129,13 +130,17 @@ def device_login(settings: Settings, say: Callable[[str], None], sleep: Callable
             device_code = str(grant["device_code"])
             user_code = str(grant["user_code"])
             uri = str(grant.get("verification_uri") or grant["verification_url"])  # Google's older name
-            interval = max(1.0, float(grant.get("interval", 5)))
-            deadline = time.monotonic() + float(grant.get("expires_in", 900))
+            interval = float(grant.get("interval", 5))
+            lifetime = float(grant.get("expires_in", 900))
+            if not (math.isfinite(interval) and math.isfinite(lifetime)):
+                raise ValueError("not finite")
         except (KeyError, ValueError, TypeError):
-            raise OAuth2Error("the device authorization response lacks device_code, user_code or verification_uri") from None
+            raise OAuth2Error("the device authorization response lacks device_code, user_code, verification_uri or a valid interval") from None
+        interval = max(1.0, interval)
+        deadline = time.monotonic() + lifetime
         say(f"To sign in, open {_printable(uri)} and enter the code {_printable(user_code)}")
         while True:
-            sleep(interval)
+            sleep(max(0.0, min(interval, deadline - time.monotonic())))
             if time.monotonic() >= deadline:
                 raise Denied("the code expired before you approved it; run fastpoplib auth login again")
             try:

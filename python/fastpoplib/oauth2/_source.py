@@ -123,9 +123,8 @@ class TokenSource:
         if record.refresh_token is None:
             raise SignInRequired(name, f"the access token of account {name!r} expired and there is no refresh token")
         settings = self.settings
-        if not settings.token_endpoint and record.token_endpoint:
-            settings = replace(settings, token_endpoint=record.token_endpoint)
-        settings = _grants.discover(settings)
+        if not settings.token_endpoint:  # an issuer's: found at sign-in, kept in the record
+            settings = replace(settings, token_endpoint=record.token_endpoint) if record.token_endpoint else _grants.discover(settings)
         try:
             response = _grants.refresh(settings, record.refresh_token.reveal())
         except InvalidGrant as exc:
