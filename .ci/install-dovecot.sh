@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs Dovecot (POP3; IMAP and LMTP as the retriever's destinations) from Debian packages
-# when missing. Idempotent: with the packages present it changes nothing (a Dovecot you run yourself is left alone). The tests start private,
-# unprivileged instances from generated configs on high loopback ports, so the distro service
-# this installs must not keep running: nothing may be left listening on 110/995.
+# when missing. Idempotent: with the packages present it changes nothing (a Dovecot you run
+# yourself is left alone). The tests start private, unprivileged instances from generated
+# configs on high loopback ports, so the distro service this installs must not keep running:
+# nothing may be left listening on 110/995.
 set -euo pipefail
 
 PACKAGES=(dovecot-core dovecot-pop3d dovecot-imapd dovecot-lmtpd)
