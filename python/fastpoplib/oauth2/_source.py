@@ -78,7 +78,7 @@ class TokenSource:
     def __init__(self, settings: Settings, store: Optional[TokenStore] = None) -> None:
         self.settings: Settings = settings
         self.store: TokenStore = store or TokenStore()
-        self._refused: Optional[str] = None  # the access token a server refused
+        self._refused: Optional[Secret] = None  # the access token a server refused
 
     def __repr__(self) -> str:
         return f"<TokenSource account={self.settings.name!r}>"
@@ -86,7 +86,7 @@ class TokenSource:
     def invalidate(self, token: str) -> None:
         """The server refused ``token``: the next call refreshes unless another run already
         replaced it."""
-        self._refused = token
+        self._refused = Secret(token)
 
     def __call__(self) -> str:
         name = self.settings.name
@@ -114,7 +114,7 @@ class TokenSource:
         return record
 
     def _stale(self, record: TokenRecord) -> bool:
-        return record.expires_within(REFRESH_MARGIN) or record.access_token.reveal() == self._refused
+        return record.expires_within(REFRESH_MARGIN) or record.access_token == self._refused
 
     def _refresh(self, record: TokenRecord) -> TokenRecord:
         from . import _grants
