@@ -219,7 +219,7 @@ def test_fetch_without_the_extra_when_a_refresh_is_due_names_it(oauth: OAuth2Tes
         )
         stale = {"access_token": "old", "refresh_token": "r", "expires_in": 10}  # refresh due
         TokenStore(tmp_path / "state" / "fastpoplib" / "oauth2", backend="file").save("work", record_from(settings_for(acct), stale))
-        code = "import sys; sys.modules['httpx2'] = None; from fastpoplib.cli import main; sys.exit(main(sys.argv[1:]))"
+        code = "import sys; sys.modules['authlib'] = None; from fastpoplib.cli import main; sys.exit(main(sys.argv[1:]))"
         result = subprocess.run(
             [sys.executable, "-c", code, "fetch", "--config", str(config), "--account", "work", "--maildir", str(tmp_path / "Maildir")],
             capture_output=True,

@@ -18,7 +18,10 @@ from ._errors import Denied, InvalidGrant, OAuth2ConfigError, OAuth2Error
 from ._providers import Settings, require_https
 
 try:
-    import httpx2
+    try:
+        import httpx2
+    except ImportError:  # httpx2 needs Python 3.11; authlib uses httpx below that
+        import httpx as httpx2  # type: ignore[no-redef,import-not-found,unused-ignore]
     from authlib.integrations.httpx_client import OAuth2Client, OAuthError  # type: ignore[import-untyped,unused-ignore]
 except ImportError:  # pragma: no cover - depends on the extras installed
     raise ImportError("OAuth2 needs the oauth extra: pip install 'fastpoplib[oauth]'") from None
