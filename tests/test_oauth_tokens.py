@@ -326,3 +326,14 @@ def test_keyring_is_used_when_a_backend_works_else_the_file(tmp_path: Path, monk
         assert store.load("a") == record and not memory.data
     finally:
         keyring.set_keyring(previous)
+
+
+def test_account_state_for_the_status_command(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    from fastpoplib.oauth2 import account_state
+
+    empty = TokenStore(tmp_path / "empty", backend="file")
+    assert account_state(account(oauth), empty) == "work: not signed in (fastpoplib auth login --account work)"
+    source = signed_in(oauth, tmp_path)
+    line = account_state(account(oauth), source.store)
+    assert line.startswith("work: signed in; access token valid for 60 min; refresh token stored")
+    assert source() not in line

@@ -11,11 +11,12 @@ This package imports only the standard library; the HTTP parts (authlib, httpx: 
 from ._errors import Denied, InvalidGrant, OAuth2ConfigError, OAuth2Error
 from ._providers import GOOGLE_SCOPE, MICROSOFT_SCOPE, Settings, settings_for
 from ._secret import Secret
-from ._source import REFRESH_MARGIN, SignInRequired, TokenSource, record_from, state_line, token_source
+from ._source import REFRESH_MARGIN, account_state, SignInRequired, TokenSource, record_from, state_line, token_source
 from ._tokens import TokenRecord, TokenStore, TokenStoreError
 
 __all__ = [
     "Denied",
+    "account_state",
     "InvalidGrant",
     "OAuth2Error",
     "GOOGLE_SCOPE",

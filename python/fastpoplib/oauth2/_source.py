@@ -169,3 +169,10 @@ def token_source(account: Any, store: Optional[TokenStore] = None) -> TokenSourc
     settings and stored tokens): ``token_source(acct)()`` is a fresh access token. For the
     POP3 login and for an IMAP destination alike."""
     return TokenSource(settings_for(account), store)
+
+
+def account_state(account: Any, store: Optional[TokenStore] = None) -> str:
+    """:func:`state_line` of a retriever account with ``auth = "oauth2"``, read from the
+    store: for ``fastpoplib status``. Raises TokenStoreError when the store is unreadable."""
+    return state_line(account.name, (store or TokenStore()).load(account.name))
+
