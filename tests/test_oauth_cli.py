@@ -112,8 +112,11 @@ def test_device_login_then_status_then_logout(oauth: OAuth2TestServer, tmp_path:
     assert "work: signed in; access token valid for 60 min" in status.stdout
     assert "other: signs in with a password" in status.stdout
     no_token_in(oauth, out, err, status.stdout, status.stderr)
+    assert oauth.active_refresh_tokens()
     logout = cli(tmp_path, "auth", "logout", "--config", str(config), "--account", "work")
     assert logout.returncode == 0 and "signed out" in logout.stdout
+    assert "work: the provider revoked the sign-in" in logout.stdout  # RFC 7009, found by discovery
+    assert oauth.active_refresh_tokens() == []
     status = cli(tmp_path, "auth", "status", "--config", str(config), "--account", "work")
     assert status.returncode == 3
     assert "work: not signed in (fastpoplib auth login --account work)" in status.stdout

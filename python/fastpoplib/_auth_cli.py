@@ -110,6 +110,26 @@ def cmd_logout(args: argparse.Namespace, accounts_from: Any) -> int:
     (acct,) = _oauth2_accounts(args, accounts_from)
     store = _store()
     with store.locked(acct.name):
+        try:
+            record = store.load(acct.name)
+        except TokenStoreError:
+            record = None  # damaged: nothing to revoke, deleted below
+        if record is not None and record.refresh_token is not None and not record.failed:
+            _revoke(acct, record.refresh_token.reveal())
         removed = store.delete(acct.name)
     print(f"{printable(acct.name)}: " + ("signed out; its tokens are deleted" if removed else "was not signed in"))
     return EXIT_OK
+
+
+def _revoke(acct: Account, refresh_token: str) -> None:
+    """Revoke at the provider when it has a revocation endpoint (RFC 7009: Google, issuers
+    that publish one; not Microsoft); a failure is reported, the local tokens go anyway."""
+    try:
+        from .oauth2 import _grants
+
+        settings = _grants.discover(settings_for(acct))
+        if settings.revocation_endpoint:
+            _grants.revoke(settings, refresh_token)
+            print(f"{printable(acct.name)}: the provider revoked the sign-in")
+    except (ImportError, OAuth2ConfigError, OAuth2Error) as exc:
+        print(f"{printable(acct.name)}: could not revoke the sign-in at the provider ({exc}); deleting the tokens here anyway")

@@ -38,6 +38,7 @@ def _client(settings: Settings) -> Any:
         client_id=settings.client_id,
         client_secret=secret,
         token_endpoint_auth_method="client_secret_post" if secret else "none",
+        revocation_endpoint_auth_method="client_secret_post" if secret else "none",
         scope=settings.scope,
         code_challenge_method="S256",
         timeout=HTTP_TIMEOUT,
@@ -103,6 +104,19 @@ def refresh(settings: Settings, refresh_token: str) -> Dict[str, Any]:
             return dict(client.refresh_token(url, refresh_token=refresh_token))
         except Exception as exc:  # noqa: BLE001 - authlib raises httpx, OAuthError and ValueError
             raise _what(exc, url) from None
+
+
+def revoke(settings: Settings, refresh_token: str) -> None:
+    """RFC 7009: ask the provider to revoke the refresh token (and the grant with it).
+    Raises OAuth2Error when the request fails or is refused."""
+    url = _endpoint(settings.revocation_endpoint, "revocation endpoint")
+    with _client(settings) as client:
+        try:
+            resp = client.revoke_token(url, token=refresh_token, token_type_hint="refresh_token")
+        except Exception as exc:  # noqa: BLE001 - httpx errors
+            raise _what(exc, url) from None
+    if resp.status_code != 200:
+        raise OAuth2Error(f"{urlsplit(url).netloc} answered HTTP {resp.status_code} to the revocation")
 
 
 def _endpoint(url: Optional[str], key: str) -> str:

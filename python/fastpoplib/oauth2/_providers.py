@@ -34,6 +34,7 @@ class Settings:
     token_endpoint: Optional[str] = None
     device_endpoint: Optional[str] = None
     authorization_endpoint: Optional[str] = None
+    revocation_endpoint: Optional[str] = None  # RFC 7009, used by `auth logout` when known
     issuer: Optional[str] = None
     refresh_lifetime: Optional[int] = None  # seconds a refresh token lives unused, when known
     redirect_host: str = "127.0.0.1"  # the loopback redirect's host name (RFC 8252 §7.3)
@@ -49,6 +50,7 @@ class Settings:
             token_endpoint=pick(self.token_endpoint, "token_endpoint"),
             device_endpoint=pick(self.device_endpoint, "device_authorization_endpoint"),
             authorization_endpoint=pick(self.authorization_endpoint, "authorization_endpoint"),
+            revocation_endpoint=pick(self.revocation_endpoint, "revocation_endpoint"),
         )
 
 
@@ -109,6 +111,7 @@ def settings_for(account: Any) -> Settings:
             token_endpoint="https://oauth2.googleapis.com/token",
             device_endpoint="https://oauth2.googleapis.com/device/code",
             authorization_endpoint="https://accounts.google.com/o/oauth2/v2/auth",
+            revocation_endpoint="https://oauth2.googleapis.com/revoke",
         )
     else:
         if not account.oauth2_scope:
