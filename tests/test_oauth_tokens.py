@@ -337,3 +337,43 @@ def test_account_state_for_the_status_command(oauth: OAuth2TestServer, tmp_path:
     line = account_state(account(oauth), source.store)
     assert line.startswith("work: signed in; access token valid for 60 min; refresh token stored")
     assert source() not in line
+
+
+def test_browser_redirect_with_another_state_is_ignored(oauth: OAuth2TestServer) -> None:
+    """A request to the loopback receiver that does not carry our state (another local
+    program guessing the port) gets 400 and does not end the sign-in."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    oauth.browser_user = "user"
+    settings = _grants.discover(settings_for(account(oauth)))
+    forged: list[int] = []
+
+    def browser(url: str) -> None:
+        redirect = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["redirect_uri"][0]
+        try:
+            urllib.request.urlopen(redirect + "?code=forged&state=wrong", timeout=10)
+        except urllib.error.HTTPError as exc:
+            forged.append(exc.code)
+        urllib.request.urlopen(url, timeout=10).read()
+
+    response = _grants.browser_login(settings, lambda text: None, open_browser=browser)
+    assert forged == [400]
+    assert response["access_token"] in oauth.issued_tokens()
+
+
+def test_refused_device_request_hints_at_the_browser_for_google(oauth: OAuth2TestServer) -> None:
+    from fastpoplib.oauth2 import OAuth2Error, Settings
+
+    settings = Settings(
+        name="g",
+        provider="google",
+        client_id="unknown-client",
+        client_secret=None,
+        scope="https://mail.google.com/",
+        token_endpoint=f"{oauth.issuer}/token",
+        device_endpoint=f"{oauth.issuer}/device_authorization",
+    )
+    with pytest.raises(OAuth2Error, match="refused: invalid_client; Google allows its mail scope only with --browser"):
+        _grants.device_login(settings, lambda text: None, sleep=lambda s: None)
