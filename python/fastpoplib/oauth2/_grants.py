@@ -213,7 +213,7 @@ def browser_login(settings: Settings, say: Callable[[str], None], open_browser: 
     receiver: Any = http.server.HTTPServer(("127.0.0.1", 0), _Redirect)
     receiver.timeout = 1.0
     receiver.state, receiver.result = secrets.token_urlsafe(24), None
-    redirect_uri = f"http://{settings.redirect_host}:{receiver.server_port}/"
+    redirect_uri = f"http://{settings.redirect_host}:{receiver.server_port}"  # no path: Entra matches "http://localhost"
     verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43..128
     try:
         with _client(settings) as client:
