@@ -47,9 +47,10 @@ def _client(settings: Settings) -> Any:
 
 
 def _what(exc: BaseException, url: str) -> OAuth2Error:
-    """An OAuth2Error for a failed request; the server's own error text is kept out of it
-    only when it could hold a token (it never should: error codes are fixed words)."""
-    host = urlsplit(url).netloc
+    """An OAuth2Error for a failed request, naming the host (never userinfo from the URL) and
+    the server's error code and description (printable, 200 characters at most): RFC 6749
+    §5.2 error words and prose, not tokens."""
+    host = _host(url)
     if isinstance(exc, OAuthError):
         description = f" ({_printable(exc.description)})" if exc.description else ""
         error = _printable(exc.error or "error")
@@ -61,6 +62,11 @@ def _what(exc: BaseException, url: str) -> OAuth2Error:
     if isinstance(exc, httpx2.HTTPError):
         return OAuth2Error(f"cannot reach {host}: {type(exc).__name__}; check the network and the endpoint")
     return OAuth2Error(f"{host} sent a reply that is not an OAuth2 token response; check the endpoint")
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def _printable(text: str, limit: int = 200) -> str:
@@ -116,7 +122,7 @@ def revoke(settings: Settings, refresh_token: str) -> None:
         except Exception as exc:  # noqa: BLE001 - httpx errors
             raise _what(exc, url) from None
     if resp.status_code != 200:
-        raise OAuth2Error(f"{urlsplit(url).netloc} answered HTTP {resp.status_code} to the revocation")
+        raise OAuth2Error(f"{_host(url)} answered HTTP {resp.status_code} to the revocation")
 
 
 def _endpoint(url: Optional[str], key: str) -> str:
