@@ -377,3 +377,10 @@ def test_refused_device_request_hints_at_the_browser_for_google(oauth: OAuth2Tes
     )
     with pytest.raises(OAuth2Error, match="refused: invalid_client; Google allows its mail scope only with --browser"):
         _grants.device_login(settings, lambda text: None, sleep=lambda s: None)
+
+
+def test_server_echoing_the_refresh_token_in_its_error_does_not_leak_it() -> None:
+    error = _grants.OAuthError("invalid_grant", "refresh token rt-SECRET-123 was revoked\x1b[2J")
+    exc = _grants._what(error, "https://user:pw@login.example.com/token", "rt-SECRET-123")
+    assert isinstance(exc, _grants.InvalidGrant)
+    assert str(exc) == "login.example.com refused the grant: invalid_grant (refresh token **** was revoked?[2J)"

@@ -46,13 +46,14 @@ def _client(settings: Settings) -> Any:
     )
 
 
-def _what(exc: BaseException, url: str) -> OAuth2Error:
+def _what(exc: BaseException, url: str, sent: str = "") -> OAuth2Error:
     """An OAuth2Error for a failed request, naming the host (never userinfo from the URL) and
     the server's error code and description (printable, 200 characters at most): RFC 6749
-    §5.2 error words and prose, not tokens."""
+    §5.2 error words and prose, with the token ``sent`` masked should the server echo it."""
     host = _host(url)
     if isinstance(exc, OAuthError):
-        description = f" ({_printable(exc.description)})" if exc.description else ""
+        text = str(exc.description or "")
+        description = f" ({_printable(text.replace(sent, '****') if sent else text)})" if text else ""
         error = _printable(exc.error or "error")
         if exc.error == "invalid_grant":
             return InvalidGrant(f"{host} refused the grant: invalid_grant{description}")
@@ -109,7 +110,7 @@ def refresh(settings: Settings, refresh_token: str) -> Dict[str, Any]:
         try:
             return dict(client.refresh_token(url, refresh_token=refresh_token))
         except Exception as exc:  # noqa: BLE001 - authlib raises httpx, OAuthError and ValueError
-            raise _what(exc, url) from None
+            raise _what(exc, url, refresh_token) from None
 
 
 def revoke(settings: Settings, refresh_token: str) -> None:
@@ -120,7 +121,7 @@ def revoke(settings: Settings, refresh_token: str) -> None:
         try:
             resp = client.revoke_token(url, token=refresh_token, token_type_hint="refresh_token")
         except Exception as exc:  # noqa: BLE001 - httpx errors
-            raise _what(exc, url) from None
+            raise _what(exc, url, refresh_token) from None
     if resp.status_code != 200:
         raise OAuth2Error(f"{_host(url)} answered HTTP {resp.status_code} to the revocation")
 
