@@ -173,7 +173,7 @@ class Account:
     auth: str = "password"  # or "oauth2": tokens from `fastpoplib auth login` (the oauth2_* keys)
     oauth2_provider: str | None = None
     oauth2_client_id: str | None = None
-    oauth2_client_secret: str | None = None
+    oauth2_client_secret: str | None = field(default=None, repr=False)  # not confidential for desktop apps, still never shown
     oauth2_scope: str | None = None
     oauth2_tenant: str | None = None
     oauth2_issuer: str | None = None
