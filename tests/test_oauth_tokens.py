@@ -389,6 +389,6 @@ def test_server_echoing_the_refresh_token_in_its_error_does_not_leak_it() -> Non
 def test_account_repr_hides_the_client_secret() -> None:
     from fastpoplib._retriever import Account
 
-    acct = Account(host="h", user="u", auth="oauth2", oauth2_client_id="id", oauth2_client_secret="GOCSPX-secret")
+    acct = Account(host="h", user="u", auth="oauth2", oauth2_provider="google", oauth2_client_id="id", oauth2_client_secret="GOCSPX-secret")
     assert "GOCSPX-secret" not in repr(acct)
     assert "GOCSPX-secret" not in repr(settings_for(acct))
