@@ -392,3 +392,17 @@ def test_account_repr_hides_the_client_secret() -> None:
     acct = Account(host="h", user="u", auth="oauth2", oauth2_provider="google", oauth2_client_id="id", oauth2_client_secret="GOCSPX-secret")
     assert "GOCSPX-secret" not in repr(acct)
     assert "GOCSPX-secret" not in repr(settings_for(acct))
+
+
+def test_token_lock_held_too_long_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastpoplib._store import LockBusy
+    from fastpoplib.oauth2 import _tokens
+
+    monkeypatch.setattr(_tokens, "LOCK_WAIT", 0.3)
+    holder, waiter = TokenStore(tmp_path, backend="file"), TokenStore(tmp_path, backend="file")
+    with holder.locked("work"):
+        with pytest.raises(LockBusy, match="another run held the OAuth2 token lock of account 'work' for over 0.3 s; try again"):
+            with waiter.locked("work"):
+                pass
+    with waiter.locked("work"):  # released: free again
+        pass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .._store import AccountLock, make_dirs, write_atomic
+from .._store import AccountLock, LockBusy, make_dirs, write_atomic
 from ._secret import Secret
 
 KEYRING_SERVICE = "fastpoplib-oauth2"
@@ -171,13 +171,16 @@ class TokenStore:
 
 class _Locked:
     def __init__(self, store: TokenStore, name: str) -> None:
-        self._store, self._lock = store, AccountLock(store.directory, "oauth2:" + name)
+        self._store, self._name, self._lock = store, name, AccountLock(store.directory, "oauth2:" + name)
 
     def __enter__(self) -> None:
         self._store._ensure_dir()
         # flock on a file opened anew for each holder: excludes other processes and other
         # threads of this one alike.
-        self._lock.acquire(LOCK_WAIT, threading.Event())
+        try:
+            self._lock.acquire(LOCK_WAIT, threading.Event())
+        except LockBusy:
+            raise LockBusy(f"another run held the OAuth2 token lock of account {self._name!r} for over {LOCK_WAIT:g} s; try again") from None
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
