@@ -406,3 +406,14 @@ def test_token_lock_held_too_long_says_so(tmp_path: Path, monkeypatch: pytest.Mo
                 pass
     with waiter.locked("work"):  # released: free again
         pass
+
+
+@pytest.mark.parametrize(("expires_in", "kept"), [("3600", 3600), (-5, 0), (10**12, 86400), (float("nan"), 3600), ("soon", 3600), (None, 3600)])
+def test_lying_expires_in_is_bounded(expires_in: Any, kept: float) -> None:
+    settings = types.SimpleNamespace(client_id="c", token_endpoint="http://127.0.0.1/t", scope="s", refresh_lifetime=None)
+    response = {"access_token": "at", "refresh_token": "rt", "refresh_token_expires_in": float("inf")}
+    if expires_in is not None:
+        response["expires_in"] = expires_in
+    record = record_from(settings, response, now=1000.0)  # type: ignore[arg-type]
+    assert record.expires_at == 1000.0 + kept
+    assert record.refresh_expires_at is None

@@ -5,6 +5,7 @@ and saving a rotated refresh token before the new access token is used."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from typing import Any, Dict, Optional
@@ -17,6 +18,7 @@ from ._tokens import TokenRecord, TokenStore
 REFRESH_MARGIN = 300.0  # seconds: refresh when the access token expires sooner (issue 18)
 WARN_BEFORE = 14 * 86400  # seconds before a refresh token's known expiry to warn
 DEFAULT_LIFETIME = 3600  # seconds, when a token response has no expires_in
+MAX_LIFETIME = 86400.0  # seconds an access token is trusted at most, whatever the server says
 
 log = logging.getLogger("fastpoplib.oauth2")
 
@@ -43,12 +45,17 @@ def record_from(settings: Settings, response: Dict[str, Any], previous: Optional
         lifetime = float(response.get("expires_in", DEFAULT_LIFETIME))
     except (TypeError, ValueError):
         lifetime = DEFAULT_LIFETIME
+    if math.isnan(lifetime):
+        lifetime = DEFAULT_LIFETIME
+    lifetime = min(max(lifetime, 0.0), MAX_LIFETIME)  # a lying server gets no token kept forever
     refresh_expires_at: Optional[float] = None
     if "refresh_token_expires_in" in response:  # Google, for apps in testing (7 days)
         try:
             refresh_expires_at = now + float(response["refresh_token_expires_in"])
         except (TypeError, ValueError):
             pass
+        if refresh_expires_at is not None and not math.isfinite(refresh_expires_at):
+            refresh_expires_at = None
     elif settings.refresh_lifetime is not None:
         refresh_expires_at = now + settings.refresh_lifetime
     elif previous is not None and not isinstance(refresh, str):
