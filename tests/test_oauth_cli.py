@@ -142,7 +142,7 @@ def test_user_denies(oauth: OAuth2TestServer, tmp_path: Path) -> None:
     oauth.deny(code)
     rc, out, err = finish(proc)
     assert rc == 3
-    assert "sign-in failed: the sign-in was refused at the authorization server" in out
+    assert "sign-in failed: the sign-in was refused at the authorization server" in err
     assert "Traceback" not in err
 
 
@@ -151,7 +151,7 @@ def test_code_expires_before_approval(oauth: OAuth2TestServer, tmp_path: Path) -
     proc, _ = device_login(tmp_path, write_config(tmp_path, oauth))
     rc, out, err = finish(proc)
     assert rc == 3
-    assert "the code expired before you approved it; run fastpoplib auth login again" in out
+    assert "the code expired before you approved it; run fastpoplib auth login again" in err
     assert "Traceback" not in err
 
 
@@ -183,7 +183,7 @@ def test_browser_login_refused(oauth: OAuth2TestServer, tmp_path: Path) -> None:
     browser = env(tmp_path, BROWSER=f"{sys.executable} {script} %s")
     result = cli(tmp_path, "auth", "login", "--config", str(config), "--account", "work", "--browser", env=browser)
     assert result.returncode == 3
-    assert "sign-in failed: the sign-in was refused: access_denied" in result.stdout
+    assert "sign-in failed: the sign-in was refused: access_denied" in result.stderr
 
 
 def test_missing_oauth_extra_names_it(oauth: OAuth2TestServer, tmp_path: Path) -> None:
@@ -248,3 +248,19 @@ def test_bad_oauth2_settings_are_usage_errors(oauth: OAuth2TestServer, tmp_path:
     result = cli(tmp_path, "fetch", "--config", str(config), "--account", "work", "--maildir", str(tmp_path / "Maildir"))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+def test_logout_while_another_run_holds_the_token_lock_exits_5(
+    oauth: OAuth2TestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastpoplib.cli import main
+    from fastpoplib.oauth2 import TokenStore, _tokens
+
+    monkeypatch.setattr(_tokens, "LOCK_WAIT", 0.2)
+    for key, value in env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    config = write_config(tmp_path, oauth)
+    with TokenStore().locked("work"):
+        code = main(["auth", "logout", "--config", str(config), "--account", "work"])
+    assert code == 5
+    assert "another run held the OAuth2 token lock of account 'work'" in capsys.readouterr().err

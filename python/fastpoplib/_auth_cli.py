@@ -6,9 +6,11 @@ never prints a token."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from ._retriever import EXIT_AUTH, EXIT_CONNECTION, EXIT_OK, Account, ConfigError, printable
+from ._retriever import EXIT_AUTH, EXIT_BUSY, EXIT_CONNECTION, EXIT_OK, Account, ConfigError, printable
+from ._store import LockBusy
 from .oauth2 import Denied, InvalidGrant, OAuth2ConfigError, OAuth2Error, TokenStore, TokenStoreError, record_from, settings_for, state_line
 
 EXTRA = "pip install 'fastpoplib[oauth]'"
@@ -77,11 +79,14 @@ def cmd_login(args: argparse.Namespace, accounts_from: Any) -> int:
         raise ConfigError(f"{args.config}: account {acct.name!r}: {exc}") from None
     except TokenStoreError as exc:
         raise ConfigError(str(exc)) from None
+    except LockBusy as exc:
+        print(f"fastpoplib: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except (Denied, InvalidGrant) as exc:
-        print(f"fastpoplib: sign-in failed: {exc}", flush=True)
+        print(f"fastpoplib: sign-in failed: {printable(str(exc))}", file=sys.stderr)
         return EXIT_AUTH
     except OAuth2Error as exc:
-        print(f"fastpoplib: sign-in failed: {exc}", flush=True)
+        print(f"fastpoplib: sign-in failed: {printable(str(exc))}", file=sys.stderr)
         return EXIT_CONNECTION
     print(f"{printable(acct.name)}: signed in; tokens stored in the {store.kind}")
     return EXIT_OK
@@ -109,14 +114,18 @@ def cmd_status(args: argparse.Namespace, accounts_from: Any) -> int:
 def cmd_logout(args: argparse.Namespace, accounts_from: Any) -> int:
     (acct,) = _oauth2_accounts(args, accounts_from)
     store = _store()
-    with store.locked(acct.name):
-        try:
-            record = store.load(acct.name)
-        except TokenStoreError:
-            record = None  # damaged: nothing to revoke, deleted below
-        if record is not None and record.refresh_token is not None and not record.failed:
-            _revoke(acct, record.refresh_token.reveal())
-        removed = store.delete(acct.name)
+    try:
+        with store.locked(acct.name):
+            try:
+                record = store.load(acct.name)
+            except TokenStoreError:
+                record = None  # damaged: nothing to revoke, deleted below
+            if record is not None and record.refresh_token is not None and not record.failed:
+                _revoke(acct, record.refresh_token.reveal())
+            removed = store.delete(acct.name)
+    except LockBusy as exc:
+        print(f"fastpoplib: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     print(f"{printable(acct.name)}: " + ("signed out; its tokens are deleted" if removed else "was not signed in"))
     return EXIT_OK
 
