@@ -417,3 +417,23 @@ def test_lying_expires_in_is_bounded(expires_in: Any, kept: float) -> None:
     record = record_from(settings, response, now=1000.0)  # type: ignore[arg-type]
     assert record.expires_at == 1000.0 + kept
     assert record.refresh_expires_at is None
+
+
+def test_source_offering_the_same_token_again_is_not_retried() -> None:
+    class Stubborn:
+        def __init__(self) -> None:
+            self.invalidated: list[str] = []
+
+        def __call__(self) -> str:
+            return "wrong"
+
+        def invalidate(self, token: str) -> None:
+            self.invalidated.append(token)
+
+    source = Stubborn()
+    with POP3TestServer(sasl=["XOAUTH2"], oauth2_tokens={"user": "right"}) as pop_server:
+        with fastpoplib.POP3(pop_server.host, pop_server.port) as pop:
+            with pytest.raises(fastpoplib.AuthenticationError):
+                pop.login("user", oauth2=source, allow_insecure=True)
+        auth_lines = [line for line in pop_server.sessions[0].commands if line.startswith(b"AUTH")]
+    assert source.invalidated == ["wrong"] and len(auth_lines) == 1

@@ -215,14 +215,17 @@ def login(
     token = yield _flows.Offload(lambda: _token(oauth2))
     try:
         return (yield from _try_methods(client, methods, user, token, True))
-    except AuthenticationError:
+    except AuthenticationError as exc:
         invalidate = getattr(oauth2, "invalidate", None)
         if invalidate is None:
             raise
         invalidate(token)
-        _trace.event(logging.INFO, client._label, "OAuth2 token refused; trying once more with a new one")
-    token = yield _flows.Offload(lambda: _token(oauth2))
-    return (yield from _try_methods(client, methods, user, token, True))
+        refused = exc
+    fresh = yield _flows.Offload(lambda: _token(oauth2))
+    if fresh == token:  # nothing new to offer: another attempt would only count as a failure
+        raise refused
+    _trace.event(logging.INFO, client._label, "OAuth2 token refused; trying once more with a new one")
+    return (yield from _try_methods(client, methods, user, fresh, True))
 
 
 def _try_methods(client: Any, methods: List[str], user: str, secret: str, oauth2: bool) -> _flows.Flow:
