@@ -6,7 +6,8 @@ chart when matplotlib is installed).
 
 Rows: retrieval of 1,000 x 4 KB and 10 x 20 MB (plaintext and TLS) with poplib's retr(),
 fastpoplib's retr(), and fastpoplib's fastest path (retr_many / retr_iter); LIST+UIDL of
-20,000 messages; connect+login+quit; peak memory streaming one 20 MB (and with --huge a
+20,000 messages (whole sessions, and the calls alone with their peak memory and the ratios
+the project aims at); connect+login+quit; peak memory streaming one 20 MB (and with --huge a
 500 MB) message; and a raw-socket reader as the physical ceiling. Needs root and Dovecot
 (.ci/install-dovecot.sh). Not a test."""
 
@@ -116,17 +117,70 @@ def raw_reader(dove: Dovecot, user: str, tls: bool) -> int:
     return total
 
 
-def list_uidl(lib: Any, dove: Dovecot) -> int:
+def list_uidl(lib: Any, dove: Dovecot, merged: bool = False) -> int:
     p = lib.POP3(dove.host, dove.plain_port, timeout=60)
     p.user("many")
     p.pass_(PASSWORD)
-    if lib is fastpoplib:
+    if merged:
         n = len(p.messages())
     else:
         n = len(p.list()[1])
         p.uidl()
     p.quit()
     return n
+
+
+# The listing alone, in a fresh process per run: wall time of the calls (Dovecot opens the
+# mailbox at the first command after login, the same for every client, so a STAT comes
+# first) and the peak RSS they add, with the result held as a caller holds it. `absolute` is
+# the process's whole peak, each process importing only the library it measures.
+LISTING_CHILD = """
+import sys, time
+
+def hwm_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+case, host, port, pw = sys.argv[1:5]
+if case == "poplib":
+    import poplib as lib
+else:
+    import fastpoplib as lib
+p = lib.POP3(host, int(port), timeout=120)
+p.user("many"); p.pass_(pw); p.stat()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = hwm_mib()
+started = time.perf_counter()
+result = p.messages() if case == "messages" else (p.list(), p.uidl())
+wall = time.perf_counter() - started
+print(wall, hwm_mib() - base, hwm_mib())
+p.quit()
+"""
+
+LISTING_CASES = {"poplib list()+uidl()": "poplib", "fastpoplib list()+uidl()": "fast", "fastpoplib messages()": "messages"}
+
+
+def listing(dove: Dovecot, runs: int) -> Dict[str, Dict[str, float]]:
+    """Medians per case of (wall s, added peak MiB, absolute peak MiB), cases alternating."""
+    got: Dict[str, List[List[float]]] = {case: [] for case in LISTING_CASES}
+    for _ in range(runs):
+        for case, arg in LISTING_CASES.items():
+            out = subprocess.run([sys.executable, "-c", LISTING_CHILD, arg, dove.host, str(dove.plain_port), PASSWORD],
+                                 capture_output=True, text=True, timeout=600, check=True)
+            got[case].append([float(v) for v in out.stdout.split()])
+    medians = {case: {key: statistics.median(v[i] for v in values) for i, key in enumerate(("wall", "added", "absolute"))}
+               for case, values in got.items()}
+    poplib_, ours, merged = (medians[case] for case in LISTING_CASES)
+    print(f"\nLIST+UIDL of 20,000 messages, the calls alone ({runs} runs, medians)")
+    for case, m in medians.items():
+        print(f"  {case:<26} wall {m['wall']:.4f} s  peak added {m['added']:6.2f} MiB  process peak {m['absolute']:6.1f} MiB")
+    print(f"  messages() wall / poplib list()+uidl():      {merged['wall'] / poplib_['wall']:.2f}x (target <= 0.8x)")
+    print(f"  messages() wall / our list()+uidl():         {merged['wall'] / ours['wall']:.2f}x (target <= 1.0x)")
+    print(f"  messages() peak added / poplib's:            {merged['added'] / poplib_['added']:.2f}x (target <= 1.5x)")
+    print(f"  messages() process peak / poplib's:          {merged['absolute'] / poplib_['absolute']:.2f}x")
+    return medians
 
 
 def login_quit(lib: Any, dove: Dovecot) -> int:
@@ -201,8 +255,10 @@ def main() -> None:
                     rows.append(run_cases(f"{label} {'TLS' if tls else 'plain'}", cases, runs))
             rows.append(run_cases("LIST+UIDL, 20,000 msgs", {
                 "poplib list()+uidl()": lambda: list_uidl(poplib, dove),
-                "fastpoplib messages()": lambda: list_uidl(fastpoplib, dove),
+                "fastpoplib list()+uidl()": lambda: list_uidl(fastpoplib, dove),
+                "fastpoplib messages()": lambda: list_uidl(fastpoplib, dove, merged=True),
             }, runs))
+            listed = listing(dove, runs)
             rows.append(run_cases("connect+login+quit", {
                 "poplib": lambda: login_quit(poplib, dove),
                 "fastpoplib": lambda: login_quit(fastpoplib, dove),
@@ -212,7 +268,7 @@ def main() -> None:
                 memory["500 MB"] = {"fastpoplib retr_to()": peak_memory(dove, "one500", "fastpoplib retr_to()")}
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    report(rows, memory, runs, Path(args.out))
+    report(rows, memory, listed, runs, Path(args.out))
 
 
 def run_cases(title: str, cases: Dict[str, Callable[[], int]], runs: int) -> Dict[str, Any]:
@@ -235,7 +291,7 @@ def run_cases(title: str, cases: Dict[str, Callable[[], int]], runs: int) -> Dic
     return {"title": title, "summary": summary}
 
 
-def report(rows: List[Dict[str, Any]], memory: Dict[str, Dict[str, float]], runs: int, out: Path) -> None:
+def report(rows: List[Dict[str, Any]], memory: Dict[str, Dict[str, float]], listed: Dict[str, Dict[str, float]], runs: int, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Medians of {runs} runs, clients alternating in the same run; ratios against the first row of each group.", "",
              "| case | client | wall s | client CPU s | wall ratio | CPU ratio |", "|---|---|---:|---:|---:|---:|"]
@@ -249,9 +305,15 @@ def report(rows: List[Dict[str, Any]], memory: Dict[str, Dict[str, float]], runs
     for size, m in memory.items():
         cells = [f"{m[case]:.1f} MiB" if case in m else "not run (holds the whole message)" for case in MEMORY_CASES]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    first = next(iter(listed.values()))
+    lines += ["", "| LIST+UIDL of 20,000 messages, the calls alone (median) | wall s | wall ratio | peak added | ratio | process peak |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for case, m in listed.items():
+        lines.append(f"| {case} | {m['wall']:.4f} | {m['wall'] / first['wall']:.2f}x | {m['added']:.2f} MiB | "
+                     f"{m['added'] / first['added']:.2f}x | {m['absolute']:.1f} MiB |")
     text = "\n".join(lines) + "\n"
     (out / "dovecot.md").write_text(text)
-    (out / "dovecot.json").write_text(json.dumps({"rows": rows, "memory": memory}, indent=1))
+    (out / "dovecot.json").write_text(json.dumps({"rows": rows, "memory": memory, "listing": listed}, indent=1))
     print("\n" + text)
     try:
         import matplotlib

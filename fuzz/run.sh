@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-20}"
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-for target in status_and_body greeting capa; do
+for target in status_and_body greeting capa session; do
     mkdir -p "corpus/$target"
     echo "fuzzing $target for ${seconds}s"
     # libFuzzer logs every new input; keep the end (stats, or the crash and its input). The

@@ -48,7 +48,7 @@ def test_python_examples_compile(path: Path) -> None:
 
 def cli_options() -> set[str]:
     options: set[str] = set()
-    for command in ([], ["fetch"], ["ls"], ["serve"], ["demo"]):
+    for command in ([], ["fetch"], ["watch"], ["status"], ["ls"], ["serve"], ["demo"]):
         result = subprocess.run(
             [sys.executable, "-m", "fastpoplib", *command, "--help"], check=True, capture_output=True, text=True, timeout=60
         )

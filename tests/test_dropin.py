@@ -102,8 +102,6 @@ def open_with_context(kind: str, mode: str, srv: POP3TestServer, ctx: ssl.SSLCon
     """A client of ``kind`` whose TLS is done with ``ctx``: implicit TLS, or plain + stls()."""
     if mode == "implicit":
         return clients.connect(kind, srv.host, srv.port, tls=True, context=ctx, timeout=timeout)
-    if kind == "async" and sys.version_info < (3, 11):
-        pytest.skip("AsyncPOP3.stls(context=...) needs Python 3.11 (StreamWriter.start_tls)")
     p = clients.connect(kind, srv.host, srv.port, timeout=timeout)
     try:
         p.stls(context=ctx)

@@ -264,3 +264,13 @@ def test_logout_while_another_run_holds_the_token_lock_exits_5(
         code = main(["auth", "logout", "--config", str(config), "--account", "work"])
     assert code == 5
     assert "another run held the OAuth2 token lock of account 'work'" in capsys.readouterr().err
+
+
+def test_status_command_shows_the_sign_in_state(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, oauth)
+    result = cli(tmp_path, "status", "--config", str(config), "--maildir", str(tmp_path / "Maildir"))
+    assert result.returncode == 0, result.stderr
+    assert "  sign-in     not signed in (fastpoplib auth login --account work)" in result.stdout
+    assert result.stdout.count("sign-in") == 1  # the password account has none
+    as_json = cli(tmp_path, "status", "--config", str(config), "--maildir", str(tmp_path / "Maildir"), "--json")
+    assert '"sign_in": "not signed in (fastpoplib auth login --account work)"' in as_json.stdout

@@ -332,10 +332,10 @@ def test_account_state_for_the_status_command(oauth: OAuth2TestServer, tmp_path:
     from fastpoplib.oauth2 import account_state
 
     empty = TokenStore(tmp_path / "empty", backend="file")
-    assert account_state(account(oauth), empty) == "work: not signed in (fastpoplib auth login --account work)"
+    assert account_state(account(oauth), empty) == "not signed in (fastpoplib auth login --account work)"
     source = signed_in(oauth, tmp_path)
     line = account_state(account(oauth), source.store)
-    assert line.startswith("work: signed in; access token valid for 60 min; refresh token stored")
+    assert line.startswith("signed in; access token valid for 60 min; refresh token stored")
     assert source() not in line
 
 

@@ -150,8 +150,9 @@ def test_disk_full_mid_message_stores_nothing_partial_and_deletes_only_whole(tmp
 
 
 def test_truncated_mbox_tail_is_not_trusted_and_is_cut(tmp_path: Path) -> None:
-    """A run killed mid-append leaves a message shorter than its From_ line says: the next run
-    cuts it off and fetches it again instead of deleting it on the strength of its tag."""
+    """A run killed mid-append leaves a message shorter than its From_ line says, and the
+    journal recorded before its first byte: the next run cuts it off and fetches it again
+    instead of deleting it on the strength of its tag."""
     originals = [_message(1, 5000), _message(2, 5000)]
     dest = tmp_path / "box.mbox"
     with POP3TestServer(mailbox=Mailbox(originals), stls=False) as srv:
@@ -160,6 +161,11 @@ def test_truncated_mbox_tail_is_not_trusted_and_is_cut(tmp_path: Path) -> None:
         state = tmp_path / "box.mbox.fastpoplib"
         for f in state.glob("*.json"):
             f.unlink()  # as if killed before the state was saved
+        start = whole.rindex(b"\nFrom fpl-") + 1
+        from_line = whole[start : whole.index(b"\n", start) + 1]
+        journal = state / "append.json"  # what the killed append wrote before its first byte
+        journal.write_text(json.dumps({"start": start, "from": from_line.decode()}))
+        journal.chmod(0o600)
         os.truncate(dest, len(whole) - 3000)  # message 2 is cut in its middle
         out = cli("fetch", *account(srv), "--mbox", str(dest), "--delete")
         assert out.returncode == 0, out.stderr

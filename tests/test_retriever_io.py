@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from fastpoplib import _retriever
+from fastpoplib import _retriever, _watch
 from fastpoplib.testing import POP3TestServer, sample_mailbox
 from test_retriever_faults import maildir_messages, wait_for
 
@@ -48,7 +48,7 @@ def test_a_stalled_fsync_does_not_stall_the_other_accounts(tmp_path: Path, monke
         run = threading.Thread(
             target=lambda: reports.extend(
                 asyncio.run(
-                    _retriever.fetch_all(
+                    _watch.fetch_all(
                         [acct("slow", slow_dir), acct("fast", fast_dir)], tmp_path, _retriever.Progress()
                     )
                 )

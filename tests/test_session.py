@@ -17,6 +17,8 @@ import select
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, List, Optional, Tuple
@@ -1139,3 +1141,452 @@ def test_response_limit_counts_a_cost_per_line(kind: str, pop3_server: POP3TestS
             refused.list()
     finally:
         refused.close()
+
+
+# -- one owner for what the server said, one reader per connection --------------------------------
+
+
+class InjectingServer:
+    """A man in the middle after STLS: sends ``+OK Begin TLS`` and, in a second write, a forged
+    CAPA reply in plaintext, then does TLS and answers over it. One connection at a time."""
+
+    FORGED = b"+OK forged\r\nSASL PLAIN\r\n.\r\n"
+
+    def __init__(self, stall_tls: bool = False) -> None:
+        self.stall_tls = stall_tls  # after STLS's +OK, never start TLS (a stalled handshake)
+        from fastpoplib.testing import TLSCertificates
+
+        self.certificates = TLSCertificates()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.host, self.port = self.listener.getsockname()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _line(sock: socket.socket) -> bytes:
+        # Byte by byte: nothing of the client's TLS handshake may be read ahead here.
+        line = b""
+        while not line.endswith(b"\n"):
+            byte = sock.recv(1)
+            if not byte:
+                return b""
+            line += byte
+        return line
+
+    def _serve(self) -> None:
+        context = self.certificates.server_context()
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            conn.settimeout(10)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError, ssl.SSLError), conn:
+                self._session(conn, context)
+
+    def _session(self, conn: socket.socket, context: ssl.SSLContext) -> None:
+        conn.sendall(b"+OK ready\r\n")
+        sock: Any = conn
+        while True:
+            line = self._line(sock).strip().upper()
+            if not line:
+                return
+            if line == b"CAPA":
+                sock.sendall(b"+OK\r\nUSER\r\n.\r\n" if sock is not conn else b"+OK\r\nSTLS\r\n.\r\n")
+            elif line == b"STLS" and self.stall_tls:
+                conn.sendall(b"+OK Begin TLS\r\n")
+                self.stop.wait(10)
+                return
+            elif line == b"STLS":
+                conn.sendall(b"+OK Begin TLS\r\n")
+                conn.sendall(self.FORGED)
+                sock = context.wrap_socket(conn, server_side=True)
+            else:
+                sock.sendall(b"+OK\r\n")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def injecting_server() -> Iterator[InjectingServer]:
+    pytest.importorskip("trustme")
+    server = InjectingServer()
+    yield server
+    server.close()
+
+
+INJECTION_TRIES = 12
+
+
+@pytest.mark.parametrize("tls", ["rustls", "context"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_plaintext_after_the_stls_reply_is_never_read_as_tls(kind: str, tls: str, injecting_server: InjectingServer) -> None:
+    """Whether the forged bytes arrive with the +OK, or later while the event loop is busy
+    elsewhere: STLS fails and the connection is closed; the forged CAPA is never accepted."""
+    srv = injecting_server
+    keywords: Any = {"context": srv.certificates.client_context()} if tls == "context" else {"cafile": srv.certificates.cafile}
+
+    def attempt_sync() -> Any:
+        p = fastpoplib.POP3(srv.host, srv.port, timeout=5)
+        try:
+            p.stls(**keywords)
+        except fastpoplib.POP3Error as exc:
+            return exc, p.capabilities
+        finally:
+            p.close()
+        return None, p.capabilities
+
+    async def attempt_async() -> Any:
+        p = await fastpoplib.AsyncPOP3.connect(srv.host, srv.port, 5)
+
+        async def spin() -> None:  # another task keeping the loop busy
+            while True:
+                await asyncio.sleep(0)
+
+        busy = asyncio.create_task(spin())
+        try:
+            await p.stls(**keywords)
+        except fastpoplib.POP3Error as exc:
+            return exc, p.capabilities
+        finally:
+            busy.cancel()
+            await p.aclose()
+        return None, p.capabilities
+
+    for _ in range(INJECTION_TRIES):
+        error, caps = attempt_sync() if kind == "sync" else run_async(attempt_async())
+        assert error is not None, f"the forged reply was accepted: capabilities {caps}"
+        assert caps is None or "SASL" not in caps, caps
+        assert isinstance(error, (fastpoplib.RemoteProtocolError, fastpoplib.TLSError, fastpoplib.POP3ConnectionError)), repr(error)
+
+
+def test_multiline_reply_read_by_hand_stays_owned_to_its_end(forged_server: POP3TestServer) -> None:
+    """``_getresp()`` after ``_putcmd("RETR 1")`` reads the status line only: the body is still
+    message 1's, whoever wrote ``+OK`` into it. ``_getline()`` reads on in it as poplib does;
+    the next command first discards what is left."""
+    want = retr_reply(forged_server.mailbox.snapshot()[1])
+    p = sync_login(forged_server)
+    try:
+        p._putcmd("RETR 1")
+        assert p._getresp().startswith(b"+OK")
+        first, _ = p._getline()
+        second, _ = p._getline()
+        assert FORGED.startswith(first + b"\r\n" + second + b"\r\n")
+        assert p.retr(2) == want
+        # Read to the end by hand: the lines as they arrived, then the terminator.
+        p._putcmd("RETR 1")
+        p._getresp()
+        lines = []
+        while True:
+            line, _ = p._getline()
+            if line == b".":
+                break
+            lines.append(line)
+        assert b"\r\n".join(lines) + b"\r\n" == FORGED.replace(b"\r\n.", b"\r\n..")
+        assert p.noop().startswith(b"+OK")
+        assert p.retr(2) == want
+        # `file.readline()` is the same reader.
+        p._putcmd("RETR 1")
+        p._getresp()
+        assert FORGED.startswith(p.file.readline())
+        assert p.retr(2) == want
+    finally:
+        p.close()
+
+
+def _file_session(p: Any) -> List[Any]:
+    p._putcmd("STAT")
+    stat = p.file.readline()
+    return [stat.startswith(b"+OK") and stat.endswith(b"\r\n"), p.noop(), [n for n, _ in p.retr_many([1, 2])], p.stat()]
+
+
+def test_file_reads_through_the_session_on_every_driver(pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    """``file.readline()`` after ``_putcmd`` reads the reply the session expects, on the rustls,
+    context and own-socket paths: the next command and a pipelined batch stay in step."""
+    tls_srv = pop3_server_factory(tls="implicit")
+    plain = pop3_server_factory()
+    want = [retr_reply(m) for m in plain.mailbox.snapshot()[:2]]
+
+    def own_socket(tls: bool) -> fastpoplib.POP3:
+        srv = tls_srv if tls else plain
+
+        class OwnSocket(fastpoplib.POP3_SSL if tls else fastpoplib.POP3):  # type: ignore[misc]
+            def __init__(self) -> None:  # poplib's subclass pattern
+                self.host, self.port = srv.host, srv.port
+                sock = socket.create_connection((srv.host, srv.port), 5)
+                self.sock = srv.client_context().wrap_socket(sock, server_hostname=srv.host) if tls else sock
+                self.file = self.sock.makefile("rb")
+                self._debugging = 0
+                self.welcome = self._getresp()
+
+        return OwnSocket()
+
+    makers = {
+        "rustls": lambda: fastpoplib.POP3_SSL(tls_srv.host, tls_srv.port, timeout=5, cafile=tls_srv.cafile),
+        "context": lambda: fastpoplib.POP3_SSL(tls_srv.host, tls_srv.port, timeout=5, context=tls_srv.client_context()),
+        "own socket": lambda: own_socket(False),
+        "own TLS socket": lambda: own_socket(True),
+    }
+    for name, make in makers.items():
+        p = make()
+        try:
+            p.user(USER)
+            p.pass_(PASSWORD)
+            ok, noop, numbers, _ = _file_session(p)
+            assert ok and noop.startswith(b"+OK") and numbers == [1, 2], name
+            assert [reply for _, reply in p.retr_many([1, 2])] == want, name
+        finally:
+            p.close()
+
+
+def test_capabilities_live_in_the_session(pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    """CAPA read once, tolerant of a non-ASCII IMPLEMENTATION line, re-read after login, and
+    read from the session as a property on both classes."""
+    caps = ["IMPLEMENTATION Serveur-élégant", "SASL PLAIN", "USER", "PIPELINING", "UIDL", "TOP"]
+    srv = pop3_server_factory(capabilities=caps, sasl=["PLAIN"])
+
+    def check(p: Any, run: Callable[[Any], Any]) -> None:
+        assert p.capabilities is None
+        got = run(p.capa())
+        assert got.implementation == "Serveur-élégant" and got.sasl == ["PLAIN"]
+        assert p.capabilities == got
+        run(p.login(USER, PASSWORD, allow_insecure=True))
+        assert p.auth_mechanism == "PLAIN"  # SASL, not a silent fall back to USER/PASS
+        commands = srv.sessions[-1].commands
+        assert [c for c in commands if c.upper() == b"CAPA"] == [b"CAPA", b"CAPA"], commands  # before and after login
+        assert p.capabilities == got  # this server advertises the same after login
+        assert b"+OK" in p.welcome
+
+    p = fastpoplib.POP3(srv.host, srv.port, timeout=5)
+    try:
+        check(p, lambda r: r)
+    finally:
+        p.close()
+
+    async def main() -> None:
+        p = await fastpoplib.AsyncPOP3.connect(srv.host, srv.port, 5)
+        try:
+            assert p.capabilities is None
+            got = await p.capa()
+            assert got.implementation == "Serveur-élégant" and p.capabilities == got
+            await p.login(USER, PASSWORD, allow_insecure=True)
+            assert p.auth_mechanism == "PLAIN"
+            commands = srv.sessions[-1].commands
+            assert [c for c in commands if c.upper() == b"CAPA"] == [b"CAPA", b"CAPA"], commands
+        finally:
+            await p.aclose()
+
+    run_async(main())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_capabilities_after_login_are_the_reread_ones(kind: str, pop3_server: POP3TestServer) -> None:
+    """RFC 2449 §5: the server may advertise less after login (the test server drops USER, SASL
+    and STLS); ``capabilities`` is what the session re-read, not a copy kept from before."""
+    p = connect(kind, pop3_server.host, pop3_server.port)
+    try:
+        before = p.capa()
+        assert before.has("USER") and before.sasl
+        p.login(USER, PASSWORD, allow_insecure=True)
+        after = p.capabilities
+        assert after is not None and not after.has("USER") and not after.sasl and not after.stls, after
+        assert "plaintext" in repr(getattr(p, "client", p))
+    finally:
+        p.close()
+
+
+def test_socket_timeout_is_the_connections_after_stls_with_a_context(pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    """``sock.settimeout()`` on a connection opened without a timeout bounds the waits after
+    ``stls(context=...)``: a stalled RETR times out instead of blocking forever."""
+    srv = pop3_server_factory()
+    p = fastpoplib.POP3(srv.host, srv.port, timeout=None)
+    try:
+        p.sock.settimeout(1.5)
+        p.stls(context=srv.client_context())
+        assert p.sock.gettimeout() == 1.5
+        p.user(USER)
+        p.pass_(PASSWORD)
+        srv.add_fault(Fault.stall(10, on="RETR"))
+        call = Worker(p.retr, 1)
+        started = time.monotonic()
+        call.start()
+        call.finish(6)
+        assert isinstance(call.error, fastpoplib.POP3TimeoutError), repr(call.error)
+        assert call.ended is not None and call.ended - started < 4
+    finally:
+        p.close()
+
+
+def test_socket_timeout_bounds_a_stalled_stls_with_a_context(pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    srv = pop3_server_factory()
+    p = fastpoplib.POP3(srv.host, srv.port, timeout=None)
+    try:
+        p.sock.settimeout(1.5)
+        srv.add_fault(Fault.stall(10, on="STLS"))
+        call = Worker(p.stls, srv.client_context())
+        started = time.monotonic()
+        call.start()
+        call.finish(6)
+        assert isinstance(call.error, fastpoplib.POP3TimeoutError), repr(call.error)
+        assert call.ended is not None and call.ended - started < 4
+    finally:
+        p.close()
+
+
+LONG_LINE = int(15.9 * (1 << 20))
+
+LONG_LINE_CHILD = """
+import asyncio, sys, fastpoplib
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+limits = dict(max_line_length=16 << 20)
+
+def measure(retr):
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS mark: measure the retrieval alone
+    base = hwm()
+    result = retr()  # held while the peak is read, as a caller holds it
+    assert max(map(len, result[1])) > 15 << 20
+    return hwm() - base
+
+if kind == "sync":
+    p = fastpoplib.POP3(host, port, timeout=60, **limits)
+    p.user("user"); p.pass_("password")
+    print(measure(lambda: p.retr(1)))
+    p.close()
+else:
+    async def main():
+        p = await fastpoplib.AsyncPOP3.connect(host, port, 60, **limits)
+        await p.user("user"); await p.pass_("password")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = hwm()
+        result = await p.retr(1)
+        assert max(map(len, result[1])) > 15 << 20
+        print(hwm() - base)
+        await p.aclose()
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc peak-RSS reset")
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_long_line_peaks_at_about_twice_its_size(kind: str, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    """A 15.9 MiB line (``max_line_length`` raised to 16 MiB): the receive buffer, the session's
+    copy and the Python ``bytes`` are never all alive at once."""
+    srv = pop3_server_factory(mailbox=Mailbox([b"Subject: long\r\n\r\n" + b"x" * LONG_LINE + b"\r\n"]))
+    out = subprocess.run(
+        [sys.executable, "-c", LONG_LINE_CHILD, kind, srv.host, str(srv.port)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    peak = int(out.stdout.strip())
+    assert peak < 2.4 * LONG_LINE, f"peak {peak / (1 << 20):.1f} MiB for a {LONG_LINE / (1 << 20):.1f} MiB line"
+
+
+@pytest.mark.parametrize("path", ["rustls", "stls with a context"])
+def test_async_timeout_set_after_connecting_bounds_a_stalled_retr(path: str, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    """``pop.timeout = 1.5`` on an AsyncPOP3 opened without one is the connection's timeout
+    from the next wait on, on the rustls driver and after ``stls(context=...)``."""
+    srv = pop3_server_factory()
+
+    async def main() -> Any:
+        p = await fastpoplib.AsyncPOP3.connect(srv.host, srv.port, None)
+        try:
+            p.timeout = 1.5
+            if path != "rustls":
+                await p.stls(context=srv.client_context())
+            assert p.timeout == 1.5
+            await p.user(USER)
+            await p.pass_(PASSWORD)
+            srv.add_fault(Fault.stall(10, on="RETR"))
+            started = time.monotonic()
+            with pytest.raises(fastpoplib.POP3TimeoutError):
+                await p.retr(1)
+            return time.monotonic() - started
+        finally:
+            await p.aclose()
+
+    assert run_async(main(), timeout=8) < 4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_stalled_stls_handshake_with_a_context_times_out_and_closes(kind: str) -> None:
+    """The server answers STLS and never starts TLS: ``stls(context=...)`` raises
+    POP3TimeoutError within the timeout set on the open connection, and the connection is
+    closed (the next call fails at once instead of reading a half-done handshake)."""
+    pytest.importorskip("trustme")
+    srv = InjectingServer(stall_tls=True)
+    context = srv.certificates.client_context()
+    try:
+        if kind == "sync":
+            p = fastpoplib.POP3(srv.host, srv.port, timeout=None)
+            p.sock.settimeout(1.5)
+            call = Worker(p.stls, context)
+            started = time.monotonic()
+            call.start()
+            call.finish(6)
+            assert isinstance(call.error, fastpoplib.POP3TimeoutError), repr(call.error)
+            assert call.ended is not None and call.ended - started < 4
+            with pytest.raises(fastpoplib.POP3Error):
+                p.noop()
+            p.close()
+            return
+
+        async def main() -> float:
+            p = await fastpoplib.AsyncPOP3.connect(srv.host, srv.port, None)
+            try:
+                p.timeout = 1.5
+                started = time.monotonic()
+                with pytest.raises(fastpoplib.POP3TimeoutError):
+                    await p.stls(context=context)
+                took = time.monotonic() - started
+                with pytest.raises(fastpoplib.POP3Error):
+                    await asyncio.wait_for(p.noop(), 0.5)  # closed: refused at once
+                return took
+            finally:
+                await p.aclose()
+
+        assert run_async(main(), timeout=10) < 4
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+@pytest.mark.parametrize("kind", [*KINDS, "context"])
+def test_messages_rows_converted_while_uidl_arrives_are_exact(kind: str, order: str, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
+    """A listing long enough that rows are converted while UIDL is still arriving: the result
+    equals LIST and UIDL paired by number, whatever the order of UIDL's lines (the first
+    unique-id given for a number counts; a message without one gets None)."""
+    count = 4000
+    tls = "implicit" if kind == "context" else "none"
+    srv = pop3_server_factory(tls=tls, mailbox=Mailbox([b"Subject: %d\r\n\r\nbody\r\n" % i for i in range(count)]))
+    uids = {n: "uid-%06d-%s" % (n, "x" * 20) for n in range(1, count + 1) if n % 97}  # some without
+    lines = [b"%d %s" % (n, uid.encode()) for n, uid in uids.items()]
+    if order == "shuffled":
+        lines = lines[1::2] + lines[::2]
+    lines.append(b"5 a-later-duplicate")
+    srv.add_fault(Fault.reply(b"+OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b".\r\n", on="UIDL"))
+    if kind == "context":  # Python's ssl moves the bytes
+        p: Any = fastpoplib.POP3_SSL(srv.host, srv.port, timeout=10, context=srv.client_context())
+        p.user(USER)
+        p.pass_(PASSWORD)
+    else:
+        p = logged_in(kind, srv.host, srv.port)
+    try:
+        sizes = [int(line.split()[1]) for line in p.list()[1]]
+        rows = p.messages()
+        assert [tuple(r) for r in rows] == [(n, sizes[n - 1], uids.get(n)) for n in range(1, count + 1)]
+        assert p.noop().startswith(b"+OK")
+    finally:
+        p.close()

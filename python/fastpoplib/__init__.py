@@ -7,6 +7,7 @@ different (verified TLS by default, CRLF rejection, secrets masked in debug outp
 from ._base import CR, CRLF, LF, MAXLINE, POP3_PORT, POP3_SSL_PORT
 from ._aio import AsyncPOP3, AsyncPOP3_SSL
 from ._client import POP3, POP3_SSL
+from ._fetcher import AsyncFetcher, Fetcher, Message
 from ._types import Capabilities, MessageInfo
 from .exceptions import (
     AuthenticationError,
@@ -39,6 +40,9 @@ __all__ = [
     "POP3_SSL",
     "AsyncPOP3",
     "AsyncPOP3_SSL",
+    "Fetcher",
+    "AsyncFetcher",
+    "Message",
     "MessageInfo",
     "Capabilities",
     "POP3_PORT",

@@ -236,7 +236,6 @@ class AsyncPOP3(POP3Base):
         ``async with AsyncPOP3(...)`` opens it too. The arguments are :class:`POP3`'s, except
         that ``timeout`` defaults to None (no timeout; seconds otherwise, ``0`` refused)."""
         super().__init__(host, port)
-        self.timeout: Optional[float] = resolve_timeout(timeout)
         self._ssl_context = _context
         self._options: Dict[str, Any] = dict(
             timeout=resolve_timeout(timeout),
@@ -270,34 +269,53 @@ class AsyncPOP3(POP3Base):
         self._bridge = _bridge.current()
         sys.audit("poplib.connect", self, self.host, self.port)
         if self._ssl_context is None:
-            self._conn = await self._bridge.call(_core.Connection.connect, self.host, self.port, max_status_line=self._maxline, **self._options)
-            self._tls_established = self._options["tls"] is not None
+            self._attach(await self._bridge.call(_core.Connection.connect, self.host, self.port, max_status_line=self._maxline, **self._options))
         else:
             limits = {k: self._options[k] for k in ("max_line_length", "max_response_size")}
-            self._conn = _core.Connection.external(max_status_line=self._maxline, **limits)
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(
-                        self.host, self.port, ssl=self._ssl_context, server_hostname=self.host, local_addr=self._options["source_address"]
-                    ),
-                    self.timeout,
+                self._driver = await _wire.StreamDriver.connect(
+                    self.host,
+                    self._current_timeout,
+                    host=self.host,
+                    port=self.port,
+                    ssl=self._ssl_context,
+                    server_hostname=self.host,
+                    local_addr=self._options["source_address"],
                 )
             except BaseException as exc:
-                self._conn = None
                 err = _wire.translate(exc, self.host)
                 if err is exc:
                     raise
                 raise err from exc
-            self._driver = _wire.StreamDriver(reader, writer, self.host, self.timeout)
-            self._tls_established = True
+            self._attach(_core.Connection.external(max_status_line=self._maxline, tls=True, **limits))
+            self._conn.timeout = self._options["timeout"]
         try:
-            self.welcome: bytes = await self._call("claim", STATUS)
+            await self._call("claim", STATUS)
         except BaseException:
             self._abort()
             raise
         tls = self.tls_info
         _trace.event(logging.INFO, self._label, "connected%s", " (TLS %s, %s)" % tls if tls else "")
         return self
+
+    def _current_timeout(self) -> Optional[float]:
+        return self.timeout
+
+    @property  # type: ignore[misc]
+    def timeout(self) -> Optional[float]:
+        """Seconds each wait for the server may last (None: no limit). Setting it applies from
+        the next wait on, whichever TLS carries the bytes (rustls, or the event loop's with a
+        ``context``); the connection holds the one value."""
+        conn = self._conn
+        timeout: Optional[float] = conn.timeout if conn is not None else self._options["timeout"]
+        return timeout
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        value = resolve_timeout(value)
+        self._options["timeout"] = value
+        if self._conn is not None:
+            self._conn.timeout = value
 
     async def _call(self, name: str, *args: Any) -> Any:
         conn = self._check_open()
@@ -319,7 +337,7 @@ class AsyncPOP3(POP3Base):
                 elif isinstance(op, _flows.Offload):
                     result = await asyncio.to_thread(op.call)
                 else:
-                    result = self._completed(op, await self._dispatch(op))
+                    result = await self._dispatch(op)
             except Exception as exc:
                 runner.throw(exc)
             else:
@@ -364,9 +382,9 @@ class AsyncPOP3(POP3Base):
         if conn is not None and driver is None:
             await self._bridge.call(conn.close)
         elif conn is not None:
-            # A call in progress holds the session (`state` is None), or an error already
-            # closed it: stop at once, without waiting for a stalled server's close_notify.
-            busy = conn.state is None or conn.closed is not None
+            # A call in progress holds the session, or an error already closed it: stop at
+            # once, without waiting for a stalled server's close_notify.
+            busy = conn.busy or conn.closed is not None
             conn.abort()
             await driver.close(abort=busy)
 
@@ -376,7 +394,7 @@ class AsyncPOP3(POP3Base):
         if conn is not None:
             conn.abort()
         if driver is not None:
-            driver.writer.close()
+            driver.abort()
 
     async def stls(
         self,
@@ -390,7 +408,7 @@ class AsyncPOP3(POP3Base):
         """STLS (RFC 2595): upgrade to TLS and return the server's ``+OK`` line; verified by
         default (bundled Mozilla roots and the system store, or ``cafile=``/``cadata=``;
         ``certfile=``/``keyfile=`` for a client certificate). A ``context`` is used by the
-        event loop's TLS exactly as given (Python 3.11+). Plaintext that arrives after the
+        event loop's TLS exactly as given. Plaintext that arrives after the
         ``+OK`` is refused (RemoteProtocolError); CAPA is read again. Raises error_proto if
         TLS is already up or the server has no STLS, CertificateVerificationError (an
         ``ssl.SSLCertVerificationError``) when the certificate is not trusted, TLSError for
@@ -398,19 +416,16 @@ class AsyncPOP3(POP3Base):
         tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
         if context is not None:
             _tls.check_context(context)
-            if self._driver is None and not self._tls_established:
+            if self._driver is None and not self._tls_up:
                 fd = self._check_open().detach()
-                reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
-                self._driver = _wire.StreamDriver(reader, writer, self.host, self.timeout)
+                self._driver = await _wire.StreamDriver.connect(self.host, self._current_timeout, sock=socket.socket(fileno=fd))
         if self._driver is not None:
             self._stls_context = context or _tls.default_context(**tls)
             settings = None
         else:
             settings = _tls.settings(**tls)
-        resp = await self._run(_flows.stls(settings, self._tls_established))
-        self._tls_established = True
-        # RFC 2595: what was advertised in plaintext cannot be trusted; ask again.
-        self.capabilities: Optional[Capabilities] = None
+        resp = await self._run(_flows.stls(settings, self._tls_up))
+        # RFC 2595: what was advertised in plaintext cannot be trusted; the session forgot it.
         await self._run(_flows.capabilities(self))
         return resp  # type: ignore[no-any-return]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ._retriever import EXIT_AUTH, EXIT_BUSY, EXIT_CONNECTION, EXIT_OK, Account, ConfigError, printable
 from ._store import LockBusy
-from .oauth2 import Denied, InvalidGrant, OAuth2ConfigError, OAuth2Error, TokenStore, TokenStoreError, record_from, settings_for, state_line
+from .oauth2 import Denied, account_state, InvalidGrant, OAuth2ConfigError, OAuth2Error, TokenStore, TokenStoreError, record_from, settings_for, state_line
 
 EXTRA = "pip install 'fastpoplib[oauth]'"
 
@@ -142,3 +142,15 @@ def _revoke(acct: Account, refresh_token: str) -> None:
             print(f"{printable(acct.name)}: the provider revoked the sign-in")
     except (ImportError, OAuth2ConfigError, OAuth2Error) as exc:
         print(f"{printable(acct.name)}: could not revoke the sign-in at the provider ({exc}); deleting the tokens here anyway")
+
+
+def sign_in_state(acct: Account) -> str | None:
+    """The OAuth2 sign-in state ``fastpoplib status`` shows for an ``auth = "oauth2"``
+    account (None for a password account): close expiry and refused refreshes included."""
+    if acct.auth != "oauth2":
+        return None
+    try:
+        return account_state(acct)
+    except TokenStoreError as exc:
+        return str(exc)
+

@@ -113,19 +113,18 @@ class POP3Base:
     """poplib's API, minus the I/O: what :class:`POP3` and :class:`AsyncPOP3` share."""
 
     encoding = "UTF-8"
-    welcome: bytes = b""
     # Class-level defaults: a poplib-style subclass may skip ``__init__`` and set only
     # ``host``, ``port``, ``sock``, ``file`` and ``_debugging`` itself.
     _conn: Any = None
+    # The Rust session, kept after close() so that what the server said stays readable.
+    _session: Any = None
     _driver: Any = None
     _stls_context: Any = None
     _debugging = 0
     _tracing = False
-    _tls_established = False
     _maxline = MAXLINE
     _label = "pop3"
     timeout: Optional[float] = None
-    capabilities: Optional[Capabilities] = None
     auth_mechanism: Optional[str] = None
 
     def __init__(self, host: str, port: int) -> None:
@@ -139,9 +138,6 @@ class POP3Base:
         self.port = port
         self._label = _trace.label(host, port)
         self._debugging = 0
-        self._tls_established = False
-        # CAPA as last read (None: not asked yet); decides whether batch calls pipeline.
-        self.capabilities: Optional[Capabilities] = None
         self.auth_mechanism: Optional[str] = None
         self._maxline = current_maxline()
 
@@ -167,10 +163,45 @@ class POP3Base:
 
     def _check_open(self) -> Any:
         if self._conn is None:
-            self._conn = self._adopt()
+            self._attach(self._adopt())
             if self._conn is None:
                 raise LocalProtocolError("the connection is closed; open a new one")
         return self._conn
+
+    def _attach(self, conn: Any) -> None:
+        self._conn = conn
+        if conn is not None:
+            self._session = conn
+
+    # -- what the server said: read from the Rust session, never kept here ------------------
+    @property
+    def welcome(self) -> bytes:
+        """The server's greeting line (RFC 1939 §4), as read when connecting; ``b""`` before."""
+        greeting = None if self._session is None else self._session.welcome
+        return b"" if greeting is None else greeting
+
+    @welcome.setter
+    def welcome(self, value: bytes) -> None:
+        # poplib's subclass idiom ``self.welcome = self._getresp()`` stores what the session
+        # already holds; anything else would be a second, diverging copy.
+        if value != self.welcome:
+            raise AttributeError("welcome is the greeting the server sent and cannot be replaced")
+
+    @property
+    def capabilities(self) -> Optional[Capabilities]:
+        """CAPA (RFC 2449) as last read, ``{name: [arguments]}``; None when not read since the
+        last change that invalidates it (login, RFC 2449 §5; STLS, RFC 2595 §4; ``login()`` and
+        ``stls()`` read it again), empty when the server has no CAPA. No I/O."""
+        caps = None if self._session is None else self._session.capabilities
+        return None if caps is None else Capabilities(caps)
+
+    @property
+    def _tls_up(self) -> bool:
+        return self._session is not None and bool(self._session.tls)
+
+    def _apop_timestamp(self) -> Optional[bytes]:
+        stamp: Optional[bytes] = self._check_open().apop_timestamp
+        return stamp
 
     def _adopt(self) -> Any:
         """A connection over a socket a subclass set up itself, or None."""
@@ -211,11 +242,6 @@ class POP3Base:
         if isinstance(op, _flows.StartTLS):
             return self._call("starttls", op.settings)
         raise TypeError(f"unknown operation {op!r}")
-
-    def _completed(self, op: _flows.Op, result: Any) -> Any:
-        if isinstance(op, _flows.StartTLS):
-            self._tls_established = True
-        return result
 
     def _line(self, line: Union[str, bytes]) -> bytes:
         return _flows.encode(line, self.encoding)
@@ -259,7 +285,7 @@ class POP3Base:
         """APOP (RFC 1939 §7): log in with the MD5 digest of the greeting's timestamp and
         ``password`` (the password itself is not sent); returns the ``+OK`` line. Raises
         error_proto if the greeting has no timestamp, AuthenticationError on ``-ERR``."""
-        return self._run(_flows.apop(self.welcome, user, password, self.encoding))
+        return self._run(_flows.apop(self._apop_timestamp(), user, password, self.encoding))
 
     def rpop(self, user: str) -> bytes:
         """RPOP (RFC 1081, obsolete): send ``RPOP user``; returns the ``+OK`` line. Raises
@@ -394,7 +420,7 @@ class POP3Base:
         """CAPA (RFC 2449): the server's capabilities as ``{name: [arguments]}`` (a dict, equal
         to poplib's, with typed accessors), also kept in ``capabilities``; the batch calls
         pipeline when it lists PIPELINING. Raises error_proto if the server has no CAPA."""
-        return self._run(_flows.remember_capa(self))
+        return self._run(_flows.capa())
 
     # -- beyond poplib: batch calls, pipelined when the server allows it ---------------------
     def retr_many(self, which: Iterable[N]) -> Iterator[Tuple[N, LongResponse]]:
@@ -490,5 +516,5 @@ class POP3Base:
         return None if self._conn is None else self._conn.tls_info()
 
     def __repr__(self) -> str:
-        state = "closed" if self._conn is None else ("TLS" if self._tls_established else "plaintext")
+        state = "closed" if self._conn is None else ("TLS" if self._tls_up else "plaintext")
         return f"<{type(self).__name__} {self.host}:{self.port} {state}>"

@@ -25,7 +25,7 @@ from ._base import (
     resolve_timeout,
 )
 from ._tls import StrPath
-from ._types import Capabilities, LongResponse, SocketLike
+from ._types import LongResponse, SocketLike
 
 _GLOBAL_DEFAULT_TIMEOUT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
@@ -78,20 +78,22 @@ class _SocketView:
 
 
 class _FileView:
-    """Stands in for poplib's ``file`` attribute (buffered reading happens in Rust)."""
+    """Stands in for poplib's ``file`` attribute on every driver: lines are read through the
+    session (the connection's only reader), so a reply read here is never read again."""
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
+    def __init__(self, client: "POP3") -> None:
+        self._client = client
 
     def readline(self, size: int = -1) -> bytes:
         """The next line as it arrived, line end included (what poplib's ``_getline``
         reads); ``size`` is accepted for poplib's ``readline(_MAXLINE + 1)`` and the session's
         status-line limit applies."""
-        return self._conn.raw_line(None, 0)
+        line: bytes = self._client._call("raw_line")
+        return line
 
     def close(self) -> None:
         """Close the connection."""
-        self._conn.close(None, 0)
+        self._client.close()
 
 
 class _Batch(BatchReplies):
@@ -124,8 +126,19 @@ class POP3(POP3Base):
     #: ``ssl.SSLSocket``/``socket.socket`` when a ``context`` is used or a subclass brings
     #: its own. None once closed, as in poplib.
     sock: SocketLike
-    #: poplib's file over ``sock`` (only ``close()`` on the Rust-owned view); None once closed.
-    file: Any
+    @property
+    def file(self) -> Any:
+        """poplib's ``file``: ``readline()`` and ``close()``, read through the session on every
+        driver (a file a subclass assigns is only closed with the connection); None once
+        closed."""
+        return self.__dict__.get("_file")
+
+    @file.setter
+    def file(self, value: Any) -> None:
+        if value is not None and not isinstance(value, _FileView):
+            self.__dict__["_own_file"] = value
+            value = _FileView(self)
+        self.__dict__["_file"] = value
 
     def __init__(
         self,
@@ -157,13 +170,11 @@ class POP3(POP3Base):
         context = self._context()
         sys.audit("poplib.connect", self, host, port)
         if context is None:
-            self._conn = _core.Connection.connect(
-                None, 0, host, port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits
+            self._attach(
+                _core.Connection.connect(None, 0, host, port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits)
             )
             self.sock = _SocketView(self._conn)
-            self.file = _FileView(self._conn)
         else:
-            self._conn = _core.Connection.external(**limits)
             try:
                 raw = socket.create_connection((host, port), self.timeout, source_address)
                 self.sock = context.wrap_socket(raw, server_hostname=host)
@@ -172,10 +183,11 @@ class POP3(POP3Base):
                 if err is exc:
                     raise
                 raise err from exc
+            self._attach(_core.Connection.external(tls=True, **limits))
             self._driver = _wire.SocketDriver(self.sock, host)
-            self.file = self.sock.makefile("rb")
+        self.file = _FileView(self)
         try:
-            self.welcome: bytes = self._getresp()
+            self._getresp()
         except BaseException:
             self.close()
             raise
@@ -194,9 +206,11 @@ class POP3(POP3Base):
         if not isinstance(sock, socket.socket) or sock.fileno() < 0:
             return None
         self._driver = _wire.SocketDriver(sock, getattr(self, "host", "the server"))
-        self._tls_established = isinstance(sock, ssl.SSLSocket)
         return _core.Connection.external(
-            max_status_line=current_maxline(), max_line_length=MAX_LINE_LENGTH, max_response_size=MAX_RESPONSE_SIZE
+            max_status_line=current_maxline(),
+            max_line_length=MAX_LINE_LENGTH,
+            max_response_size=MAX_RESPONSE_SIZE,
+            tls=isinstance(sock, ssl.SSLSocket),
         )
 
     def _call(self, name: str, *args: Any) -> Any:
@@ -213,7 +227,6 @@ class POP3(POP3Base):
     def _wrap_tls(self, sock: socket.socket) -> socket.socket:
         context = self._stls_context or _tls.default_context()
         self.sock = context.wrap_socket(sock, server_hostname=self.host)
-        self.file = self.sock.makefile("rb")
         return self.sock
 
     def _run(self, flow: _flows.Flow) -> Any:
@@ -226,7 +239,7 @@ class POP3(POP3Base):
                 elif isinstance(op, _flows.Offload):
                     result = op.call()
                 else:
-                    result = self._completed(op, self._dispatch(op))
+                    result = self._dispatch(op)
             except Exception as exc:
                 runner.throw(exc)
             else:
@@ -291,7 +304,7 @@ class POP3(POP3Base):
         without assuming anything about its state. Safe to call twice; from another thread it
         interrupts a call in progress, which then raises. Never raises for I/O errors."""
         conn, self._conn = self._conn, None
-        sock, file = self.__dict__.get("sock"), self.__dict__.get("file")
+        sock, file = self.__dict__.get("sock"), self.__dict__.pop("_own_file", None)
         self.file = None
         self.sock = None  # type: ignore[assignment]  # None once closed, as in poplib
         if conn is not None:
@@ -325,27 +338,26 @@ class POP3(POP3Base):
         tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
         if context is not None:
             _tls.check_context(context)
-            if self._driver is None and not self._tls_established:
+            if self._driver is None and not self._tls_up:
                 self._take_socket()
         if self._driver is not None:
             self._stls_context = context or _tls.default_context(**tls)
             settings = None
         else:
             settings = _tls.settings(**tls)
-        resp = self._run(_flows.stls(settings, self._tls_established))
-        self._tls_established = True
-        # RFC 2595: what was advertised in plaintext cannot be trusted; ask again.
-        self.capabilities: Optional[Capabilities] = None
+        resp = self._run(_flows.stls(settings, self._tls_up))
+        # RFC 2595: what was advertised in plaintext cannot be trusted; the session forgot it.
         self._run(_flows.capabilities(self))
         return resp  # type: ignore[no-any-return]
 
     def _take_socket(self) -> None:
-        """From here on Python drives the socket (TLS with the caller's context)."""
-        fd = self._check_open().detach()
-        sock = socket.socket(fileno=fd)
-        sock.settimeout(self.timeout)
+        """From here on Python drives the socket (TLS with the caller's context), with the
+        connection's current timeout (``sock.settimeout()`` included)."""
+        conn = self._check_open()
+        timeout = conn.timeout
+        sock = socket.socket(fileno=conn.detach())
+        sock.settimeout(timeout)
         self.sock = sock
-        self.file = sock.makefile("rb")
         self._driver = _wire.SocketDriver(sock, self.host)
 
     @property
@@ -450,7 +462,6 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
         super().__init__(
             host, port, timeout, source_address=source_address, max_line_length=max_line_length, max_response_size=max_response_size
         )
-        self._tls_established = True
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return self._tls

@@ -4,7 +4,7 @@ run by both the blocking and the asyncio client.
 A flow yields operations (:class:`Short`, :class:`Long`...), each one call into the Rust
 session, and receives their results; the client that runs it decides whether the call blocks
 or awaits. The flows hold no protocol state: what is in flight on the connection is known
-only to the session (``src/proto/session.rs``).
+only to the session (``src/proto/session/``).
 """
 
 from __future__ import annotations
@@ -161,8 +161,8 @@ def stat(debuglevel: int = 0) -> Flow:
     return result
 
 
-def apop(welcome: bytes, user: str, password: str, encoding: str) -> Flow:
-    stamp = _core.apop_timestamp(welcome)
+def apop(stamp: Optional[bytes], user: str, password: str, encoding: str) -> Flow:
+    """APOP with the greeting's timestamp ``stamp`` (the session's, None without one)."""
     if stamp is None:
         raise error_proto("-ERR APOP not supported by server")
     digest = _core.apop_digest(stamp, password.encode(encoding))
@@ -170,11 +170,12 @@ def apop(welcome: bytes, user: str, password: str, encoding: str) -> Flow:
 
 
 def capa() -> Flow:
+    """CAPA; the session parses and keeps what it says (``capabilities``)."""
     try:
-        _, lines, _ = yield Capa()
+        caps = yield Capa()
     except ServerError:
         raise error_proto("-ERR CAPA not supported by server") from None
-    return Capabilities(_core.parse_capa(lines))
+    return Capabilities(caps)
 
 
 def stls(settings: Any, tls_established: bool) -> Flow:
@@ -192,20 +193,16 @@ def stls(settings: Any, tls_established: bool) -> Flow:
 # --- capabilities (RFC 2449) ------------------------------------------------------------
 
 
-def remember_capa(client: Any) -> Flow:
-    """CAPA, kept in ``client.capabilities`` for the batch calls' decisions."""
-    client.capabilities = yield from capa()
-    return client.capabilities
-
-
 def capabilities(client: Any) -> Flow:
-    """The server's CAPA as last read, asked only if never asked; empty without CAPA."""
-    if client.capabilities is None:
+    """The server's CAPA as the session last read it, asked only if the session does not know
+    it (never read, or forgotten at login or STLS); empty without CAPA."""
+    caps = client.capabilities
+    if caps is None:
         try:
-            yield from remember_capa(client)
+            caps = yield from capa()
         except error_proto:
-            client.capabilities = Capabilities()
-    return client.capabilities
+            caps = Capabilities()
+    return caps
 
 
 # --- streaming -------------------------------------------------------------------------------

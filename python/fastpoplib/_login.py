@@ -14,7 +14,7 @@ import binascii
 import logging
 from typing import Any, Callable, List, Optional, Tuple, Union
 
-from . import _core, _flows, _sasl, _trace
+from . import _flows, _sasl, _trace
 from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError
 
 AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
@@ -157,7 +157,7 @@ def _attempt(client: Any, method: str, user: str, secret: str, oauth2: bool) -> 
         except AuthenticationError as exc:
             raise _PasswordRefused(exc) from None
     if method == "APOP":
-        return (yield from _flows.apop(client.welcome, user, secret, client.encoding))
+        return (yield from _flows.apop(client._apop_timestamp(), user, secret, client.encoding))
     authobject = _sasl.OAuth2(method, user, secret) if oauth2 else _sasl.for_password(method, user, secret)
     try:
         return (yield from exchange(method, authobject))
@@ -194,7 +194,7 @@ def login(
         raise ValueError("give exactly one of password, oauth2_token and oauth2")
     is_oauth2 = password is None
     wanted = _sasl.check_wanted(mechanisms, is_oauth2)
-    if not client._tls_established and not allow_insecure:
+    if not client._tls_up and not allow_insecure:
         what = "an OAuth2 token" if is_oauth2 else "a password"
         raise LocalProtocolError(
             f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
@@ -205,7 +205,7 @@ def login(
         wanted,
         is_oauth2,
         user_ok=not caps or caps.has("USER"),
-        apop_ok=allow_apop and _core.apop_timestamp(client.welcome) is not None,
+        apop_ok=allow_apop and client._apop_timestamp() is not None,
     )
     if not methods:
         offered = " ".join(caps.sasl) or "none"
@@ -253,6 +253,8 @@ def _try_methods(client: Any, methods: List[str], user: str, secret: str, oauth2
             break
         client.auth_mechanism = method
         _trace.event(logging.INFO, client._label, "logged in as %s with %s", user, method)
+        # RFC 2449 §5: capabilities may change at login; the session forgot the old ones.
+        yield from _flows.capabilities(client)
         return resp
     error = AuthenticationError(last)
     error.attempts = tuple(tried)

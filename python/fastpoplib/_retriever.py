@@ -30,7 +30,7 @@ from typing import Any
 
 from . import _aio
 from .oauth2 import OAuth2ConfigError, OAuth2Error, SignInRequired, TokenStoreError, token_source
-from ._store import AccountLock, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
+from ._store import AccountLock, DigestIndex, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
 from .exceptions import (
     AuthenticationError,
     CertificateVerificationError,
@@ -56,7 +56,8 @@ SAVE_EVERY = 50  # messages between state saves while fetching (always saved bef
 # The longest timeout or wait accepted, in seconds (what a socket timeout can hold).
 MAX_SECONDS = 9.2e9
 STREAM_ABOVE = 4 << 20  # LIST size above which a message is streamed to disk, not held in memory
-MAX_SESSIONS = 3  # sessions per account and run: one lost on a broken message is resumed
+MAX_SESSIONS = 3  # sessions per account and run: one lost on a broken or stalled message is resumed
+PERSISTENT_RUNS = 3  # runs in a row a message fails in before it is reported as failing persistently
 
 log = logging.getLogger("fastpoplib.retriever")
 
@@ -68,7 +69,7 @@ class Progress:
         """More bytes are about to be fetched (an account's new messages, sizes from LIST)."""
 
     def advance(self, nbytes: int) -> None:
-        """Bytes stored."""
+        """Bytes done: stored, or recognised as stored already."""
 
 
 class ConfigError(Exception):
@@ -108,7 +109,7 @@ OAUTH2_KEYS = (
 )
 
 # field: (kind, minimum, maximum); kinds: str, bool, int (whole number), float (seconds);
-# a float minimum is exclusive for the timeout (0 would mean no time at all), inclusive otherwise
+# a float minimum is exclusive for the timeout and interval, inclusive otherwise
 _SETTINGS = {
     "host": (str, None, None),
     "user": (str, None, None),
@@ -130,6 +131,7 @@ _SETTINGS = {
     "timeout": (float, 0, None),
     "wait": (float, 0, None),
     "mbox_lock_wait": (float, 0, None),
+    "interval": (float, 0, None),
 }
 
 
@@ -150,8 +152,9 @@ def _check_setting(name: str, value: Any) -> None:
         if kind is int and (value < least or (most is not None and value > most)):
             bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
             raise ConfigError(f"{where} must be a whole number {bounds}, not {value!r}")
-        if kind is float and (value < least or (name == "timeout" and value == least)):
-            relation = "greater than" if name == "timeout" else "at least"
+        exclusive = name in ("timeout", "interval")  # 0 would mean no time at all
+        if kind is float and (value < least or (exclusive and value == least)):
+            relation = "greater than" if exclusive else "at least"
             raise ConfigError(f"{where} must be {relation} {least} seconds, not {value!r}")
         if kind is float and value > MAX_SECONDS:
             raise ConfigError(f"{where} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
@@ -188,6 +191,7 @@ class Account:
     timeout: float = 60.0
     wait: float = 0.0  # seconds to wait for another run of this account to finish
     mbox_lock_wait: float = 60.0  # seconds to wait for another program's mbox locks
+    interval: float = 300.0  # watch: seconds between polls (about what Gmail's fetcher did)
 
     def __post_init__(self) -> None:
         for name in _SETTINGS:
@@ -278,6 +282,8 @@ class Report:
     skipped: int = 0
     deleted: int = 0
     stored_dir: str = ""
+    state_dir: str = ""  # where the account's state (and watch's status record) lives
+    login_delay: int | None = None  # seconds between logins the server asks for (RFC 2449 LOGIN-DELAY)
     error: str | None = None
     code: int = EXIT_OK
     warnings: list[str] = field(default_factory=list)
@@ -299,8 +305,8 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
         return str(exc), EXIT_USAGE
     if isinstance(exc, LockBusy) and step == "locking the account":
         return f"{exc}; not fetching now (use --wait SECONDS to wait for it)", EXIT_BUSY
-    if isinstance(exc, StoreError):
-        return str(exc), EXIT_USAGE if step == "opening the store" else EXIT_PARTIAL
+    if isinstance(exc, StoreError):  # a path, permission or state problem, or an mbox locked too long
+        return str(exc), EXIT_PARTIAL if isinstance(exc, LockBusy) else EXIT_USAGE
     if isinstance(exc, AuthenticationError):
         if acct.auth == "oauth2":  # refused even with a freshly refreshed token
             advice = "check the user name, that POP is enabled for the mailbox, and the app's mail permission (scope)"
@@ -354,9 +360,13 @@ def _library_text(exc: BaseException) -> str:
 
 
 def _store_for(acct: Account, default_maildir: Path) -> Any:
-    if acct.mbox:
-        return Mbox(Path(acct.mbox).expanduser(), lock_wait=acct.mbox_lock_wait)
-    return Maildir(Path(acct.maildir).expanduser() if acct.maildir else default_maildir)
+    path = Path(acct.mbox or acct.maildir or default_maildir).expanduser()
+    try:
+        if acct.mbox:
+            return Mbox(path, lock_wait=acct.mbox_lock_wait)
+        return Maildir(path)
+    except (OSError, RuntimeError) as exc:  # resolving the path: a symlink loop, a permission
+        raise StoreError(f"cannot use {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 class _Step:
@@ -379,11 +389,31 @@ async def _session(acct: Account, secret: dict[str, Any], step: _Step) -> AsyncI
         if acct.tls == "starttls":
             step.now = "starting TLS"
             await pop.stls(cafile=acct.cafile)
+        step.now = "reading the capabilities (CAPA)"
+        await _enable_utf8(pop)
         step.now = "logging in"
         await pop.login(
             acct.user, secret.get("password"), oauth2_token=secret.get("oauth2_token"), oauth2=secret.get("oauth2"), allow_insecure=acct.insecure
         )
         yield pop
+
+
+async def _enable_utf8(pop: Any) -> None:
+    """RFC 6856 §2: a server that advertises UTF8 may replace a message with non-ASCII
+    headers by a placeholder for a client that did not enable it. Enabled when advertised, in
+    the AUTHORIZATION state as the RFC requires; never otherwise (some servers hang up on an
+    unadvertised UTF8). Login reuses this CAPA: no extra round trip."""
+    try:
+        caps = await pop.capa()
+    except RemoteProtocolError:
+        raise
+    except error_proto:
+        return  # no CAPA (RFC 2449): nothing is advertised
+    if caps.utf8:
+        try:
+            await pop.utf8()
+        except ServerError as exc:
+            log.info("the server advertised UTF8 but refused it (%s); fetching without it", show_bytes(exc.response))
 
 
 @dataclass
@@ -405,12 +435,20 @@ class _Msg:
 
 
 async def _listing(pop: Any, acct: Account) -> list[_Msg]:
-    """LIST + UIDL, with UIDs as the exact bytes the server sent."""
+    """LIST + UIDL, with UIDs as the exact bytes the server sent. Only a server that does not
+    support UIDL has no UIDs; a UIDL that fails on a server that has it raises ServerError
+    (a temporary error: taking it for "no UIDL" would fetch everything again)."""
     infos = await pop.messages()
     uids: dict[int, bytes] = {}
-    if any(info.uid is not None for info in infos):
-        # messages() decodes UIDs for display; the store needs them byte-exact.
-        _, lines, _ = await pop.uidl()
+    if infos and not _lacks_uidl(pop):
+        # messages() decodes UIDs for display (and hides a failing UIDL); the store needs them
+        # byte-exact, and a failure must be seen.
+        try:
+            _, lines, _ = await pop.uidl()
+        except ServerError as exc:
+            if _advertises(pop, "UIDL") or _has_response_code(exc):
+                raise
+            lines = []  # no CAPA, a plain -ERR: a server without UIDL (RFC 1939 makes it optional)
         for line in lines:
             parts = line.split(None, 1)
             if len(parts) == 2 and parts[0].isdigit():
@@ -433,33 +471,57 @@ async def _listing(pop: Any, acct: Account) -> list[_Msg]:
     return msgs
 
 
+def _lacks_uidl(pop: Any) -> bool:
+    """The server's CAPA (RFC 2449) says it has no UIDL."""
+    caps = pop.capabilities
+    return caps is not None and len(caps) > 0 and not caps.has("UIDL")
+
+
+def _advertises(pop: Any, name: str) -> bool:
+    caps = pop.capabilities
+    return caps is not None and caps.has(name)
+
+
+def _has_response_code(exc: ServerError) -> bool:
+    """An ``-ERR [CODE]`` reply (RFC 2449 §8, RFC 3206): a failure, not a missing command."""
+    return exc.response[5:6] == b"["
+
+
 class _Fetch:
     """One account's run: up to MAX_SESSIONS sessions, sharing the state and the outcome."""
 
     def __init__(self, acct: Account, store: Any, state: State, report: Report, progress: Progress) -> None:
         self.acct, self.store, self.state, self.report, self.progress = acct, store, state, report, progress
+        self.digest_index = DigestIndex(store.state_dir)
         self.step = _Step()
         self.failed: set[str | int] = set()  # idents of messages that failed this run
         self.too_large: set[str | int] = set()
         self.unsaved = 0
         self.store_error: str | None = None
         self.current: _Msg | None = None  # the message being retrieved
-        self.digest_keys: dict[int, str] = {}  # this session: number -> key, for messages without UID
+        self.digests: dict[int, str] = {}  # this session: number -> digest key of what was stored
         self.known: set[str] = set()  # keys in the state or the store
+        self.index: dict[str, str] = {}  # digest key -> key the store holds that content under
 
     async def run(self, secret: dict[str, Any]) -> None:
         # Read the store before connecting: waiting for another program's mbox locks must not
         # keep a POP3 session idle.
         self.step.now = "reading the store"
-        self.known = self.state.keys | await asyncio.to_thread(self.store.stored_keys)
+        stored = await self.stored_keys()
+        self.index = {d: k for d, k in (await asyncio.to_thread(self.digest_index.load)).items() if k in stored}
+        self.known = self.state.keys | stored
         for _ in range(MAX_SESSIONS):
             if not await self.session(secret):
                 return
+        self.report.problems.append(
+            f"the connection was lost {MAX_SESSIONS} times in this run; the messages not fetched yet are fetched next run"
+        )
 
     async def session(self, secret: dict[str, Any]) -> bool:
-        """One session; True if it was lost on a broken message and should be resumed."""
+        """One session; True if it was lost on a broken or stalled message and should be resumed."""
         acct, report = self.acct, self.report
         async with _session(acct, secret, self.step) as pop:
+            report.login_delay = pop.capabilities.login_delay if pop.capabilities is not None else None
             self.step.now = "listing the messages"
             msgs = await _listing(pop, acct)
             no_uidl = bool(msgs) and all(m.uid is None for m in msgs)
@@ -469,29 +531,43 @@ class _Fetch:
                 )
             if no_uidl and not any("no UIDL" in w for w in report.warnings):
                 report.warnings.append("the server has no UIDL: every message is fetched, then deleted")
-            self.digest_keys = {}
+            self.digests = {}
             # Repair a crash between storing and recording: the store itself knows what it holds.
             self.state.add(m.key for m in msgs if m.key in self.known)
+            listed = {m.key for m in msgs}
+            self.state.failures = {k: n for k, n in self.state.failures.items() if k in listed}
             wanted = self.select(msgs)
             self.progress.expect(sum(m.size for m in wanted))
             log.info("%s: %d message(s) on the server, %d to fetch", acct.name, len(msgs), len(wanted))
-            to_delete: list[int] = []
             try:
-                await self.fetch_small(pop, [m for m in wanted if m.size <= STREAM_ABOVE], to_delete)
+                await self.fetch_small(pop, [m for m in wanted if m.size <= STREAM_ABOVE])
                 for m in wanted:
                     if m.size > STREAM_ABOVE and self.store_error is None:
-                        await self.fetch_streamed(pop, m, to_delete)
-            except RemoteProtocolError as exc:
-                # The client closed the connection (a line over the limit, a broken reply, EOF):
-                # the message being read is skipped for this run, a new session fetches the rest.
+                        await self.fetch_streamed(pop, m)
+            except (RemoteProtocolError, POP3TimeoutError) as exc:
+                # The connection is gone (a line over the limit, a broken reply, EOF, or the
+                # server went silent in the middle of a message): that message is skipped for
+                # this run, a new session fetches the rest.
                 return self.broken(exc)
             await self.save()
-            to_delete += [m.number for m in msgs if m.key is not None and m.key in self.state.keys]
+            to_delete: list[int] = []
+            if acct.delete:
+                # The store, not the state, says what may be deleted on the server.
+                self.step.now = "checking the store before deleting"
+                stored = await self.stored_keys()
+                to_delete = [m.number for m in msgs if self.held(m, stored)]
+                missing = sum(1 for m in msgs if m.key in self.state.keys and not self.held(m, stored))
+                warning = (
+                    f"{missing} message(s) recorded as fetched are not in the store {self.store.path} (moved or"
+                    " deleted there?); they are not deleted on the server"
+                )
+                if missing and warning not in report.warnings:
+                    report.warnings.append(warning)
             dele_refused = False
-            if acct.delete and to_delete:
+            if to_delete:
                 self.step.now = "deleting messages on the server"
                 try:
-                    await pop.dele_many(sorted(set(to_delete)))
+                    await pop.dele_many(to_delete)
                 except ServerError as exc:
                     dele_refused = True  # which DELEs succeeded is unknown: count and forget none
                     report.problems.append(
@@ -509,14 +585,27 @@ class _Fetch:
                 )
                 return False
             if acct.delete and not dele_refused:
-                report.deleted += len(set(to_delete))
+                report.deleted += len(to_delete)
                 gone = set(to_delete)
                 # Keep records of what the server still has only: the state stays small, and a
                 # UID the server later reuses is not taken for the deleted message.
                 kept = {m.key for m in msgs if m.key in self.state.keys and m.number not in gone}
-                self.state.keys = kept | {k for n, k in self.digest_keys.items() if n not in gone}
+                kept |= {self.digests[m.number] for m in msgs if m.key is None and m.number in self.digests and m.number not in gone}
+                self.state.keys = kept
+                self.state.aliases = {k: v for k, v in self.state.aliases.items() if k in self.state.keys}
                 await self.save()
         return False
+
+    async def stored_keys(self) -> set[str]:
+        try:
+            return set(await asyncio.to_thread(self.store.stored_keys))
+        except OSError as exc:
+            raise StoreError(f"cannot read the store {self.store.path}: {exc.strerror or exc}") from None
+
+    def held(self, m: _Msg, stored: set[str]) -> bool:
+        """Whether the store holds message ``m``: under its key, or its content under another."""
+        key = m.key if m.key is not None else self.digests.get(m.number)
+        return key is not None and (key in stored or self.state.aliases.get(key) in stored)
 
     def select(self, msgs: list[_Msg]) -> list[_Msg]:
         acct, wanted = self.acct, []
@@ -528,22 +617,38 @@ class _Fetch:
                 continue
             wanted.append(m)
         self.report.skipped = len(self.too_large)
+        # Messages that failed in earlier runs go last: a few that stall every time must not
+        # use up the run's sessions before the rest of the mailbox is fetched.
+        wanted.sort(key=lambda m: m.key in self.state.failures)
         if acct.max_messages is not None:
             wanted = wanted[: max(0, acct.max_messages - self.report.fetched)]
         return wanted
 
     def problem(self, m: _Msg, why: str) -> None:
         self.failed.add(m.ident)
-        self.report.problems.append(f"{m.name()} not fetched: {why}; it is tried again next run")
+        runs = 1
+        if m.key is not None:  # counted across runs only with a UID: a number changes
+            runs = self.state.failures[m.key] = self.state.failures.get(m.key, 0) + 1
+        if runs >= PERSISTENT_RUNS:
+            self.report.problems.append(
+                f"{m.name()} has failed in {runs} runs in a row ({why}); the rest of the mailbox is fetched,"
+                " this message is tried again each run: read or delete it with another client (webmail)"
+            )
+        else:
+            self.report.problems.append(f"{m.name()} not fetched: {why}; it is tried again next run")
 
-    def broken(self, exc: RemoteProtocolError) -> bool:
+    def broken(self, exc: POP3Error) -> bool:
         m = self.current
         if m is None:
             raise exc
-        self.problem(m, _library_text(exc))
+        if isinstance(exc, POP3TimeoutError):
+            why = f"the server sent nothing for {self.acct.timeout:g} s in the middle of it (--timeout)"
+        else:
+            why = _library_text(exc)
+        self.problem(m, why)
         return True
 
-    async def fetch_small(self, pop: Any, msgs: list[_Msg], to_delete: list[int]) -> None:
+    async def fetch_small(self, pop: Any, msgs: list[_Msg]) -> None:
         pending = msgs
         while pending and self.store_error is None:  # each round consumes at least one message
             done = 0
@@ -556,7 +661,7 @@ class _Fetch:
                         done += 1
                         self.current = pending[done] if done < len(pending) else None
                         data = b"".join(line + b"\r\n" for line in lines)
-                        if not await self.deliver(m, _one(data), to_delete):
+                        if not await self.deliver(m, _one(data)):
                             return
             except ServerError as exc:
                 m = pending[done]
@@ -565,20 +670,23 @@ class _Fetch:
             self.current = None
             pending = pending[done:]
 
-    async def fetch_streamed(self, pop: Any, m: _Msg, to_delete: list[int]) -> None:
+    async def fetch_streamed(self, pop: Any, m: _Msg) -> None:
         """A large message, written to the store chunk by chunk: memory stays bounded."""
         self.step.now = "retrieving messages"
         self.current = m
         try:
             async with _batch(pop, pop.retr_iter(m.number)) as chunks:
-                await self.deliver(m, chunks, to_delete)
+                await self.deliver(m, chunks)
         except ServerError as exc:
             self.problem(m, f"the server said {show_bytes(exc.response)}")
         self.current = None
 
-    async def deliver(self, m: _Msg, chunks: Any, to_delete: list[int]) -> bool:
+    async def deliver(self, m: _Msg, chunks: Any) -> bool:
         """Store one message; False if the store failed (fetching stops, the rest goes on)."""
-        delivery = await asyncio.to_thread(self.store.begin)
+        try:
+            delivery = await asyncio.to_thread(self.store.begin)
+        except OSError as exc:
+            return self.cannot_store(m, exc)
         digest = hashlib.sha256()
         size = 0
         key = None
@@ -587,13 +695,16 @@ class _Fetch:
                 digest.update(chunk)
                 size += len(chunk)
                 await asyncio.to_thread(delivery.write, chunk)
-            key = m.key or digest_key(digest.hexdigest(), m.size)
-            if m.key is None:
-                self.digest_keys[m.number] = key
-            if m.key is None and key in self.known:
-                # Without UIDL: stored by an earlier session that was lost before QUIT.
+            dkey = digest_key(digest.hexdigest(), m.size)
+            key = m.key or dkey
+            held = self.index.get(dkey) or (dkey if dkey in self.known else None)
+            if held is not None:
+                # These bytes are stored already: by a session of this run lost before QUIT, by
+                # a run reaching this mailbox by another route (host name, port), or under the
+                # UID this message had before the server lost UIDL. Stored once only.
                 await asyncio.to_thread(delivery.abort)
-                to_delete.append(m.number)
+                self.recorded(m, key, dkey, held)
+                self.progress.advance(size)
                 return True
             await asyncio.to_thread(delivery.commit, key)
         except POP3Error:
@@ -601,12 +712,7 @@ class _Fetch:
             raise
         except OSError as exc:  # the store's: disk full, file too large, I/O error
             await asyncio.to_thread(delivery.abort)
-            self.store_error = (
-                f"cannot write to {self.store.path}: {exc.strerror or exc}; "
-                f"{m.name()} and the rest were not stored, free some space and run again"
-            )
-            self.report.problems.append(self.store_error)
-            return False
+            return self.cannot_store(m, exc)
         except BaseException:
             # Interrupted: a write or commit still running in its thread finishes first (the
             # delivery serialises them); a committed message stays and is recorded, anything
@@ -615,10 +721,14 @@ class _Fetch:
             if key is not None and delivery.committed:
                 self.state.add([key])
             raise
-        self.state.add([key])
-        self.known.add(key)
-        if m.key is None:
-            to_delete.append(m.number)
+        self.recorded(m, key, dkey, key)
+        self.index[dkey] = key
+        try:
+            await asyncio.to_thread(self.digest_index.add, dkey, key)
+        except OSError as exc:
+            warning = f"cannot write {self.digest_index.path} ({exc.strerror or exc}): a message reached by another route may be stored twice"
+            if warning not in self.report.warnings:
+                self.report.warnings.append(warning)
         self.report.fetched += 1
         self.report.bytes += size
         self.progress.advance(size)
@@ -626,6 +736,24 @@ class _Fetch:
         if self.unsaved >= SAVE_EVERY:
             await self.save()
         return True
+
+    def cannot_store(self, m: _Msg, exc: OSError) -> bool:
+        """The store failed: fetching stops (False), the session goes on to delete what is stored."""
+        self.store_error = (
+            f"cannot write to {self.store.path}: {exc.strerror or exc}; "
+            f"{m.name()} and the rest were not stored, free some space and run again"
+        )
+        self.report.problems.append(self.store_error)
+        return False
+
+    def recorded(self, m: _Msg, key: str, dkey: str, held: str) -> None:
+        """Message ``m`` (``key``, content ``dkey``) is stored, under ``held``."""
+        self.digests[m.number] = dkey
+        self.state.add([key])
+        if held != key:
+            self.state.aliases[key] = held
+        self.state.failures.pop(key, None)
+        self.known.add(key)
 
     async def save(self) -> None:
         self.unsaved = 0
@@ -665,10 +793,11 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         store = await asyncio.to_thread(_store_for, acct, default_maildir)
         if isinstance(store, Mbox):
             store.cancelled = cancelled
-        report.stored_dir = str(store.path)
+        report.stored_dir, report.state_dir = str(store.path), str(store.state_dir)
         step.now = "locking the account"
         lock = AccountLock(store.state_dir, acct.identity)
         await asyncio.to_thread(lock.acquire, acct.wait, cancelled)
+        step.now = "reading the state"
         state = await asyncio.to_thread(State, store.state_dir, acct.identity)
         if state.damaged:
             report.warnings.append(
@@ -687,16 +816,16 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
     finally:
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.
-            await asyncio.shield(asyncio.to_thread(run.state.save, run.state.dump()))
+            try:
+                await asyncio.shield(asyncio.to_thread(run.state.save, run.state.dump()))
+            except StoreError as exc:
+                if report.error is None:
+                    report.fail(f"{exc}; what was stored is in the store, the next run reads it there", EXIT_USAGE)
         if lock is not None:
             lock.release()
     if report.code == EXIT_OK and report.problems:
         report.code = EXIT_PARTIAL
     return report
-
-
-async def fetch_all(accounts: list[Account], default_maildir: Path, progress: Progress) -> list[Report]:
-    return list(await asyncio.gather(*(fetch_account(a, default_maildir, progress) for a in accounts)))
 
 
 async def list_account(acct: Account) -> tuple[list[dict[str, Any]], Report]:

@@ -9,9 +9,15 @@ its mbox ``From_`` line. A crash between storing and recording is repaired on th
 scanning the store, and a damaged state file is rebuilt the same way.
 
 Maildir delivery is atomic by construction (``tmp/`` → fsync → rename into ``new/``). An mbox
-append is made all-or-nothing: under the mbox locks, a failed write is truncated away, the
-``From_`` line records the body length, and a message shorter than that length (the process
-died mid-append) is never trusted and, at the end of the file, truncated by the next run.
+append is made all-or-nothing: under the mbox locks, a journal records where it begins before
+its first byte, a failed write is truncated away, the ``From_`` line records the body length,
+and the journal's message, if shorter than that length (the process died mid-append), is
+never trusted and, at the end of the file, truncated by the next run. Nothing else in the
+file is ever changed: the user's edits are theirs.
+
+The state is a cache of the store: the store is read again before anything is deleted on
+the server, and the state directory and files must be the user's own and not writable by
+others. Paths are resolved, so a symlink to the store names the same locks and state.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import os
 import re
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -73,6 +80,40 @@ def make_dirs(path: Path) -> None:
             pass
 
 
+def check_private(path: Path, directory: bool) -> None:
+    """StoreError unless ``path`` is missing, or is a directory (``directory``) or regular file
+    that belongs to this user and that no other user may write: the state says what may be
+    deleted on the server, and the locks who may write, so nobody else may plant them."""
+    what = "directory" if directory else "file"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot use the state {what} {path}: {exc.strerror}") from None
+    if directory and not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"the state directory {path} is not a directory; move it away and run again")
+    if not directory and not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"the state file {path} is not a regular file; move it away and run again")
+    if st.st_uid != os.getuid():
+        raise StoreError(f"the state {what} {path} belongs to another user (uid {st.st_uid}); move it away and run again")
+    if st.st_mode & 0o022:
+        raise StoreError(
+            f"the state {what} {path} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o});"
+            f" run chmod go-w {path} after checking its content"
+        )
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created (0700) if missing and checked by :func:`check_private`."""
+    try:
+        make_dirs(path)
+    except OSError as exc:
+        raise StoreError(f"cannot create the state directory {path}: {exc.strerror}") from None
+    check_private(path, directory=True)
+    return path
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -113,8 +154,12 @@ class AccountLock:
         self.fd: int | None = None
 
     def acquire(self, wait: float, cancelled: threading.Event) -> None:
-        make_dirs(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        private_dir(self.path.parent)
+        check_private(self.path, directory=False)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise StoreError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
 
         def attempt() -> bool:
             try:
@@ -157,13 +202,17 @@ class Maildir:
     """Delivery into a Maildir: ``tmp/`` → fsync → ``new/`` (the Maildir protocol)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        # Locks and state follow the directory itself, not the spelling of its path (symlinks).
+        self.path = path = path.resolve()
         try:
             for sub in ("tmp", "new", "cur"):
                 make_dirs(path / sub)
         except OSError as exc:
             raise StoreError(f"cannot create the Maildir {path}: {exc.strerror}") from None
-        self.state_dir = path / ".fastpoplib"
+        for sub in ("tmp", "new", "cur"):
+            if not (path / sub).is_dir():
+                raise StoreError(f"{path / sub} is not a directory, so {path} is no Maildir; give --maildir another path")
+        self.state_dir = private_dir(path / ".fastpoplib")
 
     def begin(self) -> Delivery:
         return _MaildirDelivery(self.path, _unique())
@@ -253,7 +302,8 @@ class Mbox:
     """
 
     def __init__(self, path: Path, lock_wait: float = 60.0) -> None:
-        self.path = path
+        # Locks and state follow the file itself, not the spelling of its path (symlinks).
+        self.path = path = path.resolve()
         self.lock_wait = lock_wait
         self.cancelled = threading.Event()  # set when the run is interrupted: stop waiting for locks
         self.state_dir = path.with_name(path.name + ".fastpoplib")
@@ -263,7 +313,10 @@ class Mbox:
             raise StoreError(f"{path} is not a regular file; give --mbox a file path")
         try:
             make_dirs(path.parent)
-            make_dirs(self.state_dir)
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory of the mbox {path}: {exc.strerror}") from None
+        private_dir(self.state_dir)
+        try:
             # Only a new file is opened and closed here: closing a descriptor of a file drops
             # every fcntl lock this process holds on it (another account may be appending).
             if not path.exists():
@@ -340,15 +393,37 @@ class Mbox:
         finally:
             os.unlink(unique)
 
+    @property
+    def journal(self) -> Path:
+        """Where an append in progress is recorded (its start offset and ``From_`` line)
+        before its first byte is written; removed once it is complete or rolled back."""
+        return self.state_dir / "append.json"
+
     def stored_keys(self) -> set[str]:
-        """Keys of the complete messages; an incomplete one at the end (a run killed in the
-        middle of an append) is truncated away, under the locks."""
+        """Keys of the messages in the mbox. An append this store recorded in its journal and
+        did not complete (a run killed in the middle) is not counted, and is truncated away if
+        nothing follows it, under the locks; nothing else in the file is ever changed (a mail
+        reader may shorten a message, or remove it)."""
         with self.locked() as fd:
-            keys, cut = _scan_mbox(fd)
+            unfinished = self._read_journal()
+            keys, cut = _scan_mbox(fd, unfinished)
             if cut is not None:
                 os.ftruncate(fd, cut)
                 os.fsync(fd)
+            if unfinished is not None:
+                os.unlink(self.journal)
         return keys
+
+    def _read_journal(self) -> tuple[int, bytes] | None:
+        check_private(self.journal, directory=False)
+        try:
+            data = json.loads(self.journal.read_bytes())
+            return int(data["start"]), str(data["from"]).encode("ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # write_atomic never leaves half a journal: this one was not written by us.
+            raise StoreError(f"the journal {self.journal} cannot be read ({exc}); move it away and run again") from None
 
 
 _process_locks: dict[str, threading.Lock] = {}
@@ -396,21 +471,23 @@ def _remove_stale_dotlock(lock: str) -> None:
 _FROM_FPL = re.compile(rb"From fpl-(" + _KEY.encode() + rb")-L([0-9]+) ")
 
 
-def _scan_mbox(fd: int) -> tuple[set[str], int | None]:
-    """Complete fastpoplib messages of the mbox, and the offset to truncate the file to if it
-    ends with an incomplete one. A message is complete when at least the body length in its
-    ``From_`` line follows it (a mail reader adding a Status header makes it longer, never
-    shorter); any line starting with ``From `` ends the previous message (mboxrd quotes such
-    lines inside messages)."""
+def _scan_mbox(fd: int, unfinished: tuple[int, bytes] | None) -> tuple[set[str], int | None]:
+    """Keys of the fastpoplib messages of the mbox, and the offset to truncate the file to if
+    it ends with the ``unfinished`` append (its start offset and ``From_`` line, from the
+    journal) cut short. That message counts only if at least the body length in its ``From_``
+    line follows it; every other one counts as stored whatever its length now (the user's
+    edits are theirs). Any line starting with ``From `` ends the previous message (mboxrd
+    quotes such lines inside messages)."""
     keys: set[str] = set()
-    current: tuple[str, int, int, int] | None = None  # key, length, From_ offset, body offset
+    current: tuple[str, int, int, int, bool] | None = None  # key, length, From_ offset, body offset, unfinished
     offset = 0
 
     def close(end: int) -> bool:
+        """Count the current message; False if it is the unfinished append, cut short."""
         if current is None:
             return True
-        key, length, _, body = current
-        complete = end - body >= length + 1  # the body, then the blank separator line
+        key, length, _, body, ours = current
+        complete = not ours or end - body >= length + 1  # the body, then the blank separator line
         if complete:
             keys.add(key)
         return complete
@@ -422,10 +499,13 @@ def _scan_mbox(fd: int) -> tuple[set[str], int | None]:
             if line.startswith(b"From "):
                 close(offset)
                 found = _FROM_FPL.match(line)
-                current = (found.group(1).decode(), int(found.group(2)), offset, offset + len(line)) if found else None
+                ours = unfinished is not None and line == unfinished[1]
+                current = (found.group(1).decode(), int(found.group(2)), offset, offset + len(line), ours) if found else None
             offset += len(line)
-    if not close(offset) and current is not None:
-        return keys, current[2]
+    if not close(offset) and current is not None and unfinished is not None:
+        start = current[2]
+        # Also the newline written before the From_ line when the file did not end with one.
+        return keys, unfinished[0] if unfinished[0] == start - 1 else start
     return keys, None
 
 
@@ -472,6 +552,9 @@ class _MboxDelivery:
             from_line = b"From fpl-" + key.encode("ascii") + b"-L%d " % self.length + stamp + b"\n"
             with self.mbox.locked() as fd:
                 start = os.fstat(fd).st_size
+                # Recorded before the first byte: only what this append wrote is ever rolled back.
+                journal = json.dumps({"start": start, "from": from_line.decode("ascii")}).encode()
+                write_atomic(self.mbox.journal, journal)
                 try:
                     if start and os.pread(fd, 1, start - 1) != b"\n":
                         from_line = b"\n" + from_line
@@ -486,6 +569,9 @@ class _MboxDelivery:
                     os.ftruncate(fd, start)
                     os.fsync(fd)
                     raise
+                finally:
+                    if self.committed or os.fstat(fd).st_size == start:
+                        os.unlink(self.mbox.journal)
         finally:
             self.abort()
 
@@ -511,28 +597,83 @@ def _mboxrd(line: bytes) -> bytes:
 
 class State:
     """What one account has stored: the (exact UID, LIST size) pairs, and for a server without
-    UIDL the content digests. Saved atomically; a damaged file is ignored (``damaged``), and
-    the caller rebuilds what it held from the store's keys."""
+    UIDL the content digests; ``aliases`` maps a key whose message was found already stored
+    under another key (same bytes, another route or no UID) to that key; ``failures`` counts
+    the runs in a row a message failed in. Saved atomically; a damaged file is ignored
+    (``damaged``), and the caller rebuilds what it held from the store's keys. The state is a
+    cache of the store, never the authority: nothing is deleted on the server unless the store
+    holds it."""
 
     def __init__(self, directory: Path, account: str) -> None:
         self.path = directory / (_name(account) + ".json")
         self.account = account
         self.keys: set[str] = set()
+        self.aliases: dict[str, str] = {}
+        self.failures: dict[str, int] = {}
         self.damaged = False
+        check_private(self.path, directory=False)
         try:
             data = json.loads(self.path.read_bytes())
             self.keys = {str(k) for k in data["keys"]}
+            self.aliases = {str(k): str(v) for k, v in data.get("aliases", {}).items()}
+            self.failures = {str(k): int(v) for k, v in data.get("failures", {}).items()}
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self.damaged = True
 
     def add(self, keys: Iterable[str]) -> None:
         self.keys.update(keys)
 
     def dump(self) -> bytes:
-        return json.dumps({"account": self.account, "keys": sorted(self.keys)}, indent=0).encode("utf-8")
+        data = {
+            "account": self.account,
+            "keys": sorted(self.keys),
+            "aliases": dict(sorted(self.aliases.items())),
+            "failures": dict(sorted(self.failures.items())),
+        }
+        return json.dumps(data, indent=0).encode("utf-8")
 
     def save(self, data: bytes) -> None:
-        make_dirs(self.path.parent)
-        write_atomic(self.path, data)
+        try:
+            private_dir(self.path.parent)
+            write_atomic(self.path, data)
+        except OSError as exc:
+            raise StoreError(f"cannot save the state file {self.path}: {exc.strerror or exc}") from None
+
+
+class DigestIndex:
+    """Which content each stored message has, for the whole store (every account and route
+    writing to it): lines ``<digest key> <store key>`` appended to ``digests`` in the state
+    directory once the message is stored. Lets a run recognise bytes already stored under
+    another key: the same mailbox reached by another host name or port, or a message stored
+    under its UID and later seen without one. A cache like the state: an entry counts only if
+    the store holds its key."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "digests"
+
+    def load(self) -> dict[str, str]:
+        check_private(self.path, directory=False)
+        try:
+            with open(self.path, "rb") as f:
+                entries = [line.split() for line in f]
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc.strerror}") from None
+        return {e[0].decode(): e[1].decode() for e in entries if len(e) == 2 and _is_key(e[0]) and _is_key(e[1])}
+
+    def add(self, digest: str, key: str) -> None:
+        # One write of one short line with O_APPEND: concurrent runs do not interleave. Not
+        # fsynced: a crash may lose the last lines, which only makes a later run of another
+        # route store those messages once more (the store's own keys are fsynced).
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            os.write(fd, f"{digest} {key}\n".encode("ascii"))
+        finally:
+            os.close(fd)
+
+
+def _is_key(word: bytes) -> bool:
+    return re.fullmatch(_KEY.encode(), word) is not None

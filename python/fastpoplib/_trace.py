@@ -11,6 +11,9 @@ import sys
 from typing import Any, List, Tuple
 
 logger = logging.getLogger("fastpoplib")
+# A library prints nothing unless the application configures logging (the logging HOWTO):
+# without this, records of WARNING and above would reach stderr through logging.lastResort.
+logger.addHandler(logging.NullHandler())
 
 _ids = itertools.count(1)
 

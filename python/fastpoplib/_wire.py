@@ -16,11 +16,10 @@ from typing import Any, Callable, Optional
 
 from .exceptions import (
     CertificateVerificationError,
-    LocalProtocolError,
     POP3ConnectionError,
     POP3Error,
     POP3TimeoutError,
-    ServerError,
+    RemoteProtocolError,
     TLSError,
 )
 
@@ -71,13 +70,22 @@ def _with_ssl_details(err: Any, exc: ssl.SSLError) -> BaseException:
 
 
 def _failed(job: Any, exc: BaseException, host: str, close: Callable[[], None]) -> BaseException:
-    """After a failure: a `-ERR` or a refused request leaves the session usable; anything else
-    (I/O, a broken reply, Ctrl-C) may have left a reply half-read, so the session and the
-    socket are closed, and the reply is never taken for another's."""
+    """After a failure. An error the session itself gave (a ``-ERR``, a refused request, a
+    broken reply) has already ended the job, and the session's one policy decided whether the
+    connection stays usable. Anything else (Python's own I/O, a STARTTLS injection seen here,
+    a timeout, Ctrl-C) may have left a reply half-read: ``fail`` closes the session (it does
+    nothing to a job already ended). The socket is closed whenever the session is."""
     job.fail(type(exc).__name__)
-    if not isinstance(exc, (ServerError, LocalProtocolError)):
+    if job.closed:
         close()
     return translate(exc, host)
+
+
+def _injected(count: int) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"STARTTLS response injection: {count} bytes arrived in plaintext after the STLS reply; "
+        "the connection was closed"
+    )
 
 
 class SocketDriver:
@@ -121,53 +129,164 @@ class SocketDriver:
         return sock.version(), cipher[0]
 
 
-class StreamDriver:
-    """Moves a job's bytes over an asyncio stream (TLS by the loop, with the caller's context)."""
+class _Pipe(asyncio.Protocol):
+    """The connection's only reader on the asyncio path: every byte the transport delivers
+    lands in ``buffer`` until the session takes it, so what is buffered when TLS starts is
+    known (a STARTTLS injection), and no stream object reads ahead beside the session."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, timeout: Optional[float]) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: Optional[BaseException] = None
+        self.lost = False
+        self._reading = True
+        self._writable = True
+        self._waiter: Optional[asyncio.Future] = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) >= READ_SIZE and self._reading:
+            self._reading = False  # bounded memory: the server waits until the session reads
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.eof = True
+        self.lost = True
+        self.error = exc
+        self._writable = True
+        self._wake()
+
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def read(self) -> bytes:
+        """What arrived since the last read (``b""``: the server closed the connection)."""
+        while not self.buffer and not self.eof:
+            await self._wait()
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        if not self._reading and not self.eof:
+            self._reading = True
+            self.transport.resume_reading()
+        if not data and self.error is not None:
+            raise self.error
+        return data
+
+    async def drain(self) -> None:
+        while not self._writable and not self.eof:
+            await self._wait()
+        if self.error is not None:
+            raise self.error
+
+    async def drain_closed(self) -> None:
+        """Until the transport is gone (after ``close()``: TLS close_notify, then FIN)."""
+        while not self.lost:
+            await self._wait()
+
+
+class StreamDriver:
+    """Moves a job's bytes over an asyncio transport (TLS by the loop, with the caller's
+    context). ``timeout`` is read at each wait, so a change applies to the next one."""
+
+    def __init__(self, pipe: _Pipe, host: str, timeout: Callable[[], Optional[float]]) -> None:
+        self.pipe = pipe
         self.host = host
         self.timeout = timeout
+
+    @classmethod
+    async def connect(cls, name: str, timeout: Callable[[], Optional[float]], **kwargs: Any) -> "StreamDriver":
+        """``loop.create_connection(**kwargs)`` to the server ``name``, bounded by the timeout."""
+        pipe = _Pipe()
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.create_connection(lambda: pipe, **kwargs), timeout())
+        return cls(pipe, name, timeout)
 
     async def run(self, job: Any, context: Optional[ssl.SSLContext]) -> Any:
         try:
             while True:
                 action, value = job.step()
                 if action == WRITE:
-                    self.writer.write(value)
-                    await asyncio.wait_for(self.writer.drain(), self.timeout)
+                    self.pipe.transport.write(value)
+                    await asyncio.wait_for(self.pipe.drain(), self.timeout())
                 elif action == READ:
-                    job.feed(await asyncio.wait_for(self.reader.read(READ_SIZE), self.timeout))
+                    job.feed(await asyncio.wait_for(self.pipe.read(), self.timeout()))
                 elif action == HANDSHAKE:
                     await self._start_tls(context)
                     job.tls_started()
                 else:
                     return value
         except BaseException as exc:
-            err = _failed(job, exc, self.host, self.writer.transport.abort)
+            err = _failed(job, exc, self.host, self.pipe.transport.abort)
             if err is exc:
                 raise
             raise err from exc
 
     async def _start_tls(self, context: Optional[ssl.SSLContext]) -> None:
-        start_tls = getattr(self.writer, "start_tls", None)
-        if start_tls is None:  # Python < 3.11
-            raise TLSError("stls(context=...) on AsyncPOP3 needs Python 3.11 or later; use AsyncPOP3_SSL or stls() without a context")
-        await asyncio.wait_for(start_tls(context, server_hostname=self.host), self.timeout)
+        # Checked with no await before `start_tls` pauses the plaintext transport: nothing can
+        # arrive in between. Whatever is buffered came after the STLS reply, in plaintext.
+        if self.pipe.buffer:
+            raise _injected(len(self.pipe.buffer))
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        timeout = self.timeout()
+        expired = []
+        timer = None
+        if timeout is not None and task is not None:
+            timer = loop.call_later(timeout, lambda: (expired.append(True), task.cancel()))
+        try:
+            # Awaited directly (not in wait_for's task) so the check above still holds.
+            transport = await loop.start_tls(self.pipe.transport, self.pipe, context or ssl.create_default_context(), server_hostname=self.host)
+        except asyncio.CancelledError:
+            if expired:
+                raise POP3TimeoutError(f"timed out waiting for the server {self.host} to complete the TLS handshake") from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if transport is None:
+            raise POP3ConnectionError(f"the connection to {self.host} was closed during the TLS handshake")
+        self.pipe.transport = transport
 
     def tls_info(self) -> Optional[tuple]:
-        obj = self.writer.get_extra_info("ssl_object")
+        obj = self.pipe.transport.get_extra_info("ssl_object")
         if obj is not None and obj.cipher() is not None:
             return obj.version(), obj.cipher()[0]
         return None
 
+    def abort(self) -> None:
+        self.pipe.transport.abort()
+
     async def close(self, abort: bool = False) -> None:
         if abort:
-            self.writer.transport.abort()
+            self.abort()
             return
-        self.writer.close()
+        self.pipe.transport.close()
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), self.timeout or 5)
+            await asyncio.wait_for(self.pipe.drain_closed(), self.timeout() or 5)
         except (OSError, asyncio.TimeoutError, ssl.SSLError):
             pass  # closing anyway: a peer that does not answer close_notify changes nothing

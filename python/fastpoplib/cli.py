@@ -1,9 +1,10 @@
-"""``fastpoplib`` command line: fetch, ls, auth, serve, demo."""
+"""``fastpoplib`` command line: fetch, watch, status, ls, auth, serve, demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import __version__, _auth_cli, _retriever
+from . import __version__, _auth_cli, _retriever, _watch
 from ._retriever import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Account, ConfigError, printable
 
 DEFAULT_MAILDIR = Path("~/Maildir").expanduser()
@@ -29,6 +30,10 @@ EXIT_CODES = """exit codes:
   4    connection or TLS failure
   5    another fetch of the same account and store is running (see --wait)
   130  interrupted (Ctrl-C): what was stored is recorded, nothing is half-stored"""
+
+_EXIT_MEANING = {
+    int(code): text.strip() for code, text in (line.split(None, 1) for line in EXIT_CODES.splitlines()[1:])
+}
 
 T = TypeVar("T")
 
@@ -118,10 +123,11 @@ def _progress(quiet: bool) -> _retriever.Progress:
     return _TqdmProgress(tqdm(total=0, unit="B", unit_scale=True, desc="fetching", file=sys.stderr))
 
 
-def _run(coro: Awaitable[T]) -> T | None:
-    """Run ``coro``; Ctrl-C cancels it (each account then closes its connection and saves its
-    state) and returns None. Cancelling instead of raising KeyboardInterrupt at a random point
-    is what keeps an interrupted run from leaving anything half-done."""
+def _run(coro: Awaitable[T], stop_on: tuple[signal.Signals, ...] = (signal.SIGINT,)) -> T | None:
+    """Run ``coro``; Ctrl-C (or another of ``stop_on``) cancels it (each account then closes
+    its connection and saves its state) and returns None. Cancelling instead of raising
+    KeyboardInterrupt at a random point is what keeps an interrupted run from leaving
+    anything half-done."""
 
     async def main() -> T | None:
         task = asyncio.current_task()
@@ -133,7 +139,8 @@ def _run(coro: Awaitable[T]) -> T | None:
             task.cancel()
 
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        for signum in stop_on:
+            loop.add_signal_handler(signum, on_sigint)
         try:
             return await coro
         except asyncio.CancelledError:
@@ -141,16 +148,18 @@ def _run(coro: Awaitable[T]) -> T | None:
                 return None
             raise
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
+            for signum in stop_on:
+                loop.remove_signal_handler(signum)
 
     return asyncio.run(main())
 
 
-def run_fetch(accounts: list[Account], maildir: Path, quiet: bool) -> int:
+def run_fetch(accounts: list[Account], maildir: Path, quiet: bool, concurrency: int = _watch.DEFAULT_CONCURRENCY) -> int:
+    _watch.check_concurrency(concurrency)
     progress = _progress(quiet)
     started = time.monotonic()
     try:
-        reports = _run(_retriever.fetch_all(accounts, maildir, progress))
+        reports = _run(_watch.fetch_all(accounts, maildir, progress, concurrency))
     finally:
         if isinstance(progress, _TqdmProgress):
             progress.bar.leave = False
@@ -167,26 +176,68 @@ def run_fetch(accounts: list[Account], maildir: Path, quiet: bool) -> int:
             print(f"{name}: warning: {printable(text)}", file=sys.stderr)
         for text in r.problems:
             print(f"{name}: {printable(text)}", file=sys.stderr)
-        if not quiet or r.error:
+        if not quiet and not r.error:  # a failed account gets its error only, no summary
             extra = f", {r.skipped} skipped (too large)" if r.skipped else ""
             extra += f", {r.deleted} deleted on server" if r.deleted else ""
             print(f"{name}: {r.fetched} new message(s), {r.bytes} bytes -> {printable(r.stored_dir)}{extra}")
-    if not quiet:
+    code = _retriever.exit_code(reports)
+    if code != EXIT_OK:
+        _say_exit_code(code)
+    elif not quiet:
         print(f"done in {elapsed:.2f} s")
-    return _retriever.exit_code(reports)
+    return code
+
+
+def _say_exit_code(code: int) -> int:
+    """A failed run ends with its exit code and what it means (stderr), not a summary."""
+    print(f"fastpoplib: exit code {code}: {_EXIT_MEANING[code]}", file=sys.stderr)
+    return code
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    return run_fetch(accounts_from(args), Path(args.maildir or DEFAULT_MAILDIR).expanduser(), args.quiet)
+    return run_fetch(
+        accounts_from(args), Path(args.maildir or DEFAULT_MAILDIR).expanduser(), args.quiet, args.concurrency
+    )
 
 
-async def _list_all(accounts: list[Account]) -> list[tuple[list[dict[str, Any]], _retriever.Report]]:
-    return list(await asyncio.gather(*(_retriever.list_account(a) for a in accounts)))
+def cmd_watch(args: argparse.Namespace) -> int:
+    accounts = accounts_from(args)
+    _watch.check_concurrency(args.concurrency)
+    log = logging.getLogger("fastpoplib.watch")
+    if not args.verbose:  # a service: one line per account and poll for the journal, and warnings
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
+        log.setLevel(logging.INFO)
+    log.info("watching %d account(s), at most %d at once", len(accounts), args.concurrency)
+    maildir = Path(args.maildir or DEFAULT_MAILDIR).expanduser()
+    _run(_watch.watch(accounts, maildir, args.concurrency), stop_on=(signal.SIGINT, signal.SIGTERM))
+    log.info("stopped; what was stored is recorded")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    maildir = Path(args.maildir or DEFAULT_MAILDIR).expanduser()
+    accounts = accounts_from(args)
+    records = [_watch.status_of(acct, maildir) for acct in accounts]
+    sign_ins = [_auth_cli.sign_in_state(acct) for acct in accounts]
+    if args.json:  # json escapes control characters itself
+        rows = [{**dataclasses.asdict(r), **({"sign_in": s} if s else {})} for r, s in zip(records, sign_ins)]
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    for record, sign_in in zip(records, sign_ins):
+        print("\n".join(_watch.status_lines(record) + ([f"  sign-in     {printable(sign_in)}"] if sign_in else [])))
+    return EXIT_OK
+
+
+async def _list_all(
+    accounts: list[Account], concurrency: int = _watch.DEFAULT_CONCURRENCY
+) -> list[tuple[list[dict[str, Any]], _retriever.Report]]:
+    return await _watch.each(accounts, _retriever.list_account, concurrency)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     accounts = accounts_from(args)
-    results = _run(_list_all(accounts))
+    results = _run(_list_all(accounts, _watch.check_concurrency(args.concurrency)))
     if results is None:
         print("fastpoplib: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -196,7 +247,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{printable(report.account)}: warning: {printable(text)}", file=sys.stderr)
         if report.error:
             print(f"{printable(report.account)}: FAILED: {printable(report.error)}", file=sys.stderr)
-    return _retriever.exit_code([report for _, report in results])
+    code = _retriever.exit_code([report for _, report in results])
+    return _say_exit_code(code) if code != EXIT_OK else code
 
 
 def _print_listing(results: list[tuple[list[dict[str, Any]], _retriever.Report]], as_json: bool) -> None:
@@ -341,6 +393,24 @@ def _add_account_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    _add_verbose(p, argparse.SUPPRESS)
+    p.add_argument("--config", metavar="FILE", required=True, help="TOML file with [[account]] tables")
+    p.add_argument(
+        "--account", metavar="NAME", action="append", help="only the config account with this name (repeatable)"
+    )
+
+
+def _add_concurrency(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=_watch.DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"poll at most N accounts at once (default {_watch.DEFAULT_CONCURRENCY}); each holds one connection",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -390,7 +460,38 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no summary (errors are still printed)"
     )
+    _add_concurrency(fetch)
     fetch.set_defaults(func=cmd_fetch)
+
+    watch = sub.add_parser(
+        "watch",
+        help="poll every account of a config file every interval, until stopped (SIGTERM or Ctrl-C)",
+        description="Polls each account every `interval` seconds (config key, default 300), at most --concurrency"
+        " accounts at once; backs off after failures, pauses an account whose login is refused. Logs one line per"
+        " account and poll; `fastpoplib status` shows the last poll of each account. Exits 0 when stopped.",
+    )
+    _add_config_options(watch)
+    watch.add_argument(
+        "--interval", type=float, metavar="SECONDS", help="seconds between polls of every account (overrides the config)"
+    )
+    watch.add_argument(
+        "--maildir", metavar="DIR", help=f"Maildir of accounts that name no store (default {DEFAULT_MAILDIR})"
+    )
+    _add_concurrency(watch)
+    watch.set_defaults(func=cmd_watch)
+
+    status = sub.add_parser("status", help="show each account's last poll, messages fetched, last error, next poll")
+    _add_config_options(status)
+    status.add_argument(
+        "--maildir", metavar="DIR", help=f"Maildir of accounts that name no store (default {DEFAULT_MAILDIR})"
+    )
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of {account, last_poll, fetched, total, last_error, next_poll, paused, pid};"
+        " times in seconds since the epoch, null when unknown",
+    )
+    status.set_defaults(func=cmd_status)
 
     ls = sub.add_parser(
         "ls", help="list messages: number, size, UID, date, from, subject", epilog=EXIT_CODES, formatter_class=fmt
@@ -399,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "--json", action="store_true", help="print a JSON list of {account, number, size, uid, date, from, subject}"
     )
+    _add_concurrency(ls)
     ls.set_defaults(func=cmd_ls)
 
     serve = sub.add_parser("serve", help="run the built-in test server with a sample mailbox")
@@ -447,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         print(f"fastpoplib: {printable(str(exc))}", file=sys.stderr)
-        return EXIT_USAGE
+        return _say_exit_code(EXIT_USAGE)
     except KeyboardInterrupt:
         print("fastpoplib: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

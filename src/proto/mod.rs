@@ -11,5 +11,7 @@ pub mod error;
 pub mod greeting;
 pub mod response;
 pub mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use error::ProtoError;

@@ -104,6 +104,17 @@ impl LineReader {
         }
     }
 
+    /// Frees the memory a very long line made the buffer grow to, keeping what is unread: a
+    /// 16 MiB line must not leave 16 MiB held beside the reply built from it.
+    pub fn release(&mut self) {
+        if self.buf.capacity() > 4 * MAX_CHUNK {
+            self.buf = self.buf[self.pos..self.filled].to_vec();
+            self.filled -= self.pos;
+            self.pos = 0;
+            self.chunk = MIN_CHUNK;
+        }
+    }
+
     /// Bytes received but not yet consumed.
     pub fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..self.filled]

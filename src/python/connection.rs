@@ -24,7 +24,7 @@ use super::reactor::{runtime, Pending, Reactor};
 use super::tls_settings::TlsSettings;
 use crate::error::{Error, Result};
 use crate::proto::response::{Limits, LinesSink, Segment};
-use crate::proto::session::{Done, Expect, Job, Reply, Request, Session, State};
+use crate::proto::session::{Done, Expect, Facts, Job, MessageRow, Reply, Request, Session, State};
 use crate::proto::ProtoError;
 use crate::transport::blocking::BlockingIo;
 use crate::transport::tokio::TokioIo;
@@ -48,6 +48,9 @@ struct Core {
 /// What may be read while an operation runs: never held across I/O.
 struct Status {
     info: Info,
+    /// What the server said (greeting, capabilities, TLS, RFC 1939 state): the session's own
+    /// value, shared as it was when the last operation ended, never a copy kept apart.
+    facts: Arc<Facts>,
     timeout: Option<Duration>,
     /// Why the connection is closed, once it is.
     closed: Option<String>,
@@ -88,10 +91,12 @@ impl Shared {
             Io::Blocking(b) => b.shutdown_handle(),
             _ => None,
         };
+        let facts = session.facts().clone();
         Arc::new(Shared {
             core: Arc::new(tokio::sync::Mutex::new(Core { session, io })),
             status: Mutex::new(Status {
                 info,
+                facts,
                 timeout,
                 closed: None,
                 trace: Vec::new(),
@@ -133,6 +138,7 @@ impl Shared {
         };
         let mut status = self.status();
         status.trace.extend(trace);
+        status.facts = core.session.facts().clone();
         status.task = None;
         if let Some(info) = info {
             status.info = info;
@@ -248,6 +254,14 @@ fn expect(kind: u8) -> PyResult<Expect> {
     }
 }
 
+fn new_session(limits: Limits, tls: bool) -> Session {
+    if tls {
+        Session::new_tls(limits)
+    } else {
+        Session::new(limits)
+    }
+}
+
 /// Converts a finished job to Python (on the thread that holds the GIL).
 type Convert = fn(Python<'_>, Done, bool) -> PyResult<Py<PyAny>>;
 
@@ -257,6 +271,10 @@ pub struct Connection {
 }
 
 impl Connection {
+    fn facts(&self) -> Arc<Facts> {
+        self.shared.status().facts.clone()
+    }
+
     /// Runs `request` blocking (no reactor) or on tokio (a reactor: returns a `Pending`).
     #[allow(clippy::too_many_arguments)]
     fn execute(
@@ -291,11 +309,12 @@ impl Connection {
                 job,
                 convert,
                 login,
-                shared,
+                shared: shared.clone(),
                 early: None,
             };
             return PyJob {
                 state: Mutex::new(Some(state)),
+                shared,
             }
             .into_py_any(py);
         }
@@ -319,6 +338,11 @@ impl Connection {
                         let early = early.into_bound(py);
                         extend(&early, lines.into_segments())?;
                         (PyBytes::new(py, &status), early, octets).into_py_any(py)
+                    }
+                    Ok((Done::Messages(rows), Some(early))) => {
+                        let early = early.into_bound(py);
+                        extend_infos(&early, rows)?;
+                        early.into_py_any(py)
                     }
                     Ok((done, _)) => convert(py, done, login),
                     Err(Error::Interrupted) => {
@@ -407,16 +431,17 @@ fn blocking(
     let done = py.detach(|| {
         let mut check =
             || -> Result<()> { Python::attach(|py| py.check_signals()).map_err(interrupted) };
-        let mut arrived = |session: &mut Session, job: &Job| {
+        let mut arrived = |session: &mut Session, job: &mut Job| {
             let segments = session.take_segments(job);
-            if segments.is_empty() || failed.is_some() {
+            let rows = session.take_rows(job);
+            if (segments.is_empty() && rows.is_empty()) || failed.is_some() {
                 return;
             }
             Python::attach(|py| {
                 let list = early
                     .get_or_insert_with(|| PyList::empty(py).unbind())
                     .bind(py);
-                if let Err(err) = extend(list, segments) {
+                if let Err(err) = extend(list, segments).and_then(|()| extend_infos(list, rows)) {
                     failed = Some(err);
                 }
             });
@@ -480,6 +505,7 @@ fn convert_reply(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>>
     match done {
         Done::Reply(outcome) => reply(py, outcome, login),
         Done::Sent => Ok(py.None()),
+        Done::Capabilities(caps) => caps.list.into_py_any(py),
         other => Err(Error::from(ProtoError::Usage(format!(
             "internal error: unexpected result {other:?}"
         )))
@@ -490,11 +516,22 @@ fn convert_reply(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>>
 /// `[(number, size, uid)]`, each a `MessageInfo`; unique-ids are `str` decoded losslessly
 /// (UTF-8 with `surrogateescape`: `uid.encode("utf-8", "surrogateescape")` gives the bytes).
 fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    static MESSAGE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let Done::Messages(rows) = done else {
         return convert_reply(py, done, login);
     };
+    let list = PyList::empty(py);
+    extend_infos(&list, rows)?;
+    list.into_py_any(py)
+}
+
+/// Appends each row to `list` as a `MessageInfo`.
+fn extend_infos(list: &Bound<'_, PyList>, rows: Vec<MessageRow>) -> PyResult<()> {
+    static MESSAGE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let py = list.py();
     let class = MESSAGE_INFO.import(py, "fastpoplib._types", "MessageInfo")?;
     // `tuple.__new__(MessageInfo, row)`: what the named tuple's own `__new__` does, minus a
     // Python-level call per row.
@@ -506,7 +543,6 @@ fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAn
                 .map(Bound::unbind)
         })?
         .bind(py);
-    let mut infos = Vec::with_capacity(rows.len());
     for (number, size, uid) in rows {
         let uid = match uid {
             None => py.None(),
@@ -518,9 +554,9 @@ fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAn
             },
         };
         let row = PyTuple::new(py, [number.into_py_any(py)?, size.into_py_any(py)?, uid])?;
-        infos.push(new.call1((class, row))?);
+        list.append(new.call1((class, row))?)?;
     }
-    PyList::new(py, infos)?.into_py_any(py)
+    Ok(())
 }
 
 /// `lines` as a Python list of bytes, freeing each segment of the Rust copy once converted.
@@ -570,6 +606,7 @@ fn convert_item(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> 
 #[pyclass(module = "fastpoplib._core", name = "Job", frozen)]
 pub struct PyJob {
     state: Mutex<Option<JobState>>,
+    shared: Arc<Shared>,
 }
 
 struct JobState {
@@ -622,6 +659,11 @@ impl PyJob {
                 extend(&early, lines.into_segments())?;
                 (PyBytes::new(py, &status), early, octets).into_py_any(py)
             }
+            (Ok(Done::Messages(rows)), Some(early)) => {
+                let early = early.into_bound(py);
+                extend_infos(&early, rows)?;
+                early.into_py_any(py)
+            }
             (Ok(done), _) => convert(py, done, login),
             (Err(err), _) => Err(err.into()),
         }
@@ -656,9 +698,12 @@ impl PyJob {
                 // Convert what is complete now, while the next bytes are on their way, as the
                 // blocking driver does.
                 let segments = core.session.take_segments(job);
-                if !segments.is_empty() {
+                let rows = core.session.take_rows(job);
+                if !segments.is_empty() || !rows.is_empty() {
                     let list = early.get_or_insert_with(|| PyList::empty(py).unbind());
-                    if let Err(err) = extend(list.bind(py), segments) {
+                    let list = list.bind(py);
+                    if let Err(err) = extend(list, segments).and_then(|()| extend_infos(list, rows))
+                    {
                         drop(slot);
                         return Err(err);
                     }
@@ -707,6 +752,12 @@ impl PyJob {
             return self.end(py, state, Err(err.into())).map(drop);
         }
         Ok(())
+    }
+
+    /// Whether the connection is closed (after a fatal error): Python then closes its socket.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.shared.status().closed.is_some()
     }
 
     /// The handshake asked for by step 2 succeeded.
@@ -761,6 +812,7 @@ impl Connection {
             limits,
         };
         let config = tls.map(|t| t.config.clone());
+        let implicit_tls = config.is_some();
         match reactor {
             None => {
                 let io = py.detach(|| -> Result<BlockingIo> {
@@ -780,7 +832,8 @@ impl Connection {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let shared = Shared::new(Session::new(limits), Io::Blocking(io), opts.timeout);
+                let session = new_session(limits, implicit_tls);
+                let shared = Shared::new(session, Io::Blocking(io), opts.timeout);
                 Connection { shared }.into_py_any(py)
             }
             Some(reactor) => {
@@ -800,7 +853,7 @@ impl Connection {
                             let io = result?;
                             Connection {
                                 shared: Shared::new(
-                                    Session::new(limits),
+                                    new_session(limits, implicit_tls),
                                     Io::Tokio(io),
                                     opts.timeout,
                                 ),
@@ -819,17 +872,19 @@ impl Connection {
     }
 
     /// A session whose bytes Python moves (its own socket, or an `ssl.SSLSocket` made with the
-    /// caller's context): every operation returns a `Job` to pump.
+    /// caller's context): every operation returns a `Job` to pump. `tls`: the socket is
+    /// already a TLS one (implicit TLS).
     #[staticmethod]
-    #[pyo3(signature = (*, max_status_line, max_line_length, max_response_size))]
+    #[pyo3(signature = (*, max_status_line, max_line_length, max_response_size, tls=false))]
     fn external(
         max_status_line: usize,
         max_line_length: usize,
         max_response_size: usize,
+        tls: bool,
     ) -> PyResult<Self> {
         let limits = limits(max_status_line, max_line_length, max_response_size)?;
         Ok(Connection {
-            shared: Shared::new(Session::new(limits), Io::External, None),
+            shared: Shared::new(new_session(limits, tls), Io::External, None),
         })
     }
 
@@ -1224,17 +1279,51 @@ impl Connection {
         self.shared.status().closed.clone()
     }
 
-    /// RFC 1939 state: `"AUTHORIZATION"`, `"TRANSACTION"` or `"UPDATE"`; `None` while busy.
+    /// RFC 1939 state: `"AUTHORIZATION"`, `"TRANSACTION"` or `"UPDATE"`, as the last
+    /// operation left it.
     #[getter]
-    fn state(&self) -> Option<&'static str> {
-        self.shared
-            .core
-            .try_lock()
-            .ok()
-            .map(|c| match c.session.state() {
-                State::Authorization => "AUTHORIZATION",
-                State::Transaction => "TRANSACTION",
-                State::Update => "UPDATE",
-            })
+    fn state(&self) -> &'static str {
+        match self.facts().state {
+            State::Authorization => "AUTHORIZATION",
+            State::Transaction => "TRANSACTION",
+            State::Update => "UPDATE",
+        }
+    }
+
+    /// An operation is in progress (the session is locked by it).
+    #[getter]
+    fn busy(&self) -> bool {
+        self.shared.core.try_lock().is_err()
+    }
+
+    /// The greeting's status line (RFC 1939 §4), `None` until it was read.
+    #[getter]
+    fn welcome<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        let facts = self.facts();
+        facts.greeting.as_deref().map(|g| PyBytes::new(py, g))
+    }
+
+    /// The greeting's APOP timestamp (RFC 1939 §7), `None` without one; a malformed one raises.
+    #[getter]
+    fn apop_timestamp<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let facts = self.facts();
+        let Some(greeting) = facts.greeting.as_deref() else {
+            return Ok(None);
+        };
+        Ok(crate::proto::greeting::apop_timestamp(greeting)
+            .map_err(Error::from)?
+            .map(|stamp| PyBytes::new(py, stamp)))
+    }
+
+    /// CAPA as last read, `[(name, [args])]`; `None` when not read since login or TLS.
+    #[getter]
+    fn capabilities(&self) -> Option<Vec<(String, Vec<String>)>> {
+        self.facts().capabilities.as_ref().map(|c| c.list.clone())
+    }
+
+    /// TLS is up (implicit TLS, or STLS done).
+    #[getter]
+    fn tls(&self) -> bool {
+        self.facts().tls
     }
 }

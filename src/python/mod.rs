@@ -16,27 +16,10 @@ mod _core {
 
     use pyo3::prelude::*;
 
-    /// The APOP timestamp of a greeting (`None` if absent); malformed ones raise.
-    #[pyfunction]
-    fn apop_timestamp(greeting: &[u8]) -> PyResult<Option<Vec<u8>>> {
-        Ok(crate::proto::greeting::apop_timestamp(greeting)
-            .map_err(crate::error::Error::from)?
-            .map(<[u8]>::to_vec))
-    }
-
     /// Hex MD5 of `timestamp || secret` (RFC 1939 APOP).
     #[pyfunction]
     fn apop_digest(timestamp: &[u8], secret: &[u8]) -> String {
         crate::auth::apop::digest(timestamp, secret)
-    }
-
-    /// `[(name, [args])]` from CAPA body lines.
-    #[pyfunction]
-    fn parse_capa(lines: Vec<Vec<u8>>) -> PyResult<Vec<(String, Vec<String>)>> {
-        Ok(
-            crate::proto::capa::parse_capa(lines.iter().map(Vec::as_slice))
-                .map_err(crate::error::Error::from)?,
-        )
     }
 
     /// A copy of a command line fit for logs, secrets masked (`PASS ****`).

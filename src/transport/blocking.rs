@@ -119,7 +119,7 @@ impl BlockingIo {
         mut job: Job,
         tls: Option<&Arc<ClientConfig>>,
         check: Check,
-        arrived: &mut dyn FnMut(&mut Session, &Job),
+        arrived: &mut dyn FnMut(&mut Session, &mut Job),
     ) -> Result<Done> {
         loop {
             match session.step(&mut job)? {
@@ -131,7 +131,7 @@ impl BlockingIo {
                 Step::Read => {
                     let n = self.read(session.read_buf(), check)?;
                     session.received(n)?;
-                    arrived(session, &job);
+                    arrived(session, &mut job);
                 }
                 Step::Handshake => {
                     let config = tls

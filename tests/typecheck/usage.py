@@ -8,10 +8,12 @@ run: it only has to type-check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import sqlite3
 import ssl
 from email.message import EmailMessage
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from typing_extensions import assert_type
 
@@ -165,6 +167,35 @@ def handle_errors(host: str) -> str:
     except TimeoutError:
         return "timeout"
     return "ok"
+
+
+def exactly_once(host: str, user: str, password: str, db: sqlite3.Connection) -> int:
+    def stored(key: str) -> bool:
+        return db.execute("SELECT 1 FROM mail WHERE key = ?", (key,)).fetchone() is not None
+
+    count = 0
+    with fastpoplib.POP3_SSL(host) as pop:
+        pop.login(user, password)
+        for msg in fastpoplib.Fetcher(pop, stored=stored, delete=True).new_messages():
+            assert_type(msg, fastpoplib.Message)
+            data: bytes = msg.data
+            with db:
+                db.execute("INSERT INTO mail (key, body) VALUES (?, ?)", (msg.key, data))
+            msg.ack()
+            count += 1
+    return count
+
+
+async def exactly_once_async(host: str, user: str, token: str, keys: Set[str]) -> List[bytes]:
+    out: List[bytes] = []
+    async with fastpoplib.AsyncPOP3_SSL.connect(host) as pop:
+        await pop.login(user, oauth2_token=token)
+        async with contextlib.aclosing(fastpoplib.AsyncFetcher(pop, stored=keys.__contains__).new_messages()) as msgs:
+            async for msg in msgs:
+                out.append(msg.data)
+                keys.add(msg.key)
+                msg.ack()
+    return out
 
 
 if __name__ == "__main__":

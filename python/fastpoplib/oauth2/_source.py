@@ -154,12 +154,17 @@ def warn_if_expiring(name: str, record: TokenRecord) -> None:
 
 
 def state_line(name: str, record: Optional[TokenRecord], now: Optional[float] = None) -> str:
-    """One line about an account's sign-in, never a token: for ``auth status`` and ``status``."""
+    """``NAME: `` and :func:`state_text`: what ``auth status`` prints for an account."""
+    return f"{name}: {state_text(name, record, now)}"
+
+
+def state_text(name: str, record: Optional[TokenRecord], now: Optional[float] = None) -> str:
+    """An account's sign-in state in a few words, never a token."""
     now = time.time() if now is None else now
     if record is None:
-        return f"{name}: not signed in (fastpoplib auth login --account {name})"
+        return f"not signed in (fastpoplib auth login --account {name})"
     if record.failed:
-        return f"{name}: refresh refused ({record.failed}); sign in again: fastpoplib auth login --account {name}"
+        return f"refresh refused ({record.failed}); sign in again: fastpoplib auth login --account {name}"
     left = record.expires_at - now
     access = f"access token valid for {left / 60:.0f} min" if left > 0 else "access token expired (refreshed at next use)"
     refresh = "no refresh token" if record.refresh_token is None else "refresh token stored"
@@ -168,7 +173,7 @@ def state_line(name: str, record: Optional[TokenRecord], now: Optional[float] = 
         refresh += f", expires in {days:.0f} day(s) unless used" if days > 0 else ", expired: sign in again"
         if 0 < days * 86400 < WARN_BEFORE:
             refresh += " (WARNING: soon)"
-    return f"{name}: signed in; {access}; {refresh}"
+    return f"signed in; {access}; {refresh}"
 
 
 def token_source(account: Any, store: Optional[TokenStore] = None) -> TokenSource:
@@ -179,7 +184,7 @@ def token_source(account: Any, store: Optional[TokenStore] = None) -> TokenSourc
 
 
 def account_state(account: Any, store: Optional[TokenStore] = None) -> str:
-    """:func:`state_line` of a retriever account with ``auth = "oauth2"``, read from the
+    """:func:`state_text` of a retriever account with ``auth = "oauth2"``, read from the
     store: for ``fastpoplib status``. Raises TokenStoreError when the store is unreadable."""
-    return state_line(account.name, (store or TokenStore()).load(account.name))
+    return state_text(account.name, (store or TokenStore()).load(account.name))
 

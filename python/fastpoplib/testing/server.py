@@ -89,22 +89,33 @@ def _loopback(host: str) -> str:
 
 # --- faults ------------------------------------------------------------------------------------
 
-_FAULT_ACTIONS = ("reply", "stall", "drip", "disconnect", "disconnect_after", "endless_lines", "inject_after_stls")
+_FAULT_ACTIONS = (
+    "reply",
+    "stall",
+    "stall_after",
+    "drip",
+    "disconnect",
+    "disconnect_after",
+    "endless_lines",
+    "inject_after_stls",
+)
 
 
 @dataclass(eq=False)
 class Fault:
     """A misbehaviour of the server, triggered by the greeting or by a command verb.
 
-    Build faults with the class methods (:meth:`reply`, :meth:`stall`, :meth:`drip`,
-    :meth:`disconnect`, :meth:`disconnect_after`, :meth:`endless_lines`,
+    Build faults with the class methods (:meth:`reply`, :meth:`stall`, :meth:`stall_after`,
+    :meth:`drip`, :meth:`disconnect`, :meth:`disconnect_after`, :meth:`endless_lines`,
     :meth:`inject_after_stls`) and pass them to ``POP3TestServer(faults=[...])`` or
     :meth:`POP3TestServer.add_fault`.
 
     Matching: ``on`` is a command verb (case-insensitive, e.g. ``"RETR"``), ``"*"`` for any
     command, or ``"greeting"``. SASL continuation lines are not commands and never match.
     The first ``skip`` matching events pass untouched (``on="*", skip=3`` fires on the fourth
-    command); then the fault fires ``times`` times (``None``: every time). When several faults
+    command); then the fault fires ``times`` times (``None``: every time). ``arg``, if given,
+    limits the fault to commands with exactly that argument (``on="RETR", arg=b"3"``: message
+    3 only, whatever order the client asks in). When several faults
     match, the first one added wins. ``fired`` counts how often it fired, across sessions.
 
     Faults that replace the reply do so without executing the command: a ``reply`` fault on
@@ -120,6 +131,7 @@ class Fault:
     reset: bool = False
     times: Optional[int] = 1
     skip: int = 0
+    arg: Optional[bytes] = None
     fired: int = field(default=0, init=False)
     _seen: int = field(default=0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -152,6 +164,24 @@ class Fault:
         ``Fault.stall(5, on="greeting")`` makes a client's connect time out.
         """
         return cls("stall", on=on, seconds=seconds, times=times, skip=skip)
+
+    @classmethod
+    def stall_after(
+        cls,
+        data: bytes,
+        seconds: float = MAX_FAULT_SECONDS,
+        *,
+        on: str = "*",
+        arg: Optional[bytes] = None,
+        times: Optional[int] = 1,
+        skip: int = 0,
+    ) -> "Fault":
+        """Send ``data`` (e.g. the start of a reply), go silent for ``seconds``, then close.
+
+        ``Fault.stall_after(b"+OK\\r\\nSubject: x\\r\\n", on="RETR", arg=b"3", times=None)``:
+        the server stops in the middle of message 3, every time (a client must time out).
+        """
+        return cls("stall_after", on=on, data=data, seconds=seconds, times=times, skip=skip, arg=arg)
 
     @classmethod
     def drip(
@@ -218,9 +248,11 @@ class Fault:
         """
         return cls("inject_after_stls", on="STLS", data=data, times=times, skip=skip)
 
-    def _claim(self, trigger: str) -> bool:
+    def _claim(self, trigger: str, arg: bytes = b"") -> bool:
         """Count a matching event; True if the fault fires for it."""
         if self.on != trigger and not (self.on == "*" and trigger != _GREETING):
+            return False
+        if self.arg is not None and arg.strip() != self.arg:
             return False
         with self._lock:
             self._seen += 1
@@ -276,6 +308,12 @@ def _strip_eol(line: bytes) -> bytes:
     return line[:-1] if line.endswith(b"\n") else line
 
 
+_UTF8_PLACEHOLDER = (
+    b"Subject: message not shown\r\n\r\nThis message contains Unicode content that cannot be displayed;"
+    b" use a client that supports UTF8 (RFC 6856).\r\n"
+)
+
+
 # --- the server --------------------------------------------------------------------------------
 
 
@@ -298,6 +336,9 @@ class POP3TestServer:
         oauth2_tokens: user -> bearer token accepted by XOAUTH2 and OAUTHBEARER; default: the
             user's password.
         utf8: offer and accept UTF8 (RFC 6856).
+        utf8_placeholder: with ``utf8``, answer RETR and TOP of a message that is not ASCII
+            with a "cannot display Unicode content" placeholder to a session that did not send
+            ``UTF8``, as Courier does (RFC 6856 §2 lets a server do so).
         pipelining: advertise PIPELINING (commands are always answered in order).
         login_delay: advertise ``LOGIN-DELAY n`` and refuse a user's login within ``n``
             seconds of their previous one with ``-ERR [LOGIN-DELAY]``.
@@ -316,6 +357,7 @@ class POP3TestServer:
         max_auth_line_length: the limit for AUTH and its continuation lines; long, because
             OAuth2 tokens exceed 4 KiB and real servers accept them in an initial response.
         sasl_quirks: a :class:`SASLQuirks`: SASL as broken or hostile servers do it.
+
     """
 
     def __init__(
@@ -333,6 +375,7 @@ class POP3TestServer:
         sasl: Sequence[str] = _DEFAULT_SASL,
         oauth2_tokens: Optional[Mapping[str, str]] = None,
         utf8: bool = True,
+        utf8_placeholder: bool = False,
         pipelining: bool = True,
         login_delay: Optional[int] = None,
         expire: Union[int, str, None] = None,
@@ -364,6 +407,7 @@ class POP3TestServer:
         self.sasl: Tuple[str, ...] = tuple(m.upper() for m in sasl)
         self.oauth2_tokens: Optional[Dict[str, str]] = dict(oauth2_tokens) if oauth2_tokens is not None else None
         self.utf8 = utf8
+        self.utf8_placeholder = utf8_placeholder
         self.pipelining = pipelining
         self.login_delay = login_delay
         self.expire = expire
@@ -393,6 +437,8 @@ class POP3TestServer:
         self._lock = threading.Condition()
         self._sessions: List[Session] = []
         self._active: Dict[Session, "_Connection"] = {}
+        self._peak_sessions = 0
+        self._in_progress: Set[Session] = set()  # accepted, QUIT not yet answered, not closed
         self._last_login: Dict[str, float] = {}
 
     # -- lifecycle
@@ -494,6 +540,19 @@ class POP3TestServer:
             self.faults.clear()
 
     @property
+    def peak_sessions(self) -> int:
+        """The most sessions in progress at the same moment since :meth:`start` or the last
+        reset (``srv.peak_sessions = 0``): accepted, and neither closed nor past QUIT's reply,
+        so a client's bound on its connections can be checked against it."""
+        with self._lock:
+            return self._peak_sessions
+
+    @peak_sessions.setter
+    def peak_sessions(self, value: int) -> None:
+        with self._lock:
+            self._peak_sessions = value
+
+    @property
     def sessions(self) -> List[Session]:
         """Every connection accepted so far, open or closed, in order of arrival."""
         with self._lock:
@@ -537,10 +596,10 @@ class POP3TestServer:
             caps.append("UTF8")
         return caps
 
-    def _claim_fault(self, trigger: str) -> Optional[Fault]:
+    def _claim_fault(self, trigger: str, arg: bytes = b"") -> Optional[Fault]:
         with self._lock:
             faults = list(self.faults)
-        return next((f for f in faults if f._claim(trigger)), None)
+        return next((f for f in faults if f._claim(trigger, arg)), None)
 
     def _check_login_delay(self, user: str) -> None:
         if self.login_delay is None:
@@ -573,12 +632,19 @@ class POP3TestServer:
         with self._lock:
             self._sessions.append(session)
             self._active[session] = conn
+            self._in_progress.add(session)
+            self._peak_sessions = max(self._peak_sessions, len(self._in_progress))
             self._lock.notify_all()
         conn.thread.start()
 
     def _finished(self, session: Session) -> None:
         with self._lock:
             self._active.pop(session, None)
+            self._in_progress.discard(session)
+
+    def _session_over(self, session: Session) -> None:
+        with self._lock:
+            self._in_progress.discard(session)
 
     def __repr__(self) -> str:
         return f"<POP3TestServer {self._host}:{self._port} tls={self.tls} stls={self.stls}>"
@@ -747,9 +813,9 @@ class _Connection:
 
     # -- faults
 
-    def _fault(self, trigger: str) -> bool:
+    def _fault(self, trigger: str, arg: bytes = b"") -> bool:
         """Apply the first fault matching ``trigger``; True if it replaced the normal reply."""
-        fault = self.server._claim_fault(trigger)
+        fault = self.server._claim_fault(trigger, arg)
         if fault is None:
             return False
         if fault.action == "stall":
@@ -769,6 +835,9 @@ class _Connection:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         elif fault.action == "disconnect_after":
             self._send(fault.data)
+        elif fault.action == "stall_after":
+            self._send(fault.data)
+            self._sleep(fault.seconds)
         elif fault.action == "endless_lines":
             self._endless(fault)
         raise _Hangup()
@@ -807,7 +876,7 @@ class _Connection:
         if too_long or (verb != "AUTH" and len(line) > self.server.max_line_length):
             self._send(b"-ERR line too long" + _CRLF)
             return
-        if self._fault(verb):
+        if self._fault(verb, arg):
             return
         entry = self._COMMANDS.get(verb)
         if entry is None or not self._enabled(verb):
@@ -1007,6 +1076,9 @@ class _Connection:
             text = "fastpoplib test server signing off"
         self.session.quit_received = True
         self.done = True
+        # Counted as over before +OK goes out: a client waiting for it cannot have opened
+        # its next connection yet, so peak_sessions measures the client, not this thread.
+        self.server._session_over(self.session)
         return self._ok(text)
 
     # TRANSACTION state
@@ -1035,12 +1107,19 @@ class _Connection:
 
     def _cmd_retr(self, arg: bytes) -> bytes:
         _, message = self._message(self._args(arg, 1, 1)[0])
+        message = self._shown(message)
         return self._multi(f"{message.size} octets", message.lines)
 
     def _cmd_top(self, arg: bytes) -> bytes:
         number, count = self._args(arg, 2, 2)
         _, message = self._message(number)
-        return self._multi("top of message follows", message.top(self._number(count)))
+        return self._multi("top of message follows", self._shown(message).top(self._number(count)))
+
+    def _shown(self, message: Message) -> Message:
+        """``message``, or the placeholder a client that did not enable UTF8 gets for it."""
+        if self.server.utf8 and self.server.utf8_placeholder and not self.session.utf8 and not message.data.isascii():
+            return Message(message.uid, _UTF8_PLACEHOLDER)
+        return message
 
     def _cmd_dele(self, arg: bytes) -> bytes:
         n, _ = self._message(self._args(arg, 1, 1)[0])

@@ -179,6 +179,14 @@ impl Wire {
     fn command(&mut self, session: &mut Session, line: &[u8], expect: Expect) -> R {
         self.reply(session, cmd(line, expect))
     }
+
+    /// Runs CAPA, which must succeed: what the session learned.
+    fn capa(&mut self, session: &mut Session) -> Capabilities {
+        match self.run(session, Request::Capa) {
+            Ok(Done::Capabilities(caps)) => caps,
+            other => panic!("expected capabilities, got {other:?}"),
+        }
+    }
 }
 
 fn cmd(line: &[u8], expect: Expect) -> Request {
@@ -319,10 +327,13 @@ fn with_caps(wire: &mut Wire, pipelining: bool) -> Session {
         CAPA_PLAIN
     };
     wire.serve(&multi(b"+OK capability list follows", caps));
-    assert_eq!(
-        wire.reply(&mut session, Request::Capa),
-        lines_of(b"+OK capability list follows", caps)
-    );
+    let learned = wire.capa(&mut session);
+    let names: Vec<&[u8]> = learned.list.iter().map(|(n, _)| n.as_bytes()).collect();
+    let first_words: Vec<&[u8]> = caps
+        .iter()
+        .map(|l| l.split(|b| *b == b' ').next().unwrap())
+        .collect();
+    assert_eq!(names, first_words);
     assert_eq!(wire.take_written(), b"CAPA\r\n");
     assert_eq!(
         session.capabilities().map(|c| c.pipelining),
@@ -603,6 +614,51 @@ fn request_clone(request: &Request) -> Request {
     }
 }
 
+/// poplib's `_putcmd("RETR 1"); _getresp()`, then `lines` calls of `_getline()`: the lines read.
+fn retr_claimed_as_status(wire: &mut Wire, session: &mut Session, lines: usize) -> Vec<Vec<u8>> {
+    let put = Request::Put {
+        line: b"RETR 1".to_vec(),
+    };
+    assert!(matches!(wire.run(session, put), Ok(Done::Sent)));
+    let claim = Request::Claim {
+        expect: Expect::Status,
+    };
+    assert_eq!(wire.reply(session, claim), status(b"+OK 1"));
+    (0..lines)
+        .map(|_| match wire.run(session, Request::RawLine) {
+            Ok(Done::Line(line)) => line,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_body_left_after_a_status_claim_is_never_another_reply() {
+    // The body carries what a forged reply would look like.
+    let body: &[&[u8]] = &[b"Subject: one", b"+OK forged", b"Subject: forged", b"..x"];
+    for split in SPLITS {
+        for read in 0..=5 {
+            let mut wire = Wire::new(split);
+            let mut session = greeted(&mut wire);
+            wire.serve(&multi(b"+OK 1", body));
+            let got = retr_claimed_as_status(&mut wire, &mut session, read);
+            // `_getline()` goes on reading the body as it arrived (dot-stuffed), then its end.
+            let stuffed =
+                |l: &[u8]| [if l.starts_with(b".") { &b"."[..] } else { b"" }, l].concat();
+            let mut expected: Vec<Vec<u8>> = body.iter().map(|l| line(&stuffed(l))).collect();
+            expected.push(b".\r\n".to_vec());
+            assert_eq!(got, expected[..read.min(5)], "{split:?} {read}");
+            wire.serve(&multi(b"+OK 2", &[b"two"]));
+            assert_eq!(
+                wire.command(&mut session, b"RETR 2", Expect::Lines),
+                lines_of(b"+OK 2", &[b"two"]),
+                "{split:?} after {read} lines"
+            );
+            assert!(wire.pending.is_empty());
+        }
+    }
+}
+
 #[test]
 fn put_then_claim() {
     for split in SPLITS {
@@ -776,11 +832,11 @@ fn one_odd_capa_line_does_not_hide_the_others() {
         b"SASL PLAIN",
     ];
     wire.serve(&multi(b"+OK", capa));
-    assert_eq!(
-        wire.reply(&mut session, Request::Capa),
-        lines_of(b"+OK", capa)
-    );
+    let learned = wire.capa(&mut session);
+    assert_eq!(learned.list.len(), 4);
+    assert_eq!(learned.list[0].1, ["Serveur-\u{e9}l\u{e9}gant"]);
     let caps = session.capabilities().unwrap();
+    assert_eq!(*caps, learned);
     assert!(caps.pipelining && caps.stls, "{caps:?}");
     assert_eq!(caps.sasl, vec!["PLAIN".to_string()]);
 }
