@@ -85,7 +85,7 @@ with zipfile.ZipFile(wheel) as zf:
     licenses = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
     assert licenses, f"no LICENSE in {wheel}"
     assert zf.read(licenses[0]) == license_text, "the wheel's LICENSE differs from ./LICENSE"
-    for needed in ("fastpoplib/py.typed", "fastpoplib/_core.pyi", "fastpoplib/testing/server.py"):
+    for needed in ("fastpoplib/py.typed", "fastpoplib/_core.pyi", "fastpoplib/testing/server/__init__.py"):
         assert needed in names, f"{needed} missing from {wheel}"
     cores = [n for n in names if n.startswith("fastpoplib/_core.") and n.endswith(".so")]
     assert cores == ["fastpoplib/_core.abi3.so"], f"unexpected extension files: {cores}"

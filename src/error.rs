@@ -56,37 +56,89 @@ impl Error {
 }
 
 fn tls_message(err: &rustls::Error, host: &str) -> String {
-    use rustls::CertificateError as C;
-    let hint = "; trust a private CA (or the server's own self-signed certificate) with cafile=... or context=...";
     match err {
-        rustls::Error::InvalidCertificate(cert) => match cert {
-            C::UnknownIssuer => {
-                format!("certificate for {host} is signed by an unknown authority{hint}")
+        rustls::Error::InvalidCertificate(cert) => {
+            let (reason, shown) = match cert {
+                rustls::CertificateError::Other(other) => {
+                    match other.0.downcast_ref::<crate::tls::Presented>() {
+                        Some(p) => (
+                            p.reason.as_ref(),
+                            format!(
+                                "; the server presented the certificate of {:?} with fingerprint {}",
+                                p.subject, p.fingerprint
+                            ),
+                        ),
+                        None => (Some(cert), String::new()),
+                    }
+                }
+                _ => (Some(cert), String::new()),
+            };
+            match reason {
+                None => format!("certificate for {host} is not the pinned certificate{shown}"),
+                Some(reason) => {
+                    // The presented certificate is shown where trusting or pinning it is the
+                    // remedy; a wrong name or date is the same sentence as Python's ssl gives.
+                    let (problem, trust_hint) = certificate_problem(reason, host);
+                    if trust_hint {
+                        format!(
+                            "{problem}{shown}; trust a private CA (or the server's own \
+                             self-signed certificate) with cafile=... or context=..., or pin this \
+                             certificate with fingerprint=... once you have checked it is the \
+                             server's"
+                        )
+                    } else {
+                        problem
+                    }
+                }
             }
-            C::NotValidForName | C::NotValidForNameContext { .. } => {
-                format!("certificate is not valid for the name {host} (hostname mismatch)")
-            }
-            C::Expired | C::ExpiredContext { .. } => format!("certificate for {host} has expired"),
-            C::NotValidYet | C::NotValidYetContext { .. } => {
-                format!("certificate for {host} is not valid yet")
-            }
-            C::Revoked => format!("certificate for {host} has been revoked"),
-            C::BadSignature => format!("certificate for {host} has an invalid signature"),
-            C::BadEncoding => format!("certificate for {host} is malformed"),
-            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
-                format!("certificate for {host} is not meant for a TLS server")
-            }
-            // webpki reports a self-signed (CA) certificate used as the server's own this way.
-            C::Other(reason) if reason.to_string() == "CaUsedAsEndEntity" => {
-                format!("certificate for {host} is self-signed (a CA certificate used as the server's own) and not trusted{hint}")
-            }
-            C::Other(_) => format!("certificate for {host} was refused{hint}"),
-            _ => format!("certificate for {host} was refused{hint}"),
-        },
+        }
         rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => format!(
             "the server {host} requires a client certificate; pass certfile=... and keyfile=..."
         ),
+        // A POP3 greeting ("+OK ...") where the TLS handshake was expected.
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => format!(
+            "the server {host} answered in plain text, not TLS: is this a plain POP3 port? \
+             Connect without TLS there (upgrading with STLS), or use the server's POP3S port \
+             (usually 995)"
+        ),
         other => format!("TLS error with {host}: {other}"),
+    }
+}
+
+/// What is wrong with the certificate, and whether trusting it (or its CA) is the remedy.
+fn certificate_problem(cert: &rustls::CertificateError, host: &str) -> (String, bool) {
+    use rustls::CertificateError as C;
+    match cert {
+        C::UnknownIssuer => (
+            format!("certificate for {host} is signed by an unknown authority"),
+            true,
+        ),
+        C::NotValidForName | C::NotValidForNameContext { .. } => (
+            format!("certificate is not valid for the name {host} (hostname mismatch)"),
+            false,
+        ),
+        C::Expired | C::ExpiredContext { .. } => {
+            (format!("certificate for {host} has expired"), false)
+        }
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            (format!("certificate for {host} is not valid yet"), false)
+        }
+        C::Revoked => (format!("certificate for {host} has been revoked"), false),
+        C::BadSignature => (
+            format!("certificate for {host} has an invalid signature"),
+            false,
+        ),
+        C::BadEncoding => (format!("certificate for {host} is malformed"), false),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => (
+            format!("certificate for {host} is not meant for a TLS server"),
+            false,
+        ),
+        // webpki reports a self-signed (CA) certificate used as the server's own this way.
+        C::Other(reason) if reason.to_string() == "CaUsedAsEndEntity" => (
+            format!("certificate for {host} is self-signed (a CA certificate used as the server's own) and not trusted"),
+            true,
+        ),
+        _ => (format!("certificate for {host} was refused"), true),
     }
 }
 

@@ -1,7 +1,7 @@
 //! rustls client configuration from fastpoplib's own TLS keywords (`cafile=`, `cadata=`,
-//! `certfile=`/`keyfile=`); an `ssl.SSLContext` is never translated here, Python's `ssl` uses
-//! it as given. Only the ring provider is used, always passed explicitly, so that no
-//! process-wide default provider is needed.
+//! `certfile=`/`keyfile=`, `fingerprint=`); an `ssl.SSLContext` is never translated here,
+//! Python's `ssl` uses it as given. Only the ring provider is used, always passed explicitly,
+//! so that no process-wide default provider is needed.
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,6 +25,10 @@ pub struct TlsOptions {
     pub ca_certs: Vec<Vec<u8>>,
     /// Client certificate chain and private key, PEM.
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    /// SHA-256 digests of the server certificates accepted as they are (pinning, as
+    /// fetchmail's `sslfingerprint`). When non-empty, only these certificates are accepted:
+    /// neither the roots nor the name are consulted.
+    pub pins: Vec<[u8; 32]>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -34,20 +38,78 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// webpki-roots plus the operating system's store, loaded once per process.
-fn default_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let mut roots = RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            // Unreadable system certificates are skipped: the bundled roots still apply.
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
-            Arc::new(roots)
-        })
-        .clone()
+/// The default trust: webpki-roots plus the operating system's store, or the certificates
+/// named by `SSL_CERT_FILE`/`SSL_CERT_DIR` when set (as OpenSSL's default paths, which Python's
+/// `ssl.create_default_context()` uses). Loaded once per process.
+struct DefaultTrust {
+    roots: Arc<RootCertStore>,
+    /// The store's certificates (DER): a self-signed one listed there is accepted as the
+    /// server's own, as OpenSSL does.
+    certs: Vec<Vec<u8>>,
+}
+
+fn default_trust() -> &'static DefaultTrust {
+    static TRUST: OnceLock<DefaultTrust> = OnceLock::new();
+    TRUST.get_or_init(|| {
+        let mut roots = RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        // Unreadable system certificates are skipped: the bundled roots still apply.
+        let native = rustls_native_certs::load_native_certs();
+        let certs = native.certs.iter().map(|c| c.to_vec()).collect();
+        roots.add_parsable_certificates(native.certs);
+        DefaultTrust {
+            roots: Arc::new(roots),
+            certs,
+        }
+    })
+}
+
+/// The SHA-256 digest of a certificate (DER), for pinning and for error messages.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// `SHA256:AB:CD:...`: the digest as `openssl x509 -fingerprint -sha256` prints it.
+pub fn show_fingerprint(digest: &[u8; 32]) -> String {
+    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    format!("SHA256:{}", hex.join(":"))
+}
+
+/// A refused certificate with what the server presented, so that the error can show it.
+#[derive(Debug)]
+pub struct Presented {
+    /// Why it was refused; `None`: it is not the pinned certificate.
+    pub reason: Option<CertificateError>,
+    pub subject: String,
+    pub fingerprint: String,
+}
+
+impl std::fmt::Display for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            Some(reason) => write!(f, "{reason:?}"),
+            None => f.write_str("not the pinned certificate"),
+        }
+    }
+}
+
+impl std::error::Error for Presented {}
+
+fn presented(reason: Option<CertificateError>, der: &CertificateDer<'_>) -> rustls::Error {
+    let subject = x509_parser::parse_x509_certificate(der.as_ref())
+        .map(|(_, cert)| cert.subject().to_string())
+        .unwrap_or_else(|_| "(unreadable)".to_owned());
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        Presented {
+            reason,
+            subject,
+            fingerprint: show_fingerprint(&fingerprint(der.as_ref())),
+        },
+    ))))
 }
 
 /// Parses every certificate in PEM data (a CA bundle or a certificate chain).
@@ -85,8 +147,11 @@ impl TlsOptions {
     }
 
     fn verifier(&self) -> Result<Arc<dyn ServerCertVerifier>> {
+        let mut anchors = self.ca_certs.clone();
         let roots = if self.ca_certs.is_empty() {
-            default_roots()
+            let trust = default_trust();
+            anchors.extend(trust.certs.iter().cloned());
+            trust.roots.clone()
         } else {
             let mut store = RootCertStore::empty();
             for der in &self.ca_certs {
@@ -101,7 +166,8 @@ impl TlsOptions {
             .map_err(|e| Error::TlsConfig(format!("cannot build the certificate verifier: {e}")))?;
         Ok(Arc::new(Verifier {
             inner: webpki,
-            anchors: self.ca_certs.clone(),
+            anchors,
+            pins: self.pins.clone(),
         }))
     }
 }
@@ -113,16 +179,17 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>> {
         .map_err(|_| Error::TlsConfig(format!("{host:?} is not a valid host name for TLS")))
 }
 
-/// Chain verification by webpki; plus a certificate the caller trusted byte for byte.
+/// Chain verification by webpki; plus a certificate trusted byte for byte; or pinning.
 #[derive(Debug)]
 struct Verifier {
     inner: Arc<WebPkiServerVerifier>,
-    /// The certificates the caller gave (`cafile=`/`cadata=`), DER.
+    /// The trusted certificates (the caller's `cafile=`/`cadata=`, else the default store's), DER.
     anchors: Vec<Vec<u8>>,
+    pins: Vec<[u8; 32]>,
 }
 
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
+impl Verifier {
+    fn verify_chain(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -135,9 +202,10 @@ impl ServerCertVerifier for Verifier {
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         {
             // A self-signed certificate made the usual way (`openssl req -x509`: CA:TRUE, leaf
-            // and root at once) that the caller trusted as is: OpenSSL accepts a trust anchor
-            // presented as the server's own certificate, and so do we. Its name and dates are
-            // still checked, and the handshake signature is verified with its key.
+            // and root at once) that is trusted as is (given by the caller, or listed in the
+            // default store, e.g. SSL_CERT_FILE): OpenSSL accepts a trust anchor presented as
+            // the server's own certificate, and so do we. Its name and dates are still
+            // checked, and the handshake signature is verified with its key.
             // (webpki reports the CA-as-leaf case as `Other(CaUsedAsEndEntity)`.)
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::Other(_) | CertificateError::UnknownIssuer,
@@ -150,6 +218,33 @@ impl ServerCertVerifier for Verifier {
                 rustls::client::verify_server_name(&parsed, server_name)?;
                 check_dates(end_entity, now)?;
                 Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        if !self.pins.is_empty() {
+            // Pinned: exactly these certificates, whoever signed them and whatever name they
+            // bear (the handshake signature is still verified with the certificate's key).
+            return if self.pins.contains(&fingerprint(end_entity.as_ref())) {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(presented(None, end_entity))
+            };
+        }
+        match self.verify_chain(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(reason)) => {
+                Err(presented(Some(reason), end_entity))
             }
             other => other,
         }

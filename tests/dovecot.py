@@ -30,14 +30,14 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import pytest
 
 from fastpoplib.testing import sample_mailbox
 from fastpoplib.testing.dovecot import MAIL_UID, PASSWORD, Dovecot, installed
 
-__all__ = ["PASSWORD", "InteropDovecot", "dovecot_server", "dovecot_strict", "fresh_user", "edge_messages"]
+__all__ = ["PASSWORD", "InteropDovecot", "add_users", "dovecot_mail", "dovecot_server", "dovecot_strict", "fresh_user", "edge_messages"]
 
 # Appended to the harness's config (Dovecot keeps the last value of a repeated setting).
 COMMON_SETTINGS = """
@@ -54,8 +54,8 @@ class InteropDovecot(Dovecot):
 
     password = PASSWORD
 
-    def __init__(self, root: Path, *, strict: bool = False) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, *, strict: bool = False, protocols: Iterable[str] = ("pop3",)) -> None:
+        super().__init__(root, protocols)
         self.users: Dict[str, List[bytes]] = {}
         if strict:
             self.host = "127.0.0.2"
@@ -65,9 +65,10 @@ class InteropDovecot(Dovecot):
         with open(self.conf, "a") as conf:
             conf.write(STRICT_SETTINGS if strict else COMMON_SETTINGS)
 
-    def add_user(self, name: str, messages: Iterable[bytes]) -> List[bytes]:
+    def add_user(self, name: str, messages: Iterable[bytes], quota: Optional[str] = None) -> List[bytes]:
         """Creates ``name`` with these messages, stored byte for byte (the harness would turn
-        bare LF into CRLF; Maildir allows LF and Dovecot converts it on the wire). Returns them."""
+        bare LF into CRLF; Maildir allows LF and Dovecot converts it on the wire), and an
+        optional storage ``quota`` ("100K"). Returns them."""
         maildir = self.root / "mail" / name / "Maildir"
         for sub in ("cur", "new", "tmp"):
             (maildir / sub).mkdir(parents=True, exist_ok=True)
@@ -80,8 +81,7 @@ class InteropDovecot(Dovecot):
         home = maildir.parent
         for path in [home, *home.rglob("*")]:
             os.chown(path, MAIL_UID, MAIL_UID)
-        with open(self.root / "users.passwd", "a") as passwd:
-            passwd.write(f"{name}:{{PLAIN}}{PASSWORD}:{MAIL_UID}:{MAIL_UID}::{home}::\n")
+        self._add_passwd(name, home, quota)
         self.users[name] = stored
         return stored
 
@@ -140,13 +140,13 @@ def _require_dovecot() -> None:
 
 
 @contextlib.contextmanager
-def _instance(*, strict: bool) -> Iterator[InteropDovecot]:
+def _instance(*, strict: bool, protocols: Iterable[str] = ("pop3",)) -> Iterator[InteropDovecot]:
     """An instance in a directory of its own, removed afterwards. Not under pytest's tmp_path:
     Dovecot's unprivileged processes must be able to reach the files."""
     _require_dovecot()
     root = tempfile.mkdtemp(prefix="fastpoplib-dovecot-")
     try:
-        yield InteropDovecot(Path(root), strict=strict)
+        yield InteropDovecot(Path(root), strict=strict, protocols=protocols)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -170,7 +170,31 @@ def dovecot_strict() -> Iterator[InteropDovecot]:
             yield dove
 
 
+@pytest.fixture(scope="session")
+def dovecot_mail() -> Iterator[InteropDovecot]:
+    """POP3, IMAP (``imap_port`` with STARTTLS, ``imaps_port``) and LMTP (``lmtp_port``) with
+    the quota plugin: the retriever's source and destinations. Users: :func:`add_users`."""
+    with _instance(strict=False, protocols=("pop3", "imap", "lmtp")) as dove:
+        with open(dove.conf, "a") as conf:  # Dovecot 2.3 checks an OAuth2 token as the password
+            conf.write("auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop oauthbearer xoauth2\n")
+            conf.write("plugin {\n  quota_max_mail_size = 1M\n}\n")  # a larger message: NO [LIMIT]
+        with dove:
+            yield dove
+
+
 _fresh_ids = itertools.count()
+
+
+def add_users(dove: InteropDovecot, **mailboxes: List[bytes]) -> Dict[str, str]:
+    """Adds a user per keyword (its messages; a ``quota_NAME`` keyword's list is ignored and
+    NAME gets a 20 KB quota), with names unique in the session: returns keyword -> user name."""
+    names = {}
+    for key, messages in mailboxes.items():
+        name = f"{key}{next(_fresh_ids)}"
+        dove.add_user(name, messages, quota="20K" if key.startswith("quota_") else None)
+        names[key] = name
+    time.sleep(1.01 - time.time() % 1.0)  # see fresh_user
+    return names
 
 
 @pytest.fixture

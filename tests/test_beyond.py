@@ -147,12 +147,16 @@ def test_login_picks_strongest_and_refuses_cleartext(kind: str, pop3_server: Any
         p.login(USER, PASSWORD)
     p.stls(context=pop3_server.client_context())
     p.login(USER, PASSWORD)
-    assert p.auth_mechanism == "CRAM-MD5"
+    assert p.auth_mechanism == "PLAIN"  # over TLS PLAIN comes before CRAM-MD5 (issue 19)
     p.quit()
     q = connect(kind, pop3_server.host, pop3_server.port)
-    with pytest.raises(fastpoplib.AuthenticationError):
-        q.login(USER, "wrong", allow_insecure=True)
+    q.login(USER, PASSWORD, allow_insecure=True)
+    assert q.auth_mechanism == "CRAM-MD5"  # without TLS the password stays off the wire
     q.quit()
+    r = connect(kind, pop3_server.host, pop3_server.port)
+    with pytest.raises(fastpoplib.AuthenticationError):
+        r.login(USER, "wrong", allow_insecure=True)
+    r.quit()
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)

@@ -94,3 +94,18 @@ def test_testing_page_matches_the_server() -> None:
         assert hasattr(session, name), f"Session has no {name}"
     for fixture in re.findall(r"^\| `(pop3_[a-z_]+)` \|", text, flags=re.MULTILINE):
         assert callable(getattr(pytest_plugin, fixture, None)), f"no fixture {fixture}"
+
+
+def test_every_test_named_in_the_security_page_exists() -> None:
+    """docs/security.md says how each statement is tested: each test it names must exist (in
+    the file it names, when it names one)."""
+    sources = {p.name: p.read_text() for p in Path(__file__).parent.glob("test_*.py")}
+    missing = []
+    for cell in re.findall(r"`([^`]+)`", page("security.md")):
+        m = re.fullmatch(r"(?:(test_\w+\.py)::)?(test_\w+)", cell)
+        if m is None:
+            continue
+        where = [name for name, text in sources.items() if re.search(rf"def {m.group(2)}\b", text)]
+        if not where or (m.group(1) and m.group(1) not in where):
+            missing.append(cell)
+    assert not missing, f"docs/security.md names tests that do not exist: {missing}"

@@ -282,7 +282,6 @@ def test_overlapping_runs_of_one_account_never_fetch_twice(tmp_path: Path) -> No
 
 
 def test_ctrl_c_clears_the_progress_bar(tmp_path: Path) -> None:
-    pytest.importorskip("tqdm", reason="the progress bar needs tqdm")
     md = tmp_path / "md"
     slow = Fault.stall(0.05, on="RETR", times=None)
     with POP3TestServer(mailbox=sample_mailbox(40), stls=False, faults=[slow]) as srv:
@@ -325,19 +324,29 @@ def test_ctrl_c_clears_the_progress_bar(tmp_path: Path) -> None:
 
 
 def screen(output: str) -> list[str]:
-    """The lines a terminal shows for ``output`` (CR moves back to the start of the line)."""
+    """The lines a terminal shows for ``output`` (CR moves back to the start of the line,
+    ``ESC[K`` erases from the cursor to the end of the line)."""
     lines = []
     for raw in output.replace("\r\n", "\n").split("\n"):
         cells: list[str] = []
         column = 0
-        for ch in raw:
-            if ch == "\r":
-                column = 0
+        for piece in re.split("(\x1b\\[K)", raw):
+            if piece == "\x1b[K":
+                del cells[column:]
                 continue
-            cells[column : column + 1] = [ch]
-            column += 1
+            column = _draw(cells, column, piece)
         lines.append("".join(cells).rstrip())
     return lines
+
+
+def _draw(cells: list[str], column: int, text: str) -> int:
+    for ch in text:
+        if ch == "\r":
+            column = 0
+            continue
+        cells[column : column + 1] = [ch]
+        column += 1
+    return column
 
 
 def test_ctrl_c_while_waiting_for_a_lock_exits_at_once(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import hmac
 import poplib
 import socket
 import ssl
+import threading
 import time
 from typing import Any, Callable, List
 
@@ -725,3 +726,24 @@ def test_context_manager_and_list_of_messages() -> None:
         p.quit()
     with pytest.raises(RuntimeError):
         srv.client_context()  # no TLS on this server
+
+
+@pytest.mark.parametrize("mode", ["implicit", "stls"])
+def test_stop_ends_a_session_silent_in_the_tls_handshake(mode: str) -> None:
+    """A client that connects and never says a word of TLS (implicit TLS, or after STLS)
+    holds no session thread past stop()."""
+    pytest.importorskip("trustme")
+    srv = POP3TestServer(tls="implicit" if mode == "implicit" else "none").start()
+    client = socket.create_connection((srv.host, srv.port), timeout=5)
+    try:
+        if mode == "stls":
+            reader = client.makefile("rb")
+            reader.readline()
+            client.sendall(b"STLS\r\n")
+            assert reader.readline().startswith(b"+OK")
+        session = srv.wait_for_sessions(1)[0]
+        srv.stop()
+        assert session.closed.is_set()
+        assert not [t for t in threading.enumerate() if t.name == f"pop3-session-{session.peer}" and t.is_alive()]
+    finally:
+        client.close()

@@ -18,6 +18,7 @@ async context manager::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import functools
 import os
@@ -45,7 +46,7 @@ from typing import (
     overload,
 )
 
-from . import _bridge, _core, _flows, _login, _tls, _trace, _wire
+from . import _bridge, _core, _flows, _idna, _login, _tls, _trace, _wire
 from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, STATUS, BatchReplies, N, POP3Base, Which, resolve_timeout
 from ._tls import StrPath
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
@@ -269,7 +270,8 @@ class AsyncPOP3(POP3Base):
         self._bridge = _bridge.current()
         sys.audit("poplib.connect", self, self.host, self.port)
         if self._ssl_context is None:
-            self._attach(await self._bridge.call(_core.Connection.connect, self.host, self.port, max_status_line=self._maxline, **self._options))
+            host = _idna.ascii_host(self.host)
+            self._attach(await self._bridge.call(_core.Connection.connect, host, self.port, max_status_line=self._maxline, **self._options))
         else:
             limits = {k: self._options[k] for k in ("max_line_length", "max_response_size")}
             try:
@@ -280,7 +282,7 @@ class AsyncPOP3(POP3Base):
                     port=self.port,
                     ssl=self._ssl_context,
                     server_hostname=self.host,
-                    local_addr=self._options["source_address"],
+                    local_addr=_local_addr(self._options["source_address"]),
                 )
             except BaseException as exc:
                 err = _wire.translate(exc, self.host)
@@ -319,6 +321,7 @@ class AsyncPOP3(POP3Base):
 
     async def _call(self, name: str, *args: Any) -> Any:
         conn = self._check_open()
+        self._bridge.check()
         self._before(conn)
         try:
             if self._driver is not None:
@@ -344,11 +347,11 @@ class AsyncPOP3(POP3Base):
                 runner.send(result)
         return runner.value
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> AsyncIterator[Any]:
-        return _Batch(self, numbers, lines, kind)
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> AsyncIterator[Any]:
+        return _Batch(self, numbers, lines, kind, keep_errors)
 
-    async def _collect(self, items: AsyncIterator[Any]) -> List[Any]:
-        return [reply async for _, reply in items]
+    async def _collect(self, items: AsyncIterator[Any], finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
+        return finish([item async for item in items])
 
     async def _stream(self, line: bytes, chunk_size: int) -> AsyncIterator[bytes]:
         _, stream = await self._call("open_stream", line)
@@ -379,7 +382,15 @@ class AsyncPOP3(POP3Base):
         driver, self._driver = self._driver, None
         if conn is not None:
             _trace.event(logging.INFO, self._label, "closed")
-        if conn is not None and driver is None:
+        if conn is not None and not self._bridge.owns_running_loop():
+            # Its loop is gone or elsewhere: close at once, awaiting nothing of that loop.
+            conn.abort()
+            owner = self._bridge.loop
+            if driver is not None and owner is not None and not owner.is_closed():
+                # Transports are not thread-safe: their own loop aborts it.
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    owner.call_soon_threadsafe(driver.abort)
+        elif conn is not None and driver is None:
             await self._bridge.call(conn.close)
         elif conn is not None:
             # A call in progress holds the session, or an error already closed it: stop at
@@ -404,18 +415,22 @@ class AsyncPOP3(POP3Base):
         cadata: Optional[Union[str, bytes]] = None,
         certfile: Optional[StrPath] = None,
         keyfile: Optional[StrPath] = None,
+        fingerprint: Optional[str] = None,
     ) -> bytes:
         """STLS (RFC 2595): upgrade to TLS and return the server's ``+OK`` line; verified by
-        default (bundled Mozilla roots and the system store, or ``cafile=``/``cadata=``;
-        ``certfile=``/``keyfile=`` for a client certificate). A ``context`` is used by the
-        event loop's TLS exactly as given. Plaintext that arrives after the
+        default (bundled Mozilla roots and the system store or ``SSL_CERT_FILE``/
+        ``SSL_CERT_DIR``, or ``cafile=``/``cadata=``, or pinned with ``fingerprint=``, as in
+        :class:`POP3_SSL`; ``certfile=``/``keyfile=`` for a client certificate). A ``context``
+        is used by the event loop's TLS exactly as given. Plaintext that arrives after the
         ``+OK`` is refused (RemoteProtocolError); CAPA is read again. Raises error_proto if
         TLS is already up or the server has no STLS, CertificateVerificationError (an
         ``ssl.SSLCertVerificationError``) when the certificate is not trusted, TLSError for
         another handshake failure."""
-        tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+        tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile, fingerprint=fingerprint)
         if context is not None:
             _tls.check_context(context)
+            if fingerprint is not None:
+                raise ValueError("context and fingerprint are mutually exclusive")
             if self._driver is None and not self._tls_up:
                 fd = self._check_open().detach()
                 self._driver = await _wire.StreamDriver.connect(self.host, self._current_timeout, sock=socket.socket(fileno=fd))
@@ -461,6 +476,15 @@ class AsyncPOP3(POP3Base):
             self._abort()
 
 
+def _local_addr(source: Optional[Tuple[str, int]]) -> Optional[Tuple[Optional[str], int]]:
+    """``source_address`` as the event loop takes it: ``""`` (any address, to
+    ``socket.create_connection``) is ``None`` to ``loop.create_connection``."""
+    if source is None:
+        return None
+    host, port = source
+    return (host or None, port)
+
+
 def _coroutine(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     """POP3Base's command ``name`` as a coroutine function (``help()`` shows its docstring)."""
     method = getattr(POP3Base, name)
@@ -502,20 +526,25 @@ class AsyncPOP3_SSL(AsyncPOP3):  # noqa: N801 - mirrors POP3_SSL
         source_address: Optional[Tuple[str, int]] = None,
         max_line_length: int = MAX_LINE_LENGTH,
         max_response_size: int = MAX_RESPONSE_SIZE,
+        fingerprint: Optional[str] = None,
     ) -> _Connecting[T]:
         """Connect, do the TLS handshake and read the greeting (await it or use it in
         ``async with``). Without ``context``, rustls verifies the certificate against the
-        bundled Mozilla roots and the system store, or only ``cafile``/``cadata`` (PEM);
+        bundled Mozilla roots and the system store (or ``SSL_CERT_FILE``/``SSL_CERT_DIR``),
+        or only ``cafile``/``cadata`` (PEM), or accepts exactly the certificate pinned by
+        ``fingerprint="SHA256:..."`` (as :class:`fastpoplib.POP3_SSL`);
         ``certfile``/``keyfile`` select a client certificate. A ``context`` is handed to the
         event loop's TLS as is (exclusive with those keywords: ValueError). Raises, when
         awaited, CertificateVerificationError (an ``ssl.SSLCertVerificationError``), TLSError
         and what :meth:`AsyncPOP3.connect` raises."""
         kwargs: Any = dict(source_address=source_address, max_line_length=max_line_length, max_response_size=max_response_size)
         if context is not None:
-            if any(v is not None for v in (cafile, cadata, certfile, keyfile)):
-                raise ValueError("context and cafile/cadata/certfile/keyfile are mutually exclusive: load them into the context")
+            if any(v is not None for v in (cafile, cadata, certfile, keyfile, fingerprint)):
+                raise ValueError(
+                    "context and cafile/cadata/certfile/keyfile/fingerprint are mutually exclusive: load them into the context"
+                )
             return _Connecting(cls(host, port, timeout, _context=_tls.check_context(context), **kwargs))
-        settings = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+        settings = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile, fingerprint=fingerprint)
         return _Connecting(cls(host, port, timeout, _tls_settings=settings, **kwargs))
 
 

@@ -15,9 +15,9 @@ import sys
 from email.message import EmailMessage
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union, overload
 
-from . import _flows, _login, _trace
+from . import _flows, _fork, _login, _secrets, _trace
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
-from .exceptions import LocalProtocolError, ServerError
+from .exceptions import DeleteError, LocalProtocolError, ServerError
 
 #: A message number as the commands take it: an ``int``, or its decimal ``str`` (the
 #: argument is formatted into the command line, as poplib does).
@@ -63,8 +63,10 @@ class BatchReplies:
     when this object goes away (``break``, an exception, the end), the session drops what
     is still in flight. Subclasses add ``__next__`` or ``__anext__``."""
 
-    def __init__(self, client: Any, numbers: List[Any], lines: List[bytes], kind: int) -> None:
+    def __init__(self, client: Any, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> None:
         self._client = client
+        # Hand out a -ERR as the item's reply and go on, rather than raise and stop.
+        self._keep_errors = keep_errors
         self._numbers = numbers
         self._conn = client._check_open()
         self._id = self._conn.batch(lines, kind)
@@ -75,7 +77,7 @@ class BatchReplies:
             self._finish()
             return None
         index, reply = item
-        if isinstance(reply, ServerError):
+        if isinstance(reply, ServerError) and not self._keep_errors:
             self._finish()
             raise reply
         return self._numbers[index], reply
@@ -93,6 +95,14 @@ class BatchReplies:
         # `__init__` may have failed before the batch existed (a bad argument).
         if hasattr(self, "_done"):
             self._finish()
+
+
+def _deletions(items: List[Tuple[Any, Any]]) -> List[bytes]:
+    """``dele_many``'s result: the ``+OK`` lines, or DeleteError naming what is marked."""
+    refused = [(n, reply) for n, reply in items if isinstance(reply, ServerError)]
+    if refused:
+        raise DeleteError([n for n, reply in items if not isinstance(reply, ServerError)], refused)
+    return [reply for _, reply in items]
 
 
 def resolve_timeout(timeout: Any) -> Optional[float]:
@@ -126,6 +136,8 @@ class POP3Base:
     _label = "pop3"
     timeout: Optional[float] = None
     auth_mechanism: Optional[str] = None
+    # The secrets a flow in progress sent (``_secrets.hidden``), masked in what is shown.
+    _secrets: Tuple[bytes, ...] = ()
 
     def __init__(self, host: str, port: int) -> None:
         if not isinstance(host, str) or not host:
@@ -149,12 +161,12 @@ class POP3Base:
         """Operation ``name`` of the Rust connection: its result (blocking) or an awaitable."""
         raise NotImplementedError
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> Any:
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> Any:
         """A :class:`BatchReplies` iterator (sync or async) over ``lines`` sent as a batch."""
         raise NotImplementedError
 
-    def _collect(self, items: Any) -> Any:
-        """The replies of a batch as a list (or an awaitable of it)."""
+    def _collect(self, items: Any, finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
+        """``finish([(number, reply)])`` over a whole batch (or an awaitable of it)."""
         raise NotImplementedError
 
     def _stream(self, line: bytes, chunk_size: int) -> Any:
@@ -218,6 +230,7 @@ class POP3Base:
             # Always on: audit hooks see every line sent, whether or not anyone debugs.
             conn.set_trace(True)
             self._tracing = True
+            _fork.track(self)  # once per connection: its first call
 
     def _after(self) -> None:
         if self._conn is not None:
@@ -276,10 +289,11 @@ class POP3Base:
         return self._run(_flows.short(self._line(f"USER {user}"), login=True))
 
     def pass_(self, pswd: str) -> bytes:
-        """PASS (RFC 1939 §7): send the password (masked in debug output and logs); returns
+        """PASS (RFC 1939 §7): send the password (masked in debug output, logs and errors,
+        also where the server echoes it); returns
         the ``+OK`` line, after which the session is in the TRANSACTION state. Raises
         AuthenticationError on ``-ERR`` (InUseError when the maildrop is locked)."""
-        return self._run(_flows.short(self._line(f"PASS {pswd}"), login=True))
+        return self._run(_secrets.hidden(self, pswd, _flows.short(self._line(f"PASS {pswd}"), login=True)))
 
     def apop(self, user: str, password: str) -> bytes:
         """APOP (RFC 1939 §7): log in with the MD5 digest of the greeting's timestamp and
@@ -314,10 +328,11 @@ class POP3Base:
         allow_apop: bool = False,
         oauth2: Optional[Callable[[], str]] = None,
     ) -> bytes:
-        """Log in with each method the server offers, strongest first, until one succeeds
-        (SCRAM-SHA-512 > SCRAM-SHA-256 > SCRAM-SHA-1 > CRAM-MD5 > PLAIN > LOGIN > USER/PASS,
-        then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with ``oauth2_token`` or
-        ``oauth2``; ``mechanisms`` restricts and orders them). Reads CAPA (RFC 2449) first if it was not
+        """Log in with each method the server offers until one succeeds (over TLS:
+        SCRAM-SHA-512 > SCRAM-SHA-256 > SCRAM-SHA-1 > PLAIN > LOGIN > USER/PASS > CRAM-MD5;
+        without TLS: SCRAM > CRAM-MD5 > PLAIN > LOGIN > USER/PASS; then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with
+        ``oauth2_token`` or ``oauth2``;
+        ``mechanisms`` restricts and orders them). Reads CAPA (RFC 2449) first if it was not
         read yet; uses AUTH (RFC 5034), USER/PASS or APOP (RFC 1939 §7). Returns the final
         ``+OK`` line; the method used is left in ``auth_mechanism``.
 
@@ -445,10 +460,13 @@ class POP3Base:
 
     def dele_many(self, which: Iterable[Which]) -> List[bytes]:
         """DELE (RFC 1939 §5) each message, pipelined like :meth:`retr_many`; returns the
-        ``+OK`` lines in order. A ``-ERR`` raises ServerError (the deletions marked before it
-        stand until QUIT or RSET, RFC 1939 §6)."""
+        ``+OK`` lines in order. Every DELE is sent whatever the replies, pipelined or not; if
+        the server refuses any, DeleteError (a ServerError) says which messages are marked
+        deleted anyway (``deleted``, removed at QUIT) and which were refused (``refused``):
+        :meth:`rset` unmarks them all."""
         numbers = [*which]
-        return self._collect(self._batch(numbers, [self._line(f"DELE {n}") for n in numbers], STATUS))
+        lines = [self._line(f"DELE {n}") for n in numbers]
+        return self._collect(self._batch(numbers, lines, STATUS, keep_errors=True), _deletions)
 
     def retr_bytes(self, which: Which) -> bytes:
         """RETR (RFC 1939 §5): the message as one ``bytes``, dot-unstuffed, lines ending in
@@ -473,8 +491,11 @@ class POP3Base:
         progress: Optional[Callable[[int, Optional[int]], object]] = None,
         chunk_size: int = _flows.CHUNK_SIZE,
     ) -> int:
-        """RETR (RFC 1939 §5), streamed into ``dest`` (a path, created or truncated and closed
-        here, or a binary file object left open) without holding the message in memory.
+        """RETR (RFC 1939 §5), streamed into ``dest`` without holding the message in memory.
+        ``dest`` is a binary file object (left open), or a path: a regular file is written to
+        a temporary file beside it and renamed into place once complete (a symlink keeps
+        pointing to it), so a failure leaves the path as it was; a FIFO or device is written
+        as is and never removed.
         ``progress(done, total)`` is called after each chunk with the bytes written so far
         and the size LIST gives (``LIST which`` is sent first, only when ``progress`` is
         given), e.g. ``lambda done, total: bar.update(done - bar.n)`` for tqdm. Returns the

@@ -9,9 +9,9 @@ import ssl
 import sys
 import warnings
 from types import TracebackType
-from typing import Any, Iterator, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Type, TypeVar, Union
 
-from . import _core, _flows, _tls, _trace, _wire
+from . import _core, _flows, _idna, _tls, _trace, _wire
 from ._base import (
     LINES,
     MAX_LINE_LENGTH,
@@ -171,7 +171,9 @@ class POP3(POP3Base):
         sys.audit("poplib.connect", self, host, port)
         if context is None:
             self._attach(
-                _core.Connection.connect(None, 0, host, port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits)
+                _core.Connection.connect(
+                    None, 0, _idna.ascii_host(host), port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits
+                )
             )
             self.sock = _SocketView(self._conn)
         else:
@@ -246,11 +248,11 @@ class POP3(POP3Base):
                 runner.send(result)
         return runner.value
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int) -> Iterator[Any]:
-        return _Batch(self, numbers, lines, kind)
+    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> Iterator[Any]:
+        return _Batch(self, numbers, lines, kind, keep_errors)
 
-    def _collect(self, items: Iterator[Any]) -> List[Any]:
-        return [reply for _, reply in items]
+    def _collect(self, items: Iterator[Any], finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
+        return finish(list(items))
 
     def _stream(self, line: bytes, chunk_size: int) -> Iterator[bytes]:
         _, stream = self._call("open_stream", line)
@@ -322,12 +324,14 @@ class POP3(POP3Base):
         cadata: Optional[Union[str, bytes]] = None,
         certfile: Optional[StrPath] = None,
         keyfile: Optional[StrPath] = None,
+        fingerprint: Optional[str] = None,
     ) -> bytes:
         """STLS (RFC 2595): upgrade to TLS and return the server's ``+OK`` line.
 
         Without ``context`` the certificate is verified (bundled Mozilla roots and the system
-        store, or ``cafile=``/``cadata=``; ``certfile=``/``keyfile=`` for a client
-        certificate). A ``context`` is used by Python's ``ssl`` exactly as given, as poplib
+        store, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``, or ``cafile=``/``cadata=``; or pinned with
+        ``fingerprint="SHA256:..."``: exactly that certificate, whoever signed it;
+        ``certfile=``/``keyfile=`` for a client certificate). A ``context`` is used by Python's ``ssl`` exactly as given, as poplib
         does; ``sock`` is then that ``ssl.SSLSocket``. Plaintext that arrives after the
         ``+OK`` is refused (response injection, RemoteProtocolError); CAPA is read again.
         Raises error_proto if TLS is already up or the server has no STLS (CAPA is read
@@ -335,9 +339,11 @@ class POP3(POP3Base):
         when the certificate is not trusted, TLSError for another handshake failure; TypeError
         or ValueError for a ``context`` that is not a client ``ssl.SSLContext`` (given one,
         the keywords are not used)."""
-        tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+        tls: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile, fingerprint=fingerprint)
         if context is not None:
             _tls.check_context(context)
+            if fingerprint is not None:
+                raise ValueError("context and fingerprint are mutually exclusive")
             if self._driver is None and not self._tls_up:
                 self._take_socket()
         if self._driver is not None:
@@ -425,12 +431,18 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
         source_address: Optional[Tuple[str, int]] = None,
         max_line_length: int = MAX_LINE_LENGTH,
         max_response_size: int = MAX_RESPONSE_SIZE,
+        fingerprint: Optional[str] = None,
     ) -> None:
         """Connect to ``host:port`` (default 995), do the TLS handshake and read the greeting.
 
         Without ``context``, rustls verifies the certificate and host name against the
-        bundled Mozilla roots and the system store, or only against ``cafile``/``cadata``
-        (PEM; a self-signed certificate given there is trusted as is). ``context``: an
+        bundled Mozilla roots and the system store (or only the certificates named by
+        ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set, as ``ssl.create_default_context()``
+        does), or only against ``cafile``/``cadata`` (PEM; a self-signed certificate given
+        there, or listed in ``SSL_CERT_FILE``, is trusted as is). ``fingerprint="SHA256:AB:..."``
+        pins the server's certificate instead: exactly the one with that SHA-256 digest is
+        accepted, whoever signed it and whatever name it bears (the fingerprint a refused
+        certificate's error shows; exclusive with ``cafile``/``cadata``). ``context``: an
         ``ssl.SSLContext`` used by Python's ``ssl`` exactly as poplib uses it (exclusive with
         ``keyfile``, ``certfile``, ``cafile`` and ``cadata``: ValueError). ``keyfile`` and
         ``certfile`` (deprecated, DeprecationWarning, as in poplib) select a client
@@ -452,13 +464,13 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
                 raise ValueError("context and keyfile arguments are mutually exclusive")
             if certfile is not None:
                 raise ValueError("context and certfile arguments are mutually exclusive")
-            if cafile is not None or cadata is not None:
-                raise ValueError("context and cafile/cadata are mutually exclusive: load the CA into the context")
+            if cafile is not None or cadata is not None or fingerprint is not None:
+                raise ValueError("context and cafile/cadata/fingerprint are mutually exclusive: load the CA into the context")
             self._ssl_context: Optional[ssl.SSLContext] = _tls.check_context(context)
             self._tls = None
         else:
             self._ssl_context = None
-            self._tls = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile)
+            self._tls = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile, fingerprint=fingerprint)
         super().__init__(
             host, port, timeout, source_address=source_address, max_line_length=max_line_length, max_response_size=max_response_size
         )

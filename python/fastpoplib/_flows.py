@@ -9,7 +9,6 @@ only to the session (``src/proto/session/``).
 
 from __future__ import annotations
 
-import contextlib
 import email.parser
 import email.policy
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generator, List, Optional, Tuple, Union
 
 from . import _core
+from ._destination import Destination
 from ._types import Capabilities
 from .exceptions import RemoteProtocolError, ServerError, error_proto
 
@@ -217,12 +217,12 @@ def save(
     total: Optional[int],
     chunk_size: int = CHUNK_SIZE,
 ) -> Flow:
-    """Streams the body of ``line``'s reply into ``dest`` (a path, opened here, or a binary
-    file object); calls ``progress(done, total)`` after each chunk; returns the bytes written.
-    If writing fails, the session drops the rest of the body, so the connection stays usable;
-    a file opened here is removed unless the whole message was written."""
+    """Streams the body of ``line``'s reply into ``dest`` (a path, see :mod:`._destination`,
+    or a binary file object); calls ``progress(done, total)`` after each chunk; returns the
+    bytes written. If writing fails, the session drops the rest of the body, so the connection
+    stays usable; a path is left as it was unless the whole message was written."""
     own = isinstance(dest, (str, os.PathLike))
-    out = open(dest, "wb") if own else dest
+    out = Destination(dest) if own else dest
     complete = False
     try:
         _, stream = yield OpenStream(line)
@@ -231,6 +231,8 @@ def save(
             while True:
                 chunk = yield Chunk(stream, chunk_size)
                 if chunk is None:
+                    if own:
+                        out.commit()
                     complete = True
                     return done
                 out.write(chunk)
@@ -241,11 +243,8 @@ def save(
             yield DropStream(stream)
             raise
     finally:
-        if own:
-            out.close()
-            if not complete:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(dest)
+        if own and not complete:
+            out.discard()
 
 
 def size_of(which: Any, encoding: str) -> Flow:

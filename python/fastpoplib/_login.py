@@ -14,7 +14,7 @@ import binascii
 import logging
 from typing import Any, Callable, List, Optional, Tuple, Union
 
-from . import _flows, _sasl, _trace
+from . import _flows, _sasl, _secrets, _trace
 from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError
 
 AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
@@ -124,22 +124,6 @@ def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = Tru
         raise AuthenticationError(f"{exc}; connection closed".encode()) from None
 
 
-def _redact(text: bytes, secret: str) -> bytes:
-    """The server's reply with the secret masked, also where it echoes it in base64 (a SASL
-    PLAIN response sent back, say)."""
-    if not secret:
-        return text
-    raw = secret.encode("utf-8")
-    words = text.replace(raw, b"****").split(b" ")
-    for i, word in enumerate(words):
-        try:
-            if raw in base64.b64decode(word, validate=True):
-                words[i] = b"****"
-        except (binascii.Error, ValueError):
-            pass  # not base64: nothing hidden in it
-    return b" ".join(words)
-
-
 class _PasswordRefused(Exception):
     """The server refused the password itself (sent by PLAIN, LOGIN or PASS): every other
     method would be refused too, and each further failure costs time (Dovecot delays the next
@@ -167,13 +151,6 @@ def _attempt(client: Any, method: str, user: str, secret: str, oauth2: bool) -> 
         raise
 
 
-def _token(source: Any) -> str:
-    token = source()
-    if not isinstance(token, str) or not token:
-        raise TypeError(f"the oauth2 token source returned {type(token).__name__}, not a non-empty str")
-    return token
-
-
 def login(
     client: Any,
     user: str,
@@ -184,37 +161,26 @@ def login(
     allow_apop: bool,
     oauth2: Optional[Callable[[], str]] = None,
 ) -> _flows.Flow:
-    """Tries each method both sides support, strongest first, until one succeeds; sets
-    ``client.auth_mechanism`` to it. Stops at the first reply that is not a refusal of the
+    """Tries each method both sides support until one succeeds and sets
+    ``client.auth_mechanism`` to it. The order over TLS: SCRAM, PLAIN, LOGIN, USER/PASS, CRAM-MD5, APOP
+    (the password is hidden by TLS, so PLAIN comes before CRAM-MD5, which servers storing
+    hashed passwords refuse); without TLS (``allow_insecure``): SCRAM, CRAM-MD5, PLAIN, LOGIN,
+    USER/PASS, APOP (challenge-response first, keeping the password off the wire). Stops at the first reply that is not a refusal of the
     credentials, when the password itself was refused, and whenever the server fails to
-    prove itself (SCRAM). With a token source (``oauth2``), a refused token is reported to
-    its ``invalidate(token)`` (when it has one) and the login tried once more with a new
-    token: the server may have expired it before the time it announced."""
+    prove itself (SCRAM). The secret is masked in what the server echoes. With a token source
+    (``oauth2``), a refused token is reported to its ``invalidate(token)`` (when it has one)
+    and the login tried once more with a new token: the server may have expired it before
+    the time it announced."""
     if sum(x is not None for x in (password, oauth2_token, oauth2)) != 1:
         raise ValueError("give exactly one of password, oauth2_token and oauth2")
-    is_oauth2 = password is None
-    wanted = _sasl.check_wanted(mechanisms, is_oauth2)
-    if not client._tls_up and not allow_insecure:
-        what = "an OAuth2 token" if is_oauth2 else "a password"
-        raise LocalProtocolError(
-            f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
-        )
-    caps = yield from _flows.capabilities(client)
-    methods = _sasl.candidates(
-        caps.sasl,
-        wanted,
-        is_oauth2,
-        user_ok=not caps or caps.has("USER"),
-        apop_ok=allow_apop and client._apop_timestamp() is not None,
-    )
-    if not methods:
-        offered = " ".join(caps.sasl) or "none"
-        raise LocalProtocolError(f"no login method both the server (SASL: {offered}) and this call allow")
     if oauth2 is None:
-        return (yield from _try_methods(client, methods, user, password if password is not None else oauth2_token or "", is_oauth2))
+        secret = oauth2_token if oauth2_token is not None else password or ""
+        flow = _methods(client, user, secret, oauth2_token is not None, mechanisms, allow_insecure, allow_apop)
+        return (yield from _secrets.hidden(client, secret, flow))
+    _refuse_cleartext(client, True, allow_insecure)  # before a token is fetched for nothing
     token = yield _flows.Offload(lambda: _token(oauth2))
     try:
-        return (yield from _try_methods(client, methods, user, token, True))
+        return (yield from _secrets.hidden(client, token, _methods(client, user, token, True, mechanisms, allow_insecure, allow_apop)))
     except AuthenticationError as exc:
         invalidate = getattr(oauth2, "invalidate", None)
         if invalidate is None:
@@ -225,10 +191,47 @@ def login(
     if fresh == token:  # nothing new to offer: another attempt would only count as a failure
         raise refused
     _trace.event(logging.INFO, client._label, "OAuth2 token refused; trying once more with a new one")
-    return (yield from _try_methods(client, methods, user, fresh, True))
+    return (yield from _secrets.hidden(client, fresh, _methods(client, user, fresh, True, mechanisms, allow_insecure, allow_apop)))
 
 
-def _try_methods(client: Any, methods: List[str], user: str, secret: str, oauth2: bool) -> _flows.Flow:
+def _token(source: Callable[[], str]) -> str:
+    token = source()
+    if not isinstance(token, str) or not token:
+        raise TypeError(f"the oauth2 token source returned {type(token).__name__}, not a non-empty str")
+    return token
+
+
+def _refuse_cleartext(client: Any, oauth2: bool, allow_insecure: bool) -> None:
+    if not client._tls_up and not allow_insecure:
+        what = "an OAuth2 token" if oauth2 else "a password"
+        raise LocalProtocolError(
+            f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
+        )
+
+
+def _methods(
+    client: Any,
+    user: str,
+    secret: str,
+    oauth2: bool,
+    mechanisms: Optional[List[str]],
+    allow_insecure: bool,
+    allow_apop: bool,
+) -> _flows.Flow:
+    wanted = _sasl.check_wanted(mechanisms, oauth2)
+    _refuse_cleartext(client, oauth2, allow_insecure)
+    caps = yield from _flows.capabilities(client)
+    methods = _sasl.candidates(
+        caps.sasl,
+        wanted,
+        oauth2,
+        user_ok=not caps or caps.has("USER"),
+        apop_ok=allow_apop and client._apop_timestamp() is not None,
+        tls=client._tls_up,
+    )
+    if not methods:
+        offered = " ".join(caps.sasl) or "none"
+        raise LocalProtocolError(f"no login method both the server (SASL: {offered}) and this call allow")
     tried: List[Tuple[str, str]] = []
     last = b""
     details = None
@@ -240,7 +243,7 @@ def _try_methods(client: Any, methods: List[str], user: str, secret: str, oauth2
         # would fail the same way, or count as one more login attempt.
         except (AuthenticationError, _PasswordRefused) as exc:
             refusal = exc.error if isinstance(exc, _PasswordRefused) else exc
-            last = _redact(refusal.response, secret)
+            last = _secrets.redact(refusal.response, [secret.encode("utf-8")])
             tried.append((method, _sasl.printable(last)))
             details = refusal.details if refusal.details is not None else details
             if isinstance(exc, _PasswordRefused):

@@ -28,13 +28,37 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-from . import _aio
+from . import _aio, _tls
 from .oauth2 import OAuth2ConfigError, OAuth2Error, SignInRequired, TokenStoreError, token_source
-from ._store import AccountLock, DigestIndex, LockBusy, Maildir, Mbox, State, StoreError, digest_key, uid_key
+from ._destinations import (
+    DestinationError,
+    ImapDestination,
+    ImapURL,
+    LmtpDestination,
+    MdaDestination,
+    imap_state_dir,
+    lmtp_state_dir,
+    mda_state_dir,
+)
+from ._store import (
+    AccountLock,
+    Destination,
+    DigestIndex,
+    LockBusy,
+    Maildir,
+    Mbox,
+    Outcome,
+    Refusal,
+    State,
+    StoreError,
+    digest_key,
+    uid_key,
+)
 from .exceptions import (
     AuthenticationError,
     CertificateVerificationError,
     ConnectionClosedError,
+    DeleteError,
     InUseError,
     LoginDelayError,
     POP3ConnectionError,
@@ -63,13 +87,15 @@ log = logging.getLogger("fastpoplib.retriever")
 
 
 class Progress:
-    """What the retriever reports while it works; the CLI subclasses it with a tqdm bar."""
+    """What the retriever reports while it works; the CLI subclasses it with a progress line
+    (``_progress.TerminalProgress``)."""
 
-    def expect(self, nbytes: int) -> None:
-        """More bytes are about to be fetched (an account's new messages, sizes from LIST)."""
+    def expect(self, nbytes: int, messages: int = 0) -> None:
+        """More messages and bytes are about to be fetched (an account's new messages, sizes
+        from LIST); each message is announced once per run."""
 
     def advance(self, nbytes: int) -> None:
-        """Bytes done: stored, or recognised as stored already."""
+        """One message done, ``nbytes`` long: stored, or recognised as stored already."""
 
 
 class ConfigError(Exception):
@@ -118,6 +144,7 @@ _SETTINGS = {
     "tls": (str, None, None),
     "insecure": (bool, None, None),
     "cafile": (str, None, None),
+    "fingerprint": (str, None, None),
     "password_env": (str, None, None),
     "password_command": (str, None, None),
     "netrc_file": (str, None, None),
@@ -125,6 +152,14 @@ _SETTINGS = {
     **{key: (str, None, None) for key in OAUTH2_KEYS},
     "maildir": (str, None, None),
     "mbox": (str, None, None),
+    "imap": (str, None, None),
+    "imap_password_env": (str, None, None),
+    "imap_password_command": (str, None, None),
+    "imap_oauth2_token_command": (str, None, None),
+    "imap_cafile": (str, None, None),
+    "lmtp": (str, None, None),
+    "lmtp_recipient": (str, None, None),
+    "mda": (str, None, None),
     "delete": (bool, None, None),
     "max_size": (int, 1, None),
     "max_messages": (int, 1, None),
@@ -169,6 +204,7 @@ class Account:
     tls: str = "implicit"  # implicit | starttls | none
     insecure: bool = False  # allow a clear-text password and skip nothing else
     cafile: str | None = None
+    fingerprint: str | None = None  # SHA256:... of the server's certificate, pinned
     password_env: str | None = None
     password_command: str | None = None
     netrc_file: str | None = None
@@ -185,6 +221,14 @@ class Account:
     oauth2_authorization_endpoint: str | None = None
     maildir: str | None = None
     mbox: str | None = None
+    imap: str | None = None  # imaps://USER@HOST[:PORT]/FOLDER or imap://... (STARTTLS)
+    imap_password_env: str | None = None
+    imap_password_command: str | None = None
+    imap_oauth2_token_command: str | None = None
+    imap_cafile: str | None = None
+    lmtp: str | None = None  # HOST:PORT or unix:PATH
+    lmtp_recipient: str | None = None
+    mda: str | None = None  # a command: the message on its standard input
     delete: bool = False
     max_size: int | None = None
     max_messages: int | None = None
@@ -192,6 +236,8 @@ class Account:
     wait: float = 0.0  # seconds to wait for another run of this account to finish
     mbox_lock_wait: float = 60.0  # seconds to wait for another program's mbox locks
     interval: float = 300.0  # watch: seconds between polls (about what Gmail's fetcher did)
+    # Typed at the CLI's prompt (never a config key or an option): see cli._ask_passwords.
+    typed_password: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in _SETTINGS:
@@ -202,8 +248,29 @@ class Account:
             raise ConfigError(f"tls must be implicit, starttls or none, not {self.tls!r}")
         if self.tls == "none" and not self.insecure:
             raise ConfigError(f"{self.label}: tls = none sends the password in clear text; add --insecure to allow it")
-        if self.maildir and self.mbox:
-            raise ConfigError(f"{self.label}: choose maildir or mbox, not both")
+        chosen = [name for name in DESTINATIONS if getattr(self, name)]
+        if len(chosen) > 1:
+            given = " and ".join(f"--{name}" for name in chosen)
+            raise ConfigError(f"{self.label}: an account has one destination; choose one of {given}")
+        imap_sources = [self.imap_password_env, self.imap_password_command, self.imap_oauth2_token_command]
+        if self.imap and sum(source is not None for source in imap_sources) != 1:
+            raise ConfigError(
+                f"{self.label}: --imap needs exactly one of --imap-password-env, --imap-password-command"
+                " and --imap-oauth2-token-command"
+            )
+        if self.lmtp and not self.lmtp_recipient:
+            raise ConfigError(f"{self.label}: --lmtp needs --lmtp-recipient ADDRESS (the mailbox to deliver to)")
+        for name in ("imap_password_env", "imap_password_command", "imap_oauth2_token_command", "imap_cafile", "lmtp_recipient"):
+            if getattr(self, name) is not None and not getattr(self, name.split("_")[0]):
+                option = name.split("_")[0]
+                raise ConfigError(f"{self.label}: --{name.replace('_', '-')} is for the --{option} destination; give --{option} too")
+        if self.fingerprint is not None:
+            if self.cafile is not None:
+                raise ConfigError(f"{self.label}: choose --fingerprint or --cafile, not both")
+            try:
+                _tls.pin(self.fingerprint)
+            except ValueError as exc:
+                raise ConfigError(f"fingerprint (--fingerprint): {exc}") from None
         if self.auth not in ("password", "oauth2"):
             raise ConfigError(f"{self.label}: auth must be password or oauth2, not {self.auth!r}")
         if self.auth == "oauth2" and self.oauth2_token_command:
@@ -220,14 +287,28 @@ class Account:
         ``--port 995`` and the default name the same account."""
         return f"{self.user}@{self.host.lower()}:{self.port or (995 if self.tls == 'implicit' else 110)}"
 
+    def has_secret_source(self) -> bool:
+        """Whether :meth:`secret` has somewhere to read from without asking the user."""
+        if self.auth == "oauth2" or self.oauth2_token_command or self.password_command or self.password_env:
+            return True
+        try:
+            auth = netrc.netrc(self.netrc_file).authenticators(self.host)
+        except FileNotFoundError:
+            return False
+        except (OSError, netrc.NetrcParseError):
+            return True  # secret() reports the unreadable file
+        return auth is not None and auth[2] is not None
+
     def secret(self) -> dict[str, Any]:
         """``{"password": ...}``, ``{"oauth2_token": ...}`` or ``{"oauth2": token source}``
-        from the configured source; never from the command line itself."""
+        from the configured source or typed at the prompt; never from the command line itself."""
         if self.auth == "oauth2":
             try:
                 return {"oauth2": token_source(self)}
             except OAuth2ConfigError as exc:
                 raise ConfigError(f"{self.label}: {exc}") from None
+        if self.typed_password is not None:
+            return {"password": self.typed_password}
         if self.oauth2_token_command:
             return {"oauth2_token": _run_secret_command(self.oauth2_token_command, "--oauth2-token-command")}
         if self.password_command:
@@ -240,15 +321,33 @@ class Account:
         try:
             auth = netrc.netrc(self.netrc_file).authenticators(self.host)
         except FileNotFoundError:
-            raise ConfigError(
-                "no password source: give --password-env VAR, --password-command CMD, or a netrc entry"
-                f" for {self.host} (~/.netrc or --netrc-file)"
-            ) from None
+            raise ConfigError(_NO_PASSWORD.format(host=self.host)) from None
         except (OSError, netrc.NetrcParseError) as exc:
             raise ConfigError(f"cannot read the netrc file: {exc}") from None
         if auth is None or auth[2] is None:
-            raise ConfigError(f"the netrc file has no entry for {self.host}; add one or give --password-env")
+            raise ConfigError(_NO_PASSWORD.format(host=self.host))
         return {"password": auth[2]}
+
+    def imap_secret(self) -> dict[str, str]:
+        """The IMAP destination's ``{"password": ...}`` or ``{"oauth2_token": ...}``."""
+        if self.imap_oauth2_token_command:
+            return {"oauth2_token": _run_secret_command(self.imap_oauth2_token_command, "--imap-oauth2-token-command")}
+        if self.imap_password_command:
+            return {"password": _run_secret_command(self.imap_password_command, "--imap-password-command")}
+        assert self.imap_password_env is not None  # one source is required (__post_init__)
+        value = os.environ.get(self.imap_password_env)
+        if value is None:
+            raise ConfigError(f"the environment variable {self.imap_password_env} (--imap-password-env) is not set")
+        return {"password": value}
+
+
+DESTINATIONS = ("maildir", "mbox", "imap", "lmtp", "mda")  # an account has one
+
+
+_NO_PASSWORD = (
+    "no password for {host}: give --password-env VAR, --password-command CMD, or a netrc entry for {host}"
+    " (~/.netrc or --netrc-file), or run fastpoplib on a terminal to type it"
+)
 
 
 def _run_secret_command(command: str, option: str) -> str:
@@ -303,6 +402,8 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
         return f"getting an OAuth2 access token failed: {exc}", EXIT_CONNECTION
     if isinstance(exc, (TokenStoreError, ImportError)):
         return str(exc), EXIT_USAGE
+    if isinstance(exc, DestinationError):
+        return str(exc), {"usage": EXIT_USAGE, "auth": EXIT_AUTH}.get(exc.kind, EXIT_CONNECTION)
     if isinstance(exc, LockBusy) and step == "locking the account":
         return f"{exc}; not fetching now (use --wait SECONDS to wait for it)", EXIT_BUSY
     if isinstance(exc, StoreError):  # a path, permission or state problem, or an mbox locked too long
@@ -324,7 +425,23 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
         return f"the server answered {show_bytes(exc.response)} while {step}{advice}", code
     if isinstance(exc, CertificateVerificationError):
         reason = _library_text(exc)
-        return f"{reason}; if the server uses a private CA, pass --cafile FILE (PEM)", EXIT_CONNECTION
+        if "not the pinned certificate" in reason:
+            advice = "; if the server's certificate was replaced, check the new one and pass its fingerprint"
+        elif "; trust " in str(exc):
+            advice = (
+                "; if that is your server's certificate (check with its administrator, or run `openssl x509"
+                " -noout -fingerprint -sha256 -in CERT.pem` on the server), pass --fingerprint with that"
+                " fingerprint; if the server uses a private CA, pass --cafile FILE (PEM)"
+            )
+        else:
+            advice = ""
+        return f"{reason}{advice}", EXIT_CONNECTION
+    if isinstance(exc, TLSError) and "answered in plain text" in str(exc):
+        return (
+            f"the server {acct.host} answered in plain text, not TLS: is this a plain POP3 port?"
+            " try --tls starttls (or --tls none --insecure), or the POP3S port (--port 995)",
+            EXIT_CONNECTION,
+        )
     if isinstance(exc, TLSError):
         return f"TLS failed: {_library_text(exc)}", EXIT_CONNECTION
     if isinstance(exc, POP3TimeoutError):
@@ -359,7 +476,22 @@ def _library_text(exc: BaseException) -> str:
     return text.split("; trust ")[0]
 
 
-def _store_for(acct: Account, default_maildir: Path) -> Any:
+def _store_for(acct: Account, default_maildir: Path) -> Destination:
+    """The account's one destination, opened (an IMAP or LMTP server connected and logged in)."""
+    if acct.imap:
+        return ImapDestination(
+            ImapURL(acct.imap),
+            acct.imap_secret,
+            acct.identity,
+            cafile=acct.imap_cafile,
+            insecure=acct.insecure,
+            timeout=acct.timeout,
+        )
+    if acct.lmtp:
+        assert acct.lmtp_recipient is not None  # required with lmtp (__post_init__)
+        return LmtpDestination(acct.lmtp, acct.lmtp_recipient, acct.identity, timeout=acct.timeout)
+    if acct.mda:
+        return MdaDestination(acct.mda, acct.identity, timeout=acct.timeout)
     path = Path(acct.mbox or acct.maildir or default_maildir).expanduser()
     try:
         if acct.mbox:
@@ -367,6 +499,18 @@ def _store_for(acct: Account, default_maildir: Path) -> Any:
         return Maildir(path)
     except (OSError, RuntimeError) as exc:  # resolving the path: a symlink loop, a permission
         raise StoreError(f"cannot use {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def state_dir_of(acct: Account, default_maildir: Path) -> Path:
+    """Where the account's state and lock live, without logging in to its destination."""
+    if acct.imap:
+        return imap_state_dir(ImapURL(acct.imap))
+    if acct.lmtp:
+        assert acct.lmtp_recipient is not None  # required with lmtp (__post_init__)
+        return lmtp_state_dir(acct.lmtp, acct.lmtp_recipient)
+    if acct.mda:
+        return mda_state_dir(acct.mda)
+    return Path(_store_for(acct, default_maildir).state_dir)
 
 
 class _Step:
@@ -382,13 +526,15 @@ async def _session(acct: Account, secret: dict[str, Any], step: _Step) -> AsyncI
     step.now = "connecting"
     connecting: Any
     if acct.tls == "implicit":
-        connecting = _aio.AsyncPOP3_SSL.connect(acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile)
+        connecting = _aio.AsyncPOP3_SSL.connect(
+            acct.host, acct.port or 995, acct.timeout, cafile=acct.cafile, fingerprint=acct.fingerprint
+        )
     else:
         connecting = _aio.AsyncPOP3.connect(acct.host, acct.port or 110, acct.timeout)
     async with connecting as pop:
         if acct.tls == "starttls":
             step.now = "starting TLS"
-            await pop.stls(cafile=acct.cafile)
+            await pop.stls(cafile=acct.cafile, fingerprint=acct.fingerprint)
         step.now = "reading the capabilities (CAPA)"
         await _enable_utf8(pop)
         step.now = "logging in"
@@ -496,12 +642,15 @@ class _Fetch:
         self.step = _Step()
         self.failed: set[str | int] = set()  # idents of messages that failed this run
         self.too_large: set[str | int] = set()
+        self.announced: set[str | int] = set()  # idents given to progress.expect
         self.unsaved = 0
         self.store_error: str | None = None
         self.current: _Msg | None = None  # the message being retrieved
         self.digests: dict[int, str] = {}  # this session: number -> digest key of what was stored
         self.known: set[str] = set()  # keys in the state or the store
         self.index: dict[str, str] = {}  # digest key -> key the store holds that content under
+        # key -> (message, size, digest key): handed to the destination, not settled yet
+        self.handed: dict[str, tuple[_Msg, int, str]] = {}
 
     async def run(self, secret: dict[str, Any]) -> None:
         # Read the store before connecting: waiting for another program's mbox locks must not
@@ -537,7 +686,10 @@ class _Fetch:
             listed = {m.key for m in msgs}
             self.state.failures = {k: n for k, n in self.state.failures.items() if k in listed}
             wanted = self.select(msgs)
-            self.progress.expect(sum(m.size for m in wanted))
+            # A resumed session lists again what the lost one had announced.
+            fresh = [m for m in wanted if m.ident not in self.announced]
+            self.announced.update(m.ident for m in fresh)
+            self.progress.expect(sum(m.size for m in fresh), len(fresh))
             log.info("%s: %d message(s) on the server, %d to fetch", acct.name, len(msgs), len(wanted))
             try:
                 await self.fetch_small(pop, [m for m in wanted if m.size <= STREAM_ABOVE])
@@ -548,7 +700,9 @@ class _Fetch:
                 # The connection is gone (a line over the limit, a broken reply, EOF, or the
                 # server went silent in the middle of a message): that message is skipped for
                 # this run, a new session fetches the rest.
+                await self.flush()
                 return self.broken(exc)
+            await self.flush()
             await self.save()
             to_delete: list[int] = []
             if acct.delete:
@@ -563,16 +717,17 @@ class _Fetch:
                 )
                 if missing and warning not in report.warnings:
                     report.warnings.append(warning)
-            dele_refused = False
+            gone = set(to_delete)
             if to_delete:
                 self.step.now = "deleting messages on the server"
                 try:
                     await pop.dele_many(to_delete)
-                except ServerError as exc:
-                    dele_refused = True  # which DELEs succeeded is unknown: count and forget none
+                except DeleteError as exc:
+                    gone = set(exc.deleted)  # exactly the DELEs the server accepted
+                    refused = ", ".join(str(n) for n, _ in exc.refused)
                     report.problems.append(
-                        f"the server refused DELE: {show_bytes(exc.response)}; some messages were not deleted,"
-                        " the next run tries again"
+                        f"the server refused DELE for message(s) {refused}: {show_bytes(exc.response)};"
+                        " they stay on the server, the next run tries again"
                     )
             self.step.now = "quitting (QUIT)"
             try:
@@ -584,9 +739,8 @@ class _Fetch:
                     " the next run deletes those messages"
                 )
                 return False
-            if acct.delete and not dele_refused:
-                report.deleted += len(to_delete)
-                gone = set(to_delete)
+            if acct.delete:
+                report.deleted += len(gone)
                 # Keep records of what the server still has only: the state stays small, and a
                 # UID the server later reuses is not taken for the deleted message.
                 kept = {m.key for m in msgs if m.key in self.state.keys and m.number not in gone}
@@ -624,7 +778,8 @@ class _Fetch:
             wanted = wanted[: max(0, acct.max_messages - self.report.fetched)]
         return wanted
 
-    def problem(self, m: _Msg, why: str) -> None:
+    def problem(self, m: _Msg, why: str, what: str = "fetched") -> None:
+        """Message ``m`` was not fetched (or not stored, ``what``) this run, because ``why``."""
         self.failed.add(m.ident)
         runs = 1
         if m.key is not None:  # counted across runs only with a UID: a number changes
@@ -635,7 +790,7 @@ class _Fetch:
                 " this message is tried again each run: read or delete it with another client (webmail)"
             )
         else:
-            self.report.problems.append(f"{m.name()} not fetched: {why}; it is tried again next run")
+            self.report.problems.append(f"{m.name()} not {what}: {why}; it is tried again next run")
 
     def broken(self, exc: POP3Error) -> bool:
         m = self.current
@@ -661,7 +816,7 @@ class _Fetch:
                         done += 1
                         self.current = pending[done] if done < len(pending) else None
                         data = b"".join(line + b"\r\n" for line in lines)
-                        if not await self.deliver(m, _one(data)):
+                        if not await self.deliver(m, data):
                             return
             except ServerError as exc:
                 m = pending[done]
@@ -682,19 +837,25 @@ class _Fetch:
         self.current = None
 
     async def deliver(self, m: _Msg, chunks: Any) -> bool:
-        """Store one message; False if the store failed (fetching stops, the rest goes on)."""
+        """Store one message, given whole (bytes) or as an async iterator of chunks; False if
+        the store failed (fetching stops, the rest goes on)."""
         try:
             delivery = await asyncio.to_thread(self.store.begin)
         except OSError as exc:
             return self.cannot_store(m, exc)
+        whole = chunks if isinstance(chunks, bytes) else None
         digest = hashlib.sha256()
         size = 0
         key = None
         try:
-            async for chunk in chunks:
-                digest.update(chunk)
-                size += len(chunk)
-                await asyncio.to_thread(delivery.write, chunk)
+            if whole is not None:
+                digest.update(whole)
+                size = len(whole)
+            else:
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    await asyncio.to_thread(delivery.write, chunk)
             dkey = digest_key(digest.hexdigest(), m.size)
             key = m.key or dkey
             held = self.index.get(dkey) or (dkey if dkey in self.known else None)
@@ -706,7 +867,13 @@ class _Fetch:
                 self.recorded(m, key, dkey, held)
                 self.progress.advance(size)
                 return True
-            await asyncio.to_thread(delivery.commit, key)
+            self.handed[key] = (m, size, dkey)
+            if whole is not None:
+                # One trip to a worker thread, not two: per message, the hand-offs cost more
+                # than the write itself (bench/bench_fetch_tools.py).
+                outcomes = await asyncio.to_thread(_write_and_commit, delivery, whole, key)
+            else:
+                outcomes = await asyncio.to_thread(delivery.commit, key)
         except POP3Error:
             await asyncio.to_thread(delivery.abort)
             raise
@@ -721,21 +888,45 @@ class _Fetch:
             if key is not None and delivery.committed:
                 self.state.add([key])
             raise
-        self.recorded(m, key, dkey, key)
-        self.index[dkey] = key
-        try:
-            await asyncio.to_thread(self.digest_index.add, dkey, key)
-        except OSError as exc:
-            warning = f"cannot write {self.digest_index.path} ({exc.strerror or exc}): a message reached by another route may be stored twice"
-            if warning not in self.report.warnings:
-                self.report.warnings.append(warning)
-        self.report.fetched += 1
-        self.report.bytes += size
-        self.progress.advance(size)
-        self.unsaved += 1
+        return await self.settle(outcomes)
+
+    async def flush(self) -> None:
+        """Settle the messages a batching destination still holds (IMAP MULTIAPPEND)."""
+        if self.handed:
+            await self.settle(await asyncio.to_thread(self.store.flush))
+
+    async def settle(self, outcomes: list[Outcome]) -> bool:
+        """Record what the destination confirmed (only then may it be deleted on the server),
+        report what it refused; False once it refused in a way that stops this run's storing."""
+        for outcome in outcomes:
+            m, size, dkey = self.handed.pop(outcome.key)
+            if isinstance(outcome, Refusal):
+                if not outcome.stop:
+                    self.problem(m, outcome.reason, "stored")
+                elif self.store_error is None:
+                    self.failed.add(m.ident)
+                    self.store_error = f"{m.name()} and the rest were not stored: {outcome.reason}"
+                    self.report.problems.append(self.store_error)
+                else:
+                    self.failed.add(m.ident)
+                continue
+            key = outcome.key
+            log.debug("%s: %s stored: %s", self.acct.name, m.name(), outcome.detail)
+            self.recorded(m, key, dkey, key)
+            self.index[dkey] = key
+            try:
+                await asyncio.to_thread(self.digest_index.add, dkey, key)
+            except OSError as exc:
+                warning = f"cannot write {self.digest_index.path} ({exc.strerror or exc}): a message reached by another route may be stored twice"
+                if warning not in self.report.warnings:
+                    self.report.warnings.append(warning)
+            self.report.fetched += 1
+            self.report.bytes += size
+            self.progress.advance(size)
+            self.unsaved += 1
         if self.unsaved >= SAVE_EVERY:
             await self.save()
-        return True
+        return self.store_error is None
 
     def cannot_store(self, m: _Msg, exc: OSError) -> bool:
         """The store failed: fetching stops (False), the session goes on to delete what is stored."""
@@ -757,11 +948,26 @@ class _Fetch:
 
     async def save(self) -> None:
         self.unsaved = 0
-        await asyncio.to_thread(self.state.save, self.state.dump())
+        await asyncio.to_thread(self.persist, *self.snapshot())
+
+    def snapshot(self) -> tuple[bytes, set[str]]:
+        """The state to save, and the keys it holds (aliases' targets too), taken on the
+        event loop while nothing changes them."""
+        return self.state.dump(), set(self.state.keys) | set(self.state.aliases.values())
+
+    def persist(self, state: bytes, keys: set[str]) -> None:
+        """In a worker thread: the store's deliveries made durable, then the state that
+        records them (never the other way round); then the destination may forget its
+        records of any key the state does not hold."""
+        self.store.sync()
+        self.state.save(state)
+        self.store.recorded(keys)
 
 
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+def _write_and_commit(delivery: Any, data: bytes, key: str) -> list[Outcome]:
+    delivery.write(data)
+    outcomes: list[Outcome] = delivery.commit(key)
+    return outcomes
 
 
 @asynccontextmanager
@@ -787,12 +993,12 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
     step = _Step()
     lock: AccountLock | None = None
     run: _Fetch | None = None
+    store: Destination | None = None
     cancelled = threading.Event()  # tells lock waits in worker threads to give up
     try:
         step.now = "opening the store"
         store = await asyncio.to_thread(_store_for, acct, default_maildir)
-        if isinstance(store, Mbox):
-            store.cancelled = cancelled
+        store.cancelled = cancelled
         report.stored_dir, report.state_dir = str(store.path), str(store.state_dir)
         step.now = "locking the account"
         lock = AccountLock(store.state_dir, acct.identity)
@@ -817,10 +1023,12 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.
             try:
-                await asyncio.shield(asyncio.to_thread(run.state.save, run.state.dump()))
+                await asyncio.shield(asyncio.to_thread(run.persist, *run.snapshot()))
             except StoreError as exc:
                 if report.error is None:
                     report.fail(f"{exc}; what was stored is in the store, the next run reads it there", EXIT_USAGE)
+        if store is not None:
+            await asyncio.shield(asyncio.to_thread(store.close))
         if lock is not None:
             lock.release()
     if report.code == EXIT_OK and report.problems:

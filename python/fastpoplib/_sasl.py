@@ -280,6 +280,9 @@ class OAuth2(Mechanism):
 OAUTH2_MECHANISMS = ["XOAUTH2", "OAUTHBEARER"]
 # login() tries what the server offers in this order, strongest first; USER is USER/PASS.
 PASSWORD_METHODS = ["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN", "USER", "APOP"]
+# Over TLS the password is already hidden from the network: CRAM-MD5 adds nothing over PLAIN and
+# is refused by servers that store hashed passwords, so trying it first costs a failed login.
+PASSWORD_METHODS_TLS = ["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN", "USER", "CRAM-MD5", "APOP"]
 # Challenges after the initial response for auth objects that do not say; unknown: a handful.
 _ROUNDS = {"PLAIN": 0, "LOGIN": 1, "CRAM-MD5": 0, "XOAUTH2": 1, "OAUTHBEARER": 1, **{m: 2 for m in SCRAM_HASHES}}
 _DEFAULT_ROUNDS = 8
@@ -301,11 +304,14 @@ def for_password(method: str, user: str, password: str) -> Mechanism:
     return factories[method](user, password)
 
 
-def candidates(offered: List[str], wanted: Optional[List[str]], oauth2: bool, user_ok: bool, apop_ok: bool) -> List[str]:
+def candidates(
+    offered: List[str], wanted: Optional[List[str]], oauth2: bool, user_ok: bool, apop_ok: bool, tls: bool = False
+) -> List[str]:
     """What ``login()`` tries, in order: ``wanted`` (validated, upper case) or the default
-    order, restricted to what the server offers. USER needs USER in CAPA (or no CAPA);
-    APOP needs ``allow_apop`` and a timestamp in the greeting."""
-    known = OAUTH2_MECHANISMS if oauth2 else PASSWORD_METHODS
+    order (:data:`PASSWORD_METHODS_TLS` over TLS, else :data:`PASSWORD_METHODS`), restricted to
+    what the server offers. USER needs USER in CAPA (or no CAPA); APOP needs ``allow_apop`` and
+    a timestamp in the greeting."""
+    known = OAUTH2_MECHANISMS if oauth2 else PASSWORD_METHODS_TLS if tls else PASSWORD_METHODS
     order = known if wanted is None else wanted
     available = set(offered) | ({"USER"} if user_ok else set()) | ({"APOP"} if apop_ok else set())
     return [m for m in order if m in available]

@@ -1,5 +1,6 @@
 """Durable local storage for the retriever: Maildir (default) or mbox, the per-account record
-of what was stored, and the locks that keep two writers apart.
+of what was stored, and the locks that keep two writers apart; and the destination interface
+(:class:`Destination`) that these and the network destinations of ``_destinations`` share.
 
 The rule that makes ``fetch --delete`` safe: a message counts as stored only once it is
 whole on disk and fsynced, and only stored messages are ever deleted on the server. Each
@@ -34,8 +35,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, Union
 
 FILE_MODE, DIR_MODE = 0o600, 0o700  # mail is private: never readable by other local users
 LOCK_POLL = 0.1  # seconds between attempts to take a lock held by someone else
@@ -185,25 +187,108 @@ def _name(account: str) -> str:
     return hashlib.sha256(account.encode("utf-8")).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """The destination's word that it holds the message with this key (a file fsynced into
+    place, an IMAP tagged OK, an LMTP 250, an MDA's exit 0). Only a key with a receipt is
+    recorded, and only a recorded message is ever deleted on the server."""
+
+    key: str
+    detail: str = ""  # what the destination said, for the log (e.g. "UID 12, UIDVALIDITY 3")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The destination did not take the message: nothing of it counts as stored, it stays on
+    the server. ``reason`` is a sentence; ``stop`` means the destination is unusable for now
+    (quota, connection lost, a temporary failure): the run stores nothing more."""
+
+    key: str
+    reason: str
+    stop: bool = False
+
+
+Outcome = Union[Receipt, Refusal]
+
+
 class Delivery(Protocol):
-    """One message being written; ``commit(key)`` makes it stored (the key is known at the
-    end: a digest key needs the whole content), ``abort`` leaves no trace."""
+    """One message being written; ``commit(key)`` hands it over (the key is known at the end:
+    a digest key needs the whole content), ``abort`` leaves no trace of it.
+
+    ``commit`` returns the outcomes that this call settled: this message's, or, for a
+    destination that sends messages in batches (IMAP MULTIAPPEND), nothing while the batch
+    fills and then every message of the batch. ``committed`` says whether this message got a
+    receipt."""
 
     committed: bool
 
     def write(self, chunk: bytes) -> None: ...
 
-    def commit(self, key: str) -> None: ...
+    def commit(self, key: str) -> list[Outcome]: ...
 
     def abort(self) -> None: ...
 
 
-class Maildir:
-    """Delivery into a Maildir: ``tmp/`` → fsync → ``new/`` (the Maildir protocol)."""
+class Destination(Protocol):
+    """Where the retriever stores messages. It knows nothing of POP3: it takes bytes under a
+    key and confirms (:class:`Receipt`) only once it holds them.
+
+    ``path`` names it in reports; the account's state and lock live in ``state_dir``.
+    ``stored_keys()`` answers "do you hold it" for every key at once (a Maildir reads its file
+    names; a network destination its own records, resolving messages whose delivery was
+    interrupted). ``flush()`` settles a batch still waiting; ``sync()`` makes the receipts
+    given so far durable (the engine calls it before it saves its state, so before any DELE);
+    ``recorded(keys)`` tells it which keys the engine's state holds after a save (a record of
+    any other key, a message since deleted on the server, may go); ``close()`` ends it. All may block: the engine calls them
+    in worker threads, one at a time.
+    """
+
+    path: Any
+    state_dir: Path
+    cancelled: threading.Event
+
+    def begin(self) -> Delivery: ...
+
+    def stored_keys(self) -> set[str]: ...
+
+    def flush(self) -> list[Outcome]: ...
+
+    def sync(self) -> None: ...
+
+    def recorded(self, keys: set[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _LocalStore:
+    """What Maildir and mbox share as destinations: each message is settled by its own
+    commit, and the store's own files are the whole record."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()  # set when the run is interrupted: stop waiting for locks
+
+    def flush(self) -> list[Outcome]:
+        return []
+
+    def recorded(self, keys: set[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Maildir(_LocalStore):
+    """Delivery into a Maildir: ``tmp/`` → fsync → ``new/`` (the Maildir protocol). The renames
+    into ``new/`` are made durable by :meth:`sync` (one directory fsync for a batch of
+    messages), which the retriever calls before it records them or deletes them on the
+    server: a crash before that loses only renames that nothing relies on yet."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         # Locks and state follow the directory itself, not the spelling of its path (symlinks).
         self.path = path = path.resolve()
+        self.unsynced = False  # a rename into new/ may not be on disk yet
+        self.sync_lock = threading.Lock()
         try:
             for sub in ("tmp", "new", "cur"):
                 make_dirs(path / sub)
@@ -215,7 +300,14 @@ class Maildir:
         self.state_dir = private_dir(path / ".fastpoplib")
 
     def begin(self) -> Delivery:
-        return _MaildirDelivery(self.path, _unique())
+        return _MaildirDelivery(self, _unique())
+
+    def sync(self) -> None:
+        """Make every committed delivery's rename durable (fsync ``new/``)."""
+        with self.sync_lock:
+            if self.unsynced:
+                self.unsynced = False
+                _fsync_dir(self.path / "new")
 
     def stored_keys(self) -> set[str]:
         """Keys of the messages in ``new/`` and ``cur/``: complete by construction."""
@@ -238,9 +330,9 @@ def _unique() -> str:
 class _MaildirDelivery:
     # Its methods run in worker threads; an abort from an interrupted run must wait for a
     # write or commit in progress instead of closing the descriptor under it.
-    def __init__(self, path: Path, unique: str) -> None:
-        self.path, self.unique = path, unique
-        self.tmp = path / "tmp" / unique
+    def __init__(self, maildir: Maildir, unique: str) -> None:
+        self.maildir, self.path, self.unique = maildir, maildir.path, unique
+        self.tmp = self.path / "tmp" / unique
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self.size = 0
         self.committed = False
@@ -260,7 +352,7 @@ class _MaildirDelivery:
         if self.fd < 0:
             raise StoreError("the delivery was aborted")
 
-    def commit(self, key: str) -> None:
+    def commit(self, key: str) -> list[Outcome]:
         host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         with self.lock:
             self._check()
@@ -269,12 +361,14 @@ class _MaildirDelivery:
                 os.close(self.fd)
                 self.fd = -1
                 final = self.path / "new" / f"{self.unique}_fpl-{key}.{host},S={self.size}"
-                os.rename(self.tmp, final)
+                with self.maildir.sync_lock:
+                    os.rename(self.tmp, final)
+                    self.maildir.unsynced = True
             except BaseException:
                 self.abort()
                 raise
             self.committed = True
-            _fsync_dir(final.parent)
+        return [Receipt(key, final.name)]
 
     def abort(self) -> None:
         with self.lock:
@@ -293,7 +387,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class Mbox:
+class Mbox(_LocalStore):
     """Appending to an mbox file (mboxrd quoting), locked as mail programs lock it: an fcntl
     (``lockf``) lock on the file plus a ``FILE.lock`` dotlock, as Python's ``mailbox`` does.
 
@@ -302,10 +396,10 @@ class Mbox:
     """
 
     def __init__(self, path: Path, lock_wait: float = 60.0) -> None:
+        super().__init__()
         # Locks and state follow the file itself, not the spelling of its path (symlinks).
         self.path = path = path.resolve()
         self.lock_wait = lock_wait
-        self.cancelled = threading.Event()  # set when the run is interrupted: stop waiting for locks
         self.state_dir = path.with_name(path.name + ".fastpoplib")
         # Checked before anything is created beside it: a device (/dev/full reads zeros for
         # ever) or a directory is no mbox.
@@ -325,6 +419,9 @@ class Mbox:
             pass
         except OSError as exc:
             raise StoreError(f"cannot create the mbox {path}: {exc.strerror}") from None
+
+    def sync(self) -> None:
+        """Nothing to do: each append is fsynced before it counts (see :class:`Maildir`)."""
 
     def begin(self) -> Delivery:
         return _MboxDelivery(self)
@@ -537,11 +634,12 @@ class _MboxDelivery:
             raise
         self.length += len(out)
 
-    def commit(self, key: str) -> None:
+    def commit(self, key: str) -> list[Outcome]:
         with self.lock:
             self._put([self.carry] if self.carry else [])
             self.carry = b""
             self._append(key)
+        return [Receipt(key)]
 
     def _append(self, key: str) -> None:
         assert self.spool is not None  # checked by _put
@@ -611,6 +709,9 @@ class State:
         self.aliases: dict[str, str] = {}
         self.failures: dict[str, int] = {}
         self.damaged = False
+        # A run interrupted during a save starts its final save while the first still runs in
+        # its worker thread: both would write the same temporary file.
+        self.saving = threading.Lock()
         check_private(self.path, directory=False)
         try:
             data = json.loads(self.path.read_bytes())
@@ -635,11 +736,12 @@ class State:
         return json.dumps(data, indent=0).encode("utf-8")
 
     def save(self, data: bytes) -> None:
-        try:
-            private_dir(self.path.parent)
-            write_atomic(self.path, data)
-        except OSError as exc:
-            raise StoreError(f"cannot save the state file {self.path}: {exc.strerror or exc}") from None
+        with self.saving:
+            try:
+                private_dir(self.path.parent)
+                write_atomic(self.path, data)
+            except OSError as exc:
+                raise StoreError(f"cannot save the state file {self.path}: {exc.strerror or exc}") from None
 
 
 class DigestIndex:

@@ -10,6 +10,8 @@ import logging
 import sys
 from typing import Any, List, Tuple
 
+from . import _secrets
+
 logger = logging.getLogger("fastpoplib")
 # A library prints nothing unless the application configures logging (the logging HOWTO):
 # without this, records of WARNING and above would reach stderr through logging.lastResort.
@@ -26,10 +28,14 @@ def label(host: str, port: int) -> str:
 def show(client: Any, lines: List[Tuple[bool, bytes]]) -> None:
     """Raises poplib's ``poplib.putline`` audit event for each line sent, prints as poplib does
     (``*cmd*`` at level 1; ``*put*``, ``*get*`` and ``*resp*`` at level 2) and logs
-    ``C:``/``S:`` lines at DEBUG. Secrets arrive masked from the session."""
+    ``C:``/``S:`` lines at DEBUG. Secrets sent arrive masked from the session; one the
+    server echoes is masked here (``client._secrets``)."""
     debuglevel = client._debugging
     debug = logger.isEnabledFor(logging.DEBUG)
+    secrets = getattr(client, "_secrets", ())
     for sent, line in lines:
+        if not sent and secrets:
+            line = _secrets.redact(line, secrets)  # the server echoed a password or token
         if sent:
             sys.audit("poplib.putline", client, line)
             if debuglevel:

@@ -38,9 +38,9 @@ from ._retriever import (
     ConfigError,
     Progress,
     Report,
-    _store_for,
     fetch_account,
     printable,
+    state_dir_of,
 )
 from ._store import _name, write_atomic
 
@@ -239,7 +239,7 @@ def status_of(acct: Account, default_maildir: Path) -> Status:
     why when the store cannot be opened. A planned poll whose watch process is gone is no
     longer planned (``next_poll`` None, ``pid`` kept)."""
     try:
-        state_dir = _store_for(acct, default_maildir).state_dir
+        state_dir = state_dir_of(acct, default_maildir)  # without logging in to an IMAP or LMTP server
     except Exception as exc:  # noqa: BLE001 - shown as the account's error
         return Status(acct.name, last_error=f"the store cannot be opened: {exc}")
     record = Status.load(Status.path(Path(state_dir), acct)) or Status(acct.name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 from .exceptions import (
     CertificateVerificationError,
@@ -29,6 +29,8 @@ WRITE, READ, HANDSHAKE, DONE = 0, 1, 2, 3
 _NAME_MISMATCH = {62, 64}  # host name, IP address
 _UNKNOWN_ISSUER = {2, 18, 19, 20, 21}
 _CERTIFICATE_REQUIRED = {"TLSV13_ALERT_CERTIFICATE_REQUIRED"}
+# OpenSSL's reason when a plain-text reply ("+OK ...") arrives instead of a TLS record.
+_PLAINTEXT_REPLY = {"WRONG_VERSION_NUMBER"}
 
 # Large reads: the per-call cost of Python I/O is paid per 256 KiB, not per line.
 READ_SIZE = 256 * 1024
@@ -50,6 +52,11 @@ def translate(exc: BaseException, host: str) -> BaseException:
     if isinstance(exc, ssl.SSLError):
         if exc.reason in _CERTIFICATE_REQUIRED:
             text = f"the server {host} requires a client certificate; load one into the context (context.load_cert_chain(...))"
+        elif exc.reason in _PLAINTEXT_REPLY:
+            text = (
+                f"the server {host} answered in plain text, not TLS: is this a plain POP3 port? Connect without"
+                " TLS there (upgrading with STLS), or use the server's POP3S port (usually 995)"
+            )
         else:
             text = f"TLS error with {host}: {exc.reason or exc}"
         return _with_ssl_details(TLSError(text), exc)
@@ -120,6 +127,10 @@ class SocketDriver:
                 step()
             except OSError:
                 pass  # closing anyway
+
+    def fileno(self) -> int:
+        """The socket's descriptor (``-1`` once closed)."""
+        return self.sock.fileno()
 
     def tls_info(self) -> Optional[tuple]:
         sock = self.sock
@@ -254,10 +265,16 @@ class StreamDriver:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         timeout = self.timeout()
-        expired = []
+        expired: List[bool] = []
         timer = None
         if timeout is not None and task is not None:
-            timer = loop.call_later(timeout, lambda: (expired.append(True), task.cancel()))
+            running = task
+
+            def expire() -> None:
+                expired.append(True)
+                running.cancel()
+
+            timer = loop.call_later(timeout, expire)
         try:
             # Awaited directly (not in wait_for's task) so the check above still holds.
             transport = await loop.start_tls(self.pipe.transport, self.pipe, context or ssl.create_default_context(), server_hostname=self.host)
@@ -277,6 +294,11 @@ class StreamDriver:
         if obj is not None and obj.cipher() is not None:
             return obj.version(), obj.cipher()[0]
         return None
+
+    def fileno(self) -> int:
+        """The socket's descriptor (``-1`` once closed)."""
+        sock = self.pipe.transport.get_extra_info("socket")
+        return -1 if sock is None else int(sock.fileno())
 
     def abort(self) -> None:
         self.pipe.transport.abort()

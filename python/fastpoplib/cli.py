@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import getpass
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__, _auth_cli, _retriever, _watch
+from ._progress import TerminalProgress
 from ._retriever import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Account, ConfigError, printable
 
 DEFAULT_MAILDIR = Path("~/Maildir").expanduser()
@@ -55,7 +57,7 @@ def _load_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from None
 
 
-_ACCOUNT_KEYS = set(Account.__dataclass_fields__)
+_ACCOUNT_KEYS = {f.name for f in dataclasses.fields(Account) if f.init}
 
 
 def accounts_from(args: argparse.Namespace) -> list[Account]:
@@ -100,27 +102,37 @@ def accounts_from(args: argparse.Namespace) -> list[Account]:
     return accounts
 
 
-class _TqdmProgress(_retriever.Progress):
-    def __init__(self, bar: Any) -> None:
-        self.bar = bar
+def _ask_passwords(accounts: list[Account]) -> None:
+    """On a terminal, ask (without echo) for the password of each account that has no other
+    source; elsewhere the account fails with a sentence naming the options that give one."""
+    if not sys.stdin.isatty():
+        return
+    for acct in accounts:
+        if acct.has_secret_source():
+            continue
+        try:
+            typed = getpass.getpass(f"Password for {printable(acct.label)}: ")
+        except EOFError:
+            typed = ""
+        if not typed:
+            raise ConfigError(f"no password typed for {printable(acct.label)}")
+        acct.typed_password = typed
 
-    def expect(self, nbytes: int) -> None:
-        self.bar.total = (self.bar.total or 0) + nbytes
-        self.bar.refresh()
 
-    def advance(self, nbytes: int) -> None:
-        self.bar.update(nbytes)
+class _NoPasswordOption(argparse.Action):
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise ConfigError(
+            "there is no --password option (a password on the command line is visible to other users);"
+            " run fastpoplib on a terminal to be asked for it, or give --password-env VAR,"
+            " --password-command CMD or a netrc entry"
+        )
 
 
 def _progress(quiet: bool) -> _retriever.Progress:
-    """A tqdm bar when tqdm is installed and stderr is a terminal; else silence."""
+    """The progress line when stderr is a terminal and not ``--quiet``; else silence."""
     if quiet or not sys.stderr.isatty():
         return _retriever.Progress()
-    try:
-        from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
-    except ImportError:
-        return _retriever.Progress()
-    return _TqdmProgress(tqdm(total=0, unit="B", unit_scale=True, desc="fetching", file=sys.stderr))
+    return TerminalProgress(sys.stderr)
 
 
 def _run(coro: Awaitable[T], stop_on: tuple[signal.Signals, ...] = (signal.SIGINT,)) -> T | None:
@@ -161,9 +173,8 @@ def run_fetch(accounts: list[Account], maildir: Path, quiet: bool, concurrency: 
     try:
         reports = _run(_watch.fetch_all(accounts, maildir, progress, concurrency))
     finally:
-        if isinstance(progress, _TqdmProgress):
-            progress.bar.leave = False
-            progress.bar.close()
+        if isinstance(progress, TerminalProgress):
+            progress.close()
     if reports is None:
         print("fastpoplib: interrupted; what was stored is recorded, run fetch again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -195,13 +206,14 @@ def _say_exit_code(code: int) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    return run_fetch(
-        accounts_from(args), Path(args.maildir or DEFAULT_MAILDIR).expanduser(), args.quiet, args.concurrency
-    )
+    accounts = accounts_from(args)
+    _ask_passwords(accounts)
+    return run_fetch(accounts, Path(args.maildir or DEFAULT_MAILDIR).expanduser(), args.quiet, args.concurrency)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     accounts = accounts_from(args)
+    _ask_passwords(accounts)
     _watch.check_concurrency(args.concurrency)
     log = logging.getLogger("fastpoplib.watch")
     if not args.verbose:  # a service: one line per account and poll for the journal, and warnings
@@ -237,6 +249,7 @@ async def _list_all(
 
 def cmd_ls(args: argparse.Namespace) -> int:
     accounts = accounts_from(args)
+    _ask_passwords(accounts)
     results = _run(_list_all(accounts, _watch.check_concurrency(args.concurrency)))
     if results is None:
         print("fastpoplib: interrupted", file=sys.stderr)
@@ -380,16 +393,58 @@ def _add_account_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cafile",
         metavar="FILE",
-        help="PEM file of CA certificates to trust (a private CA); default: system and bundled roots",
+        help="PEM file of CA certificates to trust (a private CA); default: system and bundled roots,"
+        " or SSL_CERT_FILE / SSL_CERT_DIR when set",
+    )
+    g.add_argument(
+        "--fingerprint",
+        metavar="SHA256:HEX",
+        help="accept exactly the server certificate with this SHA-256 fingerprint (e.g. a self-signed one;"
+        " a refused certificate's error shows it), instead of verifying it against CAs",
+    )
+    g.add_argument(
+        "--password", nargs="?", action=_NoPasswordOption, default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     g.add_argument("--password-env", metavar="VAR", help="read the password from this environment variable")
     g.add_argument("--password-command", metavar="CMD", help="run CMD and use the first line it prints as the password")
-    g.add_argument("--netrc-file", metavar="FILE", help="netrc file to read the password from (default ~/.netrc)")
+    g.add_argument(
+        "--netrc-file",
+        metavar="FILE",
+        help="netrc file to read the password from (default ~/.netrc); with no password source,"
+        " fetch and ls ask for it on a terminal (not echoed)",
+    )
     g.add_argument(
         "--oauth2-token-command", metavar="CMD", help="run CMD for an OAuth2 access token (XOAUTH2/OAUTHBEARER)"
     )
     g.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="network timeout per operation, in seconds, > 0 (default 60)"
+    )
+
+
+def _add_destination_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("other destinations (one per account, instead of --maildir or --mbox)")
+    g.add_argument(
+        "--imap",
+        metavar="URL",
+        help="APPEND to an IMAP folder: imaps://USER@HOST[:PORT]/FOLDER (implicit TLS, port 993) or imap://..."
+        " (STARTTLS; without TLS only with --insecure); USER and FOLDER percent-encoded, FOLDER default INBOX,"
+        " created if missing; needs pip install 'fastpoplib[imap]'",
+    )
+    g.add_argument("--imap-password-env", metavar="VAR", help="read the IMAP password from this environment variable")
+    g.add_argument("--imap-password-command", metavar="CMD", help="run CMD and use the first line it prints as the IMAP password")
+    g.add_argument(
+        "--imap-oauth2-token-command",
+        metavar="CMD",
+        help="run CMD for an OAuth2 access token for IMAP (OAUTHBEARER or XOAUTH2: Gmail, Outlook)",
+    )
+    g.add_argument("--imap-cafile", metavar="FILE", help="PEM file of CA certificates to trust for the IMAP server")
+    g.add_argument("--lmtp", metavar="HOST:PORT", help="deliver over LMTP (RFC 2033) to HOST:PORT or unix:PATH")
+    g.add_argument("--lmtp-recipient", metavar="ADDR", help="the LMTP recipient (RCPT TO), required with --lmtp")
+    g.add_argument(
+        "--mda",
+        metavar="CMD",
+        help="run CMD for each message, the message on its standard input: exit 0 stored, 75 kept for a later run,"
+        " anything else a failed message (kept on the server)",
     )
 
 
@@ -433,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "--mbox", metavar="FILE", help="append to this mbox file instead (created 0600; locked with fcntl + FILE.lock)"
     )
+    _add_destination_options(fetch)
     fetch.add_argument(
-        "--delete", action="store_true", help="delete each message on the server once it is stored locally"
+        "--delete", action="store_true", help="delete each message on the server once the destination confirmed it"
     )
     fetch.add_argument(
         "--max-size", type=int, metavar="BYTES", help="skip messages larger than BYTES (default: no limit)"
@@ -458,7 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait up to SECONDS for another program's mbox locks (default 60)",
     )
     fetch.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar and no summary (errors are still printed)"
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress line and no summary (errors are still printed); the progress line is shown only"
+        " when stderr is a terminal",
     )
     _add_concurrency(fetch)
     fetch.set_defaults(func=cmd_fetch)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import poplib as _std_poplib
 import ssl as _ssl
-from typing import Tuple
+from typing import Any, List, Tuple
 
 __all__ = [
     "POP3Error",
@@ -20,6 +20,7 @@ __all__ = [
     "LoginDelayError",
     "SysTempError",
     "SysPermError",
+    "DeleteError",
     "RemoteProtocolError",
     "LocalProtocolError",
     "InvalidArgumentError",
@@ -78,6 +79,29 @@ class SysTempError(ServerError):
 
 class SysPermError(ServerError):
     """``-ERR [SYS/PERM]``: a permanent server problem; retrying will not help (RFC 3206)."""
+
+
+class DeleteError(ServerError):
+    """``dele_many()``: the server refused one or more DELEs. Every DELE was sent (pipelined,
+    they were on their way anyway), so :attr:`deleted` lists exactly the messages now marked
+    deleted, which the server removes at QUIT (RFC 1939 §6); call ``rset()`` to unmark them
+    all (§5) or ``close()`` to end the session without applying them. :attr:`refused` holds
+    ``(message, ServerError)`` for each ``-ERR``; ``args[0]`` is the first ``-ERR`` line."""
+
+    def __init__(self, deleted: List[Any], refused: List[Tuple[Any, ServerError]]) -> None:
+        super().__init__(refused[0][1].response)
+        #: The messages marked deleted, as given to ``dele_many``, in order.
+        self.deleted = deleted
+        #: ``[(message, ServerError)]``: the DELEs the server refused.
+        self.refused = refused
+
+    def __str__(self) -> str:
+        refused = "; ".join(f"{n}: {err.response.decode('utf-8', 'replace')}" for n, err in self.refused)
+        marked = ", ".join(map(str, self.deleted)) or "none"
+        return (
+            f"DELE refused for {len(self.refused)} message(s) ({refused}); marked deleted: {marked}. "
+            "They are removed at QUIT: call rset() to unmark them, or close() to leave without QUIT"
+        )
 
 
 class RemoteProtocolError(error_proto):

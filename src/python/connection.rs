@@ -8,7 +8,7 @@
 
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
@@ -1188,6 +1188,24 @@ impl Connection {
     /// Closes at once without waiting (no TLS close_notify if an operation is in progress).
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
         self.close(py, None, 0).map(drop)
+    }
+
+    /// In a forked child, before Python swaps the inherited descriptor for one on
+    /// `os.devnull` (`python/fastpoplib/_fork.py`): the session is closed for good, and the
+    /// second handle kept to interrupt reads is closed, never shut down (a shutdown would end
+    /// the parent's connection). Returns the socket's descriptor (`-1`: none), or `None` if
+    /// another thread of the parent held the status at the fork (it never lets go in the
+    /// child: waiting would hang every fork).
+    fn disown(&self) -> Option<i64> {
+        let mut status = match self.shared.status.try_lock() {
+            Ok(status) => status,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        status.shutdown = None;
+        status.task = None;
+        status.closed = Some("this connection was inherited from the parent process (os.fork()), which still uses it; open a new connection in the child".into());
+        Some(std::mem::replace(&mut status.info.fd, -1))
     }
 
     #[getter]

@@ -1,5 +1,7 @@
 //! The pyo3 layer: the only Rust code that knows Python.
 
+#[cfg(feature = "bench-bridges")]
+mod bench;
 mod connection;
 mod errors;
 mod reactor;
@@ -13,6 +15,10 @@ mod _core {
     use super::reactor::{Pending, Reactor};
     #[pymodule_export]
     use super::tls_settings::TlsSettings;
+
+    #[cfg(feature = "bench-bridges")]
+    #[pymodule_export]
+    use super::bench::{bench_async_runtimes, bench_reactor};
 
     use pyo3::prelude::*;
 

@@ -1,15 +1,17 @@
 //! Handing tokio results to asyncio without touching the GIL from tokio threads.
 //!
 //! A finished operation is pushed onto its event loop's queue and, if the queue was empty,
-//! one byte is written to a socket pair whose other end the loop watches (`add_reader`).
-//! The loop thread then drains the queue and converts results to Python objects. Tokio
-//! threads never wait for the GIL, so there is no GIL convoy under load, no thread pool of
-//! GIL waiters, and nothing left running Python code while the interpreter shuts down.
+//! the loop is woken: one byte is written to a socket pair whose other end the loop watches
+//! (`add_reader`), and a thread blocked in [`Reactor::wait`] is notified, for loops without
+//! `add_reader` (ProactorEventLoop), whose Python side then calls `call_soon_threadsafe`. The
+//! loop thread drains the queue and converts results to Python objects. Tokio threads never
+//! wait for the GIL, so there is no GIL convoy under load, no thread pool of GIL waiters,
+//! and nothing left running Python code while the interpreter shuts down.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::runtime::Runtime;
 
@@ -26,24 +28,36 @@ pub type Deliver = Box<dyn FnOnce(Python<'_>) -> Outcome + Send>;
 
 struct Queue {
     done: Vec<(u64, Deliver)>,
-    /// A wake-up byte is in the socket and not yet read.
+    /// The loop was woken and has not drained yet: later results need no new wake-up.
     armed: bool,
+    /// A wake-up not yet taken by [`Reactor::wait`].
+    signalled: bool,
+    /// [`Reactor::close`] was called: `wait` returns `false` from now on.
+    closed: bool,
 }
 
 pub struct Shared {
     queue: Mutex<Queue>,
+    /// Notified with `signalled` (and on close), for the thread in `wait`.
+    wake: Condvar,
     waker: UnixStream,
 }
 
 impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Called from any thread when operation `id` has finished.
     pub fn complete(&self, id: u64, deliver: Deliver) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.queue();
         q.done.push((id, deliver));
         if !q.armed {
             q.armed = true;
+            q.signalled = true;
             // One byte into a socket the loop drains: cannot block in practice.
             let _ = (&self.waker).write_all(b"!");
+            self.wake.notify_one();
         }
     }
 }
@@ -69,22 +83,44 @@ impl Reactor {
                 queue: Mutex::new(Queue {
                     done: Vec::new(),
                     armed: false,
+                    signalled: false,
+                    closed: false,
                 }),
+                wake: Condvar::new(),
                 waker,
             }),
             wakeup,
         })
     }
 
-    /// The descriptor the event loop watches.
+    /// The descriptor the event loop watches (`add_reader`).
     fn fileno(&self) -> i32 {
         self.wakeup.as_raw_fd()
+    }
+
+    /// For loops without `add_reader`: blocks, with the GIL released, until results are
+    /// waiting to be drained (`True`) or the reactor is closed (`False`).
+    fn wait(&self, py: Python<'_>) -> bool {
+        py.detach(|| {
+            let mut q = self.shared.queue();
+            while !q.signalled && !q.closed {
+                q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            q.signalled = false;
+            !q.closed
+        })
+    }
+
+    /// Ends `wait` (its event loop is gone).
+    fn close(&self) {
+        self.shared.queue().closed = true;
+        self.shared.wake.notify_all();
     }
 
     /// Every finished operation: `[(id, ok, value or exception)]`.
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let done = {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.shared.queue();
             let mut byte = [0u8; 64];
             let _ = (&self.wakeup).read(&mut byte);
             q.armed = false;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rustls::ClientConfig;
 
@@ -16,10 +17,15 @@ pub struct TlsSettings {
 #[pymethods]
 impl TlsSettings {
     /// `cadata`: PEM text, one or more certificates to trust instead of the default roots;
-    /// `client_cert`: `(chain PEM, key PEM)`.
+    /// `client_cert`: `(chain PEM, key PEM)`; `pins`: SHA-256 digests (32 bytes each) of the
+    /// only server certificates to accept.
     #[new]
-    #[pyo3(signature = (*, cadata=None, client_cert=None))]
-    fn new(cadata: Option<&[u8]>, client_cert: Option<(Vec<u8>, Vec<u8>)>) -> PyResult<Self> {
+    #[pyo3(signature = (*, cadata=None, client_cert=None, pins=None))]
+    fn new(
+        cadata: Option<&[u8]>,
+        client_cert: Option<(Vec<u8>, Vec<u8>)>,
+        pins: Option<Vec<Vec<u8>>>,
+    ) -> PyResult<Self> {
         let ca_certs = match cadata {
             Some(pem) => certs_from_pem(pem)?
                 .into_iter()
@@ -27,9 +33,19 @@ impl TlsSettings {
                 .collect(),
             None => Vec::new(),
         };
+        let pins = pins
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                <[u8; 32]>::try_from(p.as_slice()).map_err(|_| {
+                    PyValueError::new_err("a certificate pin is a SHA-256 digest of 32 bytes")
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let options = TlsOptions {
             ca_certs,
             client_cert,
+            pins,
         };
         Ok(TlsSettings {
             config: options.build()?,
@@ -49,6 +65,9 @@ impl TlsSettings {
         } else {
             "False"
         };
-        format!("TlsSettings(roots={roots}, client_cert={client})")
+        format!(
+            "TlsSettings(roots={roots}, client_cert={client}, pins={})",
+            o.pins.len()
+        )
     }
 }

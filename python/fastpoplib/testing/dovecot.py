@@ -1,11 +1,17 @@
-"""A private, unprivileged Dovecot (a real POP3 server) on loopback high ports, with Maildir
-mailboxes generated here: for tests against a real server (fastpoplib's interop suite and
-benchmarks use it). Needs Dovecot installed (``dovecot-core dovecot-pop3d``), root (mail is
-owned by ``nobody``) and trustme; ``root`` must be readable by unprivileged processes.
+"""A private, unprivileged Dovecot (a real POP3 server, and on request the IMAP and LMTP
+servers the retriever delivers to) on loopback high ports, with Maildir mailboxes generated
+here: for tests against a real server (fastpoplib's interop suite and benchmarks use it).
+Needs Dovecot installed (``dovecot-core dovecot-pop3d``, plus ``dovecot-imapd`` and
+``dovecot-lmtpd`` for those protocols), root (mail is owned by ``nobody``) and trustme;
+``root`` must be readable by unprivileged processes.
 
     with Dovecot(tmp_dir) as dove:
         dove.add_user("basic", messages)          # list of raw messages (bytes, CRLF)
         poplib.POP3(dove.host, dove.plain_port)   # STLS offered; implicit TLS on dove.tls_port
+
+    with Dovecot(tmp_dir, protocols=("pop3", "imap", "lmtp")) as dove:
+        dove.add_user("dest", [], quota="100K")    # IMAP on dove.imap_port (STARTTLS) and
+                                                  # dove.imaps_port, LMTP on dove.lmtp_port
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 instance_name = fastpoplib-test-{plain_port}
 log_path = {root}/dovecot.log
-protocols = pop3
+protocols = {protocols}
 listen = 127.0.0.1
 first_valid_uid = {uid}
 last_valid_uid = {uid}
@@ -82,6 +88,39 @@ default_internal_user = nobody
 default_login_user = nobody
 """
 
+# The destinations' side: IMAP and LMTP listeners, and the quota plugin (a user's limit is the
+# userdb field quota_rule, set by add_user(quota=...)); a full mailbox makes LMTP answer 4xx.
+IMAP_CONFIG = """
+service imap-login {{
+  inet_listener imap {{
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+"""
+LMTP_CONFIG = """
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+protocol lmtp {{
+  auth_username_format = %Ln
+}}
+postmaster_address = postmaster@example.org
+"""
+QUOTA_CONFIG = """
+mail_plugins = $mail_plugins quota
+quota_full_tempfail = yes
+plugin {
+  quota = maildir:User quota
+}
+"""
+
 
 # XOAUTH2 and OAUTHBEARER checked by Dovecot's oauth2 passdb, which asks an authorization
 # server's introspection endpoint (RFC 7662) about each token; after the passwd-file passdb,
@@ -113,12 +152,16 @@ class Dovecot:
 
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, oauth2_introspection_url: Optional[str] = None) -> None:
+    def __init__(self, root: Path, protocols: Iterable[str] = ("pop3",), oauth2_introspection_url: Optional[str] = None) -> None:
         import trustme
 
         self.root: Path = Path(root)
+        self.protocols = tuple(protocols)
         self.plain_port: int = _free_port()
         self.tls_port: int = _free_port()
+        self.imap_port: int = _free_port()
+        self.imaps_port: int = _free_port()
+        self.lmtp_port: int = _free_port()
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
         self._ca = trustme.CA()
@@ -129,7 +172,15 @@ class Dovecot:
         self._ca.cert_pem.write_to_path(self.cafile)
         (self.root / "users.passwd").write_text("")
         self.conf: Path = self.root / "dovecot.conf"
-        config = CONFIG.format(root=self.root, plain_port=self.plain_port, tls_port=self.tls_port, uid=MAIL_UID)
+        config = CONFIG.format(
+            root=self.root, plain_port=self.plain_port, tls_port=self.tls_port, uid=MAIL_UID, protocols=" ".join(self.protocols)
+        )
+        if "imap" in self.protocols:
+            config += IMAP_CONFIG.format(imap_port=self.imap_port, imaps_port=self.imaps_port)
+        if "lmtp" in self.protocols:
+            config += LMTP_CONFIG.format(lmtp_port=self.lmtp_port)
+        if "imap" in self.protocols or "lmtp" in self.protocols:
+            config += QUOTA_CONFIG
         if oauth2_introspection_url is not None:
             # Read by the auth process (user nobody); the URL holds only the test server's
             # introspection client.
@@ -141,9 +192,10 @@ class Dovecot:
         """A client context that trusts this instance's certificate (hostname checks on)."""
         return ssl.create_default_context(cafile=self.cafile)
 
-    def add_user(self, name: str, messages: Iterable[bytes]) -> List[bytes]:
+    def add_user(self, name: str, messages: Iterable[bytes], quota: Optional[str] = None) -> List[bytes]:
         """Creates ``name`` (password :data:`PASSWORD`) with these messages, in order; returns
-        them as stored (CRLF line ends). Dovecot re-reads the passwd-file: no restart."""
+        them as stored (CRLF line ends). ``quota`` (e.g. ``"100K"``) limits the mailbox's
+        storage, with the IMAP or LMTP protocols. Dovecot re-reads the passwd-file: no restart."""
         home = self.root / "mail" / name
         cur = home / "Maildir" / "cur"
         for sub in ("cur", "new", "tmp"):
@@ -156,9 +208,13 @@ class Dovecot:
             stored.append(data)
         for path in [home, *home.rglob("*")]:
             os.chown(path, MAIL_UID, MAIL_UID)
-        with open(self.root / "users.passwd", "a") as f:
-            f.write(f"{name}:{{PLAIN}}{PASSWORD}:{MAIL_UID}:{MAIL_UID}::{home}::\n")
+        self._add_passwd(name, home, quota)
         return stored
+
+    def _add_passwd(self, name: str, home: Path, quota: Optional[str]) -> None:
+        extra = f"userdb_quota_rule=*:storage={quota}" if quota else ""
+        with open(self.root / "users.passwd", "a") as f:
+            f.write(f"{name}:{{PLAIN}}{PASSWORD}:{MAIL_UID}:{MAIL_UID}::{home}::{extra}\n")
 
     def start(self) -> "Dovecot":
         """Start Dovecot and wait until it greets on :attr:`plain_port`; returns ``self``."""
