@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generator, List, Optional, Tuple, Union
 
 from . import _core
-from ._destination import Destination
+from ._target_file import TargetFile
 from ._types import Capabilities
 from .exceptions import RemoteProtocolError, ServerError, error_proto
 
@@ -217,12 +217,12 @@ def save(
     total: Optional[int],
     chunk_size: int = CHUNK_SIZE,
 ) -> Flow:
-    """Streams the body of ``line``'s reply into ``dest`` (a path, see :mod:`._destination`,
+    """Streams the body of ``line``'s reply into ``dest`` (a path, see :mod:`._target_file`,
     or a binary file object); calls ``progress(done, total)`` after each chunk; returns the
     bytes written. If writing fails, the session drops the rest of the body, so the connection
     stays usable; a path is left as it was unless the whole message was written."""
     own = isinstance(dest, (str, os.PathLike))
-    out = Destination(dest) if own else dest
+    out = TargetFile(dest) if own else dest
     complete = False
     try:
         _, stream = yield OpenStream(line)

@@ -898,6 +898,7 @@ class _Fetch:
     async def settle(self, outcomes: list[Outcome]) -> bool:
         """Record what the destination confirmed (only then may it be deleted on the server),
         report what it refused; False once it refused in a way that stops this run's storing."""
+        added: list[tuple[str, str]] = []
         for outcome in outcomes:
             m, size, dkey = self.handed.pop(outcome.key)
             if isinstance(outcome, Refusal):
@@ -914,16 +915,20 @@ class _Fetch:
             log.debug("%s: %s stored: %s", self.acct.name, m.name(), outcome.detail)
             self.recorded(m, key, dkey, key)
             self.index[dkey] = key
-            try:
-                await asyncio.to_thread(self.digest_index.add, dkey, key)
-            except OSError as exc:
-                warning = f"cannot write {self.digest_index.path} ({exc.strerror or exc}): a message reached by another route may be stored twice"
-                if warning not in self.report.warnings:
-                    self.report.warnings.append(warning)
+            added.append((dkey, key))
             self.report.fetched += 1
             self.report.bytes += size
             self.progress.advance(size)
             self.unsaved += 1
+        # Every receipt is in the state before the first await: an interruption from here on
+        # loses none (a destination forgets the receipts a saved state does not hold).
+        if added:
+            try:
+                await asyncio.to_thread(self.digest_index.add, added)
+            except OSError as exc:
+                warning = f"cannot write {self.digest_index.path} ({exc.strerror or exc}): a message reached by another route may be stored twice"
+                if warning not in self.report.warnings:
+                    self.report.warnings.append(warning)
         if self.unsaved >= SAVE_EVERY:
             await self.save()
         return self.store_error is None
@@ -951,9 +956,10 @@ class _Fetch:
         await asyncio.to_thread(self.persist, *self.snapshot())
 
     def snapshot(self) -> tuple[bytes, set[str]]:
-        """The state to save, and the keys it holds (aliases' targets too), taken on the
-        event loop while nothing changes them."""
-        return self.state.dump(), set(self.state.keys) | set(self.state.aliases.values())
+        """The state to save, and the keys whose receipts the destination must keep: those the
+        state holds (aliases' targets too) and those handed over but not settled (a flush
+        interrupted after the destination stored them). Taken on the event loop."""
+        return self.state.dump(), set(self.state.keys) | set(self.state.aliases.values()) | set(self.handed)
 
     def persist(self, state: bytes, keys: set[str]) -> None:
         """In a worker thread: the store's deliveries made durable, then the state that

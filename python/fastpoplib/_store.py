@@ -766,13 +766,14 @@ class DigestIndex:
             raise StoreError(f"cannot read {self.path}: {exc.strerror}") from None
         return {e[0].decode(): e[1].decode() for e in entries if len(e) == 2 and _is_key(e[0]) and _is_key(e[1])}
 
-    def add(self, digest: str, key: str) -> None:
-        # One write of one short line with O_APPEND: concurrent runs do not interleave. Not
-        # fsynced: a crash may lose the last lines, which only makes a later run of another
-        # route store those messages once more (the store's own keys are fsynced).
+    def add(self, entries: list[tuple[str, str]]) -> None:
+        """Append ``(digest, key)`` pairs, one line each."""
+        # One write with O_APPEND: concurrent runs do not interleave. Not fsynced: a crash may
+        # lose the last lines, which only makes a later run of another route store those
+        # messages once more (the store's own keys are fsynced).
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
-            os.write(fd, f"{digest} {key}\n".encode("ascii"))
+            os.write(fd, "".join(f"{digest} {key}\n" for digest, key in entries).encode("ascii"))
         finally:
             os.close(fd)
 

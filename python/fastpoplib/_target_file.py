@@ -15,7 +15,7 @@ import stat
 from typing import Any, BinaryIO, Optional
 
 
-class Destination:
+class TargetFile:
     """A binary file for one message: :meth:`commit` after the last byte, :meth:`discard`
     on failure. Raises OSError as ``open()`` does."""
 
