@@ -17,6 +17,7 @@ async context manager::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import functools
@@ -127,6 +128,7 @@ class AsyncPOP3(POP3Base):
             mechanisms: Optional[List[str]] = None,
             allow_insecure: bool = False,
             allow_apop: bool = False,
+            oauth2: Optional[Callable[[], str]] = None,
         ) -> bytes:
             """Log in with the strongest method both sides allow; the final ``+OK`` line.
             See :meth:`POP3.login`."""
@@ -335,6 +337,8 @@ class AsyncPOP3(POP3Base):
             try:
                 if isinstance(op, _flows.DropStream):
                     result = self._check_open().drop_stream(op.stream)
+                elif isinstance(op, _flows.Offload):
+                    result = await asyncio.to_thread(op.call)
                 else:
                     result = await self._dispatch(op)
             except Exception as exc:

@@ -326,10 +326,12 @@ class POP3Base:
         mechanisms: Optional[List[str]] = None,
         allow_insecure: bool = False,
         allow_apop: bool = False,
+        oauth2: Optional[Callable[[], str]] = None,
     ) -> bytes:
         """Log in with each method the server offers until one succeeds (over TLS:
         SCRAM-SHA-512 > SCRAM-SHA-256 > SCRAM-SHA-1 > PLAIN > LOGIN > USER/PASS > CRAM-MD5;
-        without TLS: SCRAM > CRAM-MD5 > PLAIN > LOGIN > USER/PASS; then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with ``oauth2_token``;
+        without TLS: SCRAM > CRAM-MD5 > PLAIN > LOGIN > USER/PASS; then APOP with ``allow_apop``; XOAUTH2 > OAUTHBEARER with
+        ``oauth2_token`` or ``oauth2``;
         ``mechanisms`` restricts and orders them). Reads CAPA (RFC 2449) first if it was not
         read yet; uses AUTH (RFC 5034), USER/PASS or APOP (RFC 1939 §7). Returns the final
         ``+OK`` line; the method used is left in ``auth_mechanism``.
@@ -340,8 +342,15 @@ class POP3Base:
         Raises AuthenticationError when every method was refused (``attempts`` lists them),
         LocalProtocolError when no method fits or, unless ``allow_insecure``, before sending
         a password or token over an unencrypted connection; ValueError unless exactly one of
-        ``password`` and ``oauth2_token`` is given."""
-        return self._run(_login.login(self, user, password, oauth2_token, mechanisms, allow_insecure, allow_apop))
+        ``password``, ``oauth2_token`` and ``oauth2`` is given.
+
+        ``oauth2`` is a token source: a callable returning a fresh access token (``str``),
+        called before the token is sent (in a worker thread by ``AsyncPOP3``), such as
+        :class:`fastpoplib.oauth2.TokenSource`. When the server refuses the token and the
+        source has ``invalidate(token)``, that is called and the login tried once more with
+        the source's next token. Exceptions of the source propagate unchanged. A token too
+        long for the AUTH line (RFC 5034: 255 octets) is sent after the server's ``+``."""
+        return self._run(_login.login(self, user, password, oauth2_token, mechanisms, allow_insecure, allow_apop, oauth2))
 
     def stat(self) -> Tuple[int, int]:
         """STAT (RFC 1939 §5): ``(message count, maildrop size in octets)``. Raises

@@ -238,6 +238,8 @@ class POP3(POP3Base):
             try:
                 if isinstance(op, _flows.DropStream):
                     result = self._check_open().drop_stream(op.stream)
+                elif isinstance(op, _flows.Offload):
+                    result = op.call()
                 else:
                     result = self._dispatch(op)
             except Exception as exc:

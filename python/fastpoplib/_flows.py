@@ -85,7 +85,15 @@ class DropStream:
     stream: int
 
 
-Op = Union[Short, Long, Capa, Messages, StartTLS, OpenStream, Chunk, DropStream]
+@dataclass(frozen=True)
+class Offload:
+    """Call ``call()`` (blocking work without the connection, such as fetching an OAuth2
+    token over HTTP) and send its result; the asyncio client runs it in a worker thread."""
+
+    call: Callable[[], Any]
+
+
+Op = Union[Short, Long, Capa, Messages, StartTLS, OpenStream, Chunk, DropStream, Offload]
 Flow = Generator[Op, Any, Any]
 
 

@@ -159,6 +159,7 @@ def login(
     mechanisms: Optional[List[str]],
     allow_insecure: bool,
     allow_apop: bool,
+    oauth2: Optional[Callable[[], str]] = None,
 ) -> _flows.Flow:
     """Tries each method both sides support until one succeeds and sets
     ``client.auth_mechanism`` to it. The order over TLS: SCRAM, PLAIN, LOGIN, USER/PASS, CRAM-MD5, APOP
@@ -166,12 +167,46 @@ def login(
     hashed passwords refuse); without TLS (``allow_insecure``): SCRAM, CRAM-MD5, PLAIN, LOGIN,
     USER/PASS, APOP (challenge-response first, keeping the password off the wire). Stops at the first reply that is not a refusal of the
     credentials, when the password itself was refused, and whenever the server fails to
-    prove itself (SCRAM). The secret is masked in what the server echoes."""
-    if (password is None) == (oauth2_token is None):
-        raise ValueError("give exactly one of password and oauth2_token")
-    secret = oauth2_token if oauth2_token is not None else password or ""
-    flow = _methods(client, user, secret, oauth2_token is not None, mechanisms, allow_insecure, allow_apop)
-    return (yield from _secrets.hidden(client, secret, flow))
+    prove itself (SCRAM). The secret is masked in what the server echoes. With a token source
+    (``oauth2``), a refused token is reported to its ``invalidate(token)`` (when it has one)
+    and the login tried once more with a new token: the server may have expired it before
+    the time it announced."""
+    if sum(x is not None for x in (password, oauth2_token, oauth2)) != 1:
+        raise ValueError("give exactly one of password, oauth2_token and oauth2")
+    if oauth2 is None:
+        secret = oauth2_token if oauth2_token is not None else password or ""
+        flow = _methods(client, user, secret, oauth2_token is not None, mechanisms, allow_insecure, allow_apop)
+        return (yield from _secrets.hidden(client, secret, flow))
+    _refuse_cleartext(client, True, allow_insecure)  # before a token is fetched for nothing
+    token = yield _flows.Offload(lambda: _token(oauth2))
+    try:
+        return (yield from _secrets.hidden(client, token, _methods(client, user, token, True, mechanisms, allow_insecure, allow_apop)))
+    except AuthenticationError as exc:
+        invalidate = getattr(oauth2, "invalidate", None)
+        if invalidate is None:
+            raise
+        invalidate(token)
+        refused = exc
+    fresh = yield _flows.Offload(lambda: _token(oauth2))
+    if fresh == token:  # nothing new to offer: another attempt would only count as a failure
+        raise refused
+    _trace.event(logging.INFO, client._label, "OAuth2 token refused; trying once more with a new one")
+    return (yield from _secrets.hidden(client, fresh, _methods(client, user, fresh, True, mechanisms, allow_insecure, allow_apop)))
+
+
+def _token(source: Callable[[], str]) -> str:
+    token = source()
+    if not isinstance(token, str) or not token:
+        raise TypeError(f"the oauth2 token source returned {type(token).__name__}, not a non-empty str")
+    return token
+
+
+def _refuse_cleartext(client: Any, oauth2: bool, allow_insecure: bool) -> None:
+    if not client._tls_up and not allow_insecure:
+        what = "an OAuth2 token" if oauth2 else "a password"
+        raise LocalProtocolError(
+            f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
+        )
 
 
 def _methods(
@@ -184,11 +219,7 @@ def _methods(
     allow_apop: bool,
 ) -> _flows.Flow:
     wanted = _sasl.check_wanted(mechanisms, oauth2)
-    if not client._tls_up and not allow_insecure:
-        what = "an OAuth2 token" if oauth2 else "a password"
-        raise LocalProtocolError(
-            f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
-        )
+    _refuse_cleartext(client, oauth2, allow_insecure)
     caps = yield from _flows.capabilities(client)
     methods = _sasl.candidates(
         caps.sasl,

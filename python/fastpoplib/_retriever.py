@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _aio, _tls
+from .oauth2 import OAuth2ConfigError, OAuth2Error, SignInRequired, TokenStoreError, token_source
 from ._destinations import (
     DestinationError,
     ImapDestination,
@@ -120,6 +121,20 @@ def show_bytes(data: bytes) -> str:
     return printable(data.decode("utf-8", "backslashreplace"))
 
 
+# Config-file keys of an account that signs in with OAuth2 (`auth = "oauth2"`; see fastpoplib.oauth2).
+OAUTH2_KEYS = (
+    "auth",
+    "oauth2_provider",
+    "oauth2_client_id",
+    "oauth2_client_secret",
+    "oauth2_scope",
+    "oauth2_tenant",
+    "oauth2_issuer",
+    "oauth2_token_endpoint",
+    "oauth2_device_endpoint",
+    "oauth2_authorization_endpoint",
+)
+
 # field: (kind, minimum, maximum); kinds: str, bool, int (whole number), float (seconds);
 # a float minimum is exclusive for the timeout and interval, inclusive otherwise
 _SETTINGS = {
@@ -135,6 +150,7 @@ _SETTINGS = {
     "password_command": (str, None, None),
     "netrc_file": (str, None, None),
     "oauth2_token_command": (str, None, None),
+    **{key: (str, None, None) for key in OAUTH2_KEYS},
     "maildir": (str, None, None),
     "mbox": (str, None, None),
     "imap": (str, None, None),
@@ -157,7 +173,7 @@ _SETTINGS = {
 
 def _check_setting(name: str, value: Any) -> None:
     kind, least, most = _SETTINGS[name]
-    where = name if name == "name" else f"{name} (--{name.replace('_', '-')})"  # name is a config-file key only
+    where = name if name == "name" or name in OAUTH2_KEYS else f"{name} (--{name.replace('_', '-')})"  # config-file keys only
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {value!r}")
     if kind is bool and not isinstance(value, bool):
@@ -194,6 +210,16 @@ class Account:
     password_command: str | None = None
     netrc_file: str | None = None
     oauth2_token_command: str | None = None
+    auth: str = "password"  # or "oauth2": tokens from `fastpoplib auth login` (the oauth2_* keys)
+    oauth2_provider: str | None = None
+    oauth2_client_id: str | None = None
+    oauth2_client_secret: str | None = field(default=None, repr=False)  # not confidential for desktop apps, still never shown
+    oauth2_scope: str | None = None
+    oauth2_tenant: str | None = None
+    oauth2_issuer: str | None = None
+    oauth2_token_endpoint: str | None = None
+    oauth2_device_endpoint: str | None = None
+    oauth2_authorization_endpoint: str | None = None
     maildir: str | None = None
     mbox: str | None = None
     imap: str | None = None  # imaps://USER@HOST[:PORT]/FOLDER or imap://... (STARTTLS)
@@ -246,6 +272,10 @@ class Account:
                 _tls.pin(self.fingerprint)
             except ValueError as exc:
                 raise ConfigError(f"fingerprint (--fingerprint): {exc}") from None
+        if self.auth not in ("password", "oauth2"):
+            raise ConfigError(f"{self.label}: auth must be password or oauth2, not {self.auth!r}")
+        if self.auth == "oauth2" and self.oauth2_token_command:
+            raise ConfigError(f"{self.label}: choose auth = \"oauth2\" or oauth2_token_command, not both")
         self.name = self.name or self.label
 
     @property
@@ -260,7 +290,7 @@ class Account:
 
     def has_secret_source(self) -> bool:
         """Whether :meth:`secret` has somewhere to read from without asking the user."""
-        if self.oauth2_token_command or self.password_command or self.password_env:
+        if self.auth == "oauth2" or self.oauth2_token_command or self.password_command or self.password_env:
             return True
         try:
             auth = netrc.netrc(self.netrc_file).authenticators(self.host)
@@ -270,9 +300,14 @@ class Account:
             return True  # secret() reports the unreadable file
         return auth is not None and auth[2] is not None
 
-    def secret(self) -> dict[str, str]:
-        """``{"password": ...}`` or ``{"oauth2_token": ...}`` from the configured source or
-        typed at the prompt; never from the command line itself."""
+    def secret(self) -> dict[str, Any]:
+        """``{"password": ...}``, ``{"oauth2_token": ...}`` or ``{"oauth2": token source}``
+        from the configured source or typed at the prompt; never from the command line itself."""
+        if self.auth == "oauth2":
+            try:
+                return {"oauth2": token_source(self)}
+            except OAuth2ConfigError as exc:
+                raise ConfigError(f"{self.label}: {exc}") from None
         if self.typed_password is not None:
             return {"password": self.typed_password}
         if self.oauth2_token_command:
@@ -362,6 +397,12 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
     """A sentence saying what failed and what to do, and the exit code."""
     if isinstance(exc, ConfigError):
         return str(exc), EXIT_USAGE
+    if isinstance(exc, SignInRequired):
+        return str(exc), EXIT_AUTH
+    if isinstance(exc, OAuth2Error):
+        return f"getting an OAuth2 access token failed: {exc}", EXIT_CONNECTION
+    if isinstance(exc, (TokenStoreError, ImportError)):
+        return str(exc), EXIT_USAGE
     if isinstance(exc, DestinationError):
         return str(exc), {"usage": EXIT_USAGE, "auth": EXIT_AUTH}.get(exc.kind, EXIT_CONNECTION)
     if isinstance(exc, LockBusy) and step == "locking the account":
@@ -369,6 +410,9 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
     if isinstance(exc, StoreError):  # a path, permission or state problem, or an mbox locked too long
         return str(exc), EXIT_PARTIAL if isinstance(exc, LockBusy) else EXIT_USAGE
     if isinstance(exc, AuthenticationError):
+        if acct.auth == "oauth2":  # refused even with a freshly refreshed token
+            advice = "check the user name, that POP is enabled for the mailbox, and the app's mail permission (scope)"
+            return f"login refused: {show_bytes(exc.response)}; {advice}", EXIT_AUTH
         return f"login refused: {show_bytes(exc.response)}; check the user name and password", EXIT_AUTH
     if isinstance(exc, ServerError):
         code = EXIT_CONNECTION if step in ("connecting", "starting TLS", "logging in") else EXIT_PARTIAL
@@ -478,7 +522,7 @@ class _Step:
 
 
 @asynccontextmanager
-async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncIterator[Any]:
+async def _session(acct: Account, secret: dict[str, Any], step: _Step) -> AsyncIterator[Any]:
     """A logged-in connection; closed at once (no QUIT) if the block raises."""
     step.now = "connecting"
     connecting: Any
@@ -495,7 +539,9 @@ async def _session(acct: Account, secret: dict[str, str], step: _Step) -> AsyncI
         step.now = "reading the capabilities (CAPA)"
         await _enable_utf8(pop)
         step.now = "logging in"
-        await pop.login(acct.user, secret.get("password"), oauth2_token=secret.get("oauth2_token"), allow_insecure=acct.insecure)
+        await pop.login(
+            acct.user, secret.get("password"), oauth2_token=secret.get("oauth2_token"), oauth2=secret.get("oauth2"), allow_insecure=acct.insecure
+        )
         yield pop
 
 
@@ -607,7 +653,7 @@ class _Fetch:
         # key -> (message, size, digest key): handed to the destination, not settled yet
         self.handed: dict[str, tuple[_Msg, int, str]] = {}
 
-    async def run(self, secret: dict[str, str]) -> None:
+    async def run(self, secret: dict[str, Any]) -> None:
         # Read the store before connecting: waiting for another program's mbox locks must not
         # keep a POP3 session idle.
         self.step.now = "reading the store"
@@ -623,7 +669,7 @@ class _Fetch:
             f"the connection was lost {MAX_SESSIONS} times in this run; the messages not fetched yet are fetched next run"
         )
 
-    async def resumed_session(self, secret: dict[str, str]) -> bool:
+    async def resumed_session(self, secret: dict[str, Any]) -> bool:
         """A session that resumes a lost one. The server may still hold the maildrop lock of
         the session just dropped until it notices the close (`[IN-USE]`, RFC 2449 §8.1.1), so
         a refused login is tried again a few times, a few seconds in all."""
@@ -635,7 +681,7 @@ class _Fetch:
                 await asyncio.sleep(wait)
         return await self.session(secret)
 
-    async def session(self, secret: dict[str, str]) -> bool:
+    async def session(self, secret: dict[str, Any]) -> bool:
         """One session; True if it was lost on a broken or stalled message and should be resumed."""
         acct, report = self.acct, self.report
         async with _session(acct, secret, self.step) as pop:

@@ -1,4 +1,4 @@
-"""``fastpoplib`` command line: fetch, watch, status, ls, serve, demo."""
+"""``fastpoplib`` command line: fetch, watch, status, ls, auth, serve, demo."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import __version__, _retriever, _watch
+from . import __version__, _auth_cli, _retriever, _watch
 from ._progress import TerminalProgress
 from ._retriever import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Account, ConfigError, printable
 
@@ -228,13 +228,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     maildir = Path(args.maildir or DEFAULT_MAILDIR).expanduser()
-    records = [_watch.status_of(acct, maildir) for acct in accounts_from(args)]
+    accounts = accounts_from(args)
+    records = [_watch.status_of(acct, maildir) for acct in accounts]
+    sign_ins = [_auth_cli.sign_in_state(acct) for acct in accounts]
     if args.json:  # json escapes control characters itself
-        json.dump([dataclasses.asdict(r) for r in records], sys.stdout, indent=2)
+        rows = [{**dataclasses.asdict(r), **({"sign_in": s} if s else {})} for r, s in zip(records, sign_ins)]
+        json.dump(rows, sys.stdout, indent=2)
         print()
         return EXIT_OK
-    for record in records:
-        print("\n".join(_watch.status_lines(record)))
+    for record, sign_in in zip(records, sign_ins):
+        print("\n".join(_watch.status_lines(record) + ([f"  sign-in     {printable(sign_in)}"] if sign_in else [])))
     return EXIT_OK
 
 
@@ -580,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--maildir", metavar="DIR", help="where to store (default: a new temporary folder)")
     demo.add_argument("--show", type=int, default=12, metavar="N", help="listing lines to show (default 12)")
     demo.set_defaults(func=cmd_demo)
+
+    _auth_cli.add_parser(sub, accounts_from)
 
     for p in (serve, demo):
         p.add_argument(

@@ -122,13 +122,37 @@ plugin {
 """
 
 
+# XOAUTH2 and OAUTHBEARER checked by Dovecot's oauth2 passdb, which asks an authorization
+# server's introspection endpoint (RFC 7662) about each token; after the passwd-file passdb,
+# which refuses a token as a password and lets the next passdb decide.
+OAUTH2_CONFIG = """\
+auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop xoauth2 oauthbearer
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/dovecot-oauth2.conf.ext
+}}
+"""
+
+OAUTH2_PASSDB = """\
+introspection_mode = post
+introspection_url = {introspection_url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
 class Dovecot:
     """Starts Dovecot from a generated config under ``root``; ``stop()`` (or leaving the
-    ``with`` block) stops it. The TLS certificate comes from trustme: trust ``cafile``."""
+    ``with`` block) stops it. The TLS certificate comes from trustme: trust ``cafile``.
+    With ``oauth2_introspection_url`` (``http://client:secret@127.0.0.1:port/introspect``, as
+    :class:`~fastpoplib.testing.oauth_server.OAuth2TestServer` serves it), XOAUTH2 and
+    OAUTHBEARER are offered too and each token is checked there."""
 
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, protocols: Iterable[str] = ("pop3",)) -> None:
+    def __init__(self, root: Path, protocols: Iterable[str] = ("pop3",), oauth2_introspection_url: Optional[str] = None) -> None:
         import trustme
 
         self.root: Path = Path(root)
@@ -157,6 +181,11 @@ class Dovecot:
             config += LMTP_CONFIG.format(lmtp_port=self.lmtp_port)
         if "imap" in self.protocols or "lmtp" in self.protocols:
             config += QUOTA_CONFIG
+        if oauth2_introspection_url is not None:
+            # Read by the auth process (user nobody); the URL holds only the test server's
+            # introspection client.
+            (self.root / "dovecot-oauth2.conf.ext").write_text(OAUTH2_PASSDB.format(introspection_url=oauth2_introspection_url))
+            config += OAUTH2_CONFIG.format(root=self.root)
         self.conf.write_text(config)
 
     def ssl_context(self) -> ssl.SSLContext:

@@ -1,0 +1,248 @@
+"""The HTTP side of OAuth2, over authlib's httpx client: discovery (RFC 8414), the device
+authorization grant (RFC 8628), the authorization-code grant with PKCE (RFC 7636) through a
+loopback redirect (RFC 8252), and refresh (RFC 6749 §6). Imported only when a token is needed:
+``import fastpoplib`` stays free of authlib and httpx."""
+
+from __future__ import annotations
+
+import http.server
+import math
+import secrets
+import threading
+import time
+import webbrowser
+from typing import Any, Callable, Dict, Optional
+from urllib.parse import parse_qs, urlsplit
+
+from ._errors import Denied, InvalidGrant, OAuth2ConfigError, OAuth2Error
+from ._providers import Settings, require_https
+
+try:
+    try:
+        import httpx2
+    except ImportError:  # httpx2 needs Python 3.11; authlib uses httpx below that
+        import httpx as httpx2  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from authlib.integrations.httpx_client import OAuth2Client, OAuthError  # type: ignore[import-untyped,unused-ignore]
+except ImportError:  # pragma: no cover - depends on the extras installed
+    raise ImportError("OAuth2 needs the oauth extra: pip install 'fastpoplib[oauth]'") from None
+
+HTTP_TIMEOUT = 30.0  # seconds per HTTP request to the authorization server
+MAX_METADATA = 64 * 1024  # bytes of discovery document accepted
+BROWSER_WAIT = 300.0  # seconds to wait for the browser to come back to the loopback redirect
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def _client(settings: Settings) -> Any:
+    secret = settings.client_secret.reveal() if settings.client_secret else None
+    return OAuth2Client(
+        client_id=settings.client_id,
+        client_secret=secret,
+        token_endpoint_auth_method="client_secret_post" if secret else "none",
+        revocation_endpoint_auth_method="client_secret_post" if secret else "none",
+        scope=settings.scope,
+        code_challenge_method="S256",
+        timeout=HTTP_TIMEOUT,
+        follow_redirects=False,
+    )
+
+
+def _what(exc: BaseException, url: str, sent: str = "") -> OAuth2Error:
+    """An OAuth2Error for a failed request, naming the host (never userinfo from the URL) and
+    the server's error code and description (printable, 200 characters at most): RFC 6749
+    §5.2 error words and prose, with the token ``sent`` masked should the server echo it."""
+    host = _host(url)
+    if isinstance(exc, OAuthError):
+        text = str(exc.description or "")
+        description = f" ({_printable(text.replace(sent, '****') if sent else text)})" if text else ""
+        error = _printable(exc.error or "error")
+        if exc.error == "invalid_grant":
+            return InvalidGrant(f"{host} refused the grant: invalid_grant{description}")
+        return OAuth2Error(f"{host} answered {error}{description}")
+    if isinstance(exc, httpx2.TimeoutException):
+        return OAuth2Error(f"no answer from {host} within {HTTP_TIMEOUT:g} s; try again later")
+    if isinstance(exc, httpx2.HTTPError):
+        return OAuth2Error(f"cannot reach {host}: {type(exc).__name__}; check the network and the endpoint")
+    return OAuth2Error(f"{host} sent a reply that is not an OAuth2 token response; check the endpoint")
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    return "".join(c if c.isprintable() else "?" for c in str(text)[:limit])
+
+
+def discover(settings: Settings) -> Settings:
+    """``settings`` with endpoints from the issuer's metadata (RFC 8414, then OpenID
+    Connect discovery), where it has an issuer and lacks endpoints."""
+    if settings.issuer is None or (settings.token_endpoint and (settings.device_endpoint or settings.authorization_endpoint)):
+        return settings
+    base = settings.issuer.rstrip("/")
+    last = ""
+    with httpx2.Client(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
+        for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+            url = base + path
+            try:
+                resp = http.get(url)
+            except httpx2.HTTPError as exc:
+                raise _what(exc, url) from None
+            if resp.status_code != 200 or len(resp.content) > MAX_METADATA:
+                last = f"HTTP {resp.status_code}"
+                continue
+            try:
+                metadata = resp.json()
+            except ValueError:
+                last = "not JSON"
+                continue
+            if isinstance(metadata, dict) and isinstance(metadata.get("token_endpoint"), str):
+                return settings.with_metadata(metadata)
+            last = "no token_endpoint in it"
+    raise OAuth2ConfigError(f"discovery at {base} failed ({last}); set oauth2_token_endpoint and the other endpoints instead")
+
+
+def refresh(settings: Settings, refresh_token: str) -> Dict[str, Any]:
+    """A refresh grant; the token response (with the rotated refresh token when the server
+    rotates). Raises InvalidGrant when the refresh token is refused, OAuth2Error otherwise."""
+    url = _endpoint(settings.token_endpoint, "oauth2_token_endpoint")
+    with _client(settings) as client:
+        try:
+            return dict(client.refresh_token(url, refresh_token=refresh_token))
+        except Exception as exc:  # noqa: BLE001 - authlib raises httpx, OAuthError and ValueError
+            raise _what(exc, url, refresh_token) from None
+
+
+def revoke(settings: Settings, refresh_token: str) -> None:
+    """RFC 7009: ask the provider to revoke the refresh token (and the grant with it).
+    Raises OAuth2Error when the request fails or is refused."""
+    url = _endpoint(settings.revocation_endpoint, "revocation endpoint")
+    with _client(settings) as client:
+        try:
+            resp = client.revoke_token(url, token=refresh_token, token_type_hint="refresh_token")
+        except Exception as exc:  # noqa: BLE001 - httpx errors
+            raise _what(exc, url, refresh_token) from None
+    if resp.status_code != 200:
+        raise OAuth2Error(f"{_host(url)} answered HTTP {resp.status_code} to the revocation")
+
+
+def _endpoint(url: Optional[str], key: str) -> str:
+    if not url:
+        raise OAuth2ConfigError(f"the authorization server has no {key.replace('oauth2_', '').replace('_', ' ')}; set {key}")
+    return require_https(url, key)
+
+
+def device_login(settings: Settings, say: Callable[[str], None], sleep: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
+    """RFC 8628: asks for a user code, shows the verification URI and the code through
+    ``say``, then polls the token endpoint every ``interval`` seconds (5 more after each
+    ``slow_down``, §3.5) until the user approves (the token response), refuses or the code
+    expires (Denied)."""
+    device_url = _endpoint(settings.device_endpoint, "oauth2_device_endpoint")
+    token_url = _endpoint(settings.token_endpoint, "oauth2_token_endpoint")
+    with _client(settings) as client:
+        try:
+            form = {"client_id": settings.client_id, "scope": settings.scope, **_secret_field(settings)}
+            resp = client.request("POST", device_url, data=form, withhold_token=True)
+            grant = resp.json()
+        except Exception as exc:  # noqa: BLE001
+            raise _what(exc, device_url) from None
+        if resp.status_code != 200 or not isinstance(grant, dict) or "error" in grant:
+            error = grant.get("error", f"HTTP {resp.status_code}") if isinstance(grant, dict) else f"HTTP {resp.status_code}"
+            hint = "; Google allows its mail scope only with --browser" if settings.provider == "google" else ""
+            raise OAuth2Error(f"the device authorization request was refused: {_printable(error)}{hint}")
+        try:
+            device_code = str(grant["device_code"])
+            user_code = str(grant["user_code"])
+            uri = str(grant.get("verification_uri") or grant["verification_url"])  # Google's older name
+            interval = float(grant.get("interval", 5))
+            lifetime = float(grant.get("expires_in", 900))
+            if not (math.isfinite(interval) and math.isfinite(lifetime)):
+                raise ValueError("not finite")
+        except (KeyError, ValueError, TypeError):
+            raise OAuth2Error("the device authorization response lacks device_code, user_code, verification_uri or a valid interval") from None
+        interval = max(1.0, interval)
+        deadline = time.monotonic() + lifetime
+        say(f"To sign in, open {_printable(uri)} and enter the code {_printable(user_code)}")
+        while True:
+            sleep(max(0.0, min(interval, deadline - time.monotonic())))
+            if time.monotonic() >= deadline:
+                raise Denied("the code expired before you approved it; run fastpoplib auth login again")
+            try:
+                return dict(client.fetch_token(token_url, grant_type=DEVICE_GRANT, device_code=device_code))
+            except OAuthError as exc:
+                if exc.error == "authorization_pending":
+                    continue
+                if exc.error == "slow_down":
+                    interval += 5
+                    continue
+                if exc.error == "access_denied":
+                    raise Denied("the sign-in was refused at the authorization server") from None
+                if exc.error == "expired_token":
+                    raise Denied("the code expired before you approved it; run fastpoplib auth login again") from None
+                raise _what(exc, token_url) from None
+            except Exception as exc:  # noqa: BLE001
+                raise _what(exc, token_url) from None
+
+
+def _secret_field(settings: Settings) -> Dict[str, str]:
+    return {"client_secret": settings.client_secret.reveal()} if settings.client_secret else {}
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    """Receives the browser's redirect on the loopback address: keeps the query of a request
+    whose ``state`` matches, answers any other with 400."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        query = parse_qs(urlsplit(self.path).query)
+        server: Any = self.server
+        if query.get("state") != [server.state]:
+            self.send_error(400, "unexpected request")
+            return
+        server.result = query
+        body = b"fastpoplib: sign-in finished; you may close this window.\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the URL holds the code: never logged
+        pass
+
+
+def browser_login(settings: Settings, say: Callable[[str], None], open_browser: Callable[[str], Any] = webbrowser.open) -> Dict[str, Any]:
+    """The authorization-code grant with PKCE (S256) and a loopback redirect (RFC 8252 §7.3):
+    listens on 127.0.0.1 (any free port), opens the authorization URL in the browser (and
+    shows it through ``say``), waits up to :data:`BROWSER_WAIT` seconds for the redirect,
+    then exchanges the code. Raises Denied when the user refuses or does not come back."""
+    authorize_url = _endpoint(settings.authorization_endpoint, "oauth2_authorization_endpoint")
+    token_url = _endpoint(settings.token_endpoint, "oauth2_token_endpoint")
+    receiver: Any = http.server.HTTPServer(("127.0.0.1", 0), _Redirect)
+    receiver.timeout = 1.0
+    receiver.state, receiver.result = secrets.token_urlsafe(24), None
+    redirect_uri = f"http://{settings.redirect_host}:{receiver.server_port}"  # no path: Entra matches "http://localhost"
+    verifier = secrets.token_urlsafe(64)  # 86 characters, within RFC 7636's 43..128
+    try:
+        with _client(settings) as client:
+            url, _ = client.create_authorization_url(authorize_url, state=receiver.state, code_verifier=verifier, redirect_uri=redirect_uri)
+            say(f"To sign in, open this address in a browser (opening it now):\n{url}")
+            threading.Thread(target=open_browser, args=(url,), daemon=True).start()
+            deadline = time.monotonic() + BROWSER_WAIT
+            while receiver.result is None:
+                if time.monotonic() >= deadline:
+                    raise Denied(f"no answer from the browser within {BROWSER_WAIT:g} s; run fastpoplib auth login again")
+                receiver.handle_request()
+            result = receiver.result
+            if "error" in result:
+                raise Denied(f"the sign-in was refused: {_printable(result['error'][0])}")
+            if "code" not in result:
+                raise OAuth2Error("the authorization server redirected back without a code")
+            try:
+                token = client.fetch_token(
+                    token_url, grant_type="authorization_code", code=result["code"][0], code_verifier=verifier, redirect_uri=redirect_uri
+                )
+                return dict(token)
+            except Exception as exc:  # noqa: BLE001
+                raise _what(exc, token_url) from None
+    finally:
+        receiver.server_close()
