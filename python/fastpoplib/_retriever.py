@@ -976,13 +976,14 @@ class _Fetch:
         interrupted after the destination stored them). Taken on the event loop."""
         return self.state.dump(), set(self.state.keys) | set(self.state.aliases.values()) | set(self.handed)
 
-    def persist(self, state: bytes, keys: set[str]) -> None:
+    def persist(self, state: bytes, keys: set[str] | None) -> None:
         """In a worker thread: the store's deliveries made durable, then the state that
-        records them (never the other way round); then the destination may forget its
-        records of any key the state does not hold."""
+        records them (never the other way round); then, given the ``keys`` it holds, the
+        destination may forget its records of any other key."""
         self.store.sync()
         self.state.save(state)
-        self.store.recorded(keys)
+        if keys is not None:
+            self.store.recorded(keys)
 
 
 def _write_and_commit(delivery: Any, data: bytes, key: str) -> list[Outcome]:
@@ -1044,7 +1045,9 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.
             try:
-                await asyncio.shield(asyncio.to_thread(run.persist, *run.snapshot()))
+                # Keys not passed: an interrupted delivery may have left receipts (the rest of
+                # an IMAP batch) that the state does not hold, and the destination must keep them.
+                await asyncio.shield(asyncio.to_thread(run.persist, run.snapshot()[0], None))
             except StoreError as exc:
                 if report.error is None:
                     report.fail(f"{exc}; what was stored is in the store, the next run reads it there", EXIT_USAGE)
