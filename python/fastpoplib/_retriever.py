@@ -976,14 +976,13 @@ class _Fetch:
         interrupted after the destination stored them). Taken on the event loop."""
         return self.state.dump(), set(self.state.keys) | set(self.state.aliases.values()) | set(self.handed)
 
-    def persist(self, state: bytes, keys: set[str] | None) -> None:
+    def persist(self, state: bytes, keys: set[str]) -> None:
         """In a worker thread: the store's deliveries made durable, then the state that
-        records them (never the other way round); then, given the ``keys`` it holds, the
-        destination may forget its records of any other key."""
+        records them (never the other way round); then the destination may forget its
+        records of any key not in ``keys``."""
         self.store.sync()
         self.state.save(state)
-        if keys is not None:
-            self.store.recorded(keys)
+        self.store.recorded(keys)
 
 
 def _write_and_commit(delivery: Any, data: bytes, key: str) -> list[Outcome]:
@@ -1045,9 +1044,7 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
         if run is not None:
             # Also when interrupted: the thread finishes the save even if we are cancelled again.
             try:
-                # Keys not passed: an interrupted delivery may have left receipts (the rest of
-                # an IMAP batch) that the state does not hold, and the destination must keep them.
-                await asyncio.shield(asyncio.to_thread(run.persist, run.snapshot()[0], None))
+                await asyncio.shield(asyncio.to_thread(run.persist, *run.snapshot()))
             except StoreError as exc:
                 if report.error is None:
                     report.fail(f"{exc}; what was stored is in the store, the next run reads it there", EXIT_USAGE)
