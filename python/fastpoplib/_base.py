@@ -43,7 +43,7 @@ def current_maxline() -> int:
     return getattr(sys.modules.get("fastpoplib"), "_MAXLINE", MAXLINE)
 
 
-# Reply kinds of the session's `command` (src/python/connection.rs).
+# Reply kinds of the session's `command` (src/python/connection/mod.rs).
 STATUS, LINES, BYTES = 0, 1, 2
 
 
