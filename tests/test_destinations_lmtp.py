@@ -101,3 +101,52 @@ def test_an_lmtp_connection_lost_while_idle_is_opened_again(dovecot_mail: Intero
     finally:
         dest.close()
     assert sum(bodies(dovecot_mail, users["dest"]).values()) == 1
+
+
+def test_an_lmtp_server_stalled_on_one_message_costs_that_message_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server silent after one message's DATA: that message is refused for this run (kept on
+    the POP server) and the next one is delivered over a new connection."""
+    import socketserver
+    import threading
+
+    from fastpoplib._destinations.lmtp import LmtpDestination
+    from fastpoplib._store import Receipt, Refusal
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    release = threading.Event()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            send = self.wfile.write
+            send(b"220 test LMTP\r\n")
+            for line in self.rfile:
+                verb = line[:4].upper()
+                if verb == b"LHLO":
+                    send(b"250-test\r\n250 8BITMIME\r\n")
+                elif verb == b"DATA":
+                    send(b"354 go on\r\n")
+                    data = b"".join(iter(self.rfile.readline, b".\r\n"))
+                    if b"stall" in data:
+                        release.wait(30)
+                        return
+                    send(b"250 2.0.0 stored\r\n")
+                elif verb == b"QUIT":
+                    send(b"221 bye\r\n")
+                    return
+                else:
+                    send(b"250 ok\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as lmtp:
+        lmtp.daemon_threads = True
+        threading.Thread(target=lmtp.serve_forever, daemon=True).start()
+        dest = LmtpDestination(f"127.0.0.1:{lmtp.server_address[1]}", "someone@example.org", "user@pop", timeout=1.0)
+        try:
+            stalled = dest.deliver("k1", b"Subject: stall\r\n\r\nx\r\n")
+            after = dest.deliver("k2", b"Subject: fine\r\n\r\ny\r\n")
+        finally:
+            release.set()
+            dest.close()
+            lmtp.shutdown()
+    assert isinstance(stalled[0], Refusal) and not stalled[0].stop
+    assert "did not answer within 1 s" in stalled[0].reason
+    assert isinstance(after[0], Receipt) and after[0].key == "k2"

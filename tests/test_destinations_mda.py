@@ -172,3 +172,29 @@ mda = "cat"
     assert out.stdout.count("last poll   never") == 3, out.stdout
     assert "cannot be opened" not in out.stdout
     assert not marker.exists()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_an_mda_that_hangs_on_one_message_is_killed_with_its_children_and_the_rest_delivered(tmp_path: Path) -> None:
+    out, pids = tmp_path / "out", tmp_path / "pids"
+    out.mkdir()
+    # On the message holding "Quarterly" the MDA starts a child that would outlive it, then hangs.
+    script = f'f="$0/$$.eml"; cat > "$f"; if grep -q Quarterly "$f"; then rm "$f"; sleep 60 & echo $! > {pids}; wait; fi'
+    box = Mailbox([b"Subject: one\r\n\r\na\r\n", b"Subject: Quarterly\r\n\r\nb\r\n", b"Subject: three\r\n\r\nc\r\n"])
+    with server(box) as srv:
+        done = run("fetch", *account(srv), "--timeout", "2", "--mda", f"sh -c '{script}' {out}", tmp_path=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "did not finish within 2 s" in done.stderr and "message 2" in done.stderr
+    assert "the rest" not in done.stderr
+    assert [p.read_bytes() for p in sorted(out.glob("*.eml"), key=lambda p: p.read_bytes())] == [
+        b"Subject: one\r\n\r\na\r\n",
+        b"Subject: three\r\n\r\nc\r\n",
+    ]
+    assert not _alive(int(pids.read_text()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -65,6 +66,9 @@ class LmtpDestination(Remote):
             return [self._refused(key, "the message", exc.smtp_code, exc.smtp_error)]
         except (OSError, smtplib.SMTPException) as exc:
             self._drop()
+            if isinstance(exc, socket.timeout) or isinstance(exc.__context__, socket.timeout):
+                # This message only (a server stalled on it): the next one opens a new connection.
+                return [Refusal(key, f"the LMTP server {self.target} did not answer within {self.timeout:g} s; it stays on the POP server")]
             return [
                 Refusal(
                     key,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -42,11 +44,21 @@ class MdaDestination(Remote):
     def deliver(self, key: str, data: bytes) -> list[Outcome]:
         with tempfile.TemporaryFile() as errors:
             try:
-                done = subprocess.run(self.argv, input=data, stdout=subprocess.DEVNULL, stderr=errors, env=self.env, timeout=self.timeout, check=False)
-            except subprocess.TimeoutExpired:
-                return [Refusal(key, f"the MDA did not finish within {self.timeout:g} s and was killed; it stays on the POP server", stop=True)]
+                # Its own process group, so a timeout kills what it started too.
+                child = subprocess.Popen(
+                    self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=self.env, start_new_session=True
+                )
             except OSError as exc:
                 return [Refusal(key, f"the MDA could not be run ({exc.strerror or exc}); check --mda", stop=True)]
+            try:
+                child.communicate(data, timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                # This message only, like a broken one: the others are still delivered.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                return [Refusal(key, f"the MDA did not finish within {self.timeout:g} s and was killed; it stays on the POP server")]
+            done = child
             errors.seek(0)
             said = errors.read(300).decode("utf-8", "backslashreplace").strip().splitlines()
         detail = f" ({said[0]})" if said else ""
