@@ -48,6 +48,17 @@ def test_falls_back_when_cram_md5_is_unusable(kind: str, pop3_server_factory: An
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
+def test_one_scram_refusal_is_enough(kind: str, pop3_server_factory: Any) -> None:
+    """A wrong password costs one SCRAM refusal, not one per SCRAM hash offered."""
+    srv = pop3_server_factory(sasl=("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"))
+    p = connect(kind, srv.host, srv.port)
+    with pytest.raises(fastpoplib.AuthenticationError) as info:
+        p.login(USER, "wrong-Secret-1", allow_insecure=True)
+    assert [method for method, _ in info.value.attempts] == ["SCRAM-SHA-256", "PLAIN"]
+    assert [line.split()[1] for line in auth_lines(srv)] == [b"SCRAM-SHA-256", b"PLAIN"]
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_every_refusal_is_listed_and_mechanisms_restricts(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("SCRAM-SHA-1", "CRAM-MD5", "LOGIN"), sasl_quirks=SASLQuirks(cram_md5_unusable=True))
     p = connect(kind, srv.host, srv.port)

@@ -235,7 +235,12 @@ def _methods(
     tried: List[Tuple[str, str]] = []
     last = b""
     details = None
+    scram_refused = False
     for method in methods:
+        if scram_refused and method.startswith("SCRAM-"):
+            # Another SCRAM hash checks the same password against the same store: one more
+            # refusal (and failure delay) for nothing. PLAIN, next, can still succeed.
+            continue
         try:
             resp = yield from _attempt(client, method, user, secret, oauth2)
         # Only a refusal of the credentials moves on. [IN-USE], [LOGIN-DELAY], [SYS/TEMP] and
@@ -248,6 +253,7 @@ def _methods(
             details = refusal.details if refusal.details is not None else details
             if isinstance(exc, _PasswordRefused):
                 break
+            scram_refused = scram_refused or method.startswith("SCRAM-")
             _trace.event(logging.WARNING, client._label, "login with %s refused; trying the next method", method)
             continue
         except _sasl.ServerNotVerified as exc:
