@@ -142,3 +142,16 @@ def test_cli_fetch_vv(reply: bytes, tmp_path: Any) -> None:
         )
     assert "C: PASS ****" in out.stderr, out.stderr  # DEBUG lines of the login were logged
     assert_hidden(out.stdout + out.stderr, SECRET)
+
+
+def test_a_password_that_is_an_ordinary_word_does_not_garble_our_sentences(pop3_server: Any) -> None:
+    """Masking applies to what the server said: our own sentence keeps its words even when
+    the password is one of them, and a very short password masks nothing (every 'e' of
+    every message would otherwise become '****' and show which letter it is)."""
+    with fastpoplib.POP3(pop3_server.host, pop3_server.port) as pop:
+        with pytest.raises(fastpoplib.LocalProtocolError) as info:
+            pop.login("user", "password")
+        assert "refusing to send a password over an unencrypted connection" in str(info.value)
+        with pytest.raises(fastpoplib.AuthenticationError) as refused:
+            pop.login("user", "e", allow_insecure=True)
+        assert "****" not in str(refused.value)

@@ -173,14 +173,22 @@ def login(
     the time it announced."""
     if sum(x is not None for x in (password, oauth2_token, oauth2)) != 1:
         raise ValueError("give exactly one of password, oauth2_token and oauth2")
+    # Checked before any secret is in play (and a token fetched for nothing): these sentences
+    # are ours, never masked.
+    oauth2_login = password is None
+    wanted = _sasl.check_wanted(mechanisms, oauth2_login)
+    if not client._tls_up and not allow_insecure:
+        what = "an OAuth2 token" if oauth2_login else "a password"
+        raise LocalProtocolError(
+            f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
+        )
     if oauth2 is None:
         secret = oauth2_token if oauth2_token is not None else password or ""
-        flow = _methods(client, user, secret, oauth2_token is not None, mechanisms, allow_insecure, allow_apop)
+        flow = _methods(client, user, secret, oauth2_login, wanted, allow_apop)
         return (yield from _secrets.hidden(client, secret, flow))
-    _refuse_cleartext(client, True, allow_insecure)  # before a token is fetched for nothing
     token = yield _flows.Offload(lambda: _token(oauth2))
     try:
-        return (yield from _secrets.hidden(client, token, _methods(client, user, token, True, mechanisms, allow_insecure, allow_apop)))
+        return (yield from _secrets.hidden(client, token, _methods(client, user, token, True, wanted, allow_apop)))
     except AuthenticationError as exc:
         invalidate = getattr(oauth2, "invalidate", None)
         if invalidate is None:
@@ -191,7 +199,7 @@ def login(
     if fresh == token:  # nothing new to offer: another attempt would only count as a failure
         raise refused
     _trace.event(logging.INFO, client._label, "OAuth2 token refused; trying once more with a new one")
-    return (yield from _secrets.hidden(client, fresh, _methods(client, user, fresh, True, mechanisms, allow_insecure, allow_apop)))
+    return (yield from _secrets.hidden(client, fresh, _methods(client, user, fresh, True, wanted, allow_apop)))
 
 
 def _token(source: Callable[[], str]) -> str:
@@ -201,25 +209,14 @@ def _token(source: Callable[[], str]) -> str:
     return token
 
 
-def _refuse_cleartext(client: Any, oauth2: bool, allow_insecure: bool) -> None:
-    if not client._tls_up and not allow_insecure:
-        what = "an OAuth2 token" if oauth2 else "a password"
-        raise LocalProtocolError(
-            f"refusing to send {what} over an unencrypted connection; use POP3_SSL or stls(), or pass allow_insecure=True"
-        )
-
-
 def _methods(
     client: Any,
     user: str,
     secret: str,
     oauth2: bool,
-    mechanisms: Optional[List[str]],
-    allow_insecure: bool,
+    wanted: Optional[List[str]],
     allow_apop: bool,
 ) -> _flows.Flow:
-    wanted = _sasl.check_wanted(mechanisms, oauth2)
-    _refuse_cleartext(client, oauth2, allow_insecure)
     caps = yield from _flows.capabilities(client)
     methods = _sasl.candidates(
         caps.sasl,

@@ -12,11 +12,14 @@ import binascii
 from typing import Any, Generator, Iterable, List, Optional, Set, Tuple
 
 MASK = b"****"
+# Shorter secrets are not masked: they occur in ordinary words, so masking them would garble
+# every message and show the reader which letters the secret is made of.
+MIN_MASKED = 4
 
 
 def redact(text: bytes, secrets: Iterable[bytes]) -> bytes:
     """``text`` with each secret masked, also inside a base64 word that decodes to one."""
-    secrets = [s for s in secrets if s]
+    secrets = [s for s in secrets if len(s) >= MIN_MASKED]
     if not secrets:
         return text
     for secret in secrets:
