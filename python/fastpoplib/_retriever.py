@@ -157,6 +157,7 @@ _SETTINGS = {
     "imap_password_env": (str, None, None),
     "imap_password_command": (str, None, None),
     "imap_oauth2_token_command": (str, None, None),
+    "imap_auth": (str, None, None),
     "imap_cafile": (str, None, None),
     "lmtp": (str, None, None),
     "lmtp_recipient": (str, None, None),
@@ -173,7 +174,7 @@ _SETTINGS = {
 
 def _check_setting(name: str, value: Any) -> None:
     kind, least, most = _SETTINGS[name]
-    where = name if name == "name" or name in OAUTH2_KEYS else f"{name} (--{name.replace('_', '-')})"  # config-file keys only
+    where = name if name in ("name", "imap_auth") or name in OAUTH2_KEYS else f"{name} (--{name.replace('_', '-')})"  # config-file keys only
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {value!r}")
     if kind is bool and not isinstance(value, bool):
@@ -226,6 +227,7 @@ class Account:
     imap_password_env: str | None = None
     imap_password_command: str | None = None
     imap_oauth2_token_command: str | None = None
+    imap_auth: str | None = None  # "oauth2": the IMAP login uses this account's stored OAuth2 tokens too
     imap_cafile: str | None = None
     lmtp: str | None = None  # HOST:PORT or unix:PATH
     lmtp_recipient: str | None = None
@@ -253,18 +255,25 @@ class Account:
         if len(chosen) > 1:
             given = " and ".join(f"--{name}" for name in chosen)
             raise ConfigError(f"{self.label}: an account has one destination; choose one of {given}")
-        imap_sources = [self.imap_password_env, self.imap_password_command, self.imap_oauth2_token_command]
+        if self.imap_auth is not None and self.imap_auth != "oauth2":
+            raise ConfigError(f"{self.label}: imap_auth must be oauth2 (the IMAP login with this account's stored OAuth2 tokens), not {self.imap_auth!r}")
+        if self.imap_auth and self.auth != "oauth2":
+            raise ConfigError(
+                f"{self.label}: imap_auth = \"oauth2\" uses this account's OAuth2 sign-in; set auth = \"oauth2\" too, or use imap_oauth2_token_command"
+            )
+        imap_sources = [self.imap_password_env, self.imap_password_command, self.imap_oauth2_token_command, self.imap_auth]
         if self.imap and sum(source is not None for source in imap_sources) != 1:
             raise ConfigError(
-                f"{self.label}: --imap needs exactly one of --imap-password-env, --imap-password-command"
-                " and --imap-oauth2-token-command"
+                f"{self.label}: --imap needs exactly one of --imap-password-env, --imap-password-command,"
+                " --imap-oauth2-token-command and imap_auth = \"oauth2\""
             )
         if self.lmtp and not self.lmtp_recipient:
             raise ConfigError(f"{self.label}: --lmtp needs --lmtp-recipient ADDRESS (the mailbox to deliver to)")
-        for name in ("imap_password_env", "imap_password_command", "imap_oauth2_token_command", "imap_cafile", "lmtp_recipient"):
+        for name in ("imap_password_env", "imap_password_command", "imap_oauth2_token_command", "imap_auth", "imap_cafile", "lmtp_recipient"):
             if getattr(self, name) is not None and not getattr(self, name.split("_")[0]):
                 option = name.split("_")[0]
-                raise ConfigError(f"{self.label}: --{name.replace('_', '-')} is for the --{option} destination; give --{option} too")
+                given = name if name == "imap_auth" else f"--{name.replace('_', '-')}"
+                raise ConfigError(f"{self.label}: {given} is for the --{option} destination; give --{option} too")
         if self.fingerprint is not None:
             if self.cafile is not None:
                 raise ConfigError(f"{self.label}: choose --fingerprint or --cafile, not both")
@@ -330,7 +339,14 @@ class Account:
         return {"password": auth[2]}
 
     def imap_secret(self) -> dict[str, str]:
-        """The IMAP destination's ``{"password": ...}`` or ``{"oauth2_token": ...}``."""
+        """The IMAP destination's ``{"password": ...}`` or ``{"oauth2_token": ...}``; with
+        ``imap_auth = "oauth2"`` a fresh access token from the account's stored sign-in (refreshed
+        when it expires within 5 minutes). Raises SignInRequired when the user must sign in again."""
+        if self.imap_auth == "oauth2":
+            try:
+                return {"oauth2_token": token_source(self)()}
+            except OAuth2ConfigError as exc:
+                raise ConfigError(f"{self.label}: {exc}") from None
         if self.imap_oauth2_token_command:
             return {"oauth2_token": _run_secret_command(self.imap_oauth2_token_command, "--imap-oauth2-token-command")}
         if self.imap_password_command:
