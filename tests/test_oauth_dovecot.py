@@ -48,7 +48,7 @@ def dove(oauth: OAuth2TestServer) -> Iterator[Dovecot]:
     _require_dovecot()
     root = tempfile.mkdtemp(prefix="fastpoplib-dovecot-oauth-")
     client, secret = INTROSPECTION_CLIENT
-    server = Dovecot(Path(root), oauth2_introspection_url=f"http://{client}:{secret}@127.0.0.1:{oauth.port}/introspect")
+    server = Dovecot(Path(root), protocols=("pop3", "imap"), oauth2_introspection_url=f"http://{client}:{secret}@127.0.0.1:{oauth.port}/introspect")
     # Every user before the start: Dovecot notices a changed passwd-file by its mtime, in
     # whole seconds, so users added in quick succession while it runs may go unseen.
     for i in range(USERS):
@@ -137,6 +137,13 @@ def sign_in(tmp_path: Path, oauth: OAuth2TestServer, user: str) -> None:
     store(tmp_path).save("work", record_from(settings, response))
 
 
+def sign_in_stale(tmp_path: Path, oauth: OAuth2TestServer, user: str) -> None:
+    """:func:`sign_in` with an access token stale at once: the next use refreshes."""
+    oauth.access_token_lifetime = 60
+    sign_in(tmp_path, oauth, user)
+    oauth.access_token_lifetime = 3600
+
+
 def stored_files(tmp_path: Path) -> str:
     """Every file the fetch wrote except the token store: the Maildir and its state."""
     return "".join(p.read_bytes().decode("latin-1") for p in (tmp_path / "Maildir").rglob("*") if p.is_file())
@@ -218,9 +225,7 @@ def test_oauthbearer_when_capa_offers_only_it(fresh: OAuth2TestServer, dove: Dov
 def test_kill_9_after_a_rotation_loses_nothing(fresh: OAuth2TestServer, dove: Dovecot, tmp_path: Path) -> None:
     oauth = fresh
     user = new_user(dove)
-    oauth.access_token_lifetime = 60  # stale at once: the next run refreshes
-    sign_in(tmp_path, oauth, user)
-    oauth.access_token_lifetime = 3600
+    sign_in_stale(tmp_path, oauth, user)
     # A POP3 server that takes the AUTH command and never answers: the run is held just
     # after it refreshed (and rotated) and sent the new access token.
     stall = Fault.stall(30, on="AUTH")
@@ -255,9 +260,7 @@ def test_kill_9_after_a_rotation_loses_nothing(fresh: OAuth2TestServer, dove: Do
 def test_two_concurrent_fetches_refresh_once(fresh: OAuth2TestServer, dove: Dovecot, tmp_path: Path) -> None:
     oauth = fresh
     user = new_user(dove)
-    oauth.access_token_lifetime = 60
-    sign_in(tmp_path, oauth, user)
-    oauth.access_token_lifetime = 3600
+    sign_in_stale(tmp_path, oauth, user)
     cfg = dovecot_config(tmp_path, oauth, dove, user)
     runs = [
         subprocess.Popen(
@@ -285,3 +288,39 @@ def test_token_of_another_user_is_refused_with_oauth2_advice(fresh: OAuth2TestSe
     assert "check the user name, that POP is enabled for the mailbox, and the app's mail permission (scope)" in run.stderr
     assert fresh.refresh_count == 1  # refused once: refreshed and tried again, then given up
     no_token_in(fresh, run.stdout, run.stderr)
+
+
+def test_imap_auth_oauth2_appends_with_the_refreshed_stored_token(fresh: OAuth2TestServer, dove: Dovecot, tmp_path: Path) -> None:
+    oauth = fresh
+    user = new_user(dove)
+    sign_in_stale(tmp_path, oauth, user)
+    oauth.expire_access_tokens()  # the token signed in with is refused: only a refreshed one logs in
+    cfg = dovecot_config(tmp_path, oauth, dove, user)
+    text = cfg.read_text().replace(f'maildir = "{tmp_path / "Maildir"}"\n', "")
+    cfg.write_text(text + f'imap = "imaps://{user}@{dove.host}:{dove.imaps_port}/Fetched"\nimap_auth = "oauth2"\nimap_cafile = "{dove.cafile}"\n')
+    result = fetch(tmp_path, cfg)
+    assert result.returncode == 0, result.stderr
+    appended = [p for sub in ("new", "cur") for p in (dove.root / "mail" / user / "Maildir" / ".Fetched" / sub).iterdir()]
+    assert len(appended) == 3
+    assert oauth.refresh_count == 1  # POP3 and IMAP share one refresh
+    no_token_in(oauth, result.stdout, result.stderr)
+
+
+@pytest.mark.parametrize(
+    "extra, problem",
+    [
+        ('imap_auth = "oauth2"\n', 'imap_auth is for the --imap destination; give --imap too'),
+        ('imap = "imaps://u@127.0.0.1/X"\nimap_auth = "password"\n', "imap_auth must be oauth2"),
+        ('imap = "imaps://u@127.0.0.1/X"\nimap_auth = "oauth2"\nimap_password_env = "P"\n', 'exactly one of'),
+        ('auth = "password"\npassword_env = "P"\nimap = "imaps://u@127.0.0.1/X"\nimap_auth = "oauth2"\n', 'set auth = "oauth2" too'),
+    ],
+)
+def test_inconsistent_imap_auth_is_a_usage_error(extra: str, problem: str, tmp_path: Path, oauth: OAuth2TestServer) -> None:
+    cfg = config(tmp_path, oauth, "u", "127.0.0.1", 995, "implicit")
+    text = cfg.read_text().replace(f'maildir = "{tmp_path / "Maildir"}"\n', "")
+    if 'auth = "password"' in extra:
+        text = text.replace('auth = "oauth2"\n', "")
+    cfg.write_text(text + extra)
+    result = fetch(tmp_path, cfg)
+    assert result.returncode == 2, result.stderr
+    assert problem in result.stderr and "Traceback" not in result.stderr

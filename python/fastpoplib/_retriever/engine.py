@@ -1,5 +1,5 @@
-"""The retriever behind ``fastpoplib fetch`` and ``fastpoplib ls``: accounts fetched
-concurrently (asyncio), new messages found by UIDL (exact UID bytes plus LIST size), retrieved
+"""One account's run behind ``fastpoplib fetch`` and ``fastpoplib ls`` (``_watch`` runs the
+accounts concurrently): new messages found by UIDL (exact UID bytes plus LIST size), retrieved
 pipelined (large ones streamed to disk), stored durably off the event loop, and deleted on the
 server only once stored (see ``_store`` for why a crash at any point loses and duplicates
 nothing).
@@ -13,25 +13,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
-import netrc
-import os
-import shlex
-import subprocess
 import threading
-import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-from . import _aio, _tls
-from .oauth2 import OAuth2ConfigError, OAuth2Error, SignInRequired, TokenStoreError, token_source
-from ._destinations import (
-    DestinationError,
+from .. import _aio
+from .._destinations import (
     ImapDestination,
     ImapURL,
     LmtpDestination,
@@ -40,11 +32,10 @@ from ._destinations import (
     lmtp_state_dir,
     mda_state_dir,
 )
-from ._store import (
+from .._store import (
     AccountLock,
     Destination,
     DigestIndex,
-    LockBusy,
     Maildir,
     Mbox,
     Outcome,
@@ -54,427 +45,34 @@ from ._store import (
     digest_key,
     uid_key,
 )
-from .exceptions import (
-    AuthenticationError,
-    CertificateVerificationError,
-    ConnectionClosedError,
+from ..exceptions import (
     DeleteError,
     InUseError,
-    LoginDelayError,
-    POP3ConnectionError,
     POP3Error,
     POP3TimeoutError,
     RemoteProtocolError,
     ServerError,
-    SysTempError,
-    TLSError,
     error_proto,
 )
-
-# Exit codes of `fastpoplib fetch` and `ls` (documented in README and in --help).
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_CONNECTION, EXIT_BUSY = 0, 1, 2, 3, 4, 5
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+from .config import Account, ConfigError
+from .report import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    Progress,
+    Report,
+    _library_text,
+    describe,
+    show_bytes,
+)
 
 SAVE_EVERY = 50  # messages between state saves while fetching (always saved before any DELE)
-
-# The longest timeout or wait accepted, in seconds (what a socket timeout can hold).
-MAX_SECONDS = 9.2e9
 STREAM_ABOVE = 4 << 20  # LIST size above which a message is streamed to disk, not held in memory
 MAX_SESSIONS = 3  # sessions per account and run: one lost on a broken or stalled message is resumed
 RESUME_WAITS = (0.25, 0.5, 1.0, 2.0)  # seconds between logins refused [IN-USE] on resuming
 PERSISTENT_RUNS = 3  # runs in a row a message fails in before it is reported as failing persistently
 
 log = logging.getLogger("fastpoplib.retriever")
-
-
-class Progress:
-    """What the retriever reports while it works; the CLI subclasses it with a progress line
-    (``_progress.TerminalProgress``)."""
-
-    def expect(self, nbytes: int, messages: int = 0) -> None:
-        """More messages and bytes are about to be fetched (an account's new messages, sizes
-        from LIST); each message is announced once per run."""
-
-    def advance(self, nbytes: int) -> None:
-        """One message done, ``nbytes`` long: stored, or recognised as stored already."""
-
-
-class ConfigError(Exception):
-    """A bad option or configuration file (exit code 2)."""
-
-
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: control characters (C0, DEL, C1: ``ESC[2J``,
-    ``ESC]52;...BEL``) and bidirectional overrides shown as ``\\xNN``/``\\uNNNN`` escapes. Used
-    on everything printed that came from a server or a message."""
-    out = []
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch not in "\u200d":
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def show_bytes(data: bytes) -> str:
-    """Server bytes (a reply, a UID) as printable text; undecodable bytes as ``\\xNN``."""
-    return printable(data.decode("utf-8", "backslashreplace"))
-
-
-# Config-file keys of an account that signs in with OAuth2 (`auth = "oauth2"`; see fastpoplib.oauth2).
-OAUTH2_KEYS = (
-    "auth",
-    "oauth2_provider",
-    "oauth2_client_id",
-    "oauth2_client_secret",
-    "oauth2_scope",
-    "oauth2_tenant",
-    "oauth2_issuer",
-    "oauth2_token_endpoint",
-    "oauth2_device_endpoint",
-    "oauth2_authorization_endpoint",
-)
-
-# field: (kind, minimum, maximum); kinds: str, bool, int (whole number), float (seconds);
-# a float minimum is exclusive for the timeout and interval, inclusive otherwise
-_SETTINGS = {
-    "host": (str, None, None),
-    "user": (str, None, None),
-    "name": (str, None, None),
-    "port": (int, 1, 65535),
-    "tls": (str, None, None),
-    "insecure": (bool, None, None),
-    "cafile": (str, None, None),
-    "fingerprint": (str, None, None),
-    "password_env": (str, None, None),
-    "password_command": (str, None, None),
-    "netrc_file": (str, None, None),
-    "oauth2_token_command": (str, None, None),
-    **{key: (str, None, None) for key in OAUTH2_KEYS},
-    "maildir": (str, None, None),
-    "mbox": (str, None, None),
-    "imap": (str, None, None),
-    "imap_password_env": (str, None, None),
-    "imap_password_command": (str, None, None),
-    "imap_oauth2_token_command": (str, None, None),
-    "imap_cafile": (str, None, None),
-    "lmtp": (str, None, None),
-    "lmtp_recipient": (str, None, None),
-    "mda": (str, None, None),
-    "delete": (bool, None, None),
-    "max_size": (int, 1, None),
-    "max_messages": (int, 1, None),
-    "timeout": (float, 0, None),
-    "wait": (float, 0, None),
-    "mbox_lock_wait": (float, 0, None),
-    "interval": (float, 0, None),
-}
-
-
-def _check_setting(name: str, value: Any) -> None:
-    kind, least, most = _SETTINGS[name]
-    where = name if name == "name" or name in OAUTH2_KEYS else f"{name} (--{name.replace('_', '-')})"  # config-file keys only
-    if kind is str and not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, not {value!r}")
-    if kind is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, not {value!r}")
-    if kind in (int, float):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if kind is int and not isinstance(value, int):
-            number = False
-        if not number or not math.isfinite(value):
-            what = "a whole number" if kind is int else "a number of seconds"
-            raise ConfigError(f"{where} must be {what}, not {value!r}")
-        if kind is int and (value < least or (most is not None and value > most)):
-            bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
-            raise ConfigError(f"{where} must be a whole number {bounds}, not {value!r}")
-        exclusive = name in ("timeout", "interval")  # 0 would mean no time at all
-        if kind is float and (value < least or (exclusive and value == least)):
-            relation = "greater than" if exclusive else "at least"
-            raise ConfigError(f"{where} must be {relation} {least} seconds, not {value!r}")
-        if kind is float and value > MAX_SECONDS:
-            raise ConfigError(f"{where} must be at most {MAX_SECONDS:g} seconds, not {value!r}")
-
-
-@dataclass
-class Account:
-    host: str
-    user: str
-    name: str = ""
-    port: int | None = None
-    tls: str = "implicit"  # implicit | starttls | none
-    insecure: bool = False  # allow a clear-text password and skip nothing else
-    cafile: str | None = None
-    fingerprint: str | None = None  # SHA256:... of the server's certificate, pinned
-    password_env: str | None = None
-    password_command: str | None = None
-    netrc_file: str | None = None
-    oauth2_token_command: str | None = None
-    auth: str = "password"  # or "oauth2": tokens from `fastpoplib auth login` (the oauth2_* keys)
-    oauth2_provider: str | None = None
-    oauth2_client_id: str | None = None
-    oauth2_client_secret: str | None = field(default=None, repr=False)  # not confidential for desktop apps, still never shown
-    oauth2_scope: str | None = None
-    oauth2_tenant: str | None = None
-    oauth2_issuer: str | None = None
-    oauth2_token_endpoint: str | None = None
-    oauth2_device_endpoint: str | None = None
-    oauth2_authorization_endpoint: str | None = None
-    maildir: str | None = None
-    mbox: str | None = None
-    imap: str | None = None  # imaps://USER@HOST[:PORT]/FOLDER or imap://... (STARTTLS)
-    imap_password_env: str | None = None
-    imap_password_command: str | None = None
-    imap_oauth2_token_command: str | None = None
-    imap_cafile: str | None = None
-    lmtp: str | None = None  # HOST:PORT or unix:PATH
-    lmtp_recipient: str | None = None
-    mda: str | None = None  # a command: the message on its standard input
-    delete: bool = False
-    max_size: int | None = None
-    max_messages: int | None = None
-    timeout: float = 60.0
-    wait: float = 0.0  # seconds to wait for another run of this account to finish
-    mbox_lock_wait: float = 60.0  # seconds to wait for another program's mbox locks
-    interval: float = 300.0  # watch: seconds between polls (about what Gmail's fetcher did)
-    # Typed at the CLI's prompt (never a config key or an option): see cli._ask_passwords.
-    typed_password: str | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        for name in _SETTINGS:
-            value = getattr(self, name)
-            if value is not None:
-                _check_setting(name, value)
-        if self.tls not in ("implicit", "starttls", "none"):
-            raise ConfigError(f"tls must be implicit, starttls or none, not {self.tls!r}")
-        if self.tls == "none" and not self.insecure:
-            raise ConfigError(f"{self.label}: tls = none sends the password in clear text; add --insecure to allow it")
-        chosen = [name for name in DESTINATIONS if getattr(self, name)]
-        if len(chosen) > 1:
-            given = " and ".join(f"--{name}" for name in chosen)
-            raise ConfigError(f"{self.label}: an account has one destination; choose one of {given}")
-        imap_sources = [self.imap_password_env, self.imap_password_command, self.imap_oauth2_token_command]
-        if self.imap and sum(source is not None for source in imap_sources) != 1:
-            raise ConfigError(
-                f"{self.label}: --imap needs exactly one of --imap-password-env, --imap-password-command"
-                " and --imap-oauth2-token-command"
-            )
-        if self.lmtp and not self.lmtp_recipient:
-            raise ConfigError(f"{self.label}: --lmtp needs --lmtp-recipient ADDRESS (the mailbox to deliver to)")
-        for name in ("imap_password_env", "imap_password_command", "imap_oauth2_token_command", "imap_cafile", "lmtp_recipient"):
-            if getattr(self, name) is not None and not getattr(self, name.split("_")[0]):
-                option = name.split("_")[0]
-                raise ConfigError(f"{self.label}: --{name.replace('_', '-')} is for the --{option} destination; give --{option} too")
-        if self.fingerprint is not None:
-            if self.cafile is not None:
-                raise ConfigError(f"{self.label}: choose --fingerprint or --cafile, not both")
-            try:
-                _tls.pin(self.fingerprint)
-            except ValueError as exc:
-                raise ConfigError(f"fingerprint (--fingerprint): {exc}") from None
-        if self.auth not in ("password", "oauth2"):
-            raise ConfigError(f"{self.label}: auth must be password or oauth2, not {self.auth!r}")
-        if self.auth == "oauth2" and self.oauth2_token_command:
-            raise ConfigError(f"{self.label}: choose auth = \"oauth2\" or oauth2_token_command, not both")
-        self.name = self.name or self.label
-
-    @property
-    def label(self) -> str:
-        return f"{self.user}@{self.host}" + (f":{self.port}" if self.port else "")
-
-    @property
-    def identity(self) -> str:
-        """Whose mail it is, for store keys, state and lock: the port made explicit, so that
-        ``--port 995`` and the default name the same account."""
-        return f"{self.user}@{self.host.lower()}:{self.port or (995 if self.tls == 'implicit' else 110)}"
-
-    def has_secret_source(self) -> bool:
-        """Whether :meth:`secret` has somewhere to read from without asking the user."""
-        if self.auth == "oauth2" or self.oauth2_token_command or self.password_command or self.password_env:
-            return True
-        try:
-            auth = netrc.netrc(self.netrc_file).authenticators(self.host)
-        except FileNotFoundError:
-            return False
-        except (OSError, netrc.NetrcParseError):
-            return True  # secret() reports the unreadable file
-        return auth is not None and auth[2] is not None
-
-    def secret(self) -> dict[str, Any]:
-        """``{"password": ...}``, ``{"oauth2_token": ...}`` or ``{"oauth2": token source}``
-        from the configured source or typed at the prompt; never from the command line itself."""
-        if self.auth == "oauth2":
-            try:
-                return {"oauth2": token_source(self)}
-            except OAuth2ConfigError as exc:
-                raise ConfigError(f"{self.label}: {exc}") from None
-        if self.typed_password is not None:
-            return {"password": self.typed_password}
-        if self.oauth2_token_command:
-            return {"oauth2_token": _run_secret_command(self.oauth2_token_command, "--oauth2-token-command")}
-        if self.password_command:
-            return {"password": _run_secret_command(self.password_command, "--password-command")}
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"the environment variable {self.password_env} (--password-env) is not set")
-            return {"password": value}
-        try:
-            auth = netrc.netrc(self.netrc_file).authenticators(self.host)
-        except FileNotFoundError:
-            raise ConfigError(_NO_PASSWORD.format(host=self.host)) from None
-        except (OSError, netrc.NetrcParseError) as exc:
-            raise ConfigError(f"cannot read the netrc file: {exc}") from None
-        if auth is None or auth[2] is None:
-            raise ConfigError(_NO_PASSWORD.format(host=self.host))
-        return {"password": auth[2]}
-
-    def imap_secret(self) -> dict[str, str]:
-        """The IMAP destination's ``{"password": ...}`` or ``{"oauth2_token": ...}``."""
-        if self.imap_oauth2_token_command:
-            return {"oauth2_token": _run_secret_command(self.imap_oauth2_token_command, "--imap-oauth2-token-command")}
-        if self.imap_password_command:
-            return {"password": _run_secret_command(self.imap_password_command, "--imap-password-command")}
-        assert self.imap_password_env is not None  # one source is required (__post_init__)
-        value = os.environ.get(self.imap_password_env)
-        if value is None:
-            raise ConfigError(f"the environment variable {self.imap_password_env} (--imap-password-env) is not set")
-        return {"password": value}
-
-
-DESTINATIONS = ("maildir", "mbox", "imap", "lmtp", "mda")  # an account has one
-
-
-_NO_PASSWORD = (
-    "no password for {host}: give --password-env VAR, --password-command CMD, or a netrc entry for {host}"
-    " (~/.netrc or --netrc-file), or run fastpoplib on a terminal to type it"
-)
-
-
-def _run_secret_command(command: str, option: str) -> str:
-    # The command line may hold no secret, but its output might: never echo the output.
-    try:
-        out = subprocess.run(shlex.split(command), capture_output=True, timeout=60, check=False)
-    except OSError as exc:
-        raise ConfigError(f"the {option} command could not be run ({exc.strerror}); check {option}") from None
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"the {option} command did not finish within 60 s") from None
-    except ValueError as exc:  # shlex: unbalanced quotes
-        raise ConfigError(f"the {option} command cannot be parsed: {exc}") from None
-    if out.returncode != 0:
-        raise ConfigError(f"the {option} command failed with exit status {out.returncode}; run it yourself to see why")
-    try:
-        text = out.stdout.decode("utf-8")
-    except UnicodeDecodeError:
-        # Its message would show a byte of the secret and where it is: say only what is wrong.
-        raise ConfigError(f"the {option} command's output is not UTF-8; secrets are read as UTF-8") from None
-    lines = text.splitlines()
-    if not lines or not lines[0]:
-        raise ConfigError(f"the {option} command printed nothing")
-    return lines[0]
-
-
-@dataclass
-class Report:
-    account: str
-    fetched: int = 0
-    bytes: int = 0
-    skipped: int = 0
-    deleted: int = 0
-    stored_dir: str = ""
-    state_dir: str = ""  # where the account's state (and watch's status record) lives
-    login_delay: int | None = None  # seconds between logins the server asks for (RFC 2449 LOGIN-DELAY)
-    error: str | None = None
-    code: int = EXIT_OK
-    warnings: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # messages that failed (exit code 1)
-
-    def fail(self, message: str, code: int) -> None:
-        self.error, self.code = message, code
-
-
-def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
-    """A sentence saying what failed and what to do, and the exit code."""
-    if isinstance(exc, ConfigError):
-        return str(exc), EXIT_USAGE
-    if isinstance(exc, SignInRequired):
-        return str(exc), EXIT_AUTH
-    if isinstance(exc, OAuth2Error):
-        return f"getting an OAuth2 access token failed: {exc}", EXIT_CONNECTION
-    if isinstance(exc, (TokenStoreError, ImportError)):
-        return str(exc), EXIT_USAGE
-    if isinstance(exc, DestinationError):
-        return str(exc), {"usage": EXIT_USAGE, "auth": EXIT_AUTH}.get(exc.kind, EXIT_CONNECTION)
-    if isinstance(exc, LockBusy) and step == "locking the account":
-        return f"{exc}; not fetching now (use --wait SECONDS to wait for it)", EXIT_BUSY
-    if isinstance(exc, StoreError):  # a path, permission or state problem, or an mbox locked too long
-        return str(exc), EXIT_PARTIAL if isinstance(exc, LockBusy) else EXIT_USAGE
-    if isinstance(exc, AuthenticationError):
-        if acct.auth == "oauth2":  # refused even with a freshly refreshed token
-            advice = "check the user name, that POP is enabled for the mailbox, and the app's mail permission (scope)"
-            return f"login refused: {show_bytes(exc.response)}; {advice}", EXIT_AUTH
-        return f"login refused: {show_bytes(exc.response)}; check the user name and password", EXIT_AUTH
-    if isinstance(exc, ServerError):
-        code = EXIT_CONNECTION if step in ("connecting", "starting TLS", "logging in") else EXIT_PARTIAL
-        advice = {
-            SysTempError: "; try again later",
-            InUseError: "; another client has the mailbox open, try again later",
-            LoginDelayError: "; the server limits how often you may log in, try again later",
-        }.get(type(exc), "")
-        if step == "starting TLS":
-            advice = "; the server does not offer STARTTLS: use --tls implicit (POP3S, port 995) if it offers that"
-        return f"the server answered {show_bytes(exc.response)} while {step}{advice}", code
-    if isinstance(exc, CertificateVerificationError):
-        reason = _library_text(exc)
-        if "not the pinned certificate" in reason:
-            advice = "; if the server's certificate was replaced, check the new one and pass its fingerprint"
-        elif "; trust " in str(exc):
-            advice = (
-                "; if that is your server's certificate (check with its administrator, or run `openssl x509"
-                " -noout -fingerprint -sha256 -in CERT.pem` on the server), pass --fingerprint with that"
-                " fingerprint; if the server uses a private CA, pass --cafile FILE (PEM)"
-            )
-        else:
-            advice = ""
-        return f"{reason}{advice}", EXIT_CONNECTION
-    if isinstance(exc, TLSError) and "answered in plain text" in str(exc):
-        return (
-            f"the server {acct.host} answered in plain text, not TLS: is this a plain POP3 port?"
-            " try --tls starttls (or --tls none --insecure), or the POP3S port (--port 995)",
-            EXIT_CONNECTION,
-        )
-    if isinstance(exc, TLSError):
-        return f"TLS failed: {_library_text(exc)}", EXIT_CONNECTION
-    if isinstance(exc, POP3TimeoutError):
-        return (
-            f"no answer from the server within {acct.timeout:g} s while {step}; try again later or raise --timeout",
-            EXIT_CONNECTION,
-        )
-    if isinstance(exc, (POP3ConnectionError, ConnectionClosedError)):
-        return f"connection failed while {step}: {_library_text(exc)}", EXIT_CONNECTION
-    if isinstance(exc, RemoteProtocolError):
-        return f"the server sent a malformed reply while {step}: {printable(_library_text(exc))}", EXIT_PARTIAL
-    if isinstance(exc, error_proto):
-        if step == "starting TLS":
-            return (
-                "the server does not offer STARTTLS: use --tls implicit (POP3S, port 995) if it offers that",
-                EXIT_CONNECTION,
-            )
-        return f"{step} failed: {_library_text(exc)}", EXIT_PARTIAL
-    if isinstance(exc, OSError) and step == "connecting" and acct.cafile:
-        return f"cannot read the CA file {acct.cafile}: {exc.strerror or exc}; check --cafile", EXIT_USAGE
-    if isinstance(exc, ValueError) and step == "connecting" and acct.cafile:
-        return f"the CA file {acct.cafile} holds no usable PEM certificate: {exc}; check --cafile", EXIT_USAGE
-    if isinstance(exc, OSError):
-        return f"{step} failed: {exc.strerror or exc}", EXIT_PARTIAL
-    return f"unexpected error while {step}: {type(exc).__name__}: {exc}", EXIT_PARTIAL
-
-
-def _library_text(exc: BaseException) -> str:
-    """The library's message without its advice for Python callers (certificate errors end in
-    "; trust ... with cafile=... or context=..."): the CLI gives its own (``--cafile``)."""
-    text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-    return text.split("; trust ")[0]
 
 
 def _store_for(acct: Account, default_maildir: Path) -> Destination:
@@ -1108,11 +706,3 @@ async def _headers(pop: Any, msgs: list[_Msg], report: Report) -> dict[int, Any]
         pending = pending[done:]
     return out
 
-
-def exit_code(reports: list[Report]) -> int:
-    codes = {r.code for r in reports}
-    if codes == {EXIT_OK}:
-        return EXIT_OK
-    if len(codes) == 1:
-        return codes.pop()
-    return EXIT_PARTIAL
