@@ -1590,3 +1590,28 @@ def test_messages_rows_converted_while_uidl_arrives_are_exact(kind: str, order: 
         assert p.noop().startswith(b"+OK")
     finally:
         p.close()
+
+
+def test_body_lines_read_by_hand_are_bounded_as_body_lines() -> None:
+    """After ``_getresp()`` of a RETR, ``file.readline()`` and ``_getline()`` read body lines:
+    their limit is ``max_line_length``, not the status line's 2048 bytes (poplib reads a
+    5,000-byte body line this way)."""
+    long_line = b"z" * 5000
+    message = b"Subject: a\r\n\r\n" + long_line + b"\r\nend\r\n"
+    with POP3TestServer(mailbox=Mailbox([message]), users={"a": "pw"}, stls=False) as srv:
+        p = fastpoplib.POP3(srv.host, srv.port, timeout=5)
+        try:
+            p.user("a")
+            p.pass_("pw")
+            p._putcmd("RETR 1")
+            assert p._getresp().startswith(b"+OK")
+            lines = []
+            while (line := p.file.readline()) != b".\r\n":
+                lines.append(line)
+            assert lines == [b"Subject: a\r\n", b"\r\n", long_line + b"\r\n", b"end\r\n"]
+            p._putcmd("RETR 1")
+            p._getresp()
+            assert [p._getline()[0] for _ in range(3)][-1] == long_line
+            assert p.stat()[0] == 1
+        finally:
+            p.close()

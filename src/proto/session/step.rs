@@ -32,8 +32,17 @@ impl Session {
                         // Replies in front of it first (kept for a batch, or dropped).
                         self.reply_for(front.expect("front exists"))?.is_some()
                     } else {
-                        let limit = self.limits.max_status_line;
-                        match self.reader.next_raw_line(limit, "status")? {
+                        // A body line of a reply whose status line was read by hand is
+                        // bounded as body lines are, not as status lines.
+                        let body = self.queue.front().is_some_and(|entry| {
+                            entry.raw_status_read && entry.framing != Expect::Status
+                        });
+                        let (limit, what) = if body {
+                            (self.limits.max_line_length, "message")
+                        } else {
+                            (self.limits.max_status_line, "status")
+                        };
+                        match self.reader.next_raw_line(limit, what)? {
                             Some(raw) => {
                                 let line = self.reader.raw(raw).to_vec();
                                 self.raw_line_read(&line);
