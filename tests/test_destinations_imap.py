@@ -192,13 +192,14 @@ def test_kill_at_random_points_of_a_delete_run_then_rerun(dovecot_mail: InteropD
     rnd = random.Random(seed)
     args = ["fetch", "--delete", "-q", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["dest"])]
     mid_run = 0  # kills that left messages on the source and some already in the folder
-    for attempt in range(16):
+    for attempt in range(30):
         proc = subprocess.Popen([sys.executable, "-m", "fastpoplib", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             if holds_its_lock(proc, Path(env["XDG_STATE_HOME"])):
-                # A random point of the run, later each time (each run has less left to do):
-                # the fault being injected, not a synchronisation.
-                proc.wait(timeout=rnd.uniform(0.0, 0.2) + 0.05 * attempt)
+                # A random point of the run, a little later each time, in small steps so that
+                # some kill lands between the first APPEND and the end however fast the machine
+                # is: the fault being injected, not a synchronisation.
+                proc.wait(timeout=rnd.uniform(0.0, 0.03) + 0.03 * attempt)
         except subprocess.TimeoutExpired:
             proc.send_signal(sig)
         code = proc.wait(timeout=30)
