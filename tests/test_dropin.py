@@ -518,6 +518,27 @@ def test_subclass_bringing_its_own_socket_runs_a_whole_session(tls: bool, pop3_s
     assert results["poplib"][-1] == b"+OK fastpoplib test server signing off (11 messages left)"
 
 
+def own_socket_session(lib: Any, srv: Any) -> List[Any]:
+    """poplib's other subclass pattern: ``_create_socket`` overridden (a proxy, say)."""
+    made: List[str] = []
+
+    class ViaHook(lib.POP3):  # type: ignore[name-defined,misc]
+        def _create_socket(self, timeout: Any) -> socket.socket:
+            made.append(self.host)
+            return socket.create_connection((self.host, self.port), timeout)
+
+    p = ViaHook(srv.host, srv.port, timeout=5)
+    out: List[Any] = [made, type(p.sock).__name__, p.user(USER), p.pass_(PASSWORD), p.stat(), p.retr(2)]
+    return out + [p.quit()]
+
+
+def test_subclass_overriding_create_socket_is_used(pop3_server_factory: Factory) -> None:
+    srv = server_for(pop3_server_factory, "plain")
+    results = {lib.__name__: own_socket_session(lib, srv) for lib in (poplib, fastpoplib)}
+    assert results["fastpoplib"] == results["poplib"]
+    assert results["poplib"][0] == [srv.host]
+
+
 # == 4. after a fatal error =====================================================================
 
 FATAL_FAULTS = {

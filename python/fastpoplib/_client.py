@@ -168,8 +168,9 @@ class POP3(POP3Base):
         self.timeout: Optional[float] = resolve_timeout(timeout)
         limits = dict(max_status_line=self._maxline, max_line_length=max_line_length, max_response_size=max_response_size)
         context = self._context()
+        own_socket = type(self)._create_socket is not POP3._create_socket
         sys.audit("poplib.connect", self, host, port)
-        if context is None:
+        if context is None and not own_socket:
             self._attach(
                 _core.Connection.connect(
                     None, 0, _idna.ascii_host(host), port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits
@@ -178,14 +179,18 @@ class POP3(POP3Base):
             self.sock = _SocketView(self._conn)
         else:
             try:
-                raw = socket.create_connection((host, port), self.timeout, source_address)
-                self.sock = context.wrap_socket(raw, server_hostname=host)
+                if own_socket:
+                    self.sock = self._create_socket(self.timeout)
+                else:
+                    assert context is not None
+                    raw = socket.create_connection((host, port), self.timeout, source_address)
+                    self.sock = context.wrap_socket(raw, server_hostname=host)
             except BaseException as exc:
                 err = _wire.translate(exc, host)
                 if err is exc:
                     raise
                 raise err from exc
-            self._attach(_core.Connection.external(tls=True, **limits))
+            self._attach(_core.Connection.external(tls=isinstance(self.sock, ssl.SSLSocket), **limits))
             self._driver = _wire.SocketDriver(self.sock, host)
         self.file = _FileView(self)
         try:
@@ -194,6 +199,12 @@ class POP3(POP3Base):
             self.close()
             raise
         _trace.event(logging.INFO, self._label, "connected%s", " (TLS %s, %s)" % self.tls_info if self.tls_info else "")
+
+    def _create_socket(self, timeout: Optional[float]) -> socket.socket:
+        """poplib's hook for a subclass that makes its own socket (through a proxy, say): when
+        overridden, the socket it returns (plain or ``ssl.SSLSocket``) carries the session,
+        read and written through Python. Not called otherwise."""
+        return socket.create_connection((self.host, self.port), timeout)
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return None
