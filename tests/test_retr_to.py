@@ -3,6 +3,7 @@ symlink, a FIFO or a device; success puts the whole message in place."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -76,18 +77,39 @@ def test_fifo_is_written_as_is_and_never_removed(kind: str, pop3_server: Any, tm
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     received: List[bytes] = []
+    # The reader is there before retr_to opens the FIFO (opened without waiting), and a writer
+    # of the test's own keeps it from seeing the end until retr_to is done.
+    reading = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(reading, True)
+    holding = os.open(fifo, os.O_WRONLY)
 
     def drain() -> None:
-        with open(fifo, "rb") as f:
+        with os.fdopen(reading, "rb") as f:
             received.append(f.read())
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     with pytest.raises(Stop):
         p.retr_to(1, fifo, progress=fail_after_first_chunk, chunk_size=64)
+    os.close(holding)
     reader.join(10)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and received and received[0]
     assert leftovers(tmp_path) == []
+    p.quit()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_a_fifo_nobody_reads_is_refused_at_once(kind: str, pop3_server: Any, tmp_path: Any) -> None:
+    """Opening a FIFO for writing waits for a reader with no timeout: refused instead."""
+    p = session(kind, pop3_server)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="no process is reading this FIFO") as info:
+        p.retr_to(1, fifo)
+    assert info.value.errno == errno.ENXIO
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert p.noop().startswith(b"+OK")
     p.quit()
 
 

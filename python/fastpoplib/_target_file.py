@@ -10,6 +10,7 @@ directory (PermissionError otherwise, the path untouched)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Any, BinaryIO, Optional
@@ -27,8 +28,19 @@ class TargetFile:
             mode = None
         self._temp: Optional[str] = None
         self._target = target
+        if mode is not None and stat.S_ISFIFO(mode):
+            # Opening a FIFO waits, without a timeout, for a reader: refuse at once instead.
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                raise OSError(errno.ENXIO, "no process is reading this FIFO; start the reader first", target) from None
+            os.set_blocking(fd, True)
+            self.file: BinaryIO = os.fdopen(fd, "wb")
+            return
         if mode is not None and not stat.S_ISREG(mode):
-            self.file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by commit/discard
+            self.file = open(path, "wb")  # noqa: SIM115 - closed by commit/discard
             return
         folder, name = os.path.split(target)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
