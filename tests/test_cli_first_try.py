@@ -395,3 +395,19 @@ def test_over_tls_a_wrong_password_costs_one_failed_login_on_dovecot(tmp_path: P
     assert wrong.returncode == 3, wrong.stderr
     assert "wrong-pw" not in wrong.stderr
     assert "(auth failed, 1 attempts" in server.wait_for_log("auth failed", mark)
+
+
+def test_a_certificate_option_without_tls_is_a_usage_error(tmp_path: Path, self_signed: tuple[Path, Path, str]) -> None:
+    """--fingerprint or --cafile with --tls none would check nothing: refused, not ignored."""
+    for option in (["--fingerprint", self_signed[2]], ["--cafile", str(self_signed[0])]):
+        out = cli("fetch", "--host", "127.0.0.1", "--port", "1", "--user", "u", "--tls", "none", "--insecure", "--password-env", "PW",
+                  *option, "--maildir", str(tmp_path / "md"))  # fmt: skip
+        assert out.returncode == 2, out.stderr
+        assert f"{option[0]} checks the server's TLS certificate, but tls = none uses no TLS" in out.stderr
+
+
+def test_starttls_against_a_pop3s_port_says_to_use_implicit_tls(tmp_path: Path, self_signed: tuple[Path, Path, str]) -> None:
+    with self_signed_server(self_signed) as srv:
+        out = cli("fetch", *tls_account(srv, "starttls"), "--timeout", "1", "--maildir", str(tmp_path / "md"))
+    assert out.returncode == 4, out.stderr
+    assert "no greeting from the server within 1 s" in out.stderr and "use --tls implicit" in out.stderr

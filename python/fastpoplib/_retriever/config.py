@@ -177,6 +177,9 @@ class Account:
                 option = name.split("_")[0]
                 given = name if name == "imap_auth" else f"--{name.replace('_', '-')}"
                 raise ConfigError(f"{self.label}: {given} is for the --{option} destination; give --{option} too")
+        if self.tls == "none" and (self.fingerprint is not None or self.cafile is not None):
+            given = "--fingerprint" if self.fingerprint is not None else "--cafile"
+            raise ConfigError(f"{self.label}: {given} checks the server's TLS certificate, but tls = none uses no TLS; use --tls implicit or starttls")
         if self.fingerprint is not None:
             if self.cafile is not None:
                 raise ConfigError(f"{self.label}: choose --fingerprint or --cafile, not both")

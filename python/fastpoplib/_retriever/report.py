@@ -134,6 +134,13 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
         )
     if isinstance(exc, TLSError):
         return f"TLS failed: {_library_text(exc)}", EXIT_CONNECTION
+    if isinstance(exc, POP3TimeoutError) and step == "connecting" and acct.tls != "implicit":
+        # A POP3S server waits for the client's TLS hello: no greeting ever comes.
+        return (
+            f"no greeting from the server within {acct.timeout:g} s: if {acct.port or 110} is a POP3S"
+            " port (995 usually), use --tls implicit; else try again later or raise --timeout",
+            EXIT_CONNECTION,
+        )
     if isinstance(exc, POP3TimeoutError):
         return (
             f"no answer from the server within {acct.timeout:g} s while {step}; try again later or raise --timeout",
