@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -411,3 +412,20 @@ def test_starttls_against_a_pop3s_port_says_to_use_implicit_tls(tmp_path: Path, 
         out = cli("fetch", *tls_account(srv, "starttls"), "--timeout", "1", "--maildir", str(tmp_path / "md"))
     assert out.returncode == 4, out.stderr
     assert "no greeting from the server within 1 s" in out.stderr and "use --tls implicit" in out.stderr
+
+
+def test_watch_stopped_before_its_first_poll_exits_0(tmp_path: Path, home: dict[str, str]) -> None:
+    """SIGTERM while watch still asks for a password (a service manager's stop right after
+    its start): nothing has begun, so the same clean exit 0 as later, not death by signal."""
+    with POP3TestServer(mailbox=sample_mailbox(1), stls=False) as srv:
+        config = tmp_path / "accounts.toml"
+        config.write_text(
+            f"[[account]]\nhost = '{srv.host}'\nport = {srv.port}\nuser = 'user'\ntls = 'none'\n"
+            f"insecure = true\nmaildir = '{tmp_path / 'md'}'\n"
+        )
+        child = pexpect.spawn(sys.executable, ["-m", "fastpoplib", "watch", "--config", str(config)], env=home, encoding="utf-8", timeout=60)
+        child.expect("Password for ")
+        child.kill(signal.SIGTERM)
+        child.expect(pexpect.EOF)
+        child.close()
+    assert child.exitstatus == 0 and child.signalstatus is None

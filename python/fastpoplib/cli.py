@@ -212,6 +212,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    # Stopped before it polls (a service manager's stop right after its start): nothing begun,
+    # so the same clean exit as later; the event loop's own handler replaces this one.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
     accounts = accounts_from(args)
     _ask_passwords(accounts)
     _watch.check_concurrency(args.concurrency)
