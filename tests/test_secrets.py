@@ -155,3 +155,22 @@ def test_a_password_that_is_an_ordinary_word_does_not_garble_our_sentences(pop3_
         with pytest.raises(fastpoplib.AuthenticationError) as refused:
             pop.login("user", "e", allow_insecure=True)
         assert "****" not in str(refused.value)
+
+
+@pytest.mark.parametrize("line", ["PASS {}", b"PASS {}"])
+def test_a_password_sent_with_shortcmd_is_masked_in_the_error(line: Any) -> None:
+    """poplib's pass_() is `_shortcmd("PASS " + pswd)`: code that calls it directly gets the
+    same masking as pass_()."""
+    secret = "S3cr3t-Pw!x"
+    echo = Fault.reply(b"-ERR bad password " + secret.encode() + b"\r\n", on="PASS")
+    with POP3TestServer(stls=False, faults=[echo]) as srv:
+        p = fastpoplib.POP3(srv.host, srv.port, timeout=5)
+        try:
+            p.user("user")
+            sent = line.format(secret) if isinstance(line, str) else line.replace(b"{}", secret.encode())
+            with pytest.raises(fastpoplib.error_proto) as info:
+                p._shortcmd(sent)
+            assert all(secret not in str(e) for e in chain(info.value))
+            assert "****" in str(info.value)
+        finally:
+            p.close()

@@ -525,7 +525,12 @@ class POP3Base:
         return self._run(_flows.one(_flows.Messages()))
 
     def _shortcmd(self, line: Union[str, bytes]) -> bytes:
-        return self._run(_flows.one(_flows.Short(self._line(line), raw=True)))
+        flow = _flows.one(_flows.Short(self._line(line), raw=True))
+        text = line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line
+        if text[:5].upper() == "PASS ":
+            # poplib's own pass_() is this call: its secret is masked as pass_()'s.
+            return self._run(_secrets.hidden(self, text[5:], flow))
+        return self._run(flow)
 
     def _longcmd(self, line: Union[str, bytes]) -> LongResponse:
         return self._run(_flows.one(_flows.Long(self._line(line), raw=True)))
