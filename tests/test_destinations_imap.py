@@ -283,6 +283,7 @@ def test_a_refused_imap_login_is_a_sentence_and_touches_nothing(dovecot_mail: In
     out = run("fetch", "--delete", *source_args(dovecot_mail, users["src"]), *imap_args(dovecot_mail, users["dest"]), env=dict(env, IMAP_PW="wrong"))
     assert out.returncode == 3, out.stderr
     assert "refused the login" in out.stderr and "wrong" not in out.stderr
+    assert "[AUTHENTICATIONFAILED]" in out.stderr and "b'[" not in out.stderr  # the words, not a bytes repr
     assert len(retr_all(dovecot_mail, users["src"])) == 2
 
 

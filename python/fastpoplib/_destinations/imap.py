@@ -426,5 +426,12 @@ def _drop(client: Any, logout: bool = False) -> None:
 
 
 def _text(exc: BaseException) -> str:
+    """What imapclient or imaplib said, for a sentence: a server reply they carry as bytes
+    (``str(exc)`` shows ``b'...'``) decoded."""
+    said = exc.args[0] if len(exc.args) == 1 else None
+    if isinstance(said, bytes):
+        return said.decode("utf-8", "backslashreplace").strip()
     text = str(exc) or type(exc).__name__
+    if re.fullmatch(r"b'[^'\\]*'", text):
+        text = text[2:-1]
     return text.strip()
