@@ -274,3 +274,18 @@ def test_status_command_shows_the_sign_in_state(oauth: OAuth2TestServer, tmp_pat
     assert result.stdout.count("sign-in") == 1  # the password account has none
     as_json = cli(tmp_path, "status", "--config", str(config), "--maildir", str(tmp_path / "Maildir"), "--json")
     assert '"sign_in": "not signed in (fastpoplib auth login --account work)"' in as_json.stdout
+
+
+def test_an_unusable_token_directory_is_a_sentence_before_the_user_is_sent_to_approve(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    """The state directory cannot be made (a file is in the way): said before any sign-in
+    the user would approve for nothing, and for logout, without a traceback."""
+    config = write_config(tmp_path, oauth)
+    blocked = tmp_path / "blocked"
+    (blocked / "fastpoplib").parent.mkdir()
+    (blocked / "fastpoplib").write_text("a file, not a directory")
+    environment = dict(env(tmp_path), XDG_STATE_HOME=str(blocked))
+    for command in (["auth", "login"], ["auth", "logout"]):
+        out = cli(tmp_path, *command, "--config", str(config), "--account", "work", env=environment)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "cannot create the token directory" in out.stderr and "Traceback" not in out.stderr
+        assert "enter the code" not in out.stdout

@@ -386,6 +386,20 @@ def test_server_echoing_the_refresh_token_in_its_error_does_not_leak_it() -> Non
     assert str(exc) == "login.example.com refused the grant: invalid_grant (refresh token **** was revoked?[2J)"
 
 
+def test_server_echoing_the_refresh_token_in_its_error_code_does_not_leak_it() -> None:
+    error = _grants.OAuthError("bad_rt-SECRET-123", "")
+    exc = _grants._what(error, "https://login.example.com/token", "rt-SECRET-123")
+    assert str(exc) == "login.example.com answered bad_****"
+
+
+def test_an_http_error_without_an_oauth2_body_says_the_server_answered() -> None:
+    request = _grants.httpx2.Request("POST", "https://login.example.com/token")
+    response = _grants.httpx2.Response(500, request=request, text="<html>oops</html>")
+    error = _grants.httpx2.HTTPStatusError("500", request=request, response=response)
+    exc = _grants._what(error, "https://login.example.com/token")
+    assert str(exc) == "login.example.com answered HTTP 500, not an OAuth2 response; check the endpoint, or try again later"
+
+
 def test_account_repr_hides_the_client_secret() -> None:
     from fastpoplib._retriever import Account
 

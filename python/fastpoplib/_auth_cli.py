@@ -69,6 +69,7 @@ def cmd_login(args: argparse.Namespace, accounts_from: Any) -> int:
         raise ConfigError(f"OAuth2 sign-in needs the oauth extra: {EXTRA}") from None
     store = _store()
     try:
+        store.check_writable()
         settings = _grants.discover(settings_for(acct))
         grant = _grants.browser_login if args.browser else _grants.device_login
         response = grant(settings, lambda text: print("\n".join(map(printable, text.split("\n"))), flush=True))
@@ -126,6 +127,8 @@ def cmd_logout(args: argparse.Namespace, accounts_from: Any) -> int:
     except LockBusy as exc:
         print(f"fastpoplib: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    except TokenStoreError as exc:
+        raise ConfigError(str(exc)) from None
     print(f"{printable(acct.name)}: " + ("signed out; its tokens are deleted" if removed else "was not signed in"))
     return EXIT_OK
 

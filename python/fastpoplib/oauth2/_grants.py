@@ -53,16 +53,25 @@ def _what(exc: BaseException, url: str, sent: str = "") -> OAuth2Error:
     host = _host(url)
     if isinstance(exc, OAuthError):
         text = str(exc.description or "")
-        description = f" ({_printable(text.replace(sent, '****') if sent else text)})" if text else ""
-        error = _printable(exc.error or "error")
+        description = f" ({_printable(_masked(text, sent))})" if text else ""
+        error = _printable(_masked(str(exc.error or "error"), sent))
         if exc.error == "invalid_grant":
             return InvalidGrant(f"{host} refused the grant: invalid_grant{description}")
         return OAuth2Error(f"{host} answered {error}{description}")
     if isinstance(exc, httpx2.TimeoutException):
         return OAuth2Error(f"no answer from {host} within {HTTP_TIMEOUT:g} s; try again later")
+    if isinstance(exc, httpx2.HTTPStatusError):
+        # Reached, but answered HTTP 4xx/5xx or a redirect without an OAuth2 error body.
+        status = exc.response.status_code
+        return OAuth2Error(f"{host} answered HTTP {status}, not an OAuth2 response; check the endpoint, or try again later")
     if isinstance(exc, httpx2.HTTPError):
         return OAuth2Error(f"cannot reach {host}: {type(exc).__name__}; check the network and the endpoint")
     return OAuth2Error(f"{host} sent a reply that is not an OAuth2 token response; check the endpoint")
+
+
+def _masked(text: str, sent: str) -> str:
+    """``text`` with the token ``sent`` masked, should the server echo it (in any field)."""
+    return text.replace(sent, "****") if sent else text
 
 
 def _host(url: str) -> str:

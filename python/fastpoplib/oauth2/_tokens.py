@@ -116,8 +116,19 @@ class TokenStore:
         return self.directory / (hashlib.sha256(name.encode("utf-8")).hexdigest()[:24] + ".json")
 
     def _ensure_dir(self) -> None:
-        make_dirs(self.directory)
-        os.chmod(self.directory, 0o700)  # also when it existed with a wider mode
+        try:
+            make_dirs(self.directory)
+            os.chmod(self.directory, 0o700)  # also when it existed with a wider mode
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot create the token directory {self.directory}: {exc.strerror or exc}; fix it or set XDG_STATE_HOME"
+            ) from None
+
+    def check_writable(self) -> None:
+        """Raises TokenStoreError now if tokens could not be saved later (before a sign-in
+        the user would otherwise approve for nothing)."""
+        if self._keyring is None:
+            self._ensure_dir()
 
     def load(self, name: str) -> Optional[TokenRecord]:
         """The account's record, or None when it never signed in (or signed out)."""
