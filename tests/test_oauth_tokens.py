@@ -102,6 +102,19 @@ def test_store_dir_with_wide_mode_is_narrowed(tmp_path: Path) -> None:
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
 
+def test_a_token_file_made_readable_by_others_is_made_private_again_when_read(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    store = TokenStore(directory, backend="file")
+    settings = types.SimpleNamespace(client_id="c", token_endpoint="http://127.0.0.1/t", scope="s", refresh_lifetime=None)
+    store.save("a", record_from(settings, {"access_token": "at", "refresh_token": "rt", "expires_in": 3600}))  # type: ignore[arg-type]
+    (token_file,) = directory.glob("*.json")
+    token_file.chmod(0o644)
+    directory.chmod(0o755)
+    assert store.load("a") is not None
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
 def test_damaged_store_file_says_sign_in_again_without_its_content(tmp_path: Path) -> None:
     store = TokenStore(tmp_path, backend="file")
     store._path("a").write_text('{"format": 1, "access_token": "SECRETVALUE"')

@@ -140,7 +140,12 @@ class TokenStore:
             return None if text is None else TokenRecord.from_json(text.encode(), "the keyring")
         path = self._path(name)
         try:
-            raw = path.read_bytes()
+            with open(path, "rb") as f:
+                # Made private again if someone widened it (the promise is 0600 in 0700).
+                if os.fstat(f.fileno()).st_mode & 0o077:
+                    os.fchmod(f.fileno(), 0o600)
+                    os.chmod(self.directory, 0o700)
+                raw = f.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
