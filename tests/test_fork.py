@@ -8,18 +8,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
-import threading
-import time
 from typing import Any, Callable, Dict
 
 import pytest
 
 import fastpoplib
+from test_session import _wait_child
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-_POLL = threading.Event()  # never set: a bounded wait between polls of waitpid
 
 # Child exit codes.
 OK, USED, WRONG = 0, 3, 4
@@ -37,16 +33,7 @@ def in_child(action: Callable[[], None]) -> int:
             code = USED if "os.fork()" in str(exc) else WRONG
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 20
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("the forked child did not finish within 20 s (killed)")
-        _POLL.wait(0.01)
+    return _wait_child(pid, 20)
 
 
 def sync_client(path: str, srv: Any) -> Any:
