@@ -196,6 +196,8 @@ def test_long_message_lines_pass_and_limits_hold(kind: str, pop3_server_factory:
     with pytest.raises(fastpoplib.RemoteProtocolError, match="line too long"):
         q.retr(1)
     q.close()
+    # close() sends no QUIT: the server drops the maildrop lock only once it sees the EOF.
+    assert srv.wait_for_sessions_closed(), "the server still holds the closed session"
     r = connect(kind, srv.host, srv.port, max_response_size=1000)
     r.user(USER)
     r.pass_(PASSWORD)
