@@ -13,12 +13,10 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Type, TypeVar
 
 from . import _core, _flows, _idna, _tls, _trace, _wire
 from ._base import (
-    LINES,
     MAX_LINE_LENGTH,
     MAX_RESPONSE_SIZE,
     POP3_PORT,
     POP3_SSL_PORT,
-    STATUS,
     BatchReplies,
     POP3Base,
     current_maxline,
@@ -226,11 +224,11 @@ class POP3(POP3Base):
             tls=isinstance(sock, ssl.SSLSocket),
         )
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         conn = self._check_open()
         self._before(conn)
         try:
-            result = getattr(conn, name)(None, 0, *args)
+            result = getattr(conn, name)(None, 0, *args, **kwargs)
             if self._driver is not None:
                 result = self._driver.run(result, self._wrap_tls)
             return result
@@ -259,14 +257,14 @@ class POP3(POP3Base):
                 runner.send(result)
         return runner.value
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> Iterator[Any]:
-        return _Batch(self, numbers, lines, kind, keep_errors)
+    def _batch(self, numbers: List[Any], commands: List[_core.Command], keep_errors: bool = False) -> Iterator[Any]:
+        return _Batch(self, numbers, commands, keep_errors)
 
     def _collect(self, items: Iterator[Any], finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
         return finish(list(items))
 
-    def _stream(self, line: bytes, chunk_size: int) -> Iterator[bytes]:
-        _, stream = self._call("open_stream", line)
+    def _stream(self, command: _core.Command, chunk_size: int) -> Iterator[bytes]:
+        _, stream = self._call("open_stream", command)
         conn = self._conn
         try:
             while True:
@@ -279,7 +277,7 @@ class POP3(POP3Base):
 
     # -- poplib's low-level methods, used by real code ---------------------------------------
     def _putline(self, line: bytes) -> None:
-        self._call("put", line)
+        self._call("put", _core.Command.raw(line))
 
     def _putcmd(self, line: str) -> None:
         self._putline(self._line(line))
@@ -297,10 +295,10 @@ class POP3(POP3Base):
         return line[:-1], octets
 
     def _getresp(self) -> bytes:
-        return self._call("claim", STATUS)  # type: ignore[no-any-return]
+        return self._call("claim")  # type: ignore[no-any-return]
 
     def _getlongresp(self) -> LongResponse:
-        return self._call("claim", LINES)  # type: ignore[no-any-return]
+        return self._call("claim", multiline=True)  # type: ignore[no-any-return]
 
     # -- session end ------------------------------------------------------------------------------
     def quit(self) -> bytes:

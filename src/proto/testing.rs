@@ -2,8 +2,9 @@
 //! (`fuzz/fuzz_targets/session.rs`) and the property tests below run. Built for tests and with
 //! the `testing` feature only.
 
+use super::command::{Command, Secret, Shape};
 use super::response::Limits;
-use super::session::{Expect, Request, Session, Step};
+use super::session::{Collect, Expect, Request, Session, Step};
 
 /// Small limits, so that random input reaches them.
 pub const LIMITS: Limits = Limits {
@@ -27,13 +28,29 @@ pub fn drive(data: &[u8]) {
     for _ in 0..MAX_REQUESTS {
         let Some(choice) = input.next() else { return };
         let request = match choice % 16 {
-            0 => command(b"NOOP", Expect::Status),
-            1 => command(b"RETR 1", Expect::Lines),
-            2 => command(b"RETR 2", Expect::Bytes),
-            3 => command(b"PASS secret", Expect::Status),
-            4 => command(b"AUTH PLAIN", Expect::Status),
+            0 => command(Command::Noop, Collect::Lines),
+            1 => command(Command::Retr(b"1".to_vec()), Collect::Lines),
+            2 => command(Command::Retr(b"2".to_vec()), Collect::Bytes),
+            3 if choice & 16 == 0 => {
+                command(Command::Pass(Secret::new(*b"secret")), Collect::Lines)
+            }
+            3 => command(
+                Command::SaslResponse(Secret::new(*b"c2VjcmV0")),
+                Collect::Lines,
+            ),
+            4 if choice & 16 == 0 => command(
+                Command::Auth {
+                    mechanism: b"PLAIN".to_vec(),
+                    initial: None,
+                },
+                Collect::Lines,
+            ),
+            4 => command(
+                Command::raw(b"AUTH PLAIN".to_vec(), Some(Shape::Status)),
+                Collect::Lines,
+            ),
             5 => Request::Put {
-                line: b"RETR 1".to_vec(),
+                command: Command::raw(b"RETR 1".to_vec(), None),
             },
             6 => Request::Claim {
                 expect: if choice & 16 == 0 {
@@ -46,7 +63,7 @@ pub fn drive(data: &[u8]) {
             8 => Request::Capa,
             9 => Request::Messages,
             10 => Request::StreamOpen {
-                line: b"RETR 3".to_vec(),
+                command: Command::Retr(b"3".to_vec()),
             },
             11 => match streams.last() {
                 Some(&id) => Request::StreamNext {
@@ -56,13 +73,13 @@ pub fn drive(data: &[u8]) {
                 None => continue,
             },
             12 => {
-                let lines = vec![b"DELE 1".to_vec(), b"RETR 1".to_vec()];
-                let expect = if choice & 16 == 0 {
-                    Expect::Status
+                let commands = vec![Command::Dele(b"1".to_vec()), Command::Retr(b"1".to_vec())];
+                let collect = if choice & 16 == 0 {
+                    Collect::Lines
                 } else {
-                    Expect::Lines
+                    Collect::Bytes
                 };
-                if let Ok(id) = session.batch(lines, expect) {
+                if let Ok(id) = session.batch(commands, collect) {
                     batches.push(id);
                 }
                 continue;
@@ -107,7 +124,9 @@ pub fn drive(data: &[u8]) {
                 }
                 Err(err) => {
                     assert_eq!(session.broken(), Some(&err));
-                    assert!(session.start(command(b"NOOP", Expect::Status)).is_err());
+                    assert!(session
+                        .start(command(Command::Noop, Collect::Lines))
+                        .is_err());
                     return;
                 }
             }
@@ -115,13 +134,8 @@ pub fn drive(data: &[u8]) {
     }
 }
 
-fn command(line: &[u8], expect: Expect) -> Request {
-    Request::Command {
-        line: line.to_vec(),
-        expect,
-        secret: false,
-        raw: false,
-    }
+fn command(command: Command, collect: Collect) -> Request {
+    Request::Command { command, collect }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::capa::parse_capa;
 pub use super::capa::Capabilities;
-use super::command::{encode_line, redact, verb};
+pub use super::command::{Command, Secret, Shape};
 use super::response::{
     check_status, BodyDecoder, BodySink, BytesSink, Limits, LineReader, LinesSink, Segment,
 };
@@ -96,20 +96,35 @@ pub type Outcome = Result<Reply, ProtoError>;
 /// One message of the maildrop as `messages()` returns it: number, size, UIDL unique-id.
 pub type MessageRow = (u64, u64, Option<Vec<u8>>);
 
+/// How a multi-line body is handed to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collect {
+    /// As lines, without their line ends.
+    Lines,
+    /// As one buffer with CRLF line ends.
+    Bytes,
+}
+
+impl Collect {
+    /// What an entry for `command` expects.
+    fn expect(self, command: &Command) -> Expect {
+        match (command.shape(), self) {
+            (Shape::Status, _) => Expect::Status,
+            (Shape::MultiLine, Collect::Lines) => Expect::Lines,
+            (Shape::MultiLine, Collect::Bytes) => Expect::Bytes,
+        }
+    }
+}
+
 /// What a caller asks of the session.
 #[derive(Debug)]
 pub enum Request {
-    /// Send a command line and wait for its reply. `secret`: never traced in clear. Inside an
-    /// AUTH exchange (RFC 5034) a line is a SASL response (traced masked), and only lines
-    /// marked `secret` or `raw` (poplib's `_shortcmd`, for SASL by hand) may be sent there.
-    Command {
-        line: Vec<u8>,
-        expect: Expect,
-        secret: bool,
-        raw: bool,
-    },
+    /// Send `command` and wait for its reply, its body (if any) kept as `collect` says. Inside
+    /// an AUTH exchange (RFC 5034) only a SASL answer or a line written by hand (poplib's
+    /// `_shortcmd`, for SASL by hand) may be sent.
+    Command { command: Command, collect: Collect },
     /// poplib's `_putline`: send only; the reply is claimed later with [`Request::Claim`].
-    Put { line: Vec<u8> },
+    Put { command: Command },
     /// poplib's `_getresp` / `_getlongresp`: the reply to the oldest command sent with `Put`
     /// (or the greeting), read as `expect` says.
     Claim { expect: Expect },
@@ -121,7 +136,7 @@ pub enum Request {
     /// LIST and UIDL (pipelined when the server allows it), merged.
     Messages,
     /// Send a command whose body is then read with `StreamNext`; done with its status line.
-    StreamOpen { line: Vec<u8> },
+    StreamOpen { command: Command },
     /// The next chunk of about `max` bytes of stream `id`; `None` at its end.
     StreamNext { id: u64, max: usize },
     /// The next reply of batch `id`: `(index, outcome)`, `None` once all are read.
@@ -217,25 +232,37 @@ enum Verb {
     Other,
 }
 
-fn classify(line: &[u8]) -> Verb {
-    match verb(line).as_str() {
-        "PASS" | "APOP" | "RPOP" => Verb::Login,
-        // `AUTH` alone lists mechanisms (a multi-line reply); `AUTH mech` starts an exchange.
-        "AUTH" if line.len() > 5 => Verb::Auth,
-        "CAPA" => Verb::Capa,
-        "QUIT" => Verb::Quit,
-        "STLS" => Verb::Stls,
-        _ => Verb::Other,
+impl Verb {
+    /// What `command`'s reply may change; inside an AUTH exchange everything sent is SASL.
+    fn of(command: &Command, in_auth_exchange: bool) -> Verb {
+        if in_auth_exchange {
+            return Verb::Sasl;
+        }
+        match command {
+            Command::Pass(_) | Command::Apop { .. } | Command::Rpop(_) => Verb::Login,
+            Command::Auth { .. } => Verb::Auth,
+            Command::Capa => Verb::Capa,
+            Command::Quit => Verb::Quit,
+            Command::Stls => Verb::Stls,
+            Command::Raw { line, .. } => match super::command::verb(line).as_str() {
+                "PASS" | "APOP" | "RPOP" => Verb::Login,
+                // `AUTH` alone lists mechanisms (a multi-line reply); `AUTH mech` starts one.
+                "AUTH" if line.len() > 5 => Verb::Auth,
+                "CAPA" => Verb::Capa,
+                "QUIT" => Verb::Quit,
+                "STLS" => Verb::Stls,
+                _ => Verb::Other,
+            },
+            _ => Verb::Other,
+        }
     }
 }
 
-/// The reply kind a `Put` command gets when nobody claims it.
-fn inferred(line: &[u8]) -> Expect {
-    let has_arg = line.contains(&b' ');
-    match verb(line).as_str() {
-        "RETR" | "TOP" | "CAPA" => Expect::Lines,
-        "LIST" | "UIDL" | "LANG" | "AUTH" if !has_arg => Expect::Lines,
-        _ => Expect::Status,
+/// The expectation of an entry framed as `shape` (a `Put` nobody claimed yet).
+fn framed(shape: Shape) -> Expect {
+    match shape {
+        Shape::Status => Expect::Status,
+        Shape::MultiLine => Expect::Lines,
     }
 }
 
@@ -279,8 +306,8 @@ impl BodySink for Sink {
 
 #[derive(Debug)]
 struct Batch {
-    lines: Vec<Vec<u8>>,
-    expect: Expect,
+    commands: Vec<Command>,
+    collect: Collect,
     sent: usize,
     /// Index of the next reply to hand out.
     next: usize,
@@ -335,6 +362,14 @@ pub struct Job {
     ended_stream: bool,
 }
 
+impl Job {
+    /// The job sends a login step ([`Command::is_login_step`]): a bare `-ERR` to it means
+    /// the credentials were refused.
+    pub fn is_login_step(&self) -> bool {
+        matches!(&self.request, Request::Command { command, .. } if command.is_login_step())
+    }
+}
+
 #[derive(Debug)]
 pub struct Session {
     reader: LineReader,
@@ -357,7 +392,7 @@ pub struct Session {
     /// Lines sent and status lines received, secrets masked, when tracing is on.
     trace: Option<Vec<(bool, Vec<u8>)>>,
     /// Secrets recently sent, masked wherever a traced reply repeats them.
-    secrets: Vec<Vec<u8>>,
+    secrets: Vec<Secret>,
 }
 
 enum BatchStep {

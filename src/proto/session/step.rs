@@ -101,9 +101,12 @@ impl Session {
                             };
                             let uidl = match uidl {
                                 Some(id) => id,
-                                None => {
-                                    self.send(b"UIDL", Expect::Lines, Owner::Caller, Verb::Other)?
-                                }
+                                None => self.send(
+                                    &Command::Uidl(None),
+                                    Expect::Lines,
+                                    Owner::Caller,
+                                    Verb::Other,
+                                )?,
                             };
                             job.phase = Phase::MessagesUidl {
                                 pairing: Pairing::new(rows),

@@ -189,31 +189,98 @@ impl Wire {
     }
 }
 
+/// The typed command a test's line stands for (a line written by hand when it is none of
+/// them, or when `expect` reads it in another shape).
+fn typed(line: &[u8], expect: Expect) -> Command {
+    let text = std::str::from_utf8(line).expect("test lines are text");
+    let mut words = text.splitn(2, ' ');
+    let verb = words.next().unwrap_or_default();
+    let arg = words.next().map(|a| a.as_bytes().to_vec());
+    let command = match (verb, arg) {
+        ("USER", Some(a)) => Command::User(a),
+        ("PASS", Some(a)) => Command::Pass(Secret::new(a)),
+        ("STAT", None) => Command::Stat,
+        ("LIST", a) => Command::List(a),
+        ("RETR", Some(a)) => Command::Retr(a),
+        ("DELE", Some(a)) => Command::Dele(a),
+        ("NOOP", None) => Command::Noop,
+        ("RSET", None) => Command::Rset,
+        ("QUIT", None) => Command::Quit,
+        ("UIDL", a) => Command::Uidl(a),
+        ("CAPA", None) => Command::Capa,
+        ("UTF8", None) => Command::Utf8,
+        ("AUTH", Some(a)) => {
+            let mut parts = a.splitn(2, |b| *b == b' ');
+            let mechanism = parts.next().unwrap_or_default().to_vec();
+            let initial = parts.next().map(Secret::new);
+            Command::Auth { mechanism, initial }
+        }
+        _ => return Command::raw(line.to_vec(), Some(shape_of(expect))),
+    };
+    if command.shape() == shape_of(expect) {
+        command
+    } else {
+        Command::raw(line.to_vec(), Some(shape_of(expect)))
+    }
+}
+
+fn shape_of(expect: Expect) -> Shape {
+    match expect {
+        Expect::Status => Shape::Status,
+        _ => Shape::MultiLine,
+    }
+}
+
+fn collect_of(expect: Expect) -> Collect {
+    match expect {
+        Expect::Bytes => Collect::Bytes,
+        _ => Collect::Lines,
+    }
+}
+
 fn cmd(line: &[u8], expect: Expect) -> Request {
     Request::Command {
-        line: line.to_vec(),
-        expect,
-        secret: false,
-        raw: false,
+        command: typed(line, expect),
+        collect: collect_of(expect),
     }
 }
 
 /// poplib's `_shortcmd`: a line sent as is (SASL by hand).
 fn raw(line: &[u8]) -> Request {
     Request::Command {
-        line: line.to_vec(),
-        expect: Expect::Status,
-        secret: false,
-        raw: true,
+        command: Command::raw(line.to_vec(), Some(Shape::Status)),
+        collect: Collect::Lines,
     }
 }
 
+/// A command carrying a secret: AUTH or PASS, else a SASL response (RFC 5034 §4; `*`
+/// cancels).
 fn secret(line: &[u8]) -> Request {
+    let command = match line {
+        b"*" => Command::SaslCancel,
+        _ if matches!(crate::proto::command::verb(line).as_str(), "AUTH" | "PASS") => {
+            typed(line, Expect::Status)
+        }
+        _ => Command::SaslResponse(Secret::new(line)),
+    };
     Request::Command {
-        line: line.to_vec(),
-        expect: Expect::Status,
-        secret: true,
-        raw: false,
+        command,
+        collect: Collect::Lines,
+    }
+}
+
+/// poplib's `_putline`.
+fn put(line: &[u8]) -> Request {
+    Request::Put {
+        command: Command::raw(line.to_vec(), None),
+    }
+}
+
+impl Session {
+    /// A batch of `lines`, read as `expect` says.
+    fn batch_lines(&mut self, lines: Vec<Vec<u8>>, expect: Expect) -> Result<u64, ProtoError> {
+        let commands = lines.iter().map(|line| typed(line, expect)).collect();
+        self.batch(commands, collect_of(expect))
     }
 }
 
@@ -537,11 +604,11 @@ fn command_with_cr_lf_or_nul_is_refused_and_sends_nothing() {
             Err(ProtoError::InvalidArgument(_))
         ));
         assert!(matches!(
-            session.start(Request::Put { line: bad.to_vec() }),
+            session.start(put(bad)),
             Err(ProtoError::InvalidArgument(_))
         ));
         assert!(matches!(
-            session.batch(vec![b"NOOP".to_vec(), bad.to_vec()], Expect::Status),
+            session.batch_lines(vec![b"NOOP".to_vec(), bad.to_vec()], Expect::Status),
             Err(ProtoError::InvalidArgument(_))
         ));
     }
@@ -563,7 +630,7 @@ fn abandoned_job_reply_is_dropped() {
         cmd(b"RETR 1", Expect::Lines),
         cmd(b"RETR 1", Expect::Bytes),
         Request::StreamOpen {
-            line: b"RETR 1".to_vec(),
+            command: typed(b"RETR 1", Expect::Lines),
         },
         Request::Capa,
     ] {
@@ -597,18 +664,13 @@ fn abandoned_job_reply_is_dropped() {
 
 fn request_clone(request: &Request) -> Request {
     match request {
-        Request::Command {
-            line,
-            expect,
-            secret,
-            raw,
-        } => Request::Command {
-            line: line.clone(),
-            expect: *expect,
-            secret: *secret,
-            raw: *raw,
+        Request::Command { command, collect } => Request::Command {
+            command: command.clone(),
+            collect: *collect,
         },
-        Request::StreamOpen { line } => Request::StreamOpen { line: line.clone() },
+        Request::StreamOpen { command } => Request::StreamOpen {
+            command: command.clone(),
+        },
         Request::Capa => Request::Capa,
         other => unimplemented!("{other:?}"),
     }
@@ -616,9 +678,7 @@ fn request_clone(request: &Request) -> Request {
 
 /// poplib's `_putcmd("RETR 1"); _getresp()`, then `lines` calls of `_getline()`: the lines read.
 fn retr_claimed_as_status(wire: &mut Wire, session: &mut Session, lines: usize) -> Vec<Vec<u8>> {
-    let put = Request::Put {
-        line: b"RETR 1".to_vec(),
-    };
+    let put = put(b"RETR 1");
     assert!(matches!(wire.run(session, put), Ok(Done::Sent)));
     let claim = Request::Claim {
         expect: Expect::Status,
@@ -669,21 +729,11 @@ fn put_then_claim() {
         wire.serve(&multi(b"+OK follows", &[b"a", b".b"]));
         let reads = wire.reads;
         assert!(matches!(
-            wire.run(
-                &mut session,
-                Request::Put {
-                    line: b"USER bob".to_vec()
-                }
-            ),
+            wire.run(&mut session, put(b"USER bob")),
             Ok(Done::Sent)
         ));
         assert!(matches!(
-            wire.run(
-                &mut session,
-                Request::Put {
-                    line: b"RETR 1".to_vec()
-                }
-            ),
+            wire.run(&mut session, put(b"RETR 1")),
             Ok(Done::Sent)
         ));
         assert_eq!(wire.take_written(), b"USER bob\r\nRETR 1\r\n");
@@ -729,7 +779,7 @@ fn put_never_claimed_is_dropped_not_returned() {
             b"CAPA",
         ] {
             assert!(matches!(
-                wire.run(&mut session, Request::Put { line: put.to_vec() }),
+                wire.run(&mut session, self::put(put)),
                 Ok(Done::Sent)
             ));
         }
@@ -766,12 +816,7 @@ fn put_unclaimed_err_to_a_multiline_command_is_one_line() {
     let mut wire = Wire::new(Split::Random(3));
     let mut session = greeted(&mut wire);
     assert!(matches!(
-        wire.run(
-            &mut session,
-            Request::Put {
-                line: b"RETR 7".to_vec()
-            }
-        ),
+        wire.run(&mut session, put(b"RETR 7")),
         Ok(Done::Sent)
     ));
     wire.serve(b"-ERR no such message\r\n+OK 0 0\r\n");
@@ -786,12 +831,7 @@ fn put_unclaimed_auth_listing_is_dropped_whole() {
     let mut wire = Wire::new(Split::Whole);
     let mut session = greeted(&mut wire);
     assert!(matches!(
-        wire.run(
-            &mut session,
-            Request::Put {
-                line: b"AUTH".to_vec()
-            }
-        ),
+        wire.run(&mut session, put(b"AUTH")),
         Ok(Done::Sent)
     ));
     wire.serve(&multi(b"+OK methods", &[b"PLAIN", b"LOGIN"]));
@@ -931,7 +971,7 @@ fn batch_without_pipelining_keeps_one_command_in_flight() {
         let mut wire = Wire::new(split);
         let mut session = with_caps(&mut wire, false);
         let id = session
-            .batch(
+            .batch_lines(
                 vec![b"RETR 1".to_vec(), b"RETR 2".to_vec(), b"RETR 3".to_vec()],
                 Expect::Lines,
             )
@@ -967,7 +1007,7 @@ fn batch_with_pipelining_sends_ahead() {
         let mut wire = Wire::new(split);
         let mut session = with_caps(&mut wire, true);
         let id = session
-            .batch(
+            .batch_lines(
                 vec![b"RETR 1".to_vec(), b"RETR 2".to_vec(), b"RETR 3".to_vec()],
                 Expect::Lines,
             )
@@ -1006,7 +1046,7 @@ fn batch_learns_capabilities_first() {
         let mut wire = Wire::new(Split::Random(5));
         let mut session = greeted(&mut wire);
         let id = session
-            .batch(vec![b"DELE 1".to_vec(), b"DELE 2".to_vec()], Expect::Status)
+            .batch_lines(vec![b"DELE 1".to_vec(), b"DELE 2".to_vec()], Expect::Status)
             .unwrap();
         let mut job = session.start(Request::BatchNext { id }).unwrap();
         assert!(matches!(wire.pump(&mut session, &mut job), Pumped::Starved));
@@ -1060,7 +1100,7 @@ fn batch_window_is_bounded_and_refilled() {
         let lines: Vec<Vec<u8>> = (1..=total)
             .map(|n| format!("DELE {n}").into_bytes())
             .collect();
-        let id = session.batch(lines, Expect::Status).unwrap();
+        let id = session.batch_lines(lines, Expect::Status).unwrap();
         let window = if pipelining { WINDOW } else { 1 };
         let mut most_ahead = 0;
         for n in 0..total {
@@ -1108,7 +1148,7 @@ fn command_inside_a_batch_loop_gets_its_own_reply() {
             let mut wire = Wire::answering(split, mailbox(pipelining));
             let mut session = greeted(&mut wire);
             let id = session
-                .batch(
+                .batch_lines(
                     (1..=4).map(|n| format!("RETR {n}").into_bytes()).collect(),
                     Expect::Lines,
                 )
@@ -1155,7 +1195,7 @@ fn batch_dropped_early_drops_its_replies() {
             let mut wire = Wire::answering(split, mailbox(pipelining));
             let mut session = greeted(&mut wire);
             let id = session
-                .batch(
+                .batch_lines(
                     (1..=5).map(|n| format!("RETR {n}").into_bytes()).collect(),
                     Expect::Lines,
                 )
@@ -1197,7 +1237,7 @@ fn batch_dropped_mid_reply() {
         let mut wire = Wire::new(split);
         let mut session = with_caps(&mut wire, true);
         let id = session
-            .batch(vec![b"RETR 1".to_vec(), b"RETR 2".to_vec()], Expect::Bytes)
+            .batch_lines(vec![b"RETR 1".to_vec(), b"RETR 2".to_vec()], Expect::Bytes)
             .unwrap();
         let reply = multi(b"+OK", &[b"line one", b"+OK fake", b"line three"]);
         wire.serve(&reply[..reply.len() / 2]);
@@ -1227,7 +1267,7 @@ fn dropped_batch_replies_are_not_collected() {
     let mut session = greeted_with(&mut wire, limits);
     wire.serve(&multi(b"+OK", &[b"PIPELINING"]));
     let id = session
-        .batch(vec![b"RETR 1".to_vec(), b"RETR 2".to_vec()], Expect::Lines)
+        .batch_lines(vec![b"RETR 1".to_vec(), b"RETR 2".to_vec()], Expect::Lines)
         .unwrap();
     wire.serve(&multi(b"+OK small", &[b"x"]));
     let big: Vec<Vec<u8>> = (0..50)
@@ -1256,7 +1296,7 @@ fn open_stream(wire: &mut Wire, session: &mut Session, line: &[u8]) -> (u64, Vec
     match wire.run(
         session,
         Request::StreamOpen {
-            line: line.to_vec(),
+            command: typed(line, Expect::Lines),
         },
     ) {
         Ok(Done::Stream(id, status)) => (id, status),
@@ -1382,7 +1422,7 @@ fn stream_open_err_is_a_reply() {
         wire.reply(
             &mut session,
             Request::StreamOpen {
-                line: b"RETR 9".to_vec()
+                command: typed(b"RETR 9", Expect::Lines)
             }
         ),
         server_err(b"-ERR no such message")
@@ -1576,7 +1616,7 @@ fn batch_items_read_ahead_do_not_supersede_a_stream() {
         let mut wire = Wire::answering(split, mailbox(true));
         let mut session = greeted(&mut wire);
         let id = session
-            .batch(
+            .batch_lines(
                 (1..=3).map(|n| format!("RETR {n}").into_bytes()).collect(),
                 Expect::Lines,
             )
@@ -1911,7 +1951,7 @@ fn auth_exchange() {
         );
         // Open: only SASL responses (secret or raw lines) may be sent.
         let batch = session
-            .batch(vec![b"NOOP".to_vec()], Expect::Status)
+            .batch_lines(vec![b"NOOP".to_vec()], Expect::Status)
             .unwrap();
         assert!(is_usage(session.start(cmd(b"NOOP", Expect::Status))));
         assert!(is_usage(session.start(Request::Capa)));
@@ -1919,7 +1959,7 @@ fn auth_exchange() {
         assert!(is_usage(session.start(Request::StartTls)));
         assert!(is_usage(session.start(Request::BatchNext { id: batch })));
         assert!(is_usage(session.start(Request::StreamOpen {
-            line: b"RETR 1".to_vec()
+            command: typed(b"RETR 1", Expect::Lines)
         })));
         assert_eq!(session.outgoing(), b"", "a refused request sends nothing");
         session.drop_batch(batch);
@@ -1966,9 +2006,7 @@ fn auth_exchange_with_put_and_claim() {
     let mut wire = Wire::new(Split::Whole);
     let mut session = greeted(&mut wire);
     wire.serve(b"+ \r\n+OK welcome\r\n");
-    let put = |line: &[u8]| Request::Put {
-        line: line.to_vec(),
-    };
+    let put = |line: &[u8]| put(line);
     let claim = || Request::Claim {
         expect: Expect::Status,
     };
@@ -2047,9 +2085,7 @@ fn quit_moves_to_update_and_refuses_more() {
         );
         assert_eq!(session.state(), State::Update);
         assert!(is_usage(session.start(cmd(b"NOOP", Expect::Status))));
-        assert!(is_usage(session.start(Request::Put {
-            line: b"NOOP".to_vec()
-        })));
+        assert!(is_usage(session.start(put(b"NOOP"))));
         assert!(is_usage(session.start(Request::Messages)));
         assert!(is_usage(session.start(Request::Capa)));
         assert_eq!(session.outgoing(), b"");
@@ -2281,7 +2317,7 @@ fn capa_has_its_own_small_cap() {
                     wire.run(&mut session, Request::Messages)
                 }
                 _ => {
-                    let id = session.batch(vec![], Expect::Status).unwrap();
+                    let id = session.batch_lines(vec![], Expect::Status).unwrap();
                     wire.run(&mut session, Request::BatchNext { id })
                 }
             };

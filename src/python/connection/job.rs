@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use tokio::sync::OwnedMutexGuard;
 
-use super::conversion::{convert_early, finish, Convert};
+use super::conversion::{convert_early, finish};
 use super::run::Core;
 use super::status::Shared;
 use crate::error::{Error, Result};
@@ -26,8 +26,6 @@ pub struct PyJob {
 struct JobState {
     core: OwnedMutexGuard<Core>,
     job: Job,
-    convert: Convert,
-    login: bool,
     shared: Arc<Shared>,
     /// The lines of a large body already made Python objects, while waiting for more bytes.
     early: Option<Py<PyList>>,
@@ -41,18 +39,10 @@ const DONE: u8 = 3;
 
 impl PyJob {
     /// A job Python pumps; it holds the session (`core`) locked until it ends.
-    pub(super) fn new(
-        core: OwnedMutexGuard<Core>,
-        job: Job,
-        convert: Convert,
-        login: bool,
-        shared: Arc<Shared>,
-    ) -> Self {
+    pub(super) fn new(core: OwnedMutexGuard<Core>, job: Job, shared: Arc<Shared>) -> Self {
         let state = JobState {
             core,
             job,
-            convert,
-            login,
             shared: shared.clone(),
             early: None,
         };
@@ -74,16 +64,11 @@ impl PyJob {
         result: Result<Done>,
     ) -> PyResult<Py<PyAny>> {
         state.shared.settle(&mut state.core, &result);
-        let JobState {
-            convert,
-            login,
-            core,
-            early,
-            ..
-        } = state;
+        let login = state.job.is_login_step();
+        let JobState { core, early, .. } = state;
         drop(core);
         match result {
-            Ok(done) => finish(py, done, early, convert, login),
+            Ok(done) => finish(py, done, early, login),
             Err(err) => Err(err.into()),
         }
     }

@@ -10,7 +10,7 @@ use pyo3::IntoPyObjectExt;
 use rustls::ClientConfig;
 use tokio::sync::OwnedMutexGuard;
 
-use super::conversion::{convert_early, finish, Convert};
+use super::conversion::{convert, convert_early, finish};
 use super::job::PyJob;
 use super::status::Shared;
 use super::Connection;
@@ -84,8 +84,8 @@ impl Drop for Active {
 }
 
 impl Connection {
-    /// Runs `request` blocking (no reactor) or on tokio (a reactor: returns a `Pending`).
-    #[allow(clippy::too_many_arguments)]
+    /// Runs `request` blocking (no reactor) or on tokio (a reactor: returns a `Pending`); its
+    /// result is converted by kind ([`convert`]).
     pub(super) fn execute(
         &self,
         py: Python<'_>,
@@ -93,8 +93,6 @@ impl Connection {
         op: u64,
         request: Request,
         tls: Option<Arc<ClientConfig>>,
-        login: bool,
-        convert: Convert,
     ) -> PyResult<Py<PyAny>> {
         let shared = self.shared.clone();
         // Closed (after an error, a cancellation, or by `close()`) is said before busy: a
@@ -107,21 +105,23 @@ impl Connection {
             Ok(true)
         ) {
             let (core, job) = start(&shared, request)?;
-            return PyJob::new(core, job, convert, login, shared).into_py_any(py);
+            return PyJob::new(core, job, shared).into_py_any(py);
         }
         match reactor {
             None => {
                 let (mut core, job) = start(&shared, request)?;
+                let login = job.is_login_step();
                 let result = blocking(py, &mut core, job, tls.as_ref());
                 shared.settle(&mut core, &result);
                 drop(core);
                 match result {
-                    Ok((done, early)) => finish(py, done, early, convert, login),
+                    Ok((done, early)) => finish(py, done, early, login),
                     Err(err) => Err(raised(py, err)),
                 }
             }
             Some(reactor) => {
                 let (core, job) = start(&shared, request)?;
+                let login = job.is_login_step();
                 let done_queue = reactor.get().shared.clone();
                 let task_shared = shared.clone();
                 let mut active = Active {
