@@ -655,9 +655,9 @@ impl Model {
             }
         }
         prop_assert!(
-            self.session.broken().is_none(),
+            self.session.closed().is_none(),
             "the session broke: {:?}",
-            self.session.broken()
+            self.session.closed()
         );
         Ok(())
     }

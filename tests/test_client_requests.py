@@ -4,7 +4,10 @@ poplib's hand-written lines (``_shortcmd``, ``_longcmd``, ``_putcmd``) still wor
 
 from __future__ import annotations
 
+import asyncio
 import pickle
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -154,3 +157,144 @@ def test_a_password_in_debug_output_is_masked(kind: str, pop3_server: POP3TestSe
         pop.close()
     out = capsys.readouterr().out
     assert "PASS ****" in out and "password" not in out.replace("PASS ****", "")
+
+
+# -- one closed/error state, read from the session -------------------------------------------
+
+
+def _conn(pop: Any) -> Any:
+    """The Rust connection under a client (through the async adapter too)."""
+    return getattr(pop, "client", pop)._session
+
+
+def assert_closed_for(pop: Any, reason: str) -> None:
+    """Every accessor tells the one reason the session holds: the reason itself, repr, the TLS
+    state and the error the next call raises."""
+    assert _conn(pop).closed == reason
+    assert repr(getattr(pop, "client", pop)).endswith(" closed>"), repr(pop)
+    assert getattr(pop, "client", pop).tls_info is None
+    with pytest.raises(fastpoplib.error_proto) as info:
+        pop.noop()
+    assert str(info.value) == reason
+
+
+def _oversized_status(on: str) -> Fault:
+    # A status line past poplib's 2048-byte _MAXLINE: the reply cannot be framed, fatal.
+    return Fault.reply(b"+OK " + b"x" * 3000 + b"\r\n", on=on)
+
+
+@pytest.mark.parametrize("via", ["rustls", "context"])
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_after_a_fatal_error_every_accessor_gives_one_reason_and_repr_is_not_tls(
+    kind: str, via: str, pop3_server_factory: Any
+) -> None:
+    pytest.importorskip("trustme")
+    server = pop3_server_factory(tls="implicit", faults=[_oversized_status("NOOP")])
+    options = {"context": server.client_context()} if via == "context" else {"cafile": server.cafile}
+    pop = connect(kind, server.host, server.port, tls=True, **options)
+    try:
+        assert repr(getattr(pop, "client", pop)).endswith(" TLS>")
+        with pytest.raises(fastpoplib.RemoteProtocolError, match="line too long") as info:
+            pop.noop()
+        reason = _conn(pop).closed
+        assert reason is not None and str(info.value) in reason
+        assert_closed_for(pop, reason)
+    finally:
+        pop.close()
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_a_server_closing_mid_reply_closes_the_session_with_that_reason(kind: str, pop3_server: POP3TestServer) -> None:
+    pop3_server.add_fault(Fault.disconnect_after(b"+OK\r\nSubject: cut\r\n", on="RETR"))
+    pop = login(kind, pop3_server)
+    try:
+        with pytest.raises(fastpoplib.ConnectionClosedError) as info:
+            pop.retr(1)
+        reason = _conn(pop).closed
+        assert reason == f"the connection was closed after an earlier error ({info.value}); open a new connection"
+        assert_closed_for(pop, reason)
+    finally:
+        pop.close()
+
+
+def test_close_from_another_thread_interrupts_a_retr_and_every_accessor_agrees(pop3_server: POP3TestServer) -> None:
+    pop3_server.add_fault(Fault.stall(10, on="RETR"))
+    pop = login("sync", pop3_server)
+    session = pop3_server.sessions[-1]
+
+    def watchdog() -> None:
+        deadline = time.monotonic() + 5
+        while b"RETR 1" not in session.commands and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pop.close()
+
+    closer = threading.Thread(target=watchdog)
+    started = time.monotonic()
+    closer.start()
+    try:
+        with pytest.raises(fastpoplib.POP3Error):
+            pop.retr(1)
+        assert time.monotonic() - started < 3, "close() did not interrupt the RETR"
+    finally:
+        closer.join(5)
+    reason = "the connection is closed; open a new one"
+    assert pop._session.closed == reason
+    assert repr(pop).endswith(" closed>")
+    with pytest.raises(fastpoplib.LocalProtocolError) as info:
+        pop.noop()
+    assert str(info.value) == reason
+
+
+def test_a_cancelled_async_retr_closes_with_one_reason(pop3_server: POP3TestServer) -> None:
+    pop3_server.add_fault(Fault.stall(10, on="RETR"))
+
+    async def main() -> None:
+        pop = await fastpoplib.AsyncPOP3.connect(pop3_server.host, pop3_server.port, 5)
+        try:
+            await pop.user("user")
+            await pop.pass_("password")
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(pop.retr(1), 0.3)
+            reason = pop._session.closed
+            assert reason == "the connection was closed because an operation was cancelled; open a new connection"
+            assert repr(pop).endswith(" closed>") and pop.tls_info is None
+            with pytest.raises(fastpoplib.POP3Error) as info:
+                await pop.noop()
+            assert str(info.value) == reason
+            # The one reason stays: closing after it does not replace it.
+            await pop.aclose()
+            assert pop._session.closed == reason
+            with pytest.raises(fastpoplib.LocalProtocolError) as again:
+                await pop.noop()
+            assert str(again.value) == reason
+        finally:
+            await pop.aclose()
+
+    asyncio.run(main())
+
+
+def test_aclose_from_another_task_during_retr_gives_one_reason(pop3_server: POP3TestServer) -> None:
+    pop3_server.add_fault(Fault.stall(10, on="RETR"))
+
+    async def main() -> None:
+        pop = await fastpoplib.AsyncPOP3.connect(pop3_server.host, pop3_server.port, 5)
+        await pop.user("user")
+        await pop.pass_("password")
+        retr = asyncio.ensure_future(pop.retr(1))
+        deadline = time.monotonic() + 5
+        while b"RETR 1" not in pop3_server.sessions[-1].commands:
+            assert time.monotonic() < deadline, "the server never received RETR"
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await pop.aclose()
+        with pytest.raises(fastpoplib.POP3Error):
+            await retr
+        assert time.monotonic() - started < 3
+        reason = "the connection is closed; open a new one"
+        assert pop._session.closed == reason
+        assert repr(pop).endswith(" closed>")
+        with pytest.raises(fastpoplib.LocalProtocolError) as info:
+            await pop.noop()
+        assert str(info.value) == reason
+
+    asyncio.run(main())

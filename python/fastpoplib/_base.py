@@ -174,7 +174,10 @@ class POP3Base:
         if self._conn is None:
             self._attach(self._adopt())
             if self._conn is None:
-                raise LocalProtocolError("the connection is closed; open a new one")
+                # Why the session was closed (by close(), or by an error before it), as the
+                # session says it; a connection never opened has no session.
+                why = None if self._session is None else self._session.closed
+                raise LocalProtocolError(why or "the connection is closed; open a new one")
         return self._conn
 
     def _attach(self, conn: Any) -> None:
@@ -537,8 +540,14 @@ class POP3Base:
     def tls_info(self) -> Optional[Tuple[str, str]]:
         """``(protocol version, cipher suite)`` while TLS is active, else ``None``; never
         waits for a call in progress."""
-        return None if self._conn is None else self._conn.tls_info()
+        return None if self._closed else self._conn.tls_info()
+
+    @property
+    def _closed(self) -> bool:
+        """Closed by us, or by the session (an error, a cancel, another thread): the session
+        alone says, never a copy kept here."""
+        return self._conn is None or self._conn.closed is not None
 
     def __repr__(self) -> str:
-        state = "closed" if self._conn is None else ("TLS" if self._tls_up else "plaintext")
+        state = "closed" if self._closed else ("TLS" if self._tls_up else "plaintext")
         return f"<{type(self).__name__} {self.host}:{self.port} {state}>"

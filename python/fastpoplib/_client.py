@@ -379,7 +379,7 @@ class POP3(POP3Base):
     def tls_info(self) -> Optional[Tuple[str, str]]:
         """``(protocol version, cipher suite)`` while TLS is active (e.g. ``("TLSv1.3",
         "TLS_AES_256_GCM_SHA384")``), else ``None``; never waits for a call in progress."""
-        if self._conn is None:
+        if self._closed:
             return None
         info: Optional[Tuple[str, str]] = self._driver.tls_info() if self._driver is not None else self._conn.tls_info()
         return info

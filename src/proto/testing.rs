@@ -4,7 +4,7 @@
 
 use super::command::{Command, Secret, Shape};
 use super::response::Limits;
-use super::session::{Collect, Expect, Request, Session, Step};
+use super::session::{Closed, Collect, Expect, Request, Session, Step};
 
 /// Small limits, so that random input reaches them.
 pub const LIMITS: Limits = Limits {
@@ -19,8 +19,8 @@ const MAX_REQUESTS: usize = 64;
 /// Plays `data` against a fresh session: each request is chosen by one byte; each read the
 /// session asks for takes one byte for its length (0: the server closes) and that many bytes
 /// as what the server sent. Batches and streams are opened, read and dropped in any order.
-/// Invariants checked: no panic; a step that fails leaves the session broken, and every later
-/// request fails at once.
+/// Invariants checked: no panic; a step that fails with a fatal error leaves the session
+/// closed with that error as the reason, and every later request fails at once with it.
 pub fn drive(data: &[u8]) {
     let mut input = data.iter().copied();
     let mut session = Session::new(LIMITS);
@@ -118,16 +118,21 @@ pub fn drive(data: &[u8]) {
                     let n = chunk.len().min(buf.len());
                     buf[..n].copy_from_slice(&chunk[..n]);
                     if session.received(n).is_err() {
-                        assert!(session.broken().is_some());
+                        assert!(session.closed().is_some());
                         break;
                     }
                 }
                 Err(err) => {
-                    assert_eq!(session.broken(), Some(&err));
-                    assert!(session
-                        .start(command(Command::Noop, Collect::Lines))
-                        .is_err());
-                    return;
+                    // The one policy: a fatal error closes the session with it as the reason,
+                    // and every later request fails with that.
+                    if err.is_fatal() {
+                        assert_eq!(session.closed(), Some(Closed::Failed(err.to_string())));
+                        let again = session.start(command(Command::Noop, Collect::Lines));
+                        let closed = session.closed().expect("closed").to_string();
+                        assert_eq!(again.err(), Some(super::ProtoError::NotConnected(closed)));
+                        return;
+                    }
+                    break;
                 }
             }
         }

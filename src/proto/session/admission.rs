@@ -68,9 +68,7 @@ impl Session {
 
     /// Starts a request: checks it is allowed now and queues what it sends.
     pub fn start(&mut self, request: Request) -> Result<Job, ProtoError> {
-        if let Some(err) = &self.broken {
-            return Err(err.clone());
-        }
+        self.closed.check()?;
         let answer = match &request {
             Request::Command { command, .. } => {
                 command.is_sasl_answer() || matches!(command, Command::Raw { .. })

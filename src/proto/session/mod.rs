@@ -16,11 +16,14 @@
 //! This file holds the types and the session's state with its driver-facing surface; the rest
 //! by seam: `admission` (what a request may do, queueing what it sends), `step` (the step
 //! loop), `routing` (decoding the front reply, handing it to its owner, state changes),
-//! `batches`, `streams`, `listings` (LIST/UIDL for `messages()`), `trace`.
+//! `batches`, `streams`, `listings` (LIST/UIDL for `messages()`), `trace`, `closed` (the
+//! connection's error/closed state and the one policy for errors). What a request sends is a
+//! typed [`Command`] (`super::command`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+pub use self::closed::{Closed, ClosedCell};
 use super::capa::parse_capa;
 pub use super::capa::Capabilities;
 pub use super::command::{Command, Secret, Shape};
@@ -31,6 +34,7 @@ use super::ProtoError;
 
 mod admission;
 mod batches;
+mod closed;
 mod listings;
 mod routing;
 mod step;
@@ -387,8 +391,8 @@ pub struct Session {
     facts: Arc<Facts>,
     /// An AUTH exchange awaits the client's next SASL response.
     sasl_open: bool,
-    /// A fatal error: the byte stream can no longer be trusted.
-    broken: Option<ProtoError>,
+    /// Why the connection can no longer be used, shared with the connection ([`closed`]).
+    closed: ClosedCell,
     /// Lines sent and status lines received, secrets masked, when tracing is on.
     trace: Option<Vec<(bool, Vec<u8>)>>,
     /// Secrets recently sent, masked wherever a traced reply repeats them.
@@ -416,7 +420,7 @@ impl Session {
             next_id: 1,
             facts: Arc::default(),
             sasl_open: false,
-            broken: None,
+            closed: ClosedCell::default(),
             trace: None,
             secrets: Vec::new(),
         };
@@ -473,14 +477,28 @@ impl Session {
         }
     }
 
-    /// The error that broke the session, if any.
-    pub fn broken(&self) -> Option<&ProtoError> {
-        self.broken.as_ref()
+    /// Why the connection can no longer be used; `None` while it can.
+    pub fn closed(&self) -> Option<Closed> {
+        self.closed.get()
     }
 
-    /// Marks the session unusable (the driver's I/O failed): later requests get `err`.
-    pub fn break_with(&mut self, err: ProtoError) {
-        self.broken.get_or_insert(err);
+    /// The cell holding [`closed`](Self::closed), for the connection to set what happens
+    /// outside the session (close, cancel, a driver's failure) and to read it at any time.
+    pub fn closed_cell(&self) -> &ClosedCell {
+        &self.closed
+    }
+
+    /// Closes the session for `why` (the first reason stays); every later request fails.
+    pub fn close(&self, why: Closed) {
+        self.closed.close(why);
+    }
+
+    /// Applies the one policy ([`ProtoError::is_fatal`]) to an error a request ended with:
+    /// a fatal one closes the connection with it as the reason.
+    pub fn fail(&self, err: &ProtoError) {
+        if err.is_fatal() {
+            self.close(Closed::Failed(err.to_string()));
+        }
     }
 
     pub fn outgoing(&self) -> &[u8] {
@@ -499,7 +517,7 @@ impl Session {
     pub fn received(&mut self, n: usize) -> Result<(), ProtoError> {
         if n == 0 {
             let err = ProtoError::Closed;
-            self.broken = Some(err.clone());
+            self.fail(&err);
             return Err(err);
         }
         self.reader.commit(n);

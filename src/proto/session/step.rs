@@ -4,15 +4,14 @@ use super::listings::{parse_listing, Pairing};
 use super::*;
 
 impl Session {
-    /// Advances `job`: the I/O it needs next, or its result. A fatal error breaks the session
-    /// (every later request fails with it); a `-ERR` is a normal result.
+    /// Advances `job`: the I/O it needs next, or its result. A fatal error closes the session
+    /// (every later request fails with it); a `-ERR` is a normal result. Closed meanwhile
+    /// (from another thread), the job stops here.
     pub fn step(&mut self, job: &mut Job) -> Result<Step, ProtoError> {
-        if let Some(err) = &self.broken {
-            return Err(err.clone());
-        }
+        self.closed.check()?;
         let result = self.step_inner(job);
         if let Err(err) = &result {
-            self.broken = Some(err.clone());
+            self.fail(err);
         }
         result
     }
@@ -191,7 +190,7 @@ impl Session {
                 let extra = self.reader.buffered().len();
                 if extra > 0 {
                     let err = ProtoError::StlsInjection(extra);
-                    self.broken = Some(err.clone());
+                    self.fail(&err);
                     return self.finish(job, Done::Reply(Err(err)));
                 }
                 job.phase = Phase::TlsHandshake(status);

@@ -507,7 +507,7 @@ fn err_greeting_is_a_normal_reply() {
         ),
         server_err(b"-ERR [SYS/TEMP] too busy")
     );
-    assert!(session.broken().is_none());
+    assert!(session.closed().is_none());
     wire.serve(b"+OK bye\r\n");
     assert_eq!(
         wire.command(&mut session, b"QUIT", Expect::Status),
@@ -590,7 +590,7 @@ fn command_replies_of_each_kind() {
             b"LIST\r\nRETR 1\r\nRETR 1\r\nRETR 9\r\nRETR 9\r\nRETR 9\r\nNOOP\r\n"
         );
         assert_eq!(session.state(), State::Authorization);
-        assert!(session.broken().is_none());
+        assert!(session.closed().is_none());
     }
 }
 
@@ -1481,7 +1481,7 @@ fn command_mid_stream_supersedes_it() {
                 is_usage(session.start(Request::StreamNext { id, max: 10 })),
                 "a superseded stream cannot resume"
             );
-            assert!(session.broken().is_none());
+            assert!(session.closed().is_none());
             assert!(wire.pending.is_empty());
         }
     }
@@ -1750,7 +1750,7 @@ fn messages_list_err_consumes_the_pipelined_uidl() {
                 b"-ERR [SYS/TEMP] try later".to_vec()
             ))
         );
-        assert!(session.broken().is_none());
+        assert!(session.closed().is_none());
         assert_eq!(
             wire.command(&mut session, b"STAT", Expect::Status),
             status(b"+OK 0 0")
@@ -1915,11 +1915,14 @@ fn stls_plaintext_after_ok_is_an_injection() {
         other => panic!("{other:?}"),
     }
     assert!(!session.tls());
-    assert_eq!(session.broken(), Some(&ProtoError::StlsInjection(14)));
-    assert!(matches!(
-        session.start(cmd(b"NOOP", Expect::Status)),
-        Err(ProtoError::StlsInjection(14))
-    ));
+    assert_eq!(
+        session.closed(),
+        Some(Closed::Failed(ProtoError::StlsInjection(14).to_string()))
+    );
+    assert_eq!(
+        session.start(cmd(b"NOOP", Expect::Status)).unwrap_err(),
+        closed_with(&ProtoError::StlsInjection(14))
+    );
 }
 
 #[test]
@@ -2106,33 +2109,59 @@ fn eof_mid_reply_breaks_the_session() {
         assert!(matches!(wire.pump(&mut session, &mut job), Pumped::Starved));
         let _ = session.read_buf();
         assert_eq!(session.received(0), Err(ProtoError::Closed));
-        assert!(matches!(session.step(&mut job), Err(ProtoError::Closed)));
-        assert_eq!(session.broken(), Some(&ProtoError::Closed));
-        assert!(matches!(
-            session.start(cmd(b"NOOP", Expect::Status)),
-            Err(ProtoError::Closed)
-        ));
-        assert!(matches!(
-            session.start(Request::Claim {
-                expect: Expect::Status
-            }),
-            Err(ProtoError::Closed)
-        ));
+        let gone = closed_with(&ProtoError::Closed);
+        assert_eq!(session.step(&mut job).unwrap_err(), gone);
+        assert_eq!(
+            session.closed(),
+            Some(Closed::Failed(ProtoError::Closed.to_string()))
+        );
+        assert_eq!(
+            session.start(cmd(b"NOOP", Expect::Status)).unwrap_err(),
+            gone
+        );
+        let claim = Request::Claim {
+            expect: Expect::Status,
+        };
+        assert_eq!(session.start(claim).unwrap_err(), gone);
     }
 }
 
+/// What every request gets once `err` closed the session.
+fn closed_with(err: &ProtoError) -> ProtoError {
+    ProtoError::NotConnected(Closed::Failed(err.to_string()).to_string())
+}
+
 #[test]
-fn break_with_keeps_the_first_error() {
-    let mut session = Session::new(Limits::default());
-    session.break_with(ProtoError::Closed);
-    session.break_with(ProtoError::Malformed("later".into()));
-    assert_eq!(session.broken(), Some(&ProtoError::Closed));
-    assert!(matches!(
-        session.start(Request::Claim {
-            expect: Expect::Status
-        }),
-        Err(ProtoError::Closed)
-    ));
+fn closed_keeps_the_first_reason_and_only_fatal_errors_close() {
+    let session = Session::new(Limits::default());
+    // The one policy: a -ERR, a refused argument or request leave the session usable.
+    for usable in [
+        ProtoError::ServerError(b"-ERR no".to_vec()),
+        ProtoError::InvalidArgument("bad".into()),
+        ProtoError::Usage("not now".into()),
+    ] {
+        session.fail(&usable);
+        assert_eq!(session.closed(), None, "{usable:?}");
+    }
+    session.fail(&ProtoError::Closed);
+    session.close(Closed::ByCaller);
+    session.fail(&ProtoError::Malformed("later".into()));
+    assert_eq!(
+        session.closed(),
+        Some(Closed::Failed(ProtoError::Closed.to_string()))
+    );
+    // The connection's cell is the same value: a close from there is seen by the session.
+    let other = Session::new(Limits::default());
+    other.closed_cell().close(Closed::Cancelled);
+    let mut other = other;
+    assert_eq!(
+        other
+            .start(Request::Claim {
+                expect: Expect::Status
+            })
+            .unwrap_err(),
+        ProtoError::NotConnected(Closed::Cancelled.to_string())
+    );
 }
 
 #[test]
@@ -2168,7 +2197,7 @@ fn status_line_too_long() {
                 .unwrap_err(),
             err
         );
-        assert_eq!(session.broken(), Some(&err));
+        assert_eq!(session.closed(), Some(Closed::Failed(err.to_string())));
         let mut wire = Wire::new(split);
         let mut session = greeted_with(&mut wire, limits);
         wire.serve(&[b'+'; 40]);
@@ -2203,10 +2232,10 @@ fn data_line_too_long() {
             .unwrap_err(),
         err
     );
-    assert!(matches!(
-        session.start(cmd(b"NOOP", Expect::Status)),
-        Err(ProtoError::LineTooLong { .. })
-    ));
+    assert_eq!(
+        session.start(cmd(b"NOOP", Expect::Status)).unwrap_err(),
+        closed_with(&err)
+    );
 }
 
 /// `max_response_size` bounds octets plus `LINE_COST` per line for `Lines`, octets alone for `Bytes`.
@@ -2237,7 +2266,7 @@ fn response_too_large_counts_line_cost() {
                     got.unwrap_err(),
                     ProtoError::ResponseTooLarge { limit: max }
                 );
-                assert!(session.broken().is_some());
+                assert!(session.closed().is_some());
             }
         }
     }
@@ -2353,4 +2382,44 @@ fn a_secret_the_server_echoes_is_masked_in_the_trace() {
         trace.contains(&(false, b"-ERR wrong password ****".to_vec())),
         "{trace:?}"
     );
+}
+
+#[test]
+fn typed_commands_are_admitted_by_what_they_are() {
+    let mut wire = Wire::new(Split::Whole);
+    let mut session = greeted(&mut wire);
+    let request = |command| Request::Command {
+        command,
+        collect: Collect::Lines,
+    };
+    // A SASL answer outside an exchange, STLS without its handshake, a status-line command as
+    // a stream: refused, nothing sent, the session usable.
+    let answer = Command::SaslResponse(Secret::new(*b"c2VjcmV0"));
+    assert!(is_usage(session.start(request(answer))));
+    assert!(is_usage(session.start(request(Command::SaslCancel))));
+    assert!(is_usage(session.start(request(Command::Stls))));
+    assert!(is_usage(session.start(Request::StreamOpen {
+        command: Command::Noop
+    })));
+    assert!(matches!(
+        session.batch(vec![Command::Pass(Secret::new(*b"pw12"))], Collect::Lines),
+        Err(ProtoError::Usage(_))
+    ));
+    assert!(session.outgoing().is_empty());
+    assert_eq!(session.closed(), None);
+    // A login step's -ERR is an ordinary reply the job says is a login step's.
+    wire.serve(b"-ERR no\r\n");
+    let job = session
+        .start(request(Command::User(b"bob".to_vec())))
+        .unwrap();
+    assert!(job.is_login_step());
+    let mut job = job;
+    assert!(matches!(
+        wire.pump(&mut session, &mut job),
+        Pumped::Done(Done::Reply(Err(ProtoError::ServerError(_))))
+    ));
+    assert!(!session
+        .start(request(Command::raw(b"USER bob".to_vec(), None)))
+        .unwrap()
+        .is_login_step());
 }

@@ -11,7 +11,7 @@ use super::conversion::{convert_early, finish};
 use super::run::Core;
 use super::status::Shared;
 use crate::error::{Error, Result};
-use crate::proto::session::{Done, Job};
+use crate::proto::session::{Closed, Done, Job};
 use crate::proto::ProtoError;
 
 /// An operation on a connection whose bytes Python moves (`Io::External`): Python calls
@@ -156,7 +156,7 @@ impl PyJob {
     /// Whether the connection is closed (after a fatal error): Python then closes its socket.
     #[getter]
     fn closed(&self) -> bool {
-        self.shared.status().closed.is_some()
+        self.shared.closed.is_closed()
     }
 
     /// The handshake asked for by step 2 succeeded.
@@ -170,14 +170,8 @@ impl PyJob {
     /// half-read is never taken for another.
     fn fail(&self, reason: String) {
         if let Some(mut state) = self.state().take() {
-            let err = Error::NotConnected(format!("the connection was closed after an earlier error ({reason}); open a new connection"));
-            state
-                .shared
-                .status()
-                .closed
-                .get_or_insert_with(|| err.to_string());
-            let result: Result<()> = Err(err);
-            state.shared.settle(&mut state.core, &result);
+            state.core.session.close(Closed::Failed(reason));
+            state.shared.settle(&mut state.core, &Ok::<(), Error>(()));
         }
     }
 }

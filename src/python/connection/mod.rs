@@ -32,7 +32,7 @@ use super::reactor::{runtime, Pending, Reactor};
 use super::tls_settings::TlsSettings;
 use crate::error::{Error, Result};
 use crate::proto::response::Limits;
-use crate::proto::session::{Collect, Expect, Facts, Request, Session, State};
+use crate::proto::session::{Closed, Collect, Expect, Facts, Request, Session, State};
 use crate::proto::ProtoError;
 use crate::transport::blocking::BlockingIo;
 use crate::transport::tokio::TokioIo;
@@ -209,12 +209,11 @@ impl Connection {
                 .into());
             }
         };
-        let mut status = self.shared.status();
-        status.shutdown = None;
+        self.shared.status().shutdown = None;
         match fd {
             Ok(fd) => Ok(i64::from(fd)),
             Err(err) => {
-                status.closed.get_or_insert_with(|| err.to_string());
+                core.session.close(Closed::Failed(err.to_string()));
                 Err(err.into())
             }
         }
@@ -403,11 +402,9 @@ impl Connection {
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
     ) -> PyResult<Py<PyAny>> {
+        self.shared.closed.close(Closed::ByCaller);
         {
             let mut status = self.shared.status();
-            status
-                .closed
-                .get_or_insert_with(|| "the connection is closed; open a new one".into());
             status.info.fd = -1;
             if let Some(tcp) = status.shutdown.take() {
                 let _ = tcp.shutdown(Shutdown::Both);
@@ -459,6 +456,9 @@ impl Connection {
     /// another thread of the parent held the status at the fork (it never lets go in the
     /// child: waiting would hang every fork).
     fn disown(&self) -> Option<i64> {
+        if !self.shared.closed.try_close(Closed::Inherited) {
+            return None;
+        }
         let mut status = match self.shared.status.try_lock() {
             Ok(status) => status,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -466,7 +466,6 @@ impl Connection {
         };
         status.shutdown = None;
         status.task = None;
-        status.closed = Some("this connection was inherited from the parent process (os.fork()), which still uses it; open a new connection in the child".into());
         Some(std::mem::replace(&mut status.info.fd, -1))
     }
 
@@ -545,18 +544,17 @@ impl Connection {
 
     /// `(protocol, cipher suite)` when TLS is active, else `None`.
     fn tls_info(&self) -> Option<(String, String)> {
-        let status = self.shared.status();
-        status
-            .closed
-            .is_none()
-            .then(|| status.info.tls.clone())
-            .flatten()
+        if self.shared.closed.is_closed() {
+            return None;
+        }
+        self.shared.status().info.tls.clone()
     }
 
-    /// Why the connection is closed, or `None` while it is open.
+    /// Why the connection is closed (the session's one reason, as every later call raises
+    /// it), or `None` while it is open.
     #[getter]
     fn closed(&self) -> Option<String> {
-        self.shared.status().closed.clone()
+        self.shared.closed.get().map(|why| why.to_string())
     }
 
     /// RFC 1939 state: `"AUTHORIZATION"`, `"TRANSACTION"` or `"UPDATE"`, as the last
