@@ -217,10 +217,16 @@ def test_a_server_closing_mid_reply_closes_the_session_with_that_reason(kind: st
         pop.close()
 
 
-def test_close_from_another_thread_interrupts_a_retr_and_every_accessor_agrees(pop3_server: POP3TestServer) -> None:
-    pop3_server.add_fault(Fault.stall(10, on="RETR"))
-    pop = login("sync", pop3_server)
-    session = pop3_server.sessions[-1]
+@pytest.mark.parametrize("driver", ["rust", "python-ssl"])
+def test_close_from_another_thread_interrupts_a_retr_and_every_accessor_agrees(driver: str, pop3_server_factory: Any) -> None:
+    if driver == "python-ssl":
+        pytest.importorskip("trustme")
+        server = pop3_server_factory(tls="implicit", faults=[Fault.stall(10, on="RETR")])
+        pop = login("sync", server, tls=True, context=server.client_context())
+    else:
+        server = pop3_server_factory(faults=[Fault.stall(10, on="RETR")])
+        pop = login("sync", server)
+    session = server.sessions[-1]
 
     def watchdog() -> None:
         deadline = time.monotonic() + 5
@@ -231,13 +237,15 @@ def test_close_from_another_thread_interrupts_a_retr_and_every_accessor_agrees(p
     closer = threading.Thread(target=watchdog)
     started = time.monotonic()
     closer.start()
+    reason = "the connection is closed; open a new one"
     try:
-        with pytest.raises(fastpoplib.POP3Error):
+        # The RETR says why it ended: the close, not the end of stream the close caused.
+        with pytest.raises(fastpoplib.POP3Error) as interrupted:
             pop.retr(1)
         assert time.monotonic() - started < 3, "close() did not interrupt the RETR"
+        assert str(interrupted.value) == reason
     finally:
         closer.join(5)
-    reason = "the connection is closed; open a new one"
     assert pop._session.closed == reason
     assert repr(pop).endswith(" closed>")
     with pytest.raises(fastpoplib.LocalProtocolError) as info:
@@ -287,10 +295,11 @@ def test_aclose_from_another_task_during_retr_gives_one_reason(pop3_server: POP3
             await asyncio.sleep(0.01)
         started = time.monotonic()
         await pop.aclose()
-        with pytest.raises(fastpoplib.POP3Error):
+        reason = "the connection is closed; open a new one"
+        with pytest.raises(fastpoplib.POP3Error) as interrupted:
             await retr
         assert time.monotonic() - started < 3
-        reason = "the connection is closed; open a new one"
+        assert str(interrupted.value) == reason
         assert pop._session.closed == reason
         assert repr(pop).endswith(" closed>")
         with pytest.raises(fastpoplib.LocalProtocolError) as info:

@@ -65,11 +65,16 @@ impl PyJob {
     ) -> PyResult<Py<PyAny>> {
         state.shared.settle(&mut state.core, &result);
         let login = state.job.is_login_step();
-        let JobState { core, early, .. } = state;
+        let JobState {
+            core,
+            early,
+            shared,
+            ..
+        } = state;
         drop(core);
         match result {
             Ok(done) => finish(py, done, early, login),
-            Err(err) => Err(err.into()),
+            Err(err) => Err(shared.attributed(err).into()),
         }
     }
 }

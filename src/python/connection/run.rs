@@ -112,7 +112,7 @@ impl Connection {
                 drop(core);
                 match result {
                     Ok((done, early)) => finish(py, done, early, login),
-                    Err(err) => Err(raised(py, err)),
+                    Err(err) => Err(raised(py, shared.attributed(err))),
                 }
             }
             Some(reactor) => {

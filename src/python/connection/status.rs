@@ -116,6 +116,16 @@ impl Shared {
         }
     }
 
+    /// The error an operation that failed raises: if the connection was closed under it for
+    /// another reason (`close()` from another thread shut the socket it was reading), that
+    /// reason, not the I/O error the close caused.
+    pub(super) fn attributed(&self, err: Error) -> Error {
+        match (self.closed.get(), err.closes()) {
+            (Some(why), Some(own)) if why != own => Error::not_connected(&why),
+            _ => err,
+        }
+    }
+
     pub(super) fn handle_dropped(self: &Arc<Self>, handle: Handle) {
         match self.core.try_lock() {
             Ok(mut core) => match handle {
