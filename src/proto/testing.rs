@@ -88,6 +88,20 @@ pub fn drive(data: &[u8]) {
                 Some(&id) => Request::BatchNext { id },
                 None => continue,
             },
+            // Rarely, the connection closes it from outside (close(), a cancel): the first
+            // reason stays, and every later request fails with it.
+            14 if choice >= 0xf0 => {
+                let before = session.closed();
+                session.closed_cell().close(Closed::ByCaller);
+                let why = before.unwrap_or(Closed::ByCaller);
+                assert_eq!(session.closed(), Some(why.clone()));
+                let again = session.start(command(Command::Noop, Collect::Lines));
+                assert_eq!(
+                    again.err(),
+                    Some(super::ProtoError::NotConnected(why.to_string()))
+                );
+                continue;
+            }
             14 => {
                 if let Some(id) = batches.pop() {
                     session.drop_batch(id);
