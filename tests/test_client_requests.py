@@ -253,11 +253,16 @@ def test_close_from_another_thread_interrupts_a_retr_and_every_accessor_agrees(d
     assert str(info.value) == reason
 
 
-def test_a_cancelled_async_retr_closes_with_one_reason(pop3_server: POP3TestServer) -> None:
-    pop3_server.add_fault(Fault.stall(10, on="RETR"))
+@pytest.mark.parametrize("via", ["rustls", "context"])
+def test_a_cancelled_async_retr_closes_with_one_reason(via: str, pop3_server_factory: Any) -> None:
+    """The same sentence whichever TLS carries the bytes (tokio's, or the event loop's with a
+    ``context``)."""
+    pytest.importorskip("trustme")
+    server = pop3_server_factory(tls="implicit", faults=[Fault.stall(10, on="RETR")])
+    options = {"context": server.client_context()} if via == "context" else {"cafile": server.cafile}
 
     async def main() -> None:
-        pop = await fastpoplib.AsyncPOP3.connect(pop3_server.host, pop3_server.port, 5)
+        pop = await fastpoplib.AsyncPOP3_SSL.connect(server.host, server.port, 5, **options)
         try:
             await pop.user("user")
             await pop.pass_("password")

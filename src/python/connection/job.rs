@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use pyo3::exceptions::asyncio::CancelledError;
+use pyo3::exceptions::{PyBaseException, PyKeyboardInterrupt};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use tokio::sync::OwnedMutexGuard;
@@ -171,12 +173,21 @@ impl PyJob {
         }
     }
 
-    /// Python's I/O failed (`reason` says how): the connection is closed, so a reply left
+    /// Python's side failed with `exc` (its own I/O, a timeout, a task cancelled, Ctrl-C):
+    /// the connection is closed, for the same reason the other drivers give, so a reply left
     /// half-read is never taken for another.
-    fn fail(&self, reason: String) {
+    fn fail(&self, exc: &Bound<'_, PyBaseException>) -> PyResult<()> {
+        let why = if exc.is_instance_of::<CancelledError>() {
+            Closed::Cancelled
+        } else if exc.is_instance_of::<PyKeyboardInterrupt>() {
+            Closed::Interrupted
+        } else {
+            Closed::Failed(exc.get_type().name()?.to_string())
+        };
         if let Some(mut state) = self.state().take() {
-            state.core.session.close(Closed::Failed(reason));
+            state.core.session.close(why);
             state.shared.settle(&mut state.core, &Ok::<(), Error>(()));
         }
+        Ok(())
     }
 }
