@@ -4,6 +4,7 @@
 mod bench;
 mod connection;
 mod errors;
+mod message_info;
 mod reactor;
 mod tls_settings;
 
@@ -11,6 +12,8 @@ mod tls_settings;
 mod _core {
     #[pymodule_export]
     use super::connection::{Connection, PyJob};
+    #[pymodule_export]
+    use super::message_info::MessageInfo;
     #[pymodule_export]
     use super::reactor::{Pending, Reactor};
     #[pymodule_export]

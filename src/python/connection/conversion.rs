@@ -3,8 +3,7 @@
 //! while it arrived are continued by [`finish`].
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 use pyo3::IntoPyObjectExt;
 
 use crate::error::Error;
@@ -12,6 +11,7 @@ use crate::proto::response::{LinesSink, Segment};
 use crate::proto::session::{Done, MessageRow, Reply};
 use crate::proto::ProtoError;
 use crate::python::errors::server_error;
+use crate::python::message_info::MessageInfo;
 
 /// Converts a finished job to Python (on the thread that holds the GIL).
 pub(super) type Convert = fn(Python<'_>, Done, bool) -> PyResult<Py<PyAny>>;
@@ -112,8 +112,7 @@ pub(super) fn convert_reply(py: Python<'_>, done: Done, login: bool) -> PyResult
     }
 }
 
-/// `[(number, size, uid)]`, each a `MessageInfo`; unique-ids are `str` decoded losslessly
-/// (UTF-8 with `surrogateescape`: `uid.encode("utf-8", "surrogateescape")` gives the bytes).
+/// `[MessageInfo(number, size, uid)]`.
 pub(super) fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
     let Done::Messages(rows) = done else {
         return convert_reply(py, done, login);
@@ -125,35 +124,9 @@ pub(super) fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyRes
 
 /// Appends each row to `list` as a `MessageInfo`.
 fn extend_infos(list: &Bound<'_, PyList>, rows: Vec<MessageRow>) -> PyResult<()> {
-    static MESSAGE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    if rows.is_empty() {
-        return Ok(());
-    }
     let py = list.py();
-    let class = MESSAGE_INFO.import(py, "fastpoplib._types", "MessageInfo")?;
-    // `tuple.__new__(MessageInfo, row)`: what the named tuple's own `__new__` does, minus a
-    // Python-level call per row.
-    let new = TUPLE_NEW
-        .get_or_try_init(py, || {
-            py.import("builtins")?
-                .getattr("tuple")?
-                .getattr("__new__")
-                .map(Bound::unbind)
-        })?
-        .bind(py);
-    for (number, size, uid) in rows {
-        let uid = match uid {
-            None => py.None(),
-            Some(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => PyString::new(py, text).into_any().unbind(),
-                Err(_) => PyBytes::new(py, &bytes)
-                    .call_method1("decode", ("utf-8", "surrogateescape"))?
-                    .unbind(),
-            },
-        };
-        let row = PyTuple::new(py, [number.into_py_any(py)?, size.into_py_any(py)?, uid])?;
-        list.append(new.call1((class, row))?)?;
+    for row in rows {
+        list.append(Py::new(py, MessageInfo::from_row(row))?)?;
     }
     Ok(())
 }
