@@ -185,7 +185,10 @@ impl PyJob {
     /// half-read is never taken for another.
     fn fail(&self, reason: String) {
         if let Some(mut state) = self.state().take() {
-            let err = Error::NotConnected(format!("the connection was closed after an earlier error ({reason}); open a new connection"));
+            let err = Error::NotConnected(match reason.as_str() {
+                "CancelledError" => super::run::CANCELLED.into(),
+                _ => format!("the connection was closed after an earlier error ({reason}); open a new connection"),
+            });
             state
                 .shared
                 .status()

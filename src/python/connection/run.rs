@@ -21,6 +21,10 @@ use crate::transport::blocking::BlockingIo;
 use crate::transport::tokio::TokioIo;
 use crate::transport::Info;
 
+/// Why a connection whose operation was cancelled half-way is closed, on every driver.
+pub(super) const CANCELLED: &str =
+    "the connection was closed because an operation was cancelled; open a new connection";
+
 /// The connection's driver, chosen at connect.
 pub(super) enum Io {
     Blocking(BlockingIo),
@@ -70,7 +74,7 @@ impl Drop for Active {
                 status.task = None;
                 status
                     .closed
-                    .get_or_insert_with(|| "the connection was closed because an operation was cancelled; open a new connection".into())
+                    .get_or_insert_with(|| CANCELLED.into())
                     .clone()
             };
             core.io = Io::Closed;
@@ -160,9 +164,10 @@ impl Connection {
                     // The caller gave up mid-reply: the connection is closed from now on, not
                     // once tokio has unwound the operation.
                     on_abort: Some(Box::new(move || {
-                        cancelled.status().closed.get_or_insert_with(|| {
-                            "the connection was closed because an operation was cancelled; open a new connection".into()
-                        });
+                        cancelled
+                            .status()
+                            .closed
+                            .get_or_insert_with(|| CANCELLED.into());
                     })),
                 }
                 .into_py_any(py)?)
