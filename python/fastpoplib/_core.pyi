@@ -117,17 +117,25 @@ class Job:
 @final
 class MessageInfo:
     """One message of the maildrop, as ``POP3.messages()`` returns it: a sequence
-    ``(number, size, uid)`` that unpacks, indexes, compares and hashes as that tuple does."""
+    ``(number, size, uid)`` that unpacks, indexes, slices, compares and hashes as that tuple
+    does (``MessageInfo(1, 10, "a") == (1, 10, "a")``), and pickles. Kept natively (two
+    integers and the unique-id's bytes); the Python objects are made when a field is read.
+
+    Unique-ids are kept exactly: decoded as UTF-8 with ``surrogateescape``, so
+    ``uid.encode("utf-8", "surrogateescape")`` gives the server's bytes back."""
 
     _fields: ClassVar[Tuple[str, str, str]]
     __match_args__: ClassVar[Tuple[str, str, str]]
     def __new__(cls, number: int, size: int, uid: Optional[str]) -> MessageInfo: ...
     @property
-    def number(self) -> int: ...
+    def number(self) -> int:
+        """The message number (RFC 1939 §5 LIST)."""
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """The message's size in octets, as LIST gives it."""
     @property
-    def uid(self) -> Optional[str]: ...
+    def uid(self) -> Optional[str]:
+        """The UIDL unique-id (RFC 1939 §7), or None when the server has no UIDL."""
     def __len__(self) -> int: ...
     @overload
     def __getitem__(self, index: Literal[0, 1, -3, -2], /) -> int: ...

@@ -80,9 +80,12 @@ impl Pairing {
     fn was_paired(&self, number: u64) -> bool {
         match &self.paired_set {
             Some(set) => set.contains(&number),
-            None => self.rows[..self.paired]
-                .binary_search_by_key(&number, |row| row.0)
-                .is_ok(),
+            // UIDL in ascending order too: past the last paired number at once.
+            None => {
+                let paired = &self.rows[..self.paired];
+                paired.last().is_some_and(|last| number <= last.0)
+                    && paired.binary_search_by_key(&number, |row| row.0).is_ok()
+            }
         }
     }
 
