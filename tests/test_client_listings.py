@@ -40,7 +40,8 @@ def test_rows_behave_as_the_tuples_they_stand_for(kind: str, pop3_server: Any) -
         row[3]
     assert hash(row) == hash(want[2]) and want[2] in set(rows) and row in [want[2]]
     assert sorted(rows, reverse=True)[0] == rows[-1] and rows[0] < rows[1] and rows[0] < want[1]
-    assert isinstance(row, Sequence) and uid in row
+    assert isinstance(row, Sequence) and uid in row and list(reversed(row)) == [uid, size, number]
+    assert row.index(size) == 1 and row.count(number) == 1 + (size == number) and row.count("x") == 0
     assert repr(row) == f"MessageInfo(number={number}, size={size}, uid={uid!r})"
     assert pickle.loads(pickle.dumps(rows)) == rows and copy.deepcopy(row) == row
     assert MessageInfo(number, size, uid) == row and row != (number, size)

@@ -173,6 +173,17 @@ impl MessageInfo {
         Ok((slf.get_type().into_any(), slf.get().tuple(slf.py())?))
     }
 
+    /// How many of the three fields equal ``value``, as ``tuple.count``.
+    fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.tuple(py)?.call_method1("count", (value,))?.extract()
+    }
+
+    /// The position of the first field equal to ``value``, as ``tuple.index`` (ValueError if
+    /// none is).
+    fn index(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.tuple(py)?.call_method1("index", (value,))?.extract()
+    }
+
     /// ``{"number": ..., "size": ..., "uid": ...}``, as a named tuple's ``_asdict()``.
     fn _asdict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
