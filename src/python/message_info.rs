@@ -1,7 +1,8 @@
 //! `MessageInfo`, one row of `messages()`, kept natively: two integers and the unique-id's
-//! bytes (about 90 bytes a row with its list slot, where a named tuple of two `int`s and a
-//! `str` took about 200). The Python objects are made when a field is read; the row still
-//! behaves as the `(number, size, uid)` tuple it used to be.
+//! bytes (about 100 bytes a row: a 64-byte object, the unique-id on the heap and its list
+//! slot, where a named tuple of two `int`s and a `str` took about 200). The Python objects
+//! are made when a field is read; the row still behaves as the `(number, size, uid)` tuple
+//! it used to be.
 
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
