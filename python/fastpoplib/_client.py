@@ -79,6 +79,16 @@ class _SocketView:
         return f"<fastpoplib socket fd={self.fileno()} peer={self._conn.peername()}>"
 
 
+def _unsupported(name: str) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise io.UnsupportedOperation(
+            f"POP3.file reads lines through the session only: {name}() is not supported; use readline() or iterate over it"
+        )
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
 class _FileView:
     """Stands in for poplib's ``file`` attribute on every driver: lines are read through the
     session (the connection's only reader), so a reply read here is never read again. It
@@ -127,21 +137,20 @@ class _FileView:
         """Close the connection."""
         self._client.close()
 
-
-def _unsupported(name: str) -> Callable[..., Any]:
-    def method(self: _FileView, *args: Any, **kwargs: Any) -> Any:
-        raise io.UnsupportedOperation(
-            f"POP3.file reads lines through the session only: {name}() is not supported; use readline() or iterate over it"
-        )
-
-    method.__name__ = method.__qualname__ = name
-    return method
-
-
-# What a binary file offers beyond reading lines: refused with a sentence (``readlines()``
-# too: the server never ends the stream).
-for _name in "read read1 readall readinto readinto1 readlines peek write writelines seek tell truncate fileno detach".split():
-    setattr(_FileView, _name, _unsupported(_name))
+    # What a binary file offers beyond reading lines: refused with a sentence (``readlines()``
+    # too: the server never ends the stream).
+    read = _unsupported("read")
+    read1 = _unsupported("read1")
+    readall = _unsupported("readall")
+    readinto = _unsupported("readinto")
+    readlines = _unsupported("readlines")
+    peek = _unsupported("peek")
+    write = _unsupported("write")
+    writelines = _unsupported("writelines")
+    seek = _unsupported("seek")
+    tell = _unsupported("tell")
+    truncate = _unsupported("truncate")
+    fileno = _unsupported("fileno")
 
 
 class _Batch(BatchReplies):
