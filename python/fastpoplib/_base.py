@@ -134,7 +134,6 @@ class POP3Base:
     _tracing = False
     _maxline = MAXLINE
     _label = "pop3"
-    timeout: Optional[float] = None
     auth_mechanism: Optional[str] = None
     # The secrets a flow in progress sent (``_secrets.hidden``), masked in what is shown.
     _secrets: Tuple[bytes, ...] = ()
