@@ -131,7 +131,6 @@ class POP3Base:
     _tracing = False
     _maxline = MAXLINE
     _label = "pop3"
-    timeout: Optional[float] = None
     auth_mechanism: Optional[str] = None
     # The secrets a flow in progress sent (``_secrets.hidden``), masked in what is shown.
     _secrets: Tuple[bytes, ...] = ()
@@ -520,9 +519,12 @@ class POP3Base:
         return self._run(_flows.parsed(_core.Command.top(self._arg(which), b"0"), headers_only=True))
 
     def messages(self) -> List[MessageInfo]:
-        """LIST and UIDL (RFC 1939 §5, §7) merged: ``[MessageInfo(number, size, uid)]``, size in
-        octets, ``uid`` None when the server has no UIDL. RemoteProtocolError for a malformed
-        listing."""
+        """LIST and UIDL (RFC 1939 §5, §7) merged: ``[MessageInfo(number, size, uid)]`` in
+        LIST's order, size in octets, ``uid`` None when the server has no UIDL (or gives none
+        for that message). Each row is a sequence that unpacks, compares and hashes as the
+        tuple ``(number, size, uid)``. RemoteProtocolError for a malformed listing line, or a
+        message number that LIST or UIDL gives twice (the error names it); both replies were
+        then read whole, so the connection stays usable."""
         return self._run(_flows.one(_flows.Messages()))
 
     def _shortcmd(self, line: Union[str, bytes]) -> bytes:

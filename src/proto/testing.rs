@@ -59,7 +59,9 @@ pub fn drive(data: &[u8]) {
                     Expect::Lines
                 },
             },
-            7 => Request::RawLine,
+            7 => Request::RawLine {
+                max: (choice & 16 != 0).then_some(usize::from(choice >> 5)),
+            },
             8 => Request::Capa,
             9 => Request::Messages,
             10 => Request::StreamOpen {

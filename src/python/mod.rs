@@ -5,6 +5,7 @@ mod bench;
 mod command;
 mod connection;
 mod errors;
+mod message_info;
 mod reactor;
 mod tls_settings;
 
@@ -14,6 +15,8 @@ mod _core {
     use super::command::{PyCommand, PySecret};
     #[pymodule_export]
     use super::connection::{Connection, PyJob};
+    #[pymodule_export]
+    use super::message_info::MessageInfo;
     #[pymodule_export]
     use super::reactor::{Pending, Reactor};
     #[pymodule_export]

@@ -120,7 +120,7 @@ impl Session {
                 entry.owner = Owner::Caller;
                 Phase::Await(entry.id)
             }
-            Request::RawLine => {
+            Request::RawLine { .. } => {
                 let id = match self.queue.iter_mut().find(|e| matches!(e.owner, Owner::Put | Owner::Raw)) {
                     Some(entry) => {
                         entry.owner = Owner::Raw;

@@ -133,8 +133,9 @@ pub enum Request {
     /// (or the greeting), read as `expect` says.
     Claim { expect: Expect },
     /// poplib's `_getline`: one line as it arrived (line end included), of the oldest reply
-    /// sent with `Put`, or of whatever comes next.
-    RawLine,
+    /// sent with `Put`, or of whatever comes next. With `max`, io's `readline(max)`: at most
+    /// `max` bytes of it, the next `RawLine` going on from there.
+    RawLine { max: Option<usize> },
     /// CAPA (RFC 2449); the session keeps what it learns.
     Capa,
     /// LIST and UIDL (pipelined when the server allows it), merged.
@@ -159,7 +160,7 @@ pub enum Done {
     /// A stream opened: its id and status line.
     Stream(u64, Vec<u8>),
     Chunk(Option<Vec<u8>>),
-    /// `RawLine`: the line with its line end.
+    /// `RawLine`: the line with its line end (or the part of it asked for).
     Line(Vec<u8>),
     Item(Option<(usize, Outcome)>),
     /// `Capa`: what the server advertised, as the session now keeps it.

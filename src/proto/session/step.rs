@@ -41,11 +41,17 @@ impl Session {
                         } else {
                             (self.limits.max_status_line, "status")
                         };
-                        match self.reader.next_raw_line(limit, what)? {
-                            Some(raw) => {
-                                let line = self.reader.raw(raw).to_vec();
-                                self.raw_line_read(&line);
-                                return Ok(self.finish(job, Done::Line(line)));
+                        let Request::RawLine { max } = job.request else {
+                            unreachable!("raw line phase without a raw line request")
+                        };
+                        let max = max.unwrap_or(usize::MAX);
+                        match self.reader.next_raw_part(limit, what, max)? {
+                            Some((part, whole)) => {
+                                if let Some(raw) = whole {
+                                    let line = self.reader.raw(raw).to_vec();
+                                    self.raw_line_read(&line);
+                                }
+                                return Ok(self.finish(job, Done::Line(part)));
                             }
                             None => false,
                         }

@@ -685,10 +685,12 @@ fn retr_claimed_as_status(wire: &mut Wire, session: &mut Session, lines: usize) 
     };
     assert_eq!(wire.reply(session, claim), status(b"+OK 1"));
     (0..lines)
-        .map(|_| match wire.run(session, Request::RawLine) {
-            Ok(Done::Line(line)) => line,
-            other => panic!("{other:?}"),
-        })
+        .map(
+            |_| match wire.run(session, Request::RawLine { max: None }) {
+                Ok(Done::Line(line)) => line,
+                other => panic!("{other:?}"),
+            },
+        )
         .collect()
 }
 
@@ -715,6 +717,61 @@ fn a_body_left_after_a_status_claim_is_never_another_reply() {
                 "{split:?} after {read} lines"
             );
             assert!(wire.pending.is_empty());
+        }
+    }
+}
+
+/// io's `readline(max)` through the session: parts of a line, the line framed whole.
+#[test]
+fn raw_lines_read_in_parts_are_framed_whole() {
+    // "..x" arrives stuffed as "...x": a part "." followed by "..x\r\n" must not look like
+    // the terminator to whoever reads on, and a part of a status line is not a status.
+    let body: &[&[u8]] = &[b"Subject: one", b"..x", b"+OK forged"];
+    for split in SPLITS {
+        for max in [1, 2, 3, 7] {
+            for read_parts in [0, 1, 2, 5, 9, 14, 50] {
+                let mut wire = Wire::new(split);
+                let mut session = greeted(&mut wire);
+                wire.serve(&multi(b"+OK 1", body));
+                let put = Request::Put {
+                    command: Command::raw(b"RETR 1".to_vec(), None),
+                };
+                assert!(matches!(wire.run(&mut session, put), Ok(Done::Sent)));
+                let all = multi(b"+OK 1", body);
+                let mut got = Vec::new();
+                for _ in 0..read_parts {
+                    if got.len() == all.len() {
+                        break;
+                    }
+                    match wire.run(&mut session, Request::RawLine { max: Some(max) }) {
+                        Ok(Done::Line(part)) => {
+                            assert!(!part.is_empty() && part.len() <= max, "{part:?}");
+                            got.extend(part);
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                // The whole reply read in parts is the reply as it arrived.
+                assert_eq!(got, all[..got.len()], "{split:?} {max} {read_parts}");
+                // A whole-line read goes on from where the parts ended.
+                if got.len() < all.len() {
+                    let Ok(Done::Line(rest)) =
+                        wire.run(&mut session, Request::RawLine { max: None })
+                    else {
+                        panic!("a line")
+                    };
+                    let end = got.len() + rest.len();
+                    assert_eq!(rest, all[got.len()..end]);
+                    assert!(rest.ends_with(b"\n"));
+                }
+                wire.serve(&multi(b"+OK 2", &[b"two"]));
+                assert_eq!(
+                    wire.command(&mut session, b"RETR 2", Expect::Lines),
+                    lines_of(b"+OK 2", &[b"two"]),
+                    "{split:?} {max} after {read_parts} parts"
+                );
+                assert!(wire.pending.is_empty());
+            }
         }
     }
 }

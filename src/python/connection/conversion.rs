@@ -5,8 +5,7 @@
 //! [`finish`].
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 use pyo3::IntoPyObjectExt;
 
 use crate::error::Error;
@@ -14,6 +13,7 @@ use crate::proto::response::{LinesSink, Segment};
 use crate::proto::session::{Done, MessageRow, Reply};
 use crate::proto::ProtoError;
 use crate::python::errors::server_error;
+use crate::python::message_info::MessageInfo;
 
 /// A finished job's result; `early` holds the lines (or `messages()` rows) of its body already
 /// converted while the rest arrived, and the remainder is appended to it.
@@ -127,35 +127,9 @@ pub(super) fn convert(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<Py
 
 /// Appends each row to `list` as a `MessageInfo`.
 fn extend_infos(list: &Bound<'_, PyList>, rows: Vec<MessageRow>) -> PyResult<()> {
-    static MESSAGE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    if rows.is_empty() {
-        return Ok(());
-    }
     let py = list.py();
-    let class = MESSAGE_INFO.import(py, "fastpoplib._types", "MessageInfo")?;
-    // `tuple.__new__(MessageInfo, row)`: what the named tuple's own `__new__` does, minus a
-    // Python-level call per row.
-    let new = TUPLE_NEW
-        .get_or_try_init(py, || {
-            py.import("builtins")?
-                .getattr("tuple")?
-                .getattr("__new__")
-                .map(Bound::unbind)
-        })?
-        .bind(py);
-    for (number, size, uid) in rows {
-        let uid = match uid {
-            None => py.None(),
-            Some(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => PyString::new(py, text).into_any().unbind(),
-                Err(_) => PyBytes::new(py, &bytes)
-                    .call_method1("decode", ("utf-8", "surrogateescape"))?
-                    .unbind(),
-            },
-        };
-        let row = PyTuple::new(py, [number.into_py_any(py)?, size.into_py_any(py)?, uid])?;
-        list.append(new.call1((class, row))?)?;
+    for row in rows {
+        list.append(Py::new(py, MessageInfo::from_row(row))?)?;
     }
     Ok(())
 }

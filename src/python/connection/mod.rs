@@ -274,14 +274,17 @@ impl Connection {
         self.execute(py, reactor, op, Request::Claim { expect }, None)
     }
 
-    /// poplib's `_getline`: the next line as it arrived, line end included.
+    /// poplib's `_getline`: the next line as it arrived, line end included; with `max`, at
+    /// most `max` bytes of it (io's `readline(max)`), the next call going on from there.
+    #[pyo3(signature = (reactor, op, max=None))]
     fn raw_line(
         &self,
         py: Python<'_>,
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
+        max: Option<usize>,
     ) -> PyResult<Py<PyAny>> {
-        self.execute(py, reactor, op, Request::RawLine, None)
+        self.execute(py, reactor, op, Request::RawLine { max }, None)
     }
 
     /// CAPA: `(resp, [lines], octets)`; the session keeps what decides pipelining.
