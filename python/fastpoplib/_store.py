@@ -288,6 +288,8 @@ class Maildir(_LocalStore):
         # Locks and state follow the directory itself, not the spelling of its path (symlinks).
         self.path = path = path.resolve()
         self.unsynced = False  # a rename into new/ may not be on disk yet
+        # The host part of the file names (Maildir protocol: "/" and ":" escaped), once per run.
+        self.host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         self.sync_lock = threading.Lock()
         try:
             for sub in ("tmp", "new", "cur"):
@@ -353,14 +355,13 @@ class _MaildirDelivery:
             raise StoreError("the delivery was aborted")
 
     def commit(self, key: str) -> list[Outcome]:
-        host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         with self.lock:
             self._check()
             try:
                 os.fsync(self.fd)
                 os.close(self.fd)
                 self.fd = -1
-                final = self.path / "new" / f"{self.unique}_fpl-{key}.{host},S={self.size}"
+                final = self.path / "new" / f"{self.unique}_fpl-{key}.{self.maildir.host},S={self.size}"
                 with self.maildir.sync_lock:
                     os.rename(self.tmp, final)
                     self.maildir.unsynced = True
@@ -511,11 +512,14 @@ class Mbox(_LocalStore):
                 os.unlink(self.journal)
         return keys
 
-    def _read_journal(self) -> tuple[int, bytes] | None:
+    def _read_journal(self) -> tuple[int, int, bytes] | None:
+        """The unfinished append: where its bytes begin, where its ``From_`` line begins, and that line."""
         check_private(self.journal, directory=False)
         try:
             data = json.loads(self.journal.read_bytes())
-            return int(data["start"]), str(data["from"]).encode("ascii")
+            start = int(data["start"])
+            # A journal without "at" was written before separators were recorded: at most one newline.
+            return start, int(data.get("at", start + 1)), str(data["from"]).encode("ascii")
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -568,10 +572,10 @@ def _remove_stale_dotlock(lock: str) -> None:
 _FROM_FPL = re.compile(rb"From fpl-(" + _KEY.encode() + rb")-L([0-9]+) ")
 
 
-def _scan_mbox(fd: int, unfinished: tuple[int, bytes] | None) -> tuple[set[str], int | None]:
+def _scan_mbox(fd: int, unfinished: tuple[int, int, bytes] | None) -> tuple[set[str], int | None]:
     """Keys of the fastpoplib messages of the mbox, and the offset to truncate the file to if
-    it ends with the ``unfinished`` append (its start offset and ``From_`` line, from the
-    journal) cut short. That message counts only if at least the body length in its ``From_``
+    it ends with the ``unfinished`` append (from the journal: where its bytes begin, where its
+    ``From_`` line begins, and that line) cut short. That message counts only if at least the body length in its ``From_``
     line follows it; every other one counts as stored whatever its length now (the user's
     edits are theirs). Any line starting with ``From `` ends the previous message (mboxrd
     quotes such lines inside messages)."""
@@ -596,13 +600,14 @@ def _scan_mbox(fd: int, unfinished: tuple[int, bytes] | None) -> tuple[set[str],
             if line.startswith(b"From "):
                 close(offset)
                 found = _FROM_FPL.match(line)
-                ours = unfinished is not None and line == unfinished[1]
+                ours = unfinished is not None and line == unfinished[2]
                 current = (found.group(1).decode(), int(found.group(2)), offset, offset + len(line), ours) if found else None
             offset += len(line)
     if not close(offset) and current is not None and unfinished is not None:
         start = current[2]
-        # Also the newline written before the From_ line when the file did not end with one.
-        return keys, unfinished[0] if unfinished[0] == start - 1 else start
+        # Also the separator written before the From_ line, if the file still has it where
+        # the journal says (the user did not edit what comes before).
+        return keys, unfinished[0] if unfinished[0] < start == unfinished[1] else start
     return keys, None
 
 
@@ -650,13 +655,13 @@ class _MboxDelivery:
             from_line = b"From fpl-" + key.encode("ascii") + b"-L%d " % self.length + stamp + b"\n"
             with self.mbox.locked() as fd:
                 start = os.fstat(fd).st_size
-                # Recorded before the first byte: only what this append wrote is ever rolled back.
-                journal = json.dumps({"start": start, "from": from_line.decode("ascii")}).encode()
-                write_atomic(self.mbox.journal, journal)
+                separator = _missing_separator(os.pread(fd, 2, max(0, start - 2)) if start else b"")
+                # Recorded before the first byte: only what this append wrote (the separator
+                # included) is ever rolled back.
+                journal = {"start": start, "at": start + len(separator), "from": from_line.decode("ascii")}
+                write_atomic(self.mbox.journal, json.dumps(journal).encode())
                 try:
-                    if start and os.pread(fd, 1, start - 1) != b"\n":
-                        from_line = b"\n" + from_line
-                    _write_all(fd, from_line)
+                    _write_all(fd, separator + from_line)
                     while chunk := self.spool.read(1 << 20):
                         _write_all(fd, chunk)
                     _write_all(fd, b"\n")
@@ -682,6 +687,15 @@ class _MboxDelivery:
                     os.unlink(self.spool_path)
                 except FileNotFoundError:
                     pass
+
+
+def _missing_separator(tail: bytes) -> bytes:
+    """What to write before a ``From_`` line after an mbox ending in ``tail`` (its last two
+    bytes, empty for an empty file): mboxrd separates messages by a blank line, which a user's
+    edit (a mail reader removing the last newline) may have taken away."""
+    if not tail or tail.endswith(b"\n\n") or tail == b"\n":
+        return b""
+    return b"\n" if tail.endswith(b"\n") else b"\n\n"
 
 
 def _mboxrd(line: bytes) -> bytes:
