@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -41,7 +42,7 @@ from typing import Any, BinaryIO, Protocol, Union
 
 FILE_MODE, DIR_MODE = 0o600, 0o700  # mail is private: never readable by other local users
 LOCK_POLL = 0.1  # seconds between attempts to take a lock held by someone else
-_counter = 0
+_counter = itertools.count(1)  # next() is atomic: deliveries run in several threads
 
 
 class StoreError(Exception):
@@ -323,10 +324,8 @@ class Maildir(_LocalStore):
 
 
 def _unique() -> str:
-    global _counter
-    _counter += 1
     now = time.time()
-    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{_counter}"
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}"
 
 
 class _MaildirDelivery:
@@ -353,6 +352,17 @@ class _MaildirDelivery:
     def _check(self) -> None:
         if self.fd < 0:
             raise StoreError("the delivery was aborted")
+
+    def fsync(self) -> None:
+        """Make the bytes written so far durable ahead of :meth:`commit` (whose own fsync then
+        finds nothing to flush): several threads can fsync a batch's files at once."""
+        with self.lock:
+            self._check()
+            try:
+                os.fsync(self.fd)
+            except BaseException:
+                self.abort()
+                raise
 
     def commit(self, key: str) -> list[Outcome]:
         with self.lock:

@@ -67,13 +67,13 @@ from .report import (
     describe,
     show_bytes,
 )
+from .storing import store_batch
 
 SAVE_EVERY = 50  # messages between state saves while fetching (always saved before any DELE)
 STREAM_ABOVE = 4 << 20  # LIST size above which a message is streamed to disk, not held in memory
-# Whole messages are stored in batches, one worker-thread trip per batch, while the next batch
-# is retrieved: at most two batches in memory, each up to BATCH_BYTES plus one message.
+# Whole messages are stored in batches (see .storing) while the next batch is retrieved: at most
+# two batches in memory, each up to BATCH_BYTES plus one message.
 BATCH_BYTES = 1 << 20
-BATCH_MESSAGES = 64
 MAX_SESSIONS = 3  # sessions per account and run: one lost on a broken or stalled message is resumed
 RESUME_WAITS = (0.25, 0.5, 1.0, 2.0)  # seconds between logins refused [IN-USE] on resuming
 PERSISTENT_RUNS = 3  # runs in a row a message fails in before it is reported as failing persistently
@@ -512,10 +512,10 @@ class _Fetch:
         while self.batch and self.store_error is None:
             batch, self.batch, self.batch_bytes = self.batch, [], 0
             self.taken.set()
-            # Shielded: the trip is never abandoned half-way; abandon() stops it between messages.
-            stored = await asyncio.shield(asyncio.to_thread(_store_batch, self.store, batch, self.stop_storing))
+            # Shielded: a trip is never abandoned half-way; abandon() stops it between messages.
+            stored = await asyncio.shield(store_batch(self.store, batch, self.stop_storing))
             await self.settle(stored.outcomes)
-            self.forget(key for key, _ in stored.rest)
+            self.forget(stored.rest)
             if stored.error is not None:
                 key, exc = stored.error
                 m = self.handed[key][0]
@@ -696,38 +696,6 @@ class _Fetch:
         self.store.sync()
         self.state.save(state)
         self.store.recorded(keys)
-
-
-@dataclass
-class _Stored:
-    """What a worker-thread trip storing a batch did: the outcomes of the messages it handed
-    over, the message whose storing raised (key, exception; the trip stopped there), and the
-    messages it did not reach (stopped, or after that error)."""
-
-    outcomes: list[Outcome]
-    error: tuple[str, Exception] | None
-    rest: list[tuple[str, bytes]]
-
-
-def _store_batch(store: Destination, batch: list[tuple[str, bytes]], stop: threading.Event) -> _Stored:
-    """In a worker thread: each message of ``batch`` written and committed, in order, in one
-    trip (per message, the hand-offs between the event loop and a thread cost more than the
-    write itself: bench/bench_fetch_tools.py)."""
-    outcomes: list[Outcome] = []
-    for i, (key, data) in enumerate(batch):
-        if stop.is_set():
-            return _Stored(outcomes, None, batch[i:])
-        try:
-            delivery = store.begin()
-        except Exception as exc:  # noqa: BLE001 - handed to the event loop (OSError: the store failed)
-            return _Stored(outcomes, (key, exc), batch[i + 1 :])
-        try:
-            delivery.write(data)
-            outcomes += delivery.commit(key)
-        except Exception as exc:  # noqa: BLE001 - as above
-            delivery.abort()
-            return _Stored(outcomes, (key, exc), batch[i + 1 :])
-    return _Stored(outcomes, None, [])
 
 
 @asynccontextmanager
