@@ -176,3 +176,55 @@ def test_a_lost_connection_gets_cli_advice(tmp_path: Path, verb: str) -> None:
     assert "open a new" not in r.stderr, r.stderr
     assert "run the command again" in r.stderr
     no_traceback(r.stderr)
+
+
+# --- storing in batches (the fetch benchmark's changes) ----------------------------------------
+
+
+def test_every_maildir_file_is_fsynced_before_its_rename_when_stored_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch's files are written and fsynced by several threads, then renamed by one: no file
+    # may reach new/ before its own bytes are on disk.
+    from fastpoplib import _retriever
+
+    monkeypatch.setenv("POP_PW", "password")
+    md = tmp_path / "md"
+    fsynced: set[str] = set()
+    early: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        fsynced.add(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def rename(src: Any, dst: Any) -> None:
+        if str(dst).startswith(str(md / "new")) and str(src) not in fsynced:
+            early.append(str(src))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    with POP3TestServer(mailbox=sample_mailbox(300), stls=False) as srv:
+        acct = _retriever.Account(host=srv.host, port=srv.port, user="user", tls="none", insecure=True,
+                                  password_env="POP_PW", maildir=str(md), timeout=30)  # fmt: skip
+        import asyncio
+
+        report = asyncio.run(_retriever.fetch_account(acct, md, _retriever.Progress()))
+    assert report.code == 0 and report.fetched == 300, report
+    assert len(os.listdir(md / "new")) == 300
+    assert early == [], f"{len(early)} file(s) renamed into new/ before their fsync"
+
+
+def test_the_same_bytes_listed_twice_in_one_batch_are_stored_once(tmp_path: Path) -> None:
+    # Three messages with identical bytes (different UIDs) arrive together: the storing of the
+    # first decides that the others are already held.
+    same = _message(7, 800)
+    box = [_message(1, 800), same, same, same, _message(2, 800)]
+    md = tmp_path / "md"
+    with POP3TestServer(mailbox=box, stls=False) as srv:
+        r = run("fetch", *account(srv), "--maildir", str(md), "--delete")
+        assert r.returncode == 0, r.stderr
+        assert len(srv.mailbox_for("user").messages) == 0, "a message held in the store was not deleted"
+    stored = sorted(p.read_bytes().replace(b"\r\n", b"\n") for p in (md / "new").iterdir())
+    assert stored == sorted([lf(_message(1, 800)), lf(same), lf(_message(2, 800))])

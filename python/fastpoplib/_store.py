@@ -336,12 +336,14 @@ class _MaildirDelivery:
         self.tmp = self.path / "tmp" / unique
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self.size = 0
+        self.synced = False  # True once fsync() made every byte written so far durable
         self.committed = False
         self.lock = threading.RLock()
 
     def write(self, chunk: bytes) -> None:
         with self.lock:
             self._check()
+            self.synced = False
             try:
                 _write_all(self.fd, chunk)
             except BaseException:
@@ -363,12 +365,14 @@ class _MaildirDelivery:
             except BaseException:
                 self.abort()
                 raise
+            self.synced = True
 
     def commit(self, key: str) -> list[Outcome]:
         with self.lock:
             self._check()
             try:
-                os.fsync(self.fd)
+                if not self.synced:
+                    os.fsync(self.fd)
                 os.close(self.fd)
                 self.fd = -1
                 final = self.path / "new" / f"{self.unique}_fpl-{key}.{self.maildir.host},S={self.size}"

@@ -640,7 +640,8 @@ class _Fetch:
                     self.failed.add(m.ident)
                 continue
             key = outcome.key
-            log.debug("%s: %s stored: %s", self.acct.name, m.name(), outcome.detail)
+            if log.isEnabledFor(logging.DEBUG):  # m.name() escapes the UID: not for every message unasked
+                log.debug("%s: %s stored: %s", self.acct.name, m.name(), outcome.detail)
             self.recorded(m, key, dkey, key)
             self.index[dkey] = key
             added.append((dkey, key))
