@@ -1,10 +1,11 @@
 """Storing a batch of whole messages off the event loop: one worker-thread trip per batch (per
 message, the hand-offs between the event loop and a thread cost more than the write itself:
-bench/bench_fetch_tools.py). Into a Maildir, the files of a batch are first written and
-fsynced by several threads at once, so that the file system commits their fsyncs together
-(ext4's journal groups concurrent fsyncs into one commit); then they are committed (renamed
-into ``new/``) in the batch's order by one thread, which stops at the first failure as a
-single-threaded store would: a message after one the disk could not take is not stored."""
+bench/bench_fetch_tools.py). Into a Maildir a batch takes three steps: one thread writes its
+files into ``tmp/`` (creating files in one directory is serialised by the kernel anyway, and
+threads waiting for it spin), MAILDIR_THREADS threads fsync them at once (ext4's journal groups
+concurrent fsyncs into one commit), and one thread commits them (renames into ``new/``) in the
+batch's order, stopping at the first failure as a single-threaded store would: a message after
+one the disk could not take is not stored."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import threading
 from dataclasses import dataclass
 from typing import Union
 
-from .._store import Delivery, Destination, Maildir, Outcome
+from .._store import Delivery, Destination, Maildir, Outcome, _MaildirDelivery
 
-MAILDIR_THREADS = 4  # threads writing and fsyncing one batch's Maildir files at once
+MAILDIR_THREADS = 4  # threads fsyncing one batch's Maildir files at once
 
-# A message on its way: its bytes, or for a Maildir its file already written and fsynced, or
+# A message on its way: its bytes, or for a Maildir its file already written (and fsynced), or
 # the exception that writing it raised, or None if it was not written (interrupted).
 _Item = Union[bytes, Delivery, Exception, None]
 
@@ -37,17 +38,17 @@ async def store_batch(store: Destination, batch: list[tuple[str, bytes]], stop: 
     """Store ``batch`` (key, bytes), in order; ``stop`` set ends it between two messages."""
     items: list[tuple[str, _Item]] = list(batch)
     if isinstance(store, Maildir) and len(batch) > 1:
-        parts = [batch[i::MAILDIR_THREADS] for i in range(min(MAILDIR_THREADS, len(batch)))]
-        written = await asyncio.gather(*(asyncio.to_thread(_write, store, part, stop) for part in parts))
-        files = {key: item for part in written for key, item in part}
-        items = [(key, files[key]) for key, _ in batch]
+        items = await asyncio.to_thread(_write, store, batch, stop)
+        files = [i for i, (_, item) in enumerate(items) if isinstance(item, _MaildirDelivery)]
+        parts = [files[i::MAILDIR_THREADS] for i in range(min(MAILDIR_THREADS, len(files)))]
+        await asyncio.gather(*(asyncio.to_thread(_fsync, items, part, stop) for part in parts))
     return await asyncio.to_thread(_commit, store, items, stop)
 
 
-def _write(store: Destination, part: list[tuple[str, bytes]], stop: threading.Event) -> list[tuple[str, _Item]]:
-    """In a worker thread: each message's file written and fsynced, not yet committed."""
+def _write(store: Destination, batch: list[tuple[str, bytes]], stop: threading.Event) -> list[tuple[str, _Item]]:
+    """In a worker thread: each message's file written, not yet fsynced nor committed."""
     out: list[tuple[str, _Item]] = []
-    for key, data in part:
+    for key, data in batch:
         if stop.is_set():
             out.append((key, None))
             continue
@@ -58,13 +59,25 @@ def _write(store: Destination, part: list[tuple[str, bytes]], stop: threading.Ev
             continue
         try:
             delivery.write(data)
-            delivery.fsync()  # type: ignore[attr-defined]  # a Maildir's (store_batch checks)
-        except Exception as exc:  # noqa: BLE001 - as above
-            delivery.abort()
+        except Exception as exc:  # noqa: BLE001 - as above (write aborted the delivery)
             out.append((key, exc))
             continue
         out.append((key, delivery))
     return out
+
+
+def _fsync(items: list[tuple[str, _Item]], part: list[int], stop: threading.Event) -> None:
+    """In one of several worker threads: the files at ``part`` (indexes into ``items``)
+    fsynced; a failure replaces the file by its exception (fsync aborted the delivery)."""
+    for i in part:
+        key, delivery = items[i]
+        if stop.is_set():
+            return
+        assert isinstance(delivery, _MaildirDelivery)
+        try:
+            delivery.fsync()
+        except Exception as exc:  # noqa: BLE001 - handed to _commit, which stops there
+            items[i] = (key, exc)
 
 
 def _commit(store: Destination, items: list[tuple[str, _Item]], stop: threading.Event) -> Stored:
