@@ -466,7 +466,8 @@ class _Fetch:
                         m = pending[done]
                         done += 1
                         self.current = pending[done] if done < len(pending) else None
-                        if not await self.queue(m, b"".join(line + b"\r\n" for line in lines)):
+                        data = b"\r\n".join(lines) + b"\r\n" if lines else b""  # each line CRLF-ended
+                        if not await self.queue(m, data):
                             return
             except ServerError as exc:
                 m = pending[done]
