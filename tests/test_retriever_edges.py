@@ -228,3 +228,23 @@ def test_the_same_bytes_listed_twice_in_one_batch_are_stored_once(tmp_path: Path
         assert len(srv.mailbox_for("user").messages) == 0, "a message held in the store was not deleted"
     stored = sorted(p.read_bytes().replace(b"\r\n", b"\n") for p in (md / "new").iterdir())
     assert stored == sorted([lf(_message(1, 800)), lf(same), lf(_message(2, 800))])
+
+
+def test_a_batch_of_many_small_messages_keeps_few_files_open(tmp_path: Path) -> None:
+    # Hundreds of small messages fit in one batch: their files must not all be open at once,
+    # or a run under a modest descriptor limit (or many accounts at once) fails with EMFILE.
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (110, 110))  # enough for --concurrency 1
+
+    box = [b"From: a@example.org\nSubject: tiny %d\n\nbody %d\n" % (i, i) for i in range(600)]
+    md = tmp_path / "md"
+    with POP3TestServer(mailbox=box, stls=False) as srv:
+        r = subprocess.run(
+            [sys.executable, "-m", "fastpoplib", "fetch", *account(srv), "--maildir", str(md), "--concurrency", "1"],
+            capture_output=True, text=True, env=ENV, timeout=120, check=False, preexec_fn=low_limit,
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(os.listdir(md / "new")) == 600
+    assert not os.listdir(md / "tmp")

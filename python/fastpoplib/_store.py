@@ -336,14 +336,13 @@ class _MaildirDelivery:
         self.tmp = self.path / "tmp" / unique
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self.size = 0
-        self.synced = False  # True once fsync() made every byte written so far durable
+        self.finished = False  # fsynced and closed by finish(): commit only renames it
         self.committed = False
         self.lock = threading.RLock()
 
     def write(self, chunk: bytes) -> None:
         with self.lock:
             self._check()
-            self.synced = False
             try:
                 _write_all(self.fd, chunk)
             except BaseException:
@@ -355,27 +354,31 @@ class _MaildirDelivery:
         if self.fd < 0:
             raise StoreError("the delivery was aborted")
 
-    def fsync(self) -> None:
-        """Make the bytes written so far durable ahead of :meth:`commit` (whose own fsync then
-        finds nothing to flush): several threads can fsync a batch's files at once."""
+    def finish(self) -> None:
+        """Make the file durable (fsync) and close it ahead of :meth:`commit`, which then only
+        renames it: several threads can fsync a batch's files at once, and a batch does not
+        hold a descriptor per file until its commit. Nothing more can be written."""
         with self.lock:
             self._check()
-            try:
-                os.fsync(self.fd)
-            except BaseException:
-                self.abort()
-                raise
-            self.synced = True
+            self._sync_and_close()
+            self.finished = True
+
+    def _sync_and_close(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except BaseException:
+            self.abort()
+            raise
+        fd, self.fd = self.fd, -1
+        os.close(fd)
 
     def commit(self, key: str) -> list[Outcome]:
         with self.lock:
-            self._check()
+            if not self.finished:
+                self._check()
+                self._sync_and_close()
+            final = self.path / "new" / f"{self.unique}_fpl-{key}.{self.maildir.host},S={self.size}"
             try:
-                if not self.synced:
-                    os.fsync(self.fd)
-                os.close(self.fd)
-                self.fd = -1
-                final = self.path / "new" / f"{self.unique}_fpl-{key}.{self.maildir.host},S={self.size}"
                 with self.maildir.sync_lock:
                     os.rename(self.tmp, final)
                     self.maildir.unsynced = True
@@ -387,11 +390,14 @@ class _MaildirDelivery:
 
     def abort(self) -> None:
         with self.lock:
+            self.finished = False  # a later commit fails (_check)
             if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
+                fd, self.fd = self.fd, -1
+                os.close(fd)
+            if self.committed:
+                return  # the file is in new/ and stays there
             try:
-                os.unlink(self.tmp)  # after a commit the file is in new/ and stays there
+                os.unlink(self.tmp)
             except FileNotFoundError:
                 pass
 

@@ -43,11 +43,14 @@ from ._retriever import (
     printable,
     state_dir_of,
 )
+from ._retriever.storing import MAILDIR_OPEN_FILES
 from ._store import StoreError, _name, check_private, write_atomic
 
 DEFAULT_CONCURRENCY = 32  # accounts polled at once
 BACKOFF_CAP = 3600.0  # seconds: the longest wait after repeated failures (unless the interval is longer)
-FDS_PER_ACCOUNT = 8  # socket, account lock, state and store files, with room to spare
+# Socket, account lock, state and store files with room to spare, and the Maildir files a batch
+# holds open while they are fsynced.
+FDS_PER_ACCOUNT = 8 + MAILDIR_OPEN_FILES
 FDS_RESERVED = 64  # the interpreter, logging, the thread pool
 
 log = logging.getLogger("fastpoplib.watch")

@@ -1,25 +1,27 @@
 """Storing a batch of whole messages off the event loop: one worker-thread trip per batch (per
 message, the hand-offs between the event loop and a thread cost more than the write itself:
-bench/bench_fetch_tools.py). Into a Maildir a batch takes three steps: one thread writes its
-files into ``tmp/`` (creating files in one directory is serialised by the kernel anyway, and
-threads waiting for it spin), MAILDIR_THREADS threads fsync them at once (ext4's journal groups
-concurrent fsyncs into one commit), and one thread commits them (renames into ``new/``) in the
-batch's order, stopping at the first failure as a single-threaded store would: a message after
-one the disk could not take is not stored."""
+bench/bench_fetch_tools.py). Into a Maildir, that thread writes the batch's files into ``tmp/``
+one after the other (creating files in one directory is serialised by the kernel anyway, and
+threads waiting for it spin) and hands each to a few threads that fsync and close it (ext4's
+journal groups concurrent fsyncs into one commit), at most MAILDIR_OPEN_FILES open at once; then
+it commits them (renames into ``new/``) in the batch's order, stopping at the first failure as
+a single-threaded store would: a message after one the disk could not take is not stored."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Union
 
 from .._store import Delivery, Destination, Maildir, Outcome, _MaildirDelivery
 
-MAILDIR_THREADS = 4  # threads fsyncing one batch's Maildir files at once
+MAILDIR_THREADS = 4  # threads fsyncing a batch's Maildir files at once
+MAILDIR_OPEN_FILES = 16  # at most this many of a batch's Maildir files open at once
 
-# A message on its way: its bytes, or for a Maildir its file already written (and fsynced), or
-# the exception that writing it raised, or None if it was not written (interrupted).
+# A message on its way: its bytes, or for a Maildir its file already written and finished, or
+# the exception that storing it raised, or None if it was not written (interrupted).
 _Item = Union[bytes, Delivery, Exception, None]
 
 
@@ -36,48 +38,49 @@ class Stored:
 
 async def store_batch(store: Destination, batch: list[tuple[str, bytes]], stop: threading.Event) -> Stored:
     """Store ``batch`` (key, bytes), in order; ``stop`` set ends it between two messages."""
-    items: list[tuple[str, _Item]] = list(batch)
     if isinstance(store, Maildir) and len(batch) > 1:
-        items = await asyncio.to_thread(_write, store, batch, stop)
-        files = [i for i, (_, item) in enumerate(items) if isinstance(item, _MaildirDelivery)]
-        parts = [files[i::MAILDIR_THREADS] for i in range(min(MAILDIR_THREADS, len(files)))]
-        await asyncio.gather(*(asyncio.to_thread(_fsync, items, part, stop) for part in parts))
-    return await asyncio.to_thread(_commit, store, items, stop)
+        return await asyncio.to_thread(_store_files, store, batch, stop)
+    return await asyncio.to_thread(_commit, store, list(batch), stop)
 
 
-def _write(store: Destination, batch: list[tuple[str, bytes]], stop: threading.Event) -> list[tuple[str, _Item]]:
-    """In a worker thread: each message's file written, not yet fsynced nor committed."""
-    out: list[tuple[str, _Item]] = []
-    for key, data in batch:
-        if stop.is_set():
-            out.append((key, None))
-            continue
-        try:
-            delivery = store.begin()
-        except Exception as exc:  # noqa: BLE001 - handed to _commit, which stops there
-            out.append((key, exc))
-            continue
-        try:
-            delivery.write(data)
-        except Exception as exc:  # noqa: BLE001 - as above (write aborted the delivery)
-            out.append((key, exc))
-            continue
-        out.append((key, delivery))
-    return out
+def _store_files(store: Maildir, batch: list[tuple[str, bytes]], stop: threading.Event) -> Stored:
+    """In a worker thread: a Maildir batch written, finished by MAILDIR_THREADS threads of its
+    own (so that no other account waits for them), then committed in order."""
+    items: list[tuple[str, _Item]] = []
+    finishing: list[tuple[int, Future[Exception | None]]] = []
+    open_files = threading.BoundedSemaphore(MAILDIR_OPEN_FILES)
+    with ThreadPoolExecutor(MAILDIR_THREADS, thread_name_prefix="fastpoplib-fsync") as pool:
+        for key, data in batch:
+            if stop.is_set():
+                items.append((key, None))
+                continue
+            open_files.acquire()
+            try:
+                delivery = store.begin()
+                delivery.write(data)  # aborts the delivery if it fails
+            except Exception as exc:  # noqa: BLE001 - handed to _commit, which stops there
+                open_files.release()
+                items.append((key, exc))
+                continue
+            finishing.append((len(items), pool.submit(_finish, delivery, open_files)))
+            items.append((key, delivery))
+    for i, done in finishing:
+        exc = done.result()
+        if exc is not None:
+            items[i] = (items[i][0], exc)
+    return _commit(store, items, stop)
 
 
-def _fsync(items: list[tuple[str, _Item]], part: list[int], stop: threading.Event) -> None:
-    """In one of several worker threads: the files at ``part`` (indexes into ``items``)
-    fsynced; a failure replaces the file by its exception (fsync aborted the delivery)."""
-    for i in part:
-        key, delivery = items[i]
-        if stop.is_set():
-            return
-        assert isinstance(delivery, _MaildirDelivery)
-        try:
-            delivery.fsync()
-        except Exception as exc:  # noqa: BLE001 - handed to _commit, which stops there
-            items[i] = (key, exc)
+def _finish(delivery: _MaildirDelivery, open_files: threading.BoundedSemaphore) -> Exception | None:
+    """In one of a batch's fsync threads: the file fsynced and closed; the exception if that
+    failed (the delivery aborted)."""
+    try:
+        delivery.finish()
+    except Exception as exc:  # noqa: BLE001 - handed to _commit, which stops there
+        return exc
+    finally:
+        open_files.release()
+    return None
 
 
 def _commit(store: Destination, items: list[tuple[str, _Item]], stop: threading.Event) -> Stored:
