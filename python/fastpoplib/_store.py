@@ -302,7 +302,7 @@ class Maildir(_LocalStore):
                 raise StoreError(f"{path / sub} is not a directory, so {path} is no Maildir; give --maildir another path")
         self.state_dir = private_dir(path / ".fastpoplib")
 
-    def begin(self) -> Delivery:
+    def begin(self) -> _MaildirDelivery:
         return _MaildirDelivery(self, _unique())
 
     def sync(self) -> None:

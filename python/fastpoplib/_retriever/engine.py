@@ -501,8 +501,9 @@ class _Fetch:
             # The store is slower than the server: memory stays bounded.
             self.taken.clear()
             taken = asyncio.ensure_future(self.taken.wait())
+            waiting: list[asyncio.Future[Any]] = [self.storer, taken]
             try:
-                await asyncio.wait([self.storer, taken], return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 taken.cancel()
         return self.store_error is None

@@ -65,9 +65,9 @@ def _store_files(store: Maildir, batch: list[tuple[str, bytes]], stop: threading
             finishing.append((len(items), pool.submit(_finish, delivery, open_files)))
             items.append((key, delivery))
     for i, done in finishing:
-        exc = done.result()
-        if exc is not None:
-            items[i] = (items[i][0], exc)
+        failure = done.result()
+        if failure is not None:
+            items[i] = (items[i][0], failure)
     return _commit(store, items, stop)
 
 
