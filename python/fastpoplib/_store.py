@@ -302,8 +302,8 @@ class Maildir(_LocalStore):
                 raise StoreError(f"{path / sub} is not a directory, so {path} is no Maildir; give --maildir another path")
         self.state_dir = private_dir(path / ".fastpoplib")
 
-    def begin(self) -> _MaildirDelivery:
-        return _MaildirDelivery(self, _unique())
+    def begin(self) -> MaildirDelivery:
+        return MaildirDelivery(self, _unique())
 
     def sync(self) -> None:
         """Make every committed delivery's rename durable (fsync ``new/``)."""
@@ -328,7 +328,10 @@ def _unique() -> str:
     return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}"
 
 
-class _MaildirDelivery:
+class MaildirDelivery:
+    """One message on its way into a Maildir: a file in ``tmp/`` until :meth:`commit` renames
+    it into ``new/`` (after an fsync, its own or :meth:`finish`'s)."""
+
     # Its methods run in worker threads; an abort from an interrupted run must wait for a
     # write or commit in progress instead of closing the descriptor under it.
     def __init__(self, maildir: Maildir, unique: str) -> None:
@@ -640,7 +643,7 @@ class _MboxDelivery:
         self.carry = b""
         self.length = 0
         self.committed = False
-        self.lock = threading.RLock()  # as _MaildirDelivery's: abort waits for a write or commit
+        self.lock = threading.RLock()  # as MaildirDelivery's: abort waits for a write or commit
 
     def write(self, chunk: bytes) -> None:
         with self.lock:

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Union
 
-from .._store import Delivery, Destination, Maildir, Outcome, _MaildirDelivery
+from .._store import Delivery, Destination, Maildir, Outcome, MaildirDelivery
 
 MAILDIR_THREADS = 4  # threads fsyncing a batch's Maildir files at once
 MAILDIR_OPEN_FILES = 16  # at most this many of a batch's Maildir files open at once
@@ -71,7 +71,7 @@ def _store_files(store: Maildir, batch: list[tuple[str, bytes]], stop: threading
     return _commit(store, items, stop)
 
 
-def _finish(delivery: _MaildirDelivery, open_files: threading.BoundedSemaphore) -> Exception | None:
+def _finish(delivery: MaildirDelivery, open_files: threading.BoundedSemaphore) -> Exception | None:
     """In one of a batch's fsync threads: the file fsynced and closed; the exception if that
     failed (the delivery aborted)."""
     try:
