@@ -4,6 +4,7 @@ and :func:`printable` for everything shown that came from a server."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -147,7 +148,10 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
             EXIT_CONNECTION,
         )
     if isinstance(exc, (POP3ConnectionError, ConnectionClosedError)):
-        return f"connection failed while {step}: {_library_text(exc)}", EXIT_CONNECTION
+        return (
+            f"connection failed while {step}: {_library_text(exc)}; run the command again (what was stored is kept)",
+            EXIT_CONNECTION,
+        )
     if isinstance(exc, RemoteProtocolError):
         return f"the server sent a malformed reply while {step}: {printable(_library_text(exc))}", EXIT_PARTIAL
     if isinstance(exc, error_proto):
@@ -168,9 +172,13 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
 
 def _library_text(exc: BaseException) -> str:
     """The library's message without its advice for Python callers (certificate errors end in
-    "; trust ... with cafile=... or context=..."): the CLI gives its own (``--cafile``)."""
+    "; trust ... with cafile=... or context=...", a lost connection in "; open a new
+    connection"): the CLI gives its own (``--cafile``, run the command again)."""
     text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-    return text.split("; trust ")[0]
+    return _LIBRARY_ADVICE.sub("", text.split("; trust ")[0])
+
+
+_LIBRARY_ADVICE = re.compile(r"; open a new (connection|one)\b[^;]*$")
 
 
 
