@@ -9,8 +9,9 @@ stalls or fails holds only its own slot (its timeouts end it).
 After each poll ``watch`` decides when to poll again: the account's interval, no sooner than
 the server's LOGIN-DELAY (RFC 2449 §6.5); after a failure that may pass (a connection or TLS
 failure, ``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]``, a busy lock) exponentially later, with
-jitter, capped; after one that will not pass by waiting (login refused, a configuration error)
-never again until watch is restarted: the account is reported and paused.
+jitter, capped; after one that will not pass by waiting (login refused, a configuration error,
+a destination that refuses every message: an unknown LMTP recipient, a full mailbox) never
+again until watch is restarted: the account is reported and paused.
 
 Each poll leaves a small status record (last poll, messages fetched, last error, next poll)
 next to the account's state, written atomically, for ``fastpoplib status``.
@@ -125,7 +126,7 @@ async def _record(acct: Account, report: Report, started: float, next_poll: floa
             last_poll=started,
             fetched=report.fetched,
             total=(previous.total if previous else 0) + report.fetched,
-            last_error=report.error,
+            last_error=report.error if report.error is not None else report.pause,
             next_poll=next_poll,
             paused=paused,
             pid=os.getpid() if next_poll is not None else None,
@@ -197,9 +198,11 @@ async def _keep_polling(acct: Account, default_maildir: Path, slots: asyncio.Sem
         started = time.time()
         report = await _poll(acct, default_maildir, progress, slots)
         for text in report.warnings + report.problems:
-            log.warning("%s: %s", name, printable(text))
-        if report.error is not None and report.code in _PAUSING:
-            log.error("%s: %s; paused: not polled again until watch is restarted", name, printable(report.error))
+            if text != report.pause:  # that one is the ERROR line below
+                log.warning("%s: %s", name, printable(text))
+        why = report.error if report.error is not None and report.code in _PAUSING else report.pause
+        if why is not None:
+            log.error("%s: %s; paused: not polled again until watch is restarted", name, printable(why))
             await _record(acct, report, started, next_poll=None, paused=True)
             return
         if report.error is None:
