@@ -218,7 +218,7 @@ def test_a_50_mib_token_response_is_refused_at_the_bound() -> None:
         with pytest.raises(OAuth2Error) as caught:
             _grants.refresh(settings_at(token_endpoint=f"{srv.url}/token"), "rt")
         elapsed = time.monotonic() - started
-    assert str(caught.value) == f"127.0.0.1:{srv.httpd.server_port} sent a response over the 1024 KiB limit; check the endpoint"
+    assert str(caught.value) == f"127.0.0.1:{srv.httpd.server_port} sent a response over the 1 MiB limit; check the endpoint"
     assert srv.sent < 16 << 20, srv.sent  # read stopped: the rest was never taken
     assert elapsed < 20
     assert srv.requests[0][1].get("Accept-Encoding") == "identity"
@@ -237,7 +237,7 @@ def test_a_compressed_bomb_is_refused_at_the_bound_once_inflated() -> None:
         h.send(bomb)
 
     with Lying(respond) as srv:
-        with pytest.raises(OAuth2Error, match="over the 1024 KiB limit"):
+        with pytest.raises(OAuth2Error, match="over the 1 MiB limit"):
             _grants.refresh(settings_at(token_endpoint=f"{srv.url}/token"), "rt")
 
 
@@ -245,7 +245,7 @@ def test_a_50_mib_discovery_document_is_refused_naming_the_limit() -> None:
     with Lying(endless) as srv:
         with pytest.raises(OAuth2ConfigError) as caught:
             _grants.discover(settings_for(account(srv.url)))
-    assert f"discovery at {srv.url} failed (127.0.0.1:{srv.httpd.server_port} sent a response over the 1024 KiB limit" in str(caught.value)
+    assert f"discovery at {srv.url} failed (127.0.0.1:{srv.httpd.server_port} sent a response over the 1 MiB limit" in str(caught.value)
     assert srv.sent < 32 << 20, srv.sent  # two URLs tried, each stopped at the bound
 
 
@@ -541,4 +541,4 @@ def test_the_httpx_fallback_signs_in_refreshes_and_bounds_responses(oauth: OAuth
     assert out["module"] == "httpx" and "httpx" in out["client_base"] and "httpx2" not in out["client_base"]
     assert out["token_endpoint"] == f"{oauth.issuer}/token"
     assert out["refreshed"] and oauth.refresh_count == 1
-    assert out["big"].endswith("sent a response over the 1024 KiB limit; check the endpoint")
+    assert out["big"].endswith("sent a response over the 1 MiB limit; check the endpoint")

@@ -49,7 +49,7 @@ class _Bounded:
                 body += chunk
                 if len(body) > MAX_RESPONSE:
                     raise OAuth2Error(
-                        f"{_host(str(request.url))} sent a response over the {MAX_RESPONSE >> 10} KiB limit; check the endpoint"
+                        f"{_host(str(request.url))} sent a response over the {MAX_RESPONSE / (1 << 20):g} MiB limit; check the endpoint"
                     )
                 if time.monotonic() > deadline:
                     raise OAuth2Error(f"{_host(str(request.url))} did not finish its response within {HTTP_TIMEOUT:g} s; try again later")
