@@ -466,6 +466,14 @@ def test_a_locked_keyring_is_a_sentence_for_every_command(oauth: OAuth2TestServe
         assert "Traceback" not in run.stdout + run.stderr
 
 
+def test_a_keyring_backend_that_cannot_be_loaded_is_a_sentence(oauth: OAuth2TestServer, tmp_path: Path) -> None:
+    env = keyring_env(tmp_path, "no_such_module.Keyring")
+    status = cli(tmp_path, "auth", "status", "--config", str(oauth_config(tmp_path, oauth)), env=env)
+    assert status.returncode == 2, status.stdout + status.stderr
+    assert "the keyring backend could not be loaded (ModuleNotFoundError); fix the keyring configuration" in status.stderr
+    assert "Traceback" not in status.stderr
+
+
 def test_a_failing_keyring_raises_token_store_error_from_the_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keyring = pytest.importorskip("keyring")
     from keyring.backend import KeyringBackend

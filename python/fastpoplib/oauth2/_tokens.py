@@ -80,13 +80,20 @@ def state_dir() -> Path:
 
 
 def _keyring() -> Any:
-    """The keyring module when it is installed and its backend can store secrets, else None."""
+    """The keyring module when it is installed and its backend can store secrets, else None;
+    TokenStoreError when the backend the user configured cannot be loaded."""
     try:
         import keyring  # type: ignore[import-not-found,unused-ignore]
         from keyring.backends import fail  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
-    backend = keyring.get_keyring()
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:  # noqa: BLE001 - a configured backend's import or init failed
+        raise TokenStoreError(
+            f"the keyring backend could not be loaded ({type(exc).__name__}); fix the keyring configuration"
+            f" (PYTHON_KEYRING_BACKEND, keyringrc.cfg), or set {STORE_ENV}=file to use a file"
+        ) from None
     if isinstance(backend, fail.Keyring) or getattr(backend, "priority", 0) <= 0:
         return None
     chained = getattr(backend, "backends", None)
