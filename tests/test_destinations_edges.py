@@ -72,7 +72,7 @@ def signed_in(tmp_path: Path, oauth: Any, user: str) -> None:
     TokenStore(tmp_path / "state" / "fastpoplib" / "oauth2", backend="file").save("work", record_from(settings, response))
 
 
-def imap_oauth2_config(tmp_path: Path, oauth: Any, dove: Dovecot, user: str) -> Path:
+def imap_oauth2_config(tmp_path: Path, oauth: Any, dove: Dovecot, user: str, imap_user: str = "") -> Path:
     path = tmp_path / "fetch.toml"
     path.write_text(
         textwrap.dedent(
@@ -89,7 +89,7 @@ def imap_oauth2_config(tmp_path: Path, oauth: Any, dove: Dovecot, user: str) -> 
             oauth2_client_id = "mail-client"
             oauth2_scope = "mail"
             oauth2_issuer = "{oauth.issuer}"
-            imap = "imaps://{user}@{dove.host}:{dove.imaps_port}/Fetched"
+            imap = "imaps://{imap_user or user}@{dove.host}:{dove.imaps_port}/Fetched"
             imap_auth = "oauth2"
             imap_cafile = "{dove.cafile}"
             """
@@ -131,6 +131,21 @@ def test_imap_oauth2_grant_revoked_at_the_server_says_sign_in_again(oauth: Any, 
     assert len(list((dove.root / "mail" / "edge1" / "Maildir" / "cur").iterdir())) + len(
         list((dove.root / "mail" / "edge1" / "Maildir" / "new").iterdir())
     ) == 3  # nothing deleted on the source
+
+
+def test_imap_oauth2_token_refused_again_after_the_refresh_is_not_retried_in_a_loop(oauth: Any, dove: Dovecot, tmp_path: Path) -> None:
+    """The token is another user's (a wrong IMAP user name): one refresh, one more login, then
+    the IMAP server's words."""
+    oauth.refresh_count = 0
+    signed_in(tmp_path, oauth, "edge2")
+    result = run("fetch", "--config", str(imap_oauth2_config(tmp_path, oauth, dove, "edge2", imap_user="edge3")), env=oauth_env(tmp_path))
+    assert result.returncode == 3, result.stderr
+    assert "the IMAP server 127.0.0.1 refused the login of edge3: [AUTHENTICATIONFAILED]" in result.stderr
+    assert oauth.refresh_count == 1
+    # Dovecot logs each IMAP connection's login attempts when it closes (just after the run).
+    wait_for(lambda: any("imap-login" in line and "user=<edge3>" in line for line in dove.log().splitlines()), "Dovecot's log line")
+    [line] = [line for line in dove.log().splitlines() if "imap-login" in line and "user=<edge3>" in line]
+    assert "(auth failed, 2 attempts in" in line, line
 
 
 # -- 8. a destination refusing every message pauses the account in watch ---------------------
