@@ -410,9 +410,9 @@ class ImapDestination(Remote):
         name = code.group(1).decode().upper() if code else ""
         said = f"the IMAP server refused APPEND: {typ} {shown}"
         if name == "OVERQUOTA":
-            return Refusal(key, f"{said} (the IMAP mailbox is full); it stays on the POP server, free some space and run again", True, True)
+            return Refusal(key, f"{said} (the IMAP mailbox is full); it stays on the POP server, free some space and run again", stop=True, pause=True)
         if name == "TRYCREATE":
-            return Refusal(key, f"{said} (the folder {self.folder!r} is gone); it stays on the POP server, run again to create it", True)
+            return Refusal(key, f"{said} (the folder {self.folder!r} is gone); it stays on the POP server, run again to create it", stop=True)
         return Refusal(key, f"{said}; it stays on the POP server", name in ("SERVERBUG", "UNAVAILABLE", "INUSE"))
 
     def _lost(self, batch: list[tuple[str, bytes]], exc: BaseException) -> list[Outcome]:
