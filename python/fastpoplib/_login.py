@@ -16,6 +16,7 @@ import logging
 from typing import Any, Callable, List, Optional, Tuple, Union
 
 from . import _core, _flows, _sasl, _secrets, _trace
+from ._token_retry import first_token, retry_token
 from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError
 
 AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
@@ -187,27 +188,16 @@ def login(
         secret = oauth2_token if oauth2_token is not None else password or ""
         flow = _methods(client, user, secret, oauth2_login, wanted, allow_apop)
         return (yield from _secrets.hidden(client, secret, flow))
-    token = yield _flows.Offload(lambda: _token(oauth2))
+    token = yield _flows.Offload(lambda: first_token(oauth2))
     try:
         return (yield from _secrets.hidden(client, token, _methods(client, user, token, True, wanted, allow_apop)))
     except AuthenticationError as exc:
-        invalidate = getattr(oauth2, "invalidate", None)
-        if invalidate is None:
-            raise
-        invalidate(token)
         refused = exc
-    fresh = yield _flows.Offload(lambda: _token(oauth2))
-    if fresh == token:  # nothing new to offer: another attempt would only count as a failure
+    fresh = yield _flows.Offload(lambda: retry_token(oauth2, token))
+    if fresh is None:
         raise refused
     _trace.event(logging.INFO, client._label, "OAuth2 token refused; trying once more with a new one")
     return (yield from _secrets.hidden(client, fresh, _methods(client, user, fresh, True, wanted, allow_apop)))
-
-
-def _token(source: Callable[[], str]) -> str:
-    token = source()
-    if not isinstance(token, str) or not token:
-        raise TypeError(f"the oauth2 token source returned {type(token).__name__}, not a non-empty str")
-    return token
 
 
 def _methods(

@@ -202,11 +202,14 @@ class Receipt:
 class Refusal:
     """The destination did not take the message: nothing of it counts as stored, it stays on
     the server. ``reason`` is a sentence; ``stop`` means the destination is unusable for now
-    (quota, connection lost, a temporary failure): the run stores nothing more."""
+    (quota, connection lost, a temporary failure): the run stores nothing more. ``pause``
+    (with ``stop``): it refuses every message until someone acts (an unknown recipient, a
+    full mailbox), so ``watch`` stops polling the account instead of retrying each interval."""
 
     key: str
     reason: str
     stop: bool = False
+    pause: bool = False
 
 
 Outcome = Union[Receipt, Refusal]

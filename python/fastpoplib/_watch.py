@@ -9,8 +9,9 @@ stalls or fails holds only its own slot (its timeouts end it).
 After each poll ``watch`` decides when to poll again: the account's interval, no sooner than
 the server's LOGIN-DELAY (RFC 2449 §6.5); after a failure that may pass (a connection or TLS
 failure, ``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]``, a busy lock) exponentially later, with
-jitter, capped; after one that will not pass by waiting (login refused, a configuration error)
-never again until watch is restarted: the account is reported and paused.
+jitter, capped; after one that will not pass by waiting (login refused, a configuration error,
+a destination that refuses every message: an unknown LMTP recipient, a full mailbox) never
+again until watch is restarted: the account is reported and paused.
 
 Each poll leaves a small status record (last poll, messages fetched, last error, next poll)
 next to the account's state, written atomically, for ``fastpoplib status``.
@@ -132,7 +133,7 @@ async def _record(acct: Account, report: Report, started: float, next_poll: floa
             last_poll=started,
             fetched=report.fetched,
             total=(previous.total if previous else 0) + report.fetched,
-            last_error=report.error,
+            last_error=report.error if report.error is not None else report.pause,
             next_poll=next_poll,
             paused=paused,
             pid=os.getpid() if next_poll is not None else None,
@@ -161,11 +162,19 @@ async def _polled(
         report.fail("interrupted before the poll finished; what was stored is recorded", EXIT_INTERRUPTED)
         await asyncio.shield(_record(acct, report, started, next_poll=None, paused=False))
         raise
-    paused = report.error is not None and report.code in _PAUSING
+    paused = _pause_reason(report) is not None
     warning = await _record(acct, report, started, next_poll=None if paused else next_poll(report), paused=paused)
     if warning is not None:
         report.warnings.append(warning)
     return report
+
+
+def _pause_reason(report: Report) -> str | None:
+    """Why the account is paused after ``report`` (a failure that waiting will not mend, or a
+    destination refusing every message), or None."""
+    if report.error is not None and report.code in _PAUSING:
+        return report.error
+    return report.pause
 
 
 def _slots(concurrency: int) -> asyncio.Semaphore:
@@ -234,10 +243,12 @@ async def _keep_polling(acct: Account, default_maildir: Path, slots: asyncio.Sem
     while True:
         async with slots:
             report = await _polled(acct, default_maildir, progress, plan)
+        why = _pause_reason(report)
         for text in report.warnings + report.problems:
-            log.warning("%s: %s", name, printable(text))
-        if report.error is not None and report.code in _PAUSING:
-            log.error("%s: %s; paused: not polled again until watch is restarted", name, printable(report.error))
+            if text != why:  # that one is the ERROR line below
+                log.warning("%s: %s", name, printable(text))
+        if why is not None:
+            log.error("%s: %s; paused: not polled again until watch is restarted", name, printable(why))
             return
         if report.error is None:
             log.info("%s: %d new message(s), %d bytes; next poll in %.0f s", name, report.fetched, report.bytes, delay)

@@ -638,6 +638,8 @@ class _Fetch:
                     self.failed.add(m.ident)
                     self.store_error = f"{m.name()} and the rest were not stored: {outcome.reason}"
                     self.report.problems.append(self.store_error)
+                    if outcome.pause:
+                        self.report.pause = self.store_error
                 else:
                     self.failed.add(m.ident)
                 continue

@@ -78,6 +78,7 @@ class Report:
     code: int = EXIT_OK
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # messages that failed (exit code 1)
+    pause: str | None = None  # why watch must stop polling the account: its destination refuses every message
 
     def fail(self, message: str, code: int) -> None:
         self.error, self.code = message, code
