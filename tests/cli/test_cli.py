@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
-from test_retriever_faults import ENV, account
+from support.cli import ENV, account
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

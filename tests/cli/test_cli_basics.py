@@ -16,7 +16,7 @@ from pathlib import Path
 import fastpoplib
 from fastpoplib.cli import build_parser
 from fastpoplib.testing import POP3TestServer, sample_mailbox
-from test_retriever_faults import account, cli, maildir_messages, no_traceback
+from support.cli import account, cli, maildir_messages, no_traceback
 
 
 def test_version() -> None:

@@ -20,7 +20,7 @@ import pytest
 from fastpoplib import _progress
 from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
 from fastpoplib.testing.certs import TLSCertificates
-from test_retriever_faults import ENV, account, cli, maildir_messages, screen
+from support.cli import ENV, account, cli, maildir_messages, screen
 
 pexpect = pytest.importorskip("pexpect", reason="the terminal tests drive the CLI through pexpect")
 
@@ -360,7 +360,7 @@ def dovecot_hashed() -> Iterator[Any]:
     """Dovecot as commonly configured: PLAIN, LOGIN and CRAM-MD5 offered, passwords stored
     hashed (SHA512-CRYPT), so CRAM-MD5 cannot work. Not under tmp_path: Dovecot's unprivileged
     processes must reach the files."""
-    from dovecot import InteropDovecot, _require_dovecot
+    from support.dovecot import InteropDovecot, _require_dovecot
     from fastpoplib.testing.dovecot import DOVEADM
 
     _require_dovecot()

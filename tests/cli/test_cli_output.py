@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from fastpoplib.testing import Fault, POP3TestServer
-from test_retriever_faults import ENV, _message, account, cli, spawn, wait_for
+from support.cli import ENV, _message, account, cli, spawn, wait_for
 
 
 def _closed_port() -> int:

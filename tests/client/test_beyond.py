@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect, iterate, logged_in
+from support.clients import connect, iterate, logged_in
 from fastpoplib.testing import Fault
 
 USER, PASSWORD = "user", "password"
@@ -23,7 +23,6 @@ def open_session(kind: str, server: Any, **kw: Any) -> Any:
     return logged_in(kind, server.host, server.port, USER, PASSWORD, **kw)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_batch_calls_match_one_by_one(kind: str, pipelining: bool, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(pipelining=pipelining)
@@ -69,7 +68,6 @@ def test_pipelining_sends_commands_before_reading() -> None:
     thread.join(5)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_batch_error_drains_and_keeps_session(kind: str, pop3_server: Any) -> None:
     p = open_session(kind, pop3_server)
     got = []
@@ -81,7 +79,6 @@ def test_batch_error_drains_and_keeps_session(kind: str, pop3_server: Any) -> No
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_leaving_a_batch_early_keeps_session(kind: str, pop3_server: Any) -> None:
     p = open_session(kind, pop3_server)
     it = p.retr_many(range(1, 13))
@@ -96,7 +93,6 @@ def test_leaving_a_batch_early_keeps_session(kind: str, pop3_server: Any) -> Non
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_streaming_matches_retr(kind: str, pop3_server: Any, tmp_path: Any) -> None:
     p = open_session(kind, pop3_server)
     for n in range(1, 13):
@@ -116,7 +112,6 @@ def test_streaming_matches_retr(kind: str, pop3_server: Any, tmp_path: Any) -> N
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_large_message_streams_with_dot_lines_across_chunks(kind: str, pop3_server_factory: Any, tmp_path: Any) -> None:
     body = b"".join((b"." * (i % 5) + b"line %d\r\n" % i) for i in range(200_000))
     raw = b"Subject: big\r\n\r\n" + body
@@ -130,7 +125,6 @@ def test_large_message_streams_with_dot_lines_across_chunks(kind: str, pop3_serv
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])
 def test_login_with_each_sasl_mechanism(kind: str, mechanism: str, pop3_server: Any) -> None:
     p = connect(kind, pop3_server.host, pop3_server.port)
@@ -140,7 +134,6 @@ def test_login_with_each_sasl_mechanism(kind: str, mechanism: str, pop3_server: 
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_login_picks_strongest_and_refuses_cleartext(kind: str, pop3_server: Any) -> None:
     p = connect(kind, pop3_server.host, pop3_server.port)
     with pytest.raises(fastpoplib.LocalProtocolError, match="unencrypted"):
@@ -159,7 +152,6 @@ def test_login_picks_strongest_and_refuses_cleartext(kind: str, pop3_server: Any
     r.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("initial_response_ok", [True, False])
 def test_xoauth2_long_token_and_error_details(kind: str, initial_response_ok: bool, pop3_server_factory: Any) -> None:
     token = "ya29." + "t" * 5000
@@ -207,7 +199,6 @@ def test_plain_initial_response_is_base64(pop3_server: Any) -> None:
     assert base64.b64decode(auth_line.split()[2]) == f"\0{USER}\0{PASSWORD}".encode()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_scram_sha256(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("SCRAM-SHA-256", "PLAIN"))
     p = connect(kind, srv.host, srv.port)
@@ -221,7 +212,6 @@ def test_scram_sha256(kind: str, pop3_server_factory: Any) -> None:
     q.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_typed_capabilities(kind: str, pop3_server: Any) -> None:
     p = connect(kind, pop3_server.host, pop3_server.port)
     caps = p.capa()

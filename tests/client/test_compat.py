@@ -9,8 +9,8 @@ from typing import Any, Callable, Dict, List
 import pytest
 
 import fastpoplib
-import clients
-from clients import KINDS, connect, outcome
+from support import clients
+from support.clients import connect, outcome
 
 USER, PASSWORD = "user", "password"
 
@@ -39,7 +39,6 @@ def expected(pop3_server: Any) -> Dict[str, Any]:
     return {"results": session_results("stdlib", pop3_server)}
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_read_commands_identical_to_poplib(kind: str, pop3_server: Any, expected: Dict[str, Any]) -> None:
     assert session_results(kind, pop3_server) == expected["results"]
 
@@ -99,7 +98,6 @@ SCENARIOS: Dict[str, Callable[[str, Any], Any]] = {
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_scenario_identical_to_poplib(name: str, kind: str, pop3_server_factory: Any) -> None:
     # A fresh server for each client: some scenarios delete mail.
     want = SCENARIOS[name]("stdlib", pop3_server_factory())
@@ -107,9 +105,8 @@ def test_scenario_identical_to_poplib(name: str, kind: str, pop3_server_factory:
     assert got == want
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_implicit_tls(kind: str, pop3_tls_server: Any) -> None:
-    p = connect(kind, pop3_tls_server.host, pop3_tls_server.port, tls=True, context=pop3_tls_server.client_context())
+def test_implicit_tls(any_kind: str, pop3_tls_server: Any) -> None:
+    p = connect(any_kind, pop3_tls_server.host, pop3_tls_server.port, tls=True, context=pop3_tls_server.client_context())
     p.user(USER)
     p.pass_(PASSWORD)
     count, size = p.stat()
@@ -118,9 +115,8 @@ def test_implicit_tls(kind: str, pop3_tls_server: Any) -> None:
     p.quit()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_stls_then_every_command(kind: str, pop3_server: Any) -> None:
-    p = connect(kind, pop3_server.host, pop3_server.port)
+def test_stls_then_every_command(any_kind: str, pop3_server: Any) -> None:
+    p = connect(any_kind, pop3_server.host, pop3_server.port)
     assert p.stls(context=pop3_server.client_context()).startswith(b"+OK")
     with pytest.raises(poplib.error_proto):
         p.stls(context=pop3_server.client_context())
@@ -131,7 +127,6 @@ def test_stls_then_every_command(kind: str, pop3_server: Any) -> None:
     p.quit()
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_stls_rereads_capabilities(kind: str, pop3_server: Any) -> None:
     p = connect(kind, pop3_server.host, pop3_server.port)
     assert "STLS" in p.capa()
@@ -152,7 +147,6 @@ def test_module_constants_match_poplib() -> None:
         assert getattr(fastpoplib, name) == getattr(poplib, name)
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_tls_info(kind: str, pop3_tls_server: Any) -> None:
     p = connect(kind, pop3_tls_server.host, pop3_tls_server.port, tls=True, context=pop3_tls_server.client_context())
     version, cipher = p.tls_info

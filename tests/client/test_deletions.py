@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, logged_in
+from support.clients import logged_in
 from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_refused_dele_names_what_is_marked(kind: str, pipelining: bool, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(pipelining=pipelining)
@@ -37,7 +36,6 @@ def test_refused_dele_names_what_is_marked(kind: str, pipelining: bool, pop3_ser
     assert len(srv.mailbox_for("user")) == 12 - 6
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_rset_undoes_the_deletions_the_error_lists(kind: str, pop3_server: Any) -> None:
     p = logged_in(kind, pop3_server.host, pop3_server.port)
     with pytest.raises(fastpoplib.DeleteError) as info:
@@ -49,7 +47,6 @@ def test_rset_undoes_the_deletions_the_error_lists(kind: str, pop3_server: Any) 
     assert len(pop3_server.mailbox_for("user")) == 12
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_all_accepted_returns_the_replies(kind: str, pop3_server: Any) -> None:
     p = logged_in(kind, pop3_server.host, pop3_server.port)
     assert p.dele_many([1, 2]) == [b"+OK message 1 deleted", b"+OK message 2 deleted"]

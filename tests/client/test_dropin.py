@@ -38,8 +38,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import fastpoplib
-import clients
-from clients import FAST_KINDS, KINDS
+from support import clients
+from support.clients import KINDS
 from fastpoplib.testing import Fault, POP3TestServer, TLSCertificates
 
 pytest.importorskip("trustme", reason="the TLS test server needs trustme")
@@ -219,18 +219,16 @@ def self_signed_server(factory: Factory, self_signed: SelfSigned, mode: str = "i
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_context_client_certificate_is_presented(kind: str, mode: str, pop3_server_factory: Factory, tmp_path: Path, reference: List[Any]) -> None:
+def test_context_client_certificate_is_presented(any_kind: str, mode: str, pop3_server_factory: Factory, tmp_path: Path, reference: List[Any]) -> None:
     certs = TLSCertificates(require_client_cert=True)
     srv = tls_server(pop3_server_factory, mode, certificates=certs)
     ctx = srv.client_context()
     ctx.load_cert_chain(*certs.client_cert_files(str(tmp_path)))
-    assert session(open_with_context(kind, mode, srv, ctx)) == reference
+    assert session(open_with_context(any_kind, mode, srv, ctx)) == reference
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_context_without_client_certificate_is_refused(kind: str, mode: str, pop3_server_factory: Factory) -> None:
+def test_context_without_client_certificate_is_refused(any_kind: str, mode: str, pop3_server_factory: Factory) -> None:
     srv = tls_server(pop3_server_factory, mode, certificates=TLSCertificates(require_client_cert=True))
     ctx = srv.client_context()
     if mode == "stls":
@@ -238,13 +236,13 @@ def test_context_without_client_certificate_is_refused(kind: str, mode: str, pop
         # after STLS the client writes first (CAPA, USER): its write can race the server's
         # close. Under TLS 1.2 the refusal is part of the handshake, deterministically.
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    exc = refusal(kind, mode, srv, ctx)
+    exc = refusal(any_kind, mode, srv, ctx)
     # The same type as poplib's (ssl.SSLError), and the library's own TLS error.
     assert isinstance(exc, ssl.SSLError), repr(exc)
     alert = "CERTIFICATE_REQUIRED" if mode == "implicit" else "HANDSHAKE_FAILURE"
     # poplib's text, or the library's sentence with ssl's reason kept as an attribute.
     assert alert in str(exc).upper().replace(" ", "_") or alert in (exc.reason or ""), str(exc)
-    if kind != "stdlib":
+    if any_kind != "stdlib":
         assert isinstance(exc, fastpoplib.TLSError)
         plain_sentence(str(exc))
 
@@ -266,43 +264,40 @@ def hashed_ca_dir(directory: Path, ca_pem: bytes) -> str:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_context_trusting_a_private_ca_through_capath(kind: str, mode: str, pop3_server_factory: Factory, tmp_path: Path, reference: List[Any]) -> None:
+def test_context_trusting_a_private_ca_through_capath(any_kind: str, mode: str, pop3_server_factory: Factory, tmp_path: Path, reference: List[Any]) -> None:
     srv = tls_server(pop3_server_factory, mode)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(capath=hashed_ca_dir(tmp_path / "capath", srv.ca_pem))
     assert ctx.cert_store_stats()["x509_ca"] == 0  # capath is read lazily, by the handshake
-    assert session(open_with_context(kind, mode, srv, ctx)) == reference
+    assert session(open_with_context(any_kind, mode, srv, ctx)) == reference
     # This very context looked the CA up in the directory: it did the verification.
     assert ctx.cert_store_stats()["x509_ca"] == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_context_that_trusts_nothing_is_not_widened(kind: str, mode: str, pop3_server_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_context_that_trusts_nothing_is_not_widened(any_kind: str, mode: str, pop3_server_factory: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     srv = tls_server(pop3_server_factory, mode)
     # Make the test CA a "public" root: the default verify paths (OpenSSL) and the system
     # store (rustls-native-certs) both read SSL_CERT_FILE. A context widened to the default
     # roots would now accept the server.
     monkeypatch.setenv("SSL_CERT_FILE", srv.cafile)
-    open_with_context(kind, mode, srv, ssl.create_default_context()).quit()  # the widened trust works
+    open_with_context(any_kind, mode, srv, ssl.create_default_context()).quit()  # the widened trust works
 
-    exc = refusal(kind, mode, srv, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    exc = refusal(any_kind, mode, srv, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
     assert isinstance(exc, ssl.SSLCertVerificationError), repr(exc)
-    if kind != "stdlib":
+    if any_kind != "stdlib":
         assert isinstance(exc, fastpoplib.CertificateVerificationError)
         plain_sentence(str(exc))
         assert "127.0.0.1" in str(exc), str(exc)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_context_keylog_filename_is_written(kind: str, mode: str, pop3_server_factory: Factory, tmp_path: Path) -> None:
+def test_context_keylog_filename_is_written(any_kind: str, mode: str, pop3_server_factory: Factory, tmp_path: Path) -> None:
     srv = tls_server(pop3_server_factory, mode)
     ctx = srv.client_context()
     keylog = tmp_path / "keys.log"
     ctx.keylog_filename = str(keylog)
-    p = open_with_context(kind, mode, srv, ctx)
+    p = open_with_context(any_kind, mode, srv, ctx)
     p.user(USER)
     p.quit()
     labels = [line.split()[0] for line in keylog.read_text().splitlines() if line and not line.startswith("#")]
@@ -344,7 +339,6 @@ def test_sock_is_the_contexts_sslsocket_and_tls_info_matches(mode: str, pop3_ser
     assert seen["sync tls_info"] == seen["async tls_info"] == (version, cipher[0])
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_ssl_exception_attributes_are_those_of_poplib(kind: str, pop3_tls_server: POP3TestServer) -> None:
     fresh = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     std = refusal("stdlib", "implicit", pop3_tls_server, fresh)
@@ -358,7 +352,6 @@ def test_ssl_exception_attributes_are_those_of_poplib(kind: str, pop3_tls_server
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_self_signed_ca_certificate_trusted_with_cafile(
     kind: str, mode: str, pop3_server_factory: Factory, self_signed: SelfSigned, reference: List[Any]
 ) -> None:
@@ -374,17 +367,15 @@ def test_self_signed_ca_certificate_trusted_with_cafile(
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
 def test_self_signed_ca_certificate_trusted_with_context(
-    kind: str, mode: str, pop3_server_factory: Factory, self_signed: SelfSigned, reference: List[Any]
+    any_kind: str, mode: str, pop3_server_factory: Factory, self_signed: SelfSigned, reference: List[Any]
 ) -> None:
     srv = self_signed_server(pop3_server_factory, self_signed, mode)
     cert, _ = self_signed.get("localhost")
-    assert session(open_with_context(kind, mode, srv, ssl.create_default_context(cafile=cert))) == reference
+    assert session(open_with_context(any_kind, mode, srv, ssl.create_default_context(cafile=cert))) == reference
 
 
 @pytest.mark.parametrize("trust", ["default roots", "another self-signed cafile"])
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_untrusted_self_signed_refused_by_rustls(kind: str, trust: str, pop3_server_factory: Factory, self_signed: SelfSigned) -> None:
     srv = self_signed_server(pop3_server_factory, self_signed)
     kw = {} if trust == "default roots" else {"cafile": self_signed.get("other")[0]}
@@ -396,12 +387,11 @@ def test_untrusted_self_signed_refused_by_rustls(kind: str, trust: str, pop3_ser
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", KINDS)
-def test_untrusted_self_signed_refused_with_context(kind: str, mode: str, pop3_server_factory: Factory, self_signed: SelfSigned) -> None:
+def test_untrusted_self_signed_refused_with_context(any_kind: str, mode: str, pop3_server_factory: Factory, self_signed: SelfSigned) -> None:
     srv = self_signed_server(pop3_server_factory, self_signed, mode)
-    exc = refusal(kind, mode, srv, ssl.create_default_context(cafile=self_signed.get("other")[0]))
+    exc = refusal(any_kind, mode, srv, ssl.create_default_context(cafile=self_signed.get("other")[0]))
     assert isinstance(exc, ssl.SSLCertVerificationError), repr(exc)
-    if kind != "stdlib":
+    if any_kind != "stdlib":
         assert isinstance(exc, fastpoplib.CertificateVerificationError)
         plain_sentence(str(exc))
         assert str(exc) == (
@@ -424,25 +414,23 @@ def test_self_signed_trusted_byte_for_byte_still_needs_the_right_name(kind: str,
         assert str(exc) == "certificate is not valid for the name 127.0.0.1 (hostname mismatch)"
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_context_hostname_checks_common_name_holds(kind: str, pop3_server_factory: Factory, self_signed: SelfSigned) -> None:
+def test_context_hostname_checks_common_name_holds(any_kind: str, pop3_server_factory: Factory, self_signed: SelfSigned) -> None:
     """A CN-only certificate: accepted only when the context says to check the CN."""
     cert, key = self_signed.get("cn-only", san=None)
     srv = pop3_server_factory(host="localhost", tls="implicit", certificates=TLSCertificates.from_files(cert, key))
     strict = ssl.create_default_context(cafile=cert)
     strict.hostname_checks_common_name = False
     with pytest.raises(ssl.SSLCertVerificationError):
-        p = clients.connect(kind, "localhost", srv.port, tls=True, context=strict, timeout=5)
+        p = clients.connect(any_kind, "localhost", srv.port, tls=True, context=strict, timeout=5)
         close_quietly(p)
     lenient = ssl.create_default_context(cafile=cert)
     lenient.hostname_checks_common_name = True
-    p = clients.connect(kind, "localhost", srv.port, tls=True, context=lenient, timeout=5)
+    p = clients.connect(any_kind, "localhost", srv.port, tls=True, context=lenient, timeout=5)
     assert p.user(USER) == b"+OK send PASS"
     p.quit()
 
 
 @pytest.mark.parametrize("case", ["rustls untrusted self-signed", "rustls client certificate missing", "context client certificate missing"])
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_tls_error_text_has_no_identifiers(kind: str, case: str, pop3_server_factory: Factory, self_signed: SelfSigned) -> None:
     """Issue 11 item 8: a plain sentence. Today: 'certificate for 127.0.0.1 was refused
     (CaUsedAsEndEntity); ...', 'TLS error with 127.0.0.1: received fatal alert:
@@ -692,7 +680,6 @@ def test_apop_with_a_timestamp_without_at(kind: str, transport: str, stamp: byte
     [b"<" + b"1" * 511 + b">", b"<12 34@host>", b"<a\x01b@host>", b"<a<b@host>", b"<a\xe9b@host>"],
     ids=["513 bytes", "space", "control", "angle bracket", "non-ascii"],
 )
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_apop_timestamp_byte_restriction_stays(kind: str, stamp: bytes, pop3_server_factory: Factory) -> None:
     srv = pop3_server_factory(greeting=b"+OK ready " + stamp)
     p = clients.connect(kind, srv.host, srv.port)
@@ -832,7 +819,6 @@ def test_debuglevel_2_prints_get_and_stat_lines_without_the_password(kind: str, 
     assert lines.index("*resp* b'+OK 12 10475'") < [line.startswith("*stat* ") for line in lines].index(True)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_debuglevel_2_output_is_poplibs_with_the_password_masked(kind: str, pop3_server: POP3TestServer, capsys: Any) -> None:
     def transcript(k: str) -> str:
         p = clients.connect(k, pop3_server.host, pop3_server.port)
@@ -897,7 +883,6 @@ def test_audit_events_are_poplibs_with_the_password_masked(kind: str, transport:
     assert expected[0] == ("poplib.connect", "self", srv.host, srv.port)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_audit_putline_masks_the_apop_digest(kind: str, pop3_server: POP3TestServer, audit: Any) -> None:
     p = clients.connect(kind, pop3_server.host, pop3_server.port)
     stamp = re.search(rb"<[^<>]*>", p.getwelcome()).group()  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect, iterate, logged_in
+from support.clients import connect, iterate, logged_in
 from fastpoplib.testing import Fault
 
 TIMEOUT = 1.0
@@ -25,7 +25,6 @@ def expect(kind: str, srv: Any, exc: type, call: Any, *, login: bool = True, mat
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("greeting,exc", [
     (b"", fastpoplib.ConnectionClosedError),                   # closes before greeting
     (b"220 smtp.example.com ESMTP\r\n", fastpoplib.ServerError),  # not POP3 at all
@@ -40,7 +39,6 @@ def test_bad_greetings(kind: str, greeting: bytes, exc: type, pop3_server: Any) 
     assert pop3_server.wait_for_sessions_closed()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_missing_greeting_times_out(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.stall(10, on="greeting"))
     started = time.monotonic()
@@ -49,14 +47,12 @@ def test_missing_greeting_times_out(kind: str, pop3_server: Any) -> None:
     assert time.monotonic() - started < 2
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_drip_feeding_server_hits_the_timeout_per_read(kind: str, pop3_server: Any) -> None:
     # One byte every 1.5 s: every read waits longer than the 1 s timeout.
     pop3_server.add_fault(Fault.drip(b"+OK 1 100\r\n", 1.5, on="STAT"))
     expect(kind, pop3_server, fastpoplib.POP3TimeoutError, lambda p: p.stat())
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("reply,call,match", [
     (b"+OK\r\n1 abc\r\n.\r\n", lambda p: p.messages(), "LIST"),
     (b"+OK\r\nnonsense\r\n.\r\n", lambda p: p.messages(), "LIST"),
@@ -75,7 +71,6 @@ def test_malformed_replies(kind: str, reply: bytes, call: Any, match: Any, pop3_
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_nul_and_8bit_bytes_pass_through(kind: str, pop3_server_factory: Any) -> None:
     body = b"nul\x00byte and \xff\xfe invalid utf-8"
     srv = pop3_server_factory(mailbox=[b"Subject: x\r\n\r\n" + body + b"\r\n"])
@@ -84,7 +79,6 @@ def test_nul_and_8bit_bytes_pass_through(kind: str, pop3_server_factory: Any) ->
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_disconnect_during_batch(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.disconnect(on="RETR", skip=3))
     p = logged_in(kind, pop3_server.host, pop3_server.port, timeout=TIMEOUT)
@@ -96,7 +90,6 @@ def test_disconnect_during_batch(kind: str, pop3_server: Any) -> None:
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_sasl_garbage_challenge(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.reply(b"+ !!!not base64!!!\r\n", on="AUTH"))
     p = connect(kind, pop3_server.host, pop3_server.port, timeout=TIMEOUT)

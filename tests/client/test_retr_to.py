@@ -11,7 +11,7 @@ from typing import Any, List
 
 import pytest
 
-from clients import FAST_KINDS, logged_in
+from support.clients import logged_in
 
 
 class Stop(Exception):
@@ -30,7 +30,6 @@ def leftovers(folder: Any) -> List[str]:
     return sorted(name for name in os.listdir(folder) if name.endswith(".part"))
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_failure_keeps_the_callers_file_and_success_replaces_it(kind: str, pop3_server: Any, tmp_path: Any) -> None:
     p = session(kind, pop3_server)
     whole = p.retr_bytes(1)
@@ -45,7 +44,6 @@ def test_failure_keeps_the_callers_file_and_success_replaces_it(kind: str, pop3_
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_failure_removes_a_file_it_created(kind: str, pop3_server: Any, tmp_path: Any) -> None:
     p = session(kind, pop3_server)
     dest = tmp_path / "new.eml"
@@ -55,7 +53,6 @@ def test_failure_removes_a_file_it_created(kind: str, pop3_server: Any, tmp_path
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_symlink_is_kept_and_its_target_untouched_on_failure(kind: str, pop3_server: Any, tmp_path: Any) -> None:
     p = session(kind, pop3_server)
     target = tmp_path / "target.eml"
@@ -71,7 +68,6 @@ def test_symlink_is_kept_and_its_target_untouched_on_failure(kind: str, pop3_ser
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_fifo_is_written_as_is_and_never_removed(kind: str, pop3_server: Any, tmp_path: Any) -> None:
     p = session(kind, pop3_server)
     fifo = tmp_path / "pipe"
@@ -99,7 +95,6 @@ def test_fifo_is_written_as_is_and_never_removed(kind: str, pop3_server: Any, tm
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_fifo_nobody_reads_is_refused_at_once(kind: str, pop3_server: Any, tmp_path: Any) -> None:
     """Opening a FIFO for writing waits for a reader with no timeout: refused instead."""
     p = session(kind, pop3_server)
@@ -113,7 +108,6 @@ def test_a_fifo_nobody_reads_is_refused_at_once(kind: str, pop3_server: Any, tmp
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_device_is_never_removed(kind: str, pop3_server: Any, tmp_path: Any) -> None:
     """A null device that fails halfway stays there (the old code unlinked it: as root, even
     /dev/null). As root the test makes its own device node, so nothing outside tmp_path is at

@@ -17,13 +17,12 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect, iterate
+from support.clients import connect, iterate
 from fastpoplib.testing import Fault
 
 USER, PASSWORD = "user", "password"
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("bad", ["a\r\nDELE 1", "a\nDELE 1", "a\rDELE 1", "a\0b"])
 def test_crlf_injection_is_refused_before_sending(kind: str, bad: str, pop3_server: Any) -> None:
     p = connect(kind, pop3_server.host, pop3_server.port)
@@ -39,7 +38,6 @@ def test_crlf_injection_is_refused_before_sending(kind: str, bad: str, pop3_serv
     assert all(b"DELE" not in line for line in session.commands)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_secrets_never_reach_debug_output_or_logs(kind: str, pop3_server: Any, caplog: Any) -> None:
     secret = "s3cr3t-Pa55"
     pop3_server.users["user"] = secret
@@ -68,7 +66,6 @@ def test_secrets_never_reach_debug_output_or_logs(kind: str, pop3_server: Any, c
     assert secret not in repr(p)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_certificate_is_verified_by_default(kind: str, pop3_tls_server: Any) -> None:
     with pytest.raises(ssl.SSLCertVerificationError) as info:
         connect(kind, pop3_tls_server.host, pop3_tls_server.port, tls=True)
@@ -76,7 +73,6 @@ def test_certificate_is_verified_by_default(kind: str, pop3_tls_server: Any) -> 
     assert "unknown authority" in str(info.value) and "cafile" in str(info.value)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_cafile_and_unverified_context(kind: str, pop3_tls_server: Any) -> None:
     p = connect(kind, pop3_tls_server.host, pop3_tls_server.port, tls=True, cafile=pop3_tls_server.cafile) if kind == "sync" else None
     if p is not None:
@@ -90,7 +86,6 @@ def test_cafile_and_unverified_context(kind: str, pop3_tls_server: Any) -> None:
     q.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_wrong_host_name_is_refused(kind: str, pop3_server_factory: Any) -> None:
     # The test certificate names 127.0.0.1, ::1 and localhost, not 127.0.0.2.
     srv = pop3_server_factory(tls="implicit", host="127.0.0.2")
@@ -103,7 +98,6 @@ def test_wrong_host_name_is_refused(kind: str, pop3_server_factory: Any) -> None
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_stls_response_injection_is_refused(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.inject_after_stls(b"+OK injected\r\n"))
     p = connect(kind, pop3_server.host, pop3_server.port)
@@ -114,7 +108,6 @@ def test_stls_response_injection_is_refused(kind: str, pop3_server: Any) -> None
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_timeout_raises_and_closes(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.stall(5, on="RETR"))
     p = connect(kind, pop3_server.host, pop3_server.port, timeout=0.3)
@@ -157,7 +150,6 @@ def test_ctrl_c_interrupts_a_stalled_read(pop3_server: Any) -> None:
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_oversized_status_line_closes_connection(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.reply(b"+OK " + b"x" * 5000 + b"\r\n", on="NOOP"))
     p = connect(kind, pop3_server.host, pop3_server.port)
@@ -180,7 +172,6 @@ def test_maxline_assignment_is_honoured(pop3_server: Any) -> None:
         fastpoplib._MAXLINE = old
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_long_message_lines_pass_and_limits_hold(kind: str, pop3_server_factory: Any) -> None:
     long_line = b"L" * 100_000
     srv = pop3_server_factory(mailbox=[b"Subject: long\r\n\r\n" + long_line + b"\r\n.." + long_line + b"\r\n"])
@@ -206,7 +197,6 @@ def test_long_message_lines_pass_and_limits_hold(kind: str, pop3_server_factory:
     r.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_endless_response_is_bounded(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.endless_lines(on="RETR", max_seconds=20))
     p = connect(kind, pop3_server.host, pop3_server.port, max_response_size=2 << 20)
@@ -219,7 +209,6 @@ def test_endless_response_is_bounded(kind: str, pop3_server: Any) -> None:
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_disconnect_mid_response(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.disconnect_after(b"+OK\r\nline 1\r\n", on="RETR"))
     p = connect(kind, pop3_server.host, pop3_server.port)
@@ -231,7 +220,6 @@ def test_disconnect_mid_response(kind: str, pop3_server: Any) -> None:
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_malformed_stat(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.reply(b"+OK lots\r\n", on="STAT"))
     p = connect(kind, pop3_server.host, pop3_server.port)
@@ -312,7 +300,6 @@ def test_apop_refuses_malformed_and_cve_2018_1060_challenges(pop3_server_factory
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_ipv6_and_source_address(kind: str, pop3_server_factory: Any) -> None:
     v6 = pop3_server_factory(host="::1")
     p = connect(kind, "::1", v6.port)
@@ -332,7 +319,6 @@ def test_rpop_is_sent_as_poplib_sends_it(pop3_server: Any) -> None:
     assert pop3_server.sessions[-1].commands[0] == b"RPOP user"
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_expired_certificate_is_refused(kind: str, pop3_server_factory: Any) -> None:
     from fastpoplib.testing.certs import TLSCertificates
 
@@ -342,7 +328,6 @@ def test_expired_certificate_is_refused(kind: str, pop3_server_factory: Any) -> 
         connect(kind, srv.host, srv.port, tls=True, context=certs.client_context())
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_crlf_refused_in_every_argument(kind: str, pop3_server: Any) -> None:
     bad = "1\r\nDELE 2"
     p = connect(kind, pop3_server.host, pop3_server.port)

@@ -15,7 +15,7 @@ from typing import Any, List
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect
+from support.clients import connect
 from fastpoplib.testing import Fault, POP3TestServer
 
 SECRET = "hunter2-Sekr1t"
@@ -62,7 +62,6 @@ def server(factory: Any, reply: bytes, on: str) -> Any:
     return factory(users={"user": SECRET}, faults=[Fault.reply(reply, on=on)])
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize(
     "reply",
     [b"-ERR [AUTH] password " + SECRET.encode() + b" is wrong\r\n", b"-ERR [SYS/TEMP] cannot check " + SECRET.encode() + b"\r\n"],
@@ -82,7 +81,6 @@ def test_login_refused_with_the_password_echoed(kind: str, reply: bytes, pop3_se
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_login_accepted_with_the_password_echoed(kind: str, pop3_server_factory: Any, shown: Any) -> None:
     srv = server(pop3_server_factory, b"+OK welcome, your password is " + SECRET.encode() + b"\r\n", "PASS")
     p = connect(kind, srv.host, srv.port)
@@ -94,7 +92,6 @@ def test_login_accepted_with_the_password_echoed(kind: str, pop3_server_factory:
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_sasl_plain_response_echoed_in_base64(kind: str, pop3_server_factory: Any, shown: Any) -> None:
     echoed = base64.b64encode(b"\0user\0" + SECRET.encode())
     srv = server(pop3_server_factory, b"-ERR bad response " + echoed + b"\r\n", "AUTH")
@@ -107,7 +104,6 @@ def test_sasl_plain_response_echoed_in_base64(kind: str, pop3_server_factory: An
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_oauth2_token_echoed(kind: str, pop3_server_factory: Any, shown: Any) -> None:
     srv = pop3_server_factory(faults=[Fault.reply(b"-ERR token " + TOKEN.encode() + b" expired\r\n", on="AUTH")], sasl=["XOAUTH2"])
     p = connect(kind, srv.host, srv.port)
@@ -119,7 +115,6 @@ def test_oauth2_token_echoed(kind: str, pop3_server_factory: Any, shown: Any) ->
     p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_pass_refused_with_the_password_echoed(kind: str, pop3_server_factory: Any, shown: Any) -> None:
     srv = server(pop3_server_factory, b"-ERR wrong password " + SECRET.encode() + b"\r\n", "PASS")
     p = connect(kind, srv.host, srv.port)

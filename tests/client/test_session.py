@@ -26,8 +26,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS as KINDS
-from clients import connect, iterate, logged_in
+from support.clients import FAST_KINDS, connect, iterate, logged_in
 from fastpoplib.testing import Fault, Mailbox, Message, POP3TestServer, sample_mailbox
 
 USER, PASSWORD = "user", "password"
@@ -179,39 +178,24 @@ def _check_fetch_store_delete(srv: POP3TestServer, box: List[Message], got: Any,
     assert commands.index(b"RETR 3") < commands.index(b"DELE 1"), commands
 
 
-def test_dele_inside_retr_many_loop_sync(pop3_server: POP3TestServer) -> None:
+def test_dele_inside_retr_many_loop(kind: str, pop3_server: POP3TestServer) -> None:
     box = pop3_server.mailbox.snapshot()
-    p = sync_login(pop3_server)
+    p = logged_in(kind, pop3_server.host, pop3_server.port)
     got, deleted = [], []
-    for n, r in p.retr_many([1, 2, 3]):
+    for n, r in iterate(kind, p, p.retr_many([1, 2, 3])):
         got.append((n, r))
         deleted.append(p.dele(n))
     stat = p.stat()
     _check_fetch_store_delete(pop3_server, box, got, deleted, stat, p.quit())
 
 
-def test_dele_inside_retr_many_loop_async(pop3_server: POP3TestServer) -> None:
-    box = pop3_server.mailbox.snapshot()
-
-    async def main() -> Any:
-        p = await async_login(pop3_server)
-        got, deleted = [], []
-        async for n, r in p.retr_many([1, 2, 3]):
-            got.append((n, r))
-            deleted.append(await p.dele(n))
-        stat = await p.stat()
-        return got, deleted, stat, await p.quit()
-
-    _check_fetch_store_delete(pop3_server, box, *run_async(main()))
-
-
 # -- item 2: a batch left or held, another command in between --------------------------------
 
 
-def test_break_out_of_retr_many_then_retr_sync(pop3_server: POP3TestServer) -> None:
+def test_break_out_of_retr_many_then_retr(kind: str, pop3_server: POP3TestServer) -> None:
     box = pop3_server.mailbox.snapshot()
-    p = sync_login(pop3_server)
-    for item in p.retr_many([1, 2, 3, 4, 5]):
+    p = logged_in(kind, pop3_server.host, pop3_server.port)
+    for item in iterate(kind, p, p.retr_many([1, 2, 3, 4, 5])):
         assert item == (1, retr_reply(box[0]))
         break
     assert p.retr(5) == retr_reply(box[4])
@@ -221,56 +205,15 @@ def test_break_out_of_retr_many_then_retr_sync(pop3_server: POP3TestServer) -> N
     assert pop3_server.sessions[-1].commands.count(b"RETR 5") == 2
 
 
-def test_break_out_of_async_for_then_retr(pop3_server: POP3TestServer) -> None:
+def test_held_batch_iterator_with_retr_in_between(kind: str, pop3_server: POP3TestServer) -> None:
     box = pop3_server.mailbox.snapshot()
-
-    async def main() -> Any:
-        p = await async_login(pop3_server)
-        first = None
-        async for item in p.retr_many([1, 2, 3, 4, 5]):
-            first = item
-            break
-        five = await p.retr(5)
-        stat = await p.stat()
-        await p.quit()
-        return first, five, stat
-
-    first, five, stat = run_async(main())
-    assert pop3_server.sessions[-1].commands.count(b"RETR 5") == 2
-    assert first == (1, retr_reply(box[0]))
-    assert five == retr_reply(box[4])
-    assert stat == (12, total_size(box))
-
-
-def test_held_batch_iterator_with_retr_in_between_sync(pop3_server: POP3TestServer) -> None:
-    box = pop3_server.mailbox.snapshot()
-    p = sync_login(pop3_server)
-    it = p.retr_many([1, 2, 3, 4, 5])
+    p = logged_in(kind, pop3_server.host, pop3_server.port)
+    it = iterate(kind, p, p.retr_many([1, 2, 3, 4, 5]))
     assert next(it) == (1, retr_reply(box[0]))
     assert p.retr(5) == retr_reply(box[4])
     assert list(it) == [(n, retr_reply(box[n - 1])) for n in (2, 3, 4, 5)]
     assert p.noop() == b"+OK"
     p.quit()
-
-
-def test_held_batch_iterator_with_retr_in_between_async(pop3_server: POP3TestServer) -> None:
-    box = pop3_server.mailbox.snapshot()
-
-    async def main() -> Any:
-        p = await async_login(pop3_server)
-        it = p.retr_many([1, 2, 3, 4, 5])
-        first = await it.__anext__()
-        five = await p.retr(5)
-        rest = [item async for item in it]
-        noop = await p.noop()
-        await p.quit()
-        return first, five, rest, noop
-
-    first, five, rest, noop = run_async(main())
-    assert first == (1, retr_reply(box[0]))
-    assert five == retr_reply(box[4])
-    assert rest == [(n, retr_reply(box[n - 1])) for n in (2, 3, 4, 5)]
-    assert noop == b"+OK"
 
 
 def test_second_thread_between_batch_items(pop3_server: POP3TestServer) -> None:
@@ -346,45 +289,23 @@ def _check_first_chunk(chunk: bytes) -> None:
     assert FORGED.startswith(chunk) and 0 < len(chunk) <= FORGED.index(b"+OK 99")
 
 
-def test_stream_left_early_then_retr_sync(forged_server: POP3TestServer) -> None:
+def test_stream_left_early_then_retr(kind: str, forged_server: POP3TestServer) -> None:
     box = forged_server.mailbox.snapshot()
     assert box[0].data == FORGED
-    p = sync_login(forged_server)
-    for chunk in p.retr_iter(1, chunk_size=60):
+    p = logged_in(kind, forged_server.host, forged_server.port)
+    for chunk in iterate(kind, p, p.retr_iter(1, chunk_size=60)):
         _check_first_chunk(chunk)
         break
     assert p.retr(5) == retr_reply(box[4])
     assert p.stat() == (5, total_size(box))
-    assert b"".join(p.retr_iter(1, chunk_size=60)) == FORGED  # the fake reply was body data
+    assert b"".join(iterate(kind, p, p.retr_iter(1, chunk_size=60))) == FORGED  # the fake reply was body data
     p.quit()
 
 
-def test_stream_left_early_then_retr_async(forged_server: POP3TestServer) -> None:
+def test_resuming_superseded_stream_raises(kind: str, forged_server: POP3TestServer) -> None:
     box = forged_server.mailbox.snapshot()
-
-    async def main() -> Any:
-        p = await async_login(forged_server)
-        first = b""
-        async for chunk in p.retr_iter(1, chunk_size=60):
-            first = chunk
-            break
-        five = await p.retr(5)
-        stat = await p.stat()
-        whole = b"".join([c async for c in p.retr_iter(1, chunk_size=60)])
-        await p.quit()
-        return first, five, stat, whole
-
-    first, five, stat, whole = run_async(main())
-    _check_first_chunk(first)
-    assert five == retr_reply(box[4])
-    assert stat == (5, total_size(box))
-    assert whole == FORGED
-
-
-def test_resuming_superseded_stream_raises_sync(forged_server: POP3TestServer) -> None:
-    box = forged_server.mailbox.snapshot()
-    p = sync_login(forged_server)
-    it = p.retr_iter(1, chunk_size=60)
+    p = logged_in(kind, forged_server.host, forged_server.port)
+    it = iterate(kind, p, p.retr_iter(1, chunk_size=60))
     _check_first_chunk(next(it))
     assert p.retr(5) == retr_reply(box[4])
     with pytest.raises(fastpoplib.LocalProtocolError):
@@ -394,32 +315,9 @@ def test_resuming_superseded_stream_raises_sync(forged_server: POP3TestServer) -
     p.quit()
 
 
-def test_resuming_superseded_stream_raises_async(forged_server: POP3TestServer) -> None:
-    box = forged_server.mailbox.snapshot()
-
-    async def main() -> Any:
-        p = await async_login(forged_server)
-        it = p.retr_iter(1, chunk_size=60)
-        first = await it.__anext__()
-        five = await p.retr(5)
-        with pytest.raises(fastpoplib.LocalProtocolError):
-            await it.__anext__()
-        noop = await p.noop()
-        two = await p.retr(2)
-        await p.quit()
-        return first, five, noop, two
-
-    first, five, noop, two = run_async(main())
-    _check_first_chunk(first)
-    assert five == retr_reply(box[4])
-    assert noop == b"+OK"
-    assert two == retr_reply(box[1])
-
-
 # -- item 4: messages() when LIST fails ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_messages_before_login_leaves_no_reply_behind(kind: str, pop3_server: POP3TestServer) -> None:
     box = pop3_server.mailbox.snapshot()
     p = connect(kind, pop3_server.host, pop3_server.port)
@@ -437,7 +335,6 @@ def test_messages_before_login_leaves_no_reply_behind(kind: str, pop3_server: PO
         p.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_messages_with_failing_list_leaves_no_reply_behind(kind: str, pop3_server: POP3TestServer) -> None:
     box = pop3_server.mailbox.snapshot()
     p = logged_in(kind, pop3_server.host, pop3_server.port)
@@ -793,21 +690,38 @@ def trickle_tls_record(certificates: Any) -> Callable[[socket.socket, threading.
 
 
 
-def test_ctrl_c_during_a_connect_that_never_completes() -> None:
+def test_ctrl_c_during_a_connect_that_never_completes(kind: str) -> None:
     with unconnectable() as (host, port):
-        assert ctrl_c_delay(lambda: fastpoplib.POP3(host, port, timeout=10)) < CTRL_C_BOUND
+        if kind == "sync":
+            assert ctrl_c_delay(lambda: fastpoplib.POP3(host, port, timeout=10)) < CTRL_C_BOUND
+        else:
+            call = _async_call(lambda: fastpoplib.AsyncPOP3.connect(host, port, 10))
+            assert ctrl_c_delay(call, process=True) < CTRL_C_BOUND
 
 
-def test_ctrl_c_during_an_unanswered_tls_handshake() -> None:
+def test_ctrl_c_during_an_unanswered_tls_handshake(kind: str) -> None:
     with silent_listener() as (host, port):
-        assert ctrl_c_delay(lambda: fastpoplib.POP3_SSL(host, port, timeout=10)) < CTRL_C_BOUND
+        if kind == "sync":
+            assert ctrl_c_delay(lambda: fastpoplib.POP3_SSL(host, port, timeout=10)) < CTRL_C_BOUND
+        else:
+            call = _async_call(lambda: fastpoplib.AsyncPOP3_SSL.connect(host, port, 10))
+            assert ctrl_c_delay(call, process=True) < CTRL_C_BOUND
 
 
-def test_ctrl_c_during_a_stalled_retr(pop3_server: POP3TestServer) -> None:
-    p = sync_login(pop3_server)
-    pop3_server.add_fault(Fault.stall(10, on="RETR"))
-    assert ctrl_c_delay(lambda: p.retr(1)) < CTRL_C_BOUND
-    p.close()
+def test_ctrl_c_during_a_stalled_retr(kind: str, pop3_server: POP3TestServer) -> None:
+    if kind == "sync":
+        p = sync_login(pop3_server)
+        pop3_server.add_fault(Fault.stall(10, on="RETR"))
+        assert ctrl_c_delay(lambda: p.retr(1)) < CTRL_C_BOUND
+        p.close()
+        return
+
+    async def session() -> Any:
+        p = await async_login(pop3_server)
+        pop3_server.add_fault(Fault.stall(10, on="RETR"))
+        return await p.retr(1)
+
+    assert ctrl_c_delay(_async_call(session), process=True) < CTRL_C_BOUND
 
 
 def test_ctrl_c_during_a_trickling_tls_handshake() -> None:
@@ -838,27 +752,6 @@ def _async_call(make: Callable[[], Any]) -> Callable[[], Any]:
     return lambda: asyncio.run(main())
 
 
-def test_ctrl_c_during_a_connect_that_never_completes_async() -> None:
-    with unconnectable() as (host, port):
-        call = _async_call(lambda: fastpoplib.AsyncPOP3.connect(host, port, 10))
-        assert ctrl_c_delay(call, process=True) < CTRL_C_BOUND
-
-
-def test_ctrl_c_during_an_unanswered_tls_handshake_async() -> None:
-    with silent_listener() as (host, port):
-        call = _async_call(lambda: fastpoplib.AsyncPOP3_SSL.connect(host, port, 10))
-        assert ctrl_c_delay(call, process=True) < CTRL_C_BOUND
-
-
-def test_ctrl_c_during_a_stalled_retr_async(pop3_server: POP3TestServer) -> None:
-    async def session() -> Any:
-        p = await async_login(pop3_server)
-        pop3_server.add_fault(Fault.stall(10, on="RETR"))
-        return await p.retr(1)
-
-    assert ctrl_c_delay(_async_call(session), process=True) < CTRL_C_BOUND
-
-
 def _timed_out_within(call: Callable[[], Any], bound: float) -> None:
     started = time.monotonic()
     with pytest.raises(fastpoplib.POP3TimeoutError):
@@ -866,10 +759,6 @@ def _timed_out_within(call: Callable[[], Any], bound: float) -> None:
     assert time.monotonic() - started < bound
 
 
-KINDS_TRICKLE = ["sync", "async"]
-
-
-@pytest.mark.parametrize("kind", KINDS_TRICKLE)
 def test_timeout_bounds_a_trickling_tls_handshake(kind: str) -> None:
     with trickle_server(trickle_handshake) as (host, port):
         if kind == "sync":
@@ -878,7 +767,6 @@ def test_timeout_bounds_a_trickling_tls_handshake(kind: str) -> None:
             _timed_out_within(_async_call(lambda: fastpoplib.AsyncPOP3_SSL.connect(host, port, 1)), 2.0)
 
 
-@pytest.mark.parametrize("kind", KINDS_TRICKLE)
 def test_timeout_bounds_a_trickling_tls_record(kind: str) -> None:
     certs = _certificates()
     with trickle_server(trickle_tls_record(certs)) as (host, port):
@@ -889,7 +777,6 @@ def test_timeout_bounds_a_trickling_tls_record(kind: str) -> None:
             _timed_out_within(call, 2.0)
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_timeout_bounds_a_stalled_plain_read(kind: str, pop3_server: POP3TestServer) -> None:
     p = logged_in(kind, pop3_server.host, pop3_server.port, timeout=1)
     try:
@@ -914,7 +801,6 @@ INVALID_TIMEOUTS = [
 ]
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("timeout,error", INVALID_TIMEOUTS)
 def test_invalid_timeouts_raise_as_poplib_does(kind: str, timeout: Any, error: Any, pop3_server: POP3TestServer) -> None:
     with pytest.raises(error):
@@ -941,10 +827,7 @@ def test_invalid_timeouts_on_an_open_connection(timeout: Any, error: Any, pop3_s
 HUGE_TIMEOUTS = [1e10, 9.3e18, 1e19, 1.8e19]
 
 
-@pytest.mark.parametrize(
-    "kind,timeout",
-    [(k, t) if k == "async" or t < 9e18 else pytest.param(k, t) for k in KINDS for t in HUGE_TIMEOUTS],
-)
+@pytest.mark.parametrize("timeout", HUGE_TIMEOUTS)
 def test_huge_timeouts_never_panic(kind: str, timeout: float, pop3_server: POP3TestServer) -> None:
     box = pop3_server.mailbox.snapshot()
     try:
@@ -981,7 +864,6 @@ def test_extreme_ports(port: Any, error: type) -> None:
 CHUNK_SIZES = [(0, ValueError), (-1, ValueError), (-(2**70), ValueError), (2**40, ValueError), ("a", TypeError), (1.5, TypeError), (None, TypeError)]
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_extreme_chunk_sizes_keep_the_connection(kind: str, pop3_server: POP3TestServer, tmp_path: Any) -> None:
     box = pop3_server.mailbox.snapshot()
     p = logged_in(kind, pop3_server.host, pop3_server.port)
@@ -1007,7 +889,6 @@ def test_extreme_chunk_sizes_keep_the_connection(kind: str, pop3_server: POP3Tes
         p.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "option,value,error",
     [
@@ -1042,7 +923,6 @@ def _wait_child(pid: int, timeout: float) -> int:
         _POLL.wait(0.01)
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_new_session_in_a_forked_child(kind: str, pop3_server: POP3TestServer) -> None:
     expected = (12, total_size(pop3_server.mailbox.snapshot()))
 
@@ -1100,7 +980,6 @@ def _peak_rss() -> int:
     raise AssertionError("no VmHWM in /proc/self/status")
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_capa_of_a_million_lines_is_refused_quickly(kind: str, pop3_server: POP3TestServer) -> None:
     payload = b"+OK capability list follows\r\n" + b"X\r\n" * 1_000_000 + b".\r\n"
     pop3_server.add_fault(Fault.reply(payload, on="CAPA"))
@@ -1118,7 +997,6 @@ def test_capa_of_a_million_lines_is_refused_quickly(kind: str, pop3_server: POP3
         p.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_response_limit_counts_a_cost_per_line(kind: str, pop3_server: POP3TestServer) -> None:
     """A LIST of short lines is refused where its octets plus 64 bytes per line cross
     ``max_response_size``, even though its wire size is far below it."""
@@ -1225,7 +1103,6 @@ INJECTION_TRIES = 12
 
 
 @pytest.mark.parametrize("tls", ["rustls", "context"])
-@pytest.mark.parametrize("kind", KINDS)
 def test_plaintext_after_the_stls_reply_is_never_read_as_tls(kind: str, tls: str, injecting_server: InjectingServer) -> None:
     """Whether the forged bytes arrive with the +OK, or later while the event loop is busy
     elsewhere: STLS fails and the connection is closed; the forged CAPA is never accepted."""
@@ -1385,7 +1262,6 @@ def test_capabilities_live_in_the_session(pop3_server_factory: Callable[..., POP
     run_async(main())
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_capabilities_after_login_are_the_reread_ones(kind: str, pop3_server: POP3TestServer) -> None:
     """RFC 2449 §5: the server may advertise less after login (the test server drops USER, SASL
     and STLS); ``capabilities`` is what the session re-read, not a copy kept from before."""
@@ -1481,7 +1357,6 @@ else:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc peak-RSS reset")
-@pytest.mark.parametrize("kind", KINDS)
 def test_one_long_line_peaks_at_about_twice_its_size(kind: str, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
     """A 15.9 MiB line (``max_line_length`` raised to 16 MiB): the receive buffer, the session's
     copy and the Python ``bytes`` are never all alive at once."""
@@ -1520,7 +1395,6 @@ def test_async_timeout_set_after_connecting_bounds_a_stalled_retr(path: str, pop
     assert run_async(main(), timeout=8) < 4
 
 
-@pytest.mark.parametrize("kind", KINDS)
 def test_a_stalled_stls_handshake_with_a_context_times_out_and_closes(kind: str) -> None:
     """The server answers STLS and never starts TLS: ``stls(context=...)`` raises
     POP3TimeoutError within the timeout set on the open connection, and the connection is
@@ -1563,7 +1437,7 @@ def test_a_stalled_stls_handshake_with_a_context_times_out_and_closes(kind: str)
 
 
 @pytest.mark.parametrize("order", ["ascending", "shuffled"])
-@pytest.mark.parametrize("kind", [*KINDS, "context"])
+@pytest.mark.parametrize("kind", [*FAST_KINDS, "context"])
 def test_messages_rows_converted_while_uidl_arrives_are_exact(kind: str, order: str, pop3_server_factory: Callable[..., POP3TestServer]) -> None:
     """A listing long enough that rows are converted while UIDL is still arriving: the result
     equals LIST and UIDL paired by number, whatever the order of UIDL's lines (the first

@@ -1,8 +1,8 @@
 """Interoperability with a real server: Dovecot, started privately by the fixtures of
-``tests/dovecot.py`` (made visible by ``tests/conftest.py``; skipped without Dovecot, except in CI).
+``tests/support/dovecot.py`` (made visible by ``tests/conftest.py``; skipped without Dovecot, except in CI).
 
 A scenario is a function of a client object. It runs on stdlib poplib and on fastpoplib's
-blocking and asyncio clients (``clients.py`` gives every kind poplib's blocking methods, so a new
+blocking and asyncio clients (``support/clients.py`` gives every kind poplib's blocking methods, so a new
 driver is one more kind there), and the results must be equal byte for byte. Where the stored
 mailbox says what the answer must be, results are checked against it too. fastpoplib differs from
 poplib on purpose in two places, both tested: it returns lines longer than poplib's limit, and it
@@ -27,8 +27,8 @@ from typing import Any, Callable, List, Optional
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, KINDS, connect, iterate, logged_in, outcome
-from dovecot import PASSWORD, InteropDovecot
+from support.clients import connect, iterate, logged_in, outcome
+from support.dovecot import PASSWORD, InteropDovecot
 
 MECHANISMS = ["PLAIN", "LOGIN", "CRAM-MD5"]
 # poplib refuses a line longer than _MAXLINE bytes, its CRLF included.
@@ -119,14 +119,12 @@ def read_everything(p: Any) -> List[Any]:
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_basic_mailbox_identical_to_poplib(kind: str, tls: bool, dovecot_server: InteropDovecot) -> None:
     ours = run(kind, dovecot_server, read_everything, tls=tls)
     assert ours == run("stdlib", dovecot_server, read_everything, tls=tls)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_basic_mailbox_matches_what_is_stored(kind: str, dovecot_server: InteropDovecot) -> None:
+def test_basic_mailbox_matches_what_is_stored(any_kind: str, dovecot_server: InteropDovecot) -> None:
     stored = dovecot_server.users["basic"]
 
     def check(p: Any) -> None:
@@ -137,7 +135,7 @@ def test_basic_mailbox_matches_what_is_stored(kind: str, dovecot_server: Interop
             assert p.top(n, 0)[1] == header_lines(data)
             assert list_size(p, n) == len(data)
 
-    run(kind, dovecot_server, check)
+    run(any_kind, dovecot_server, check)
 
 
 def read_message_alone(kind: str, server: InteropDovecot, n: int) -> List[Any]:
@@ -150,7 +148,6 @@ def read_message_alone(kind: str, server: InteropDovecot, n: int) -> List[Any]:
         p.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_edge_messages(kind: str, dovecot_server: InteropDovecot) -> None:
     for n, data in enumerate(dovecot_server.users["edge"], start=1):
         ours = read_message_alone(kind, dovecot_server, n)
@@ -166,8 +163,7 @@ def test_edge_messages(kind: str, dovecot_server: InteropDovecot) -> None:
         assert ours[2][1][2] == int(ours[0].split()[2])
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_unterminated_last_line_counts_two_more_octets(kind: str, dovecot_server: InteropDovecot) -> None:
+def test_unterminated_last_line_counts_two_more_octets(any_kind: str, dovecot_server: InteropDovecot) -> None:
     """Dovecot ends a last line that has no newline with CRLF, which LIST does not count: the
     octets of RETR are LIST's size + 2, on both libraries."""
     n = next(i for i, data in enumerate(dovecot_server.users["edge"], start=1) if not data.endswith(b"\n"))
@@ -175,12 +171,11 @@ def test_unterminated_last_line_counts_two_more_octets(kind: str, dovecot_server
     def sizes(p: Any) -> Any:
         return list_size(p, n), p.retr(n)[2]
 
-    size, octets = run(kind, dovecot_server, sizes, "edge")
+    size, octets = run(any_kind, dovecot_server, sizes, "edge")
     assert octets == size + 2
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_large_messages(kind: str, dovecot_server: InteropDovecot) -> None:
+def test_large_messages(any_kind: str, dovecot_server: InteropDovecot) -> None:
     stored = dovecot_server.users["big"]
 
     def check(p: Any) -> None:
@@ -189,58 +184,54 @@ def test_large_messages(kind: str, dovecot_server: InteropDovecot) -> None:
             assert octets == len(data) == list_size(p, n)
             assert b"\r\n".join(lines) + b"\r\n" == data
 
-    run(kind, dovecot_server, check, "big")
+    run(any_kind, dovecot_server, check, "big")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_many_messages_listing(kind: str, dovecot_server: InteropDovecot) -> None:
+def test_many_messages_listing(any_kind: str, dovecot_server: InteropDovecot) -> None:
     stored = dovecot_server.users["many"]
-    p = session(kind, dovecot_server, "many")
+    p = session(any_kind, dovecot_server, "many")
     _, listing, _ = p.list()
     _, uids, _ = p.uidl()
     assert listing == [b"%d %d" % (n, len(data)) for n, data in enumerate(stored, start=1)]
     assert [u.split()[0] for u in uids] == [b"%d" % n for n in range(1, len(stored) + 1)]
     assert len({u.split()[1] for u in uids}) == len(stored)
-    if kind != "stdlib":
+    if any_kind != "stdlib":
         infos = p.messages()
         assert [i.uid for i in infos] == [u.split()[1].decode() for u in uids]
-        got = [lines for _, (_, lines, _) in iterate(kind, p, p.retr_many(range(1, len(stored) + 1)))]
+        got = [lines for _, (_, lines, _) in iterate(any_kind, p, p.retr_many(range(1, len(stored) + 1)))]
         assert got == [wire_lines(data) for data in stored]
     p.quit()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_retr_of_missing_message(kind: str, dovecot_server: InteropDovecot) -> None:
+def test_retr_of_missing_message(any_kind: str, dovecot_server: InteropDovecot) -> None:
     def missing(p: Any) -> Any:
         with pytest.raises(poplib.error_proto) as info:
             p.retr(21)
         return info.value, p.noop()
 
-    error, noop = run(kind, dovecot_server, missing)
+    error, noop = run(any_kind, dovecot_server, missing)
     assert error.args[0].startswith(b"-ERR") and noop.startswith(b"+OK")
-    if kind != "stdlib" and hasattr(fastpoplib, "ServerError"):
+    if any_kind != "stdlib" and hasattr(fastpoplib, "ServerError"):
         assert isinstance(error, fastpoplib.ServerError)
 
 
 # -- deleting ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_dele_without_quit_deletes_nothing(kind: str, dovecot_server: InteropDovecot, fresh_user: str) -> None:
+def test_dele_without_quit_deletes_nothing(any_kind: str, dovecot_server: InteropDovecot, fresh_user: str) -> None:
     stored = dovecot_server.users[fresh_user]
-    p = session(kind, dovecot_server, fresh_user)
+    p = session(any_kind, dovecot_server, fresh_user)
     assert p.dele(1).startswith(b"+OK")
     assert p.stat()[0] == len(stored) - 1
     assert outcome(p.retr, 1)[0] == "error_proto"  # deleted within this session
     p.close()  # no QUIT: the session never reaches the UPDATE state
-    assert run(kind, dovecot_server, lambda q: q.stat(), fresh_user) == (len(stored), sum(map(len, stored)))
+    assert run(any_kind, dovecot_server, lambda q: q.stat(), fresh_user) == (len(stored), sum(map(len, stored)))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_dele_and_quit_removes(kind: str, dovecot_server: InteropDovecot, fresh_user: str) -> None:
+def test_dele_and_quit_removes(any_kind: str, dovecot_server: InteropDovecot, fresh_user: str) -> None:
     stored = dovecot_server.users[fresh_user]
     mark = dovecot_server.log_mark()
-    p = session(kind, dovecot_server, fresh_user)
+    p = session(any_kind, dovecot_server, fresh_user)
     _, uids, _ = p.uidl()
     p.dele(1)
     assert p.rset().startswith(b"+OK")  # undoes the DELE
@@ -253,7 +244,7 @@ def test_dele_and_quit_removes(kind: str, dovecot_server: InteropDovecot, fresh_
     def remaining(q: Any) -> Any:
         return [u.split()[1] for u in q.uidl()[1]], [q.retr(n)[1] for n in range(1, q.stat()[0] + 1)]
 
-    assert run(kind, dovecot_server, remaining, fresh_user) == (
+    assert run(any_kind, dovecot_server, remaining, fresh_user) == (
         [uids[i].split()[1] for i in kept],
         [wire_lines(stored[i]) for i in kept],
     )
@@ -262,10 +253,9 @@ def test_dele_and_quit_removes(kind: str, dovecot_server: InteropDovecot, fresh_
 # -- logging in --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_apop(kind: str, dovecot_server: InteropDovecot) -> None:
+def test_apop(any_kind: str, dovecot_server: InteropDovecot) -> None:
     mark = dovecot_server.log_mark()
-    p = connect(kind, dovecot_server.host, dovecot_server.plain_port)
+    p = connect(any_kind, dovecot_server.host, dovecot_server.plain_port)
     assert p.apop("basic", PASSWORD).startswith(b"+OK")
     assert p.stat()[0] == 20
     p.quit()
@@ -280,7 +270,6 @@ def by_hand_then_stat(kind: str, server: InteropDovecot, mechanism: str) -> List
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_sasl_via_shortcmd(kind: str, mechanism: str, dovecot_server: InteropDovecot) -> None:
     """poplib has no AUTH; code that does it with ``_shortcmd`` must work unchanged."""
     theirs = by_hand_then_stat("stdlib", dovecot_server, mechanism)
@@ -292,7 +281,6 @@ def test_sasl_via_shortcmd(kind: str, mechanism: str, dovecot_server: InteropDov
 
 @pytest.mark.parametrize("initial_response_ok", [True, False], ids=["initial", "no-initial"])
 @pytest.mark.parametrize("mechanism", MECHANISMS)
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_auth_with_authobject(kind: str, mechanism: str, initial_response_ok: bool, dovecot_server: InteropDovecot) -> None:
     mark = dovecot_server.log_mark()
     p = connect(kind, dovecot_server.host, dovecot_server.plain_port)
@@ -303,7 +291,6 @@ def test_auth_with_authobject(kind: str, mechanism: str, initial_response_ok: bo
 
 
 @pytest.mark.parametrize("mechanism", [*MECHANISMS, "SCRAM-SHA-1", "SCRAM-SHA-256"])
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_login_uses_the_mechanism_asked_for(kind: str, mechanism: str, dovecot_server: InteropDovecot) -> None:
     mark = dovecot_server.log_mark()
     p = connect(kind, dovecot_server.host, dovecot_server.plain_port)
@@ -339,7 +326,6 @@ def connect_for_failure(kind: str, server: InteropDovecot) -> Any:
     return connect(kind, server.host, server.plain_port, source_address=(source, 0))
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_login_order_and_fallback_on_a_real_server(kind: str, dovecot_server: InteropDovecot) -> None:
     p = connect(kind, dovecot_server.host, dovecot_server.plain_port)
     p.stls(context=dovecot_server.ssl_context())
@@ -356,14 +342,13 @@ def test_login_order_and_fallback_on_a_real_server(kind: str, dovecot_server: In
     q.quit()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_wrong_password(kind: str, dovecot_server: InteropDovecot) -> None:
-    p = connect_for_failure(kind, dovecot_server)
+def test_wrong_password(any_kind: str, dovecot_server: InteropDovecot) -> None:
+    p = connect_for_failure(any_kind, dovecot_server)
     p.user("basic")
     with pytest.raises(poplib.error_proto) as info:
         p.pass_("wrong")
     assert b"[AUTH]" in info.value.args[0]
-    if kind != "stdlib" and hasattr(fastpoplib, "AuthenticationError"):
+    if any_kind != "stdlib" and hasattr(fastpoplib, "AuthenticationError"):
         assert isinstance(info.value, fastpoplib.AuthenticationError)
     p.quit()
 
@@ -384,7 +369,6 @@ def stls_then_read(kind: str, server: InteropDovecot) -> List[Any]:
     return result
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_stls_verified(kind: str, dovecot_server: InteropDovecot) -> None:
     theirs = stls_then_read("stdlib", dovecot_server)
     assert "STLS" in theirs[0] and "STLS" not in theirs[1]
@@ -394,13 +378,11 @@ def test_stls_verified(kind: str, dovecot_server: InteropDovecot) -> None:
     assert ", TLS," in login  # the server saw the login inside TLS
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_implicit_tls_verified(kind: str, dovecot_server: InteropDovecot) -> None:
+def test_implicit_tls_verified(any_kind: str, dovecot_server: InteropDovecot) -> None:
     stored = dovecot_server.users["basic"]
-    assert run(kind, dovecot_server, lambda p: p.retr(1)[1], tls=True) == wire_lines(stored[0])
+    assert run(any_kind, dovecot_server, lambda p: p.retr(1)[1], tls=True) == wire_lines(stored[0])
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_default_context_refuses_unknown_ca(kind: str, dovecot_server: InteropDovecot) -> None:
     """fastpoplib verifies against the system roots by default, which do not know the test CA."""
     with pytest.raises(ssl.SSLCertVerificationError):
@@ -433,7 +415,6 @@ def strict_session(kind: str, server: InteropDovecot) -> List[Any]:
     return result
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_strict_server_refuses_plaintext_login_before_stls(kind: str, dovecot_strict: InteropDovecot) -> None:
     theirs = strict_session("stdlib", dovecot_strict)
     before, refused, after = theirs[:3]
@@ -448,10 +429,9 @@ def test_strict_server_refuses_plaintext_login_before_stls(kind: str, dovecot_st
     assert ours[:1] + ours[2:] == theirs[:1] + theirs[2:]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_strict_server_allows_apop_before_stls(kind: str, dovecot_strict: InteropDovecot) -> None:
+def test_strict_server_allows_apop_before_stls(any_kind: str, dovecot_strict: InteropDovecot) -> None:
     """APOP never sends the password, so even a server that refuses plaintext accepts it."""
-    p = connect(kind, dovecot_strict.host, dovecot_strict.plain_port)
+    p = connect(any_kind, dovecot_strict.host, dovecot_strict.plain_port)
     assert p.apop("basic", PASSWORD).startswith(b"+OK")
     assert p.stat()[0] == 20
     p.quit()

@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("authlib", reason="the oauth and testing extras are part of the test extra")
 pytest.importorskip("flask", reason="the testing extra")
 
-from dovecot import _require_dovecot  # noqa: E402
+from support.dovecot import _require_dovecot  # noqa: E402
 
 from fastpoplib.oauth2 import TokenStore, record_from, settings_for  # noqa: E402
 from fastpoplib.oauth2 import _grants  # noqa: E402

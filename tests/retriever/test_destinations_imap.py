@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dovecot import PASSWORD, InteropDovecot, add_users, edge_messages
+from support.dovecot import PASSWORD, InteropDovecot, add_users, edge_messages
 from fastpoplib._destinations import ImapDestination, ImapURL, Journal
 from fastpoplib._store import Receipt, Refusal
 from fastpoplib.testing import Mailbox, POP3TestServer, sample_mailbox
@@ -332,7 +332,7 @@ def dovecot_plain_imap() -> Any:
     """An IMAP server without MULTIAPPEND or LITERAL+, as Gmail's and Outlook's are, that
     takes XOAUTH2 but not OAUTHBEARER, as Outlook's does (Dovecot 2.3 checks the token as the
     user's password)."""
-    from dovecot import _instance
+    from support.dovecot import _instance
 
     with _instance(strict=False, protocols=("pop3", "imap")) as dove:
         with open(dove.conf, "a") as conf:

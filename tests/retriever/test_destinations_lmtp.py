@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dovecot import PASSWORD, InteropDovecot, add_users
+from support.dovecot import PASSWORD, InteropDovecot, add_users
 from fastpoplib.testing import sample_mailbox
 from test_destinations_imap import bodies, four_kb, retr_all, source_args
 

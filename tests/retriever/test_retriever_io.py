@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastpoplib import _retriever, _watch
 from fastpoplib.testing import POP3TestServer, sample_mailbox
-from test_retriever_faults import maildir_messages, wait_for
+from support.cli import maildir_messages, wait_for
 
 
 def test_a_stalled_fsync_does_not_stall_the_other_accounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

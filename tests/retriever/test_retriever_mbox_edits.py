@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from fastpoplib.testing import POP3TestServer
-from test_retriever_faults import _message, account, cli, lf, mbox_messages
+from support.cli import _message, account, cli, lf, mbox_messages
 
 
 def test_a_message_the_user_shortened_is_never_truncated(tmp_path):

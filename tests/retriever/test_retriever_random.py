@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from fastpoplib.testing import Fault, Mailbox, POP3TestServer
-from test_retriever_faults import ENV, account, lf, maildir_messages
+from support.cli import ENV, account, lf, maildir_messages
 
 SEED = int(os.environ.get("FASTPOPLIB_RANDOM_SEED", "20261129"))
 ROUNDS = 8

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dovecot import PASSWORD
+from support.dovecot import PASSWORD
 from fastpoplib.testing import POP3TestServer
-from test_retriever_faults import _message, account, cli, crlf, maildir_messages
+from support.cli import _message, account, cli, crlf, maildir_messages
 
 
 def _via(srv: POP3TestServer, host: str) -> list[str]:

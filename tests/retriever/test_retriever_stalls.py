@@ -5,7 +5,7 @@ keeps flowing, and after a few runs it is reported as failing persistently."""
 from __future__ import annotations
 
 from fastpoplib.testing import Fault, POP3TestServer
-from test_retriever_faults import _message, account, cli, crlf, maildir_messages, no_traceback
+from support.cli import _message, account, cli, crlf, maildir_messages, no_traceback
 
 STALLED = b"+OK here it comes\r\nFrom: sender3@example.org\r\nSubject: message 3\r\n\r\nthe first line\r\n"
 

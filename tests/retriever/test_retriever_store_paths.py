@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from dovecot import PASSWORD
+from support.dovecot import PASSWORD
 from fastpoplib.testing import Fault, POP3TestServer
-from test_retriever_faults import _message, account, cli, lf, maildir_messages, mbox_messages, no_traceback, spawn, wait_for
+from support.cli import _message, account, cli, lf, maildir_messages, mbox_messages, no_traceback, spawn, wait_for
 
 
 def test_overlapping_runs_through_a_symlink_share_one_lock_and_state(tmp_path):

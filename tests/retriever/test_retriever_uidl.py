@@ -5,7 +5,7 @@ UID is recognised when the server later lists it without one."""
 from __future__ import annotations
 
 from fastpoplib.testing import Fault, POP3TestServer
-from test_retriever_faults import _message, account, cli, crlf, maildir_messages, no_traceback
+from support.cli import _message, account, cli, crlf, maildir_messages, no_traceback
 
 
 def test_a_failing_uidl_is_a_temporary_error_not_no_uidl(tmp_path):

@@ -5,7 +5,7 @@ shows a placeholder to other clients (Courier) sends the real message; never sen
 from __future__ import annotations
 
 from fastpoplib.testing import POP3TestServer
-from test_retriever_faults import account, cli, crlf, maildir_messages
+from support.cli import account, cli, crlf, maildir_messages
 
 UNICODE = "From: Zoë <zoe@example.org>\nSubject: Grüße aus Köln\n\nÄpfel und Birnen\n".encode()
 ASCII = b"From: a@example.org\nSubject: plain\n\nplain text\n"

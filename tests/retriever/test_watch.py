@@ -19,7 +19,7 @@ import fastpoplib
 import pytest
 from fastpoplib import _watch
 from fastpoplib.testing import Fault, POP3TestServer
-from test_retriever_faults import ENV, cli, maildir_messages, no_traceback, spawn, wait_for
+from support.cli import ENV, cli, maildir_messages, no_traceback, spawn, wait_for
 
 STALL = 30.0  # the test server's longest stall: "forever" for these tests
 
@@ -226,7 +226,7 @@ def test_status_of_a_config_never_polled_and_after_fetch(tmp_path: Path) -> None
 @pytest.fixture
 def locking_dovecot() -> Any:
     """A private Dovecot that lets one POP3 session per user in (``pop3_lock_session``)."""
-    from dovecot import InteropDovecot, _require_dovecot
+    from support.dovecot import InteropDovecot, _require_dovecot
 
     _require_dovecot()
     root = Path(tempfile.mkdtemp(prefix="fastpoplib-dovecot-"))

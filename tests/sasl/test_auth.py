@@ -14,7 +14,7 @@ from typing import Any, List
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect
+from support.clients import connect
 from fastpoplib import _sasl
 from fastpoplib.testing import Fault, SASLQuirks
 
@@ -37,7 +37,6 @@ def assert_in_step(p: Any) -> None:
 # 1. fallback ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_falls_back_when_cram_md5_is_unusable(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("CRAM-MD5", "PLAIN"), sasl_quirks=SASLQuirks(cram_md5_unusable=True))
     p = connect(kind, srv.host, srv.port)
@@ -47,7 +46,6 @@ def test_falls_back_when_cram_md5_is_unusable(kind: str, pop3_server_factory: An
     assert [line.split()[1] for line in auth_lines(srv)] == [b"CRAM-MD5", b"PLAIN"]
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_one_scram_refusal_is_enough(kind: str, pop3_server_factory: Any) -> None:
     """A wrong password costs one SCRAM refusal, not one per SCRAM hash offered."""
     srv = pop3_server_factory(sasl=("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"))
@@ -58,7 +56,6 @@ def test_one_scram_refusal_is_enough(kind: str, pop3_server_factory: Any) -> Non
     assert [line.split()[1] for line in auth_lines(srv)] == [b"SCRAM-SHA-256", b"PLAIN"]
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_every_refusal_is_listed_and_mechanisms_restricts(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("SCRAM-SHA-1", "CRAM-MD5", "LOGIN"), sasl_quirks=SASLQuirks(cram_md5_unusable=True))
     p = connect(kind, srv.host, srv.port)
@@ -79,7 +76,6 @@ def test_every_refusal_is_listed_and_mechanisms_restricts(kind: str, pop3_server
     assert not any(c.startswith(b"USER") for c in srv.sessions[-1].commands[:-1])
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_refusals_before_the_password_was_sent_fall_back(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("LOGIN",))
     srv.add_fault(Fault.reply(b"-ERR [AUTH] LOGIN disabled\r\n", on="AUTH"))
@@ -91,7 +87,6 @@ def test_refusals_before_the_password_was_sent_fall_back(kind: str, pop3_server_
     assert [c.split()[0] for c in srv.sessions[-1].commands[1:4]] == [b"AUTH", b"USER", b"APOP"]
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("code,exc", [
     (b"IN-USE", fastpoplib.InUseError),
     (b"LOGIN-DELAY", fastpoplib.LoginDelayError),
@@ -108,7 +103,6 @@ def test_resp_codes_stop_the_fallback(kind: str, code: bytes, exc: type, pop3_se
     assert_in_step(p)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_in_use_after_a_successful_exchange_stops(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("CRAM-MD5", "PLAIN"))
     first = connect(kind, srv.host, srv.port)
@@ -124,7 +118,6 @@ def test_in_use_after_a_successful_exchange_stops(kind: str, pop3_server_factory
 # 2. LOGIN prompts ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("prompts", [(b"", b""), (b"Benutzername:", b"Kennwort:"), (b"Password:", b"Username:")])
 def test_login_mechanism_answers_in_order(kind: str, prompts: Any, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("LOGIN",), sasl_quirks=SASLQuirks(login_prompts=prompts))
@@ -140,7 +133,6 @@ def test_login_mechanism_answers_in_order(kind: str, prompts: Any, pop3_server_f
 # 3. text continuation ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_text_continuation_for_mechanisms_that_ignore_it(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("PLAIN", "XOAUTH2", "SCRAM-SHA-256"), sasl_quirks=SASLQuirks(text_continuation=b"go ahead"))
     p = connect(kind, srv.host, srv.port)
@@ -156,7 +148,6 @@ def test_text_continuation_for_mechanisms_that_ignore_it(kind: str, pop3_server_
     r.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_undecodable_challenge_cancels_cleanly(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("CRAM-MD5", "PLAIN"))
     srv.add_fault(Fault.reply(b"+ <1.2@not-base64>\r\n", on="AUTH"))
@@ -167,7 +158,6 @@ def test_undecodable_challenge_cancels_cleanly(kind: str, pop3_server_factory: A
     assert_in_step(p)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_failing_auth_object_still_ends_the_exchange(kind: str, pop3_server: Any) -> None:
     def broken(challenge: Any) -> str:
         raise KeyError("no credentials")
@@ -182,7 +172,6 @@ def test_a_failing_auth_object_still_ends_the_exchange(kind: str, pop3_server: A
 # 4. and 5. SCRAM -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_scram_variants(kind: str, mechanism: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=(mechanism, "PLAIN"))
@@ -193,7 +182,6 @@ def test_scram_variants(kind: str, mechanism: str, pop3_server_factory: Any) -> 
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("final", ["missing", "wrong"])
 def test_scram_server_must_prove_itself(kind: str, final: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=("SCRAM-SHA-256", "PLAIN"), sasl_quirks=SASLQuirks(scram_server_final=final))
@@ -213,7 +201,6 @@ def test_scram_server_must_prove_itself(kind: str, final: str, pop3_server_facto
     q.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("override,reason", [
     ({"i": "2147483647"}, "iteration count 2147483647 outside 4096..600000"),
     ({"i": "abc"}, "iteration count is not a number"),
@@ -236,7 +223,6 @@ def test_hostile_scram_server_first(kind: str, override: Any, reason: str, pop3_
 # 6. tokens in clear text ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_bearer_token_refused_on_a_plain_connection(kind: str, pop3_server: Any) -> None:
     p = connect(kind, pop3_server.host, pop3_server.port)
     with pytest.raises(fastpoplib.LocalProtocolError, match="unencrypted"):
@@ -251,7 +237,6 @@ def test_bearer_token_refused_on_a_plain_connection(kind: str, pop3_server: Any)
 # 7. endless continuations --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("mechanism,secret", [("PLAIN", "password"), ("LOGIN", "password"), ("CRAM-MD5", "password"), ("XOAUTH2", "token")])
 def test_endless_continuations_are_bounded(kind: str, mechanism: str, secret: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(sasl=(mechanism,), sasl_quirks=SASLQuirks(endless_continuations=True))
@@ -268,7 +253,6 @@ def test_endless_continuations_are_bounded(kind: str, mechanism: str, secret: st
 # 8. error JSON -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
 def test_deep_error_json(kind: str, mechanism: str, pop3_server_factory: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(fastpoplib, "_MAXLINE", 1 << 14)  # room for the 4 KB challenge line
@@ -284,7 +268,6 @@ def test_deep_error_json(kind: str, mechanism: str, pop3_server_factory: Any, mo
 # 10. only what is implemented ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_unknown_scram_variant_is_not_used(kind: str, pop3_server_factory: Any) -> None:
     srv = pop3_server_factory(capabilities=["USER", "SASL SCRAM-SHA-384 SCRAM-SHA-256-PLUS"])
     p = connect(kind, srv.host, srv.port)
@@ -298,7 +281,6 @@ def test_unknown_scram_variant_is_not_used(kind: str, pop3_server_factory: Any) 
 # secrets and server text in errors -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_no_secret_and_no_control_character_in_errors_or_logs(kind: str, pop3_server_factory: Any, caplog: Any) -> None:
     secret = "Sekr1t-pw"
     srv = pop3_server_factory(sasl=("CRAM-MD5", "PLAIN", "LOGIN"), sasl_quirks=SASLQuirks(cram_md5_unusable=True))
@@ -320,7 +302,6 @@ def test_no_secret_and_no_control_character_in_errors_or_logs(kind: str, pop3_se
         assert secret not in text and not any(e in text for e in encoded)
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_server_echoing_the_password_does_not_put_it_in_the_error(kind: str, pop3_server_factory: Any) -> None:
     secret = "Sekr1t-pw"
     srv = pop3_server_factory(sasl=())

@@ -1,4 +1,4 @@
-"""Dovecot fixtures for the interoperability suite (``tests/test_dovecot_interop.py``).
+"""Dovecot fixtures for the interoperability suite (``tests/interop/test_dovecot_interop.py``).
 
 ``dovecot_server`` (session scope) is a private, unprivileged Dovecot 2.3 on loopback high ports,
 built on the shipped harness :mod:`fastpoplib.testing.dovecot`: plaintext + STLS on

@@ -1,4 +1,4 @@
-"""Deliberate misuse of fastpoplib that `mypy --strict` must report (tests/test_typing.py).
+"""Deliberate misuse of fastpoplib that `mypy --strict` must report (tests/typing/test_typing.py).
 
 Each line ending in ``# E: <code>`` must get exactly that mypy error code, and no other line
 any error: a signature that decays to ``Any`` (or loses an overload, or stops being a

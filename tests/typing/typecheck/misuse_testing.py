@@ -1,6 +1,6 @@
 """Wrong use of fastpoplib.exceptions and fastpoplib.testing, each line an error mypy must report.
 
-tests/test_typing.py checks this file with `mypy --strict`, which includes
+tests/typing/test_typing.py checks this file with `mypy --strict`, which includes
 `--warn-unused-ignores`: every `# type: ignore[code]` below must silence an error of exactly that
 code on its line. A misuse that mypy stops reporting (because a type became `Any` or too loose)
 leaves its ignore unused, and the test fails.

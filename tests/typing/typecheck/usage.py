@@ -1,4 +1,4 @@
-"""Typed usage of fastpoplib, checked with `mypy --strict` by tests/test_typing.py.
+"""Typed usage of fastpoplib, checked with `mypy --strict` by tests/typing/test_typing.py.
 
 Correct code: it must pass with no error, and every `assert_type` pins the exact type a call
 gives (an `Any` there is an error, so no `Any` leaks out of the public API unnoticed). Never

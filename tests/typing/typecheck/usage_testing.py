@@ -1,6 +1,6 @@
 """Correct, typed use of fastpoplib.exceptions and fastpoplib.testing.
 
-tests/test_typing.py checks this file with `mypy --strict --disallow-any-expr`: it must pass,
+tests/typing/test_typing.py checks this file with `mypy --strict --disallow-any-expr`: it must pass,
 and no expression in it may be typed `Any` (a function returning `Any`, or an attribute holding
 it, makes the check fail).
 """
