@@ -1,4 +1,4 @@
-"""CLI basics (issue 14, items 6 and 7): --version, help texts, exit codes in --help,
+"""CLI basics: --version, help texts, exit codes in --help,
 -v/--verbose, serve --tls, demo --seed, a busy port."""
 
 from __future__ import annotations

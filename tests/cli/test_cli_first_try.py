@@ -1,6 +1,7 @@
-"""Issue 19, items 11-15: `fastpoplib fetch` on the first try, run as a person runs it (in a
-subprocess, on a pseudo-terminal where a terminal matters). Each test fails on the code before
-the fix it names."""
+"""`fastpoplib fetch` on the first try, run as a person runs it (in a subprocess, on a
+pseudo-terminal where a terminal matters): the password prompt, certificate errors and
+pinning, SSL_CERT_FILE/SSL_CERT_DIR, TLS on the wrong port, the progress line, and one
+failed login for a wrong password over TLS."""
 
 from __future__ import annotations
 

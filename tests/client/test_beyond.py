@@ -140,7 +140,7 @@ def test_login_picks_strongest_and_refuses_cleartext(kind: str, pop3_server: Any
         p.login(USER, PASSWORD)
     p.stls(context=pop3_server.client_context())
     p.login(USER, PASSWORD)
-    assert p.auth_mechanism == "PLAIN"  # over TLS PLAIN comes before CRAM-MD5 (issue 19)
+    assert p.auth_mechanism == "PLAIN"  # over TLS PLAIN comes before CRAM-MD5
     p.quit()
     q = connect(kind, pop3_server.host, pop3_server.port)
     q.login(USER, PASSWORD, allow_insecure=True)

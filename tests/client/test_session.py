@@ -1,6 +1,7 @@
-"""Regression tests for issue 10, the session core: items 1-10 of "Failing inputs" and the
-"Semantics" bullets, each on the blocking (``POP3``) and the asyncio (``AsyncPOP3``) classes,
-against the shipped test server.
+"""The session core, each behaviour on the blocking (``POP3``) and the asyncio (``AsyncPOP3``)
+classes, against the shipped test server: commands inside a batch loop, batches and streams
+left early or held, messages() when LIST fails, accessors while a call waits, a second call
+refused, Ctrl-C and timeouts, invalid arguments, asyncio after fork, memory per wire byte.
 
 No ``sleep`` synchronises anything: tests wait on events, on worker threads with a bounded join,
 or on the server's own record of what it received (polled until a deadline). Every wait is
@@ -164,7 +165,7 @@ def ctrl_c_delay(call: Callable[[], Any], after: float = SIGNAL_AFTER, *, proces
     return outcome - sent[0]
 
 
-# -- item 1: a command inside a batch loop ------------------------------------------------------
+# -- a command inside a batch loop -------------------------------------------------------------
 
 
 def _check_fetch_store_delete(srv: POP3TestServer, box: List[Message], got: Any, deleted: Any, stat: Any, bye: bytes) -> None:
@@ -189,7 +190,7 @@ def test_dele_inside_retr_many_loop(kind: str, pop3_server: POP3TestServer) -> N
     _check_fetch_store_delete(pop3_server, box, got, deleted, stat, p.quit())
 
 
-# -- item 2: a batch left or held, another command in between --------------------------------
+# -- a batch left or held, another command in between ------------------------------------------
 
 
 def test_break_out_of_retr_many_then_retr(kind: str, pop3_server: POP3TestServer) -> None:
@@ -260,7 +261,7 @@ def test_second_task_between_batch_items(pop3_server: POP3TestServer) -> None:
     assert got == [(n, retr_reply(box[n - 1])) for n in (1, 2, 3, 4, 5)]
 
 
-# -- item 3: a stream left early; body bytes are never a reply --------------------------------
+# -- a stream left early; body bytes are never a reply -----------------------------------------
 
 # Message 1: its body holds a line that looks like a RETR status, then forged headers.
 FORGED = (
@@ -315,7 +316,7 @@ def test_resuming_superseded_stream_raises(kind: str, forged_server: POP3TestSer
     p.quit()
 
 
-# -- item 4: messages() when LIST fails ---------------------------------------------------------
+# -- messages() when LIST fails ----------------------------------------------------------------
 
 
 def test_messages_before_login_leaves_no_reply_behind(kind: str, pop3_server: POP3TestServer) -> None:
@@ -351,7 +352,7 @@ def test_messages_with_failing_list_leaves_no_reply_behind(kind: str, pop3_serve
         p.close()
 
 
-# -- item 5: accessors never block; close() from another thread --------------------------------
+# -- accessors never block; close() from another thread ----------------------------------------
 
 
 def _open_for_stall(srv: POP3TestServer, tls: bool) -> fastpoplib.POP3:
@@ -524,7 +525,7 @@ def test_async_aclose_interrupts_a_waiting_call(pop3_server: POP3TestServer) -> 
     assert run_async(main()) < 1.0
 
 
-# -- item 6: a second call in I/O on one connection is refused, deterministically ---------------
+# -- a second call in I/O on one connection is refused, deterministically ----------------------
 
 
 def test_gather_refuses_exactly_the_second_call(pop3_server: POP3TestServer) -> None:
@@ -569,7 +570,7 @@ def test_second_thread_is_refused_at_once(pop3_server: POP3TestServer) -> None:
     p.quit()
 
 
-# -- item 7: Ctrl-C and timeouts in the blocking driver (and their asyncio twins) -------------
+# -- Ctrl-C and timeouts in the blocking driver (and their asyncio twins) ----------------------
 
 
 @contextlib.contextmanager
@@ -786,7 +787,7 @@ def test_timeout_bounds_a_stalled_plain_read(kind: str, pop3_server: POP3TestSer
         p.close()
 
 
-# -- item 8: invalid arguments raise Python exceptions, never a panic or an abort ---------------
+# -- invalid arguments raise Python exceptions, never a panic or an abort ----------------------
 
 # (timeout, what poplib raises for it): fastpoplib must raise the same.
 INVALID_TIMEOUTS = [
@@ -906,7 +907,7 @@ def test_extreme_limits(kind: str, option: str, value: Any, error: type, pop3_se
         connect(kind, pop3_server.host, pop3_server.port, **{option: value})
 
 
-# -- item 9: asyncio after fork ---------------------------------------------------------------
+# -- asyncio after fork ------------------------------------------------------------------------
 
 
 def _wait_child(pid: int, timeout: float) -> int:
@@ -959,7 +960,7 @@ def test_new_session_in_a_forked_child(kind: str, pop3_server: POP3TestServer) -
     assert pop3_server.sessions[-1].quit_received
 
 
-# -- item 10: memory per wire byte ------------------------------------------------------------
+# -- memory per wire byte ----------------------------------------------------------------------
 
 
 def _reset_peak_rss() -> bool:

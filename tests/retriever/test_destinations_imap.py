@@ -1,5 +1,5 @@
 """`fastpoplib fetch --imap`: Dovecot's POP3 as the source, another Dovecot user's IMAP
-mailbox as the destination, the CLI run for real in subprocesses (issue 20, item 1)."""
+mailbox as the destination, the CLI run for real in subprocesses."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """`fastpoplib fetch --lmtp`: Dovecot's POP3 as the source, Dovecot's LMTP server delivering
-to another user's mailbox (read back over IMAP), the CLI run in subprocesses (issue 20,
-item 2)."""
+to another user's mailbox (read back over IMAP), the CLI run in subprocesses."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""`fastpoplib fetch --mda CMD` against the shipped test server, and the one-destination rule
-(issue 20, item 2). Each run is a real subprocess."""
+"""`fastpoplib fetch --mda CMD` against the shipped test server, and the one-destination rule.
+Each run is a real subprocess."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The exactly-once API (issue 20, item 4): an application stores each message and its key in
+"""The exactly-once API (`Fetcher`, `AsyncFetcher`): an application stores each message and its key in
 its own sqlite3 transaction, then acknowledges it; only acknowledged (or already stored)
 messages are deleted on the server. Run against the shipped test server, including a process
 killed between the application's commit and ``ack()``."""

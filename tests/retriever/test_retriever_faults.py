@@ -1,5 +1,6 @@
-"""`fastpoplib fetch` and `ls` under the faults of issue 13, run for real in subprocesses
-against the shipped test server. Each test fails without the fix it names."""
+"""`fastpoplib fetch` and `ls` under faults (a full disk, a damaged mbox or state file, UIDs
+reused or duplicated, -ERR or an over-long line in RETR, lost sessions, locks held by others,
+Ctrl-C), run for real in subprocesses against the shipped test server."""
 
 from __future__ import annotations
 

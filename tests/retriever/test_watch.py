@@ -1,4 +1,4 @@
-"""`fastpoplib watch`, `status` and `fetch --concurrency` (issue 20, item 3), run for real in
+"""`fastpoplib watch`, `status` and `fetch --concurrency`, run for real in
 subprocesses against the shipped test server. Every wait is for something observable (a
 message stored, a session opened), bounded by a deadline."""
 

@@ -133,7 +133,7 @@ def test_candidates_order_and_restriction() -> None:
         "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN", "USER", "APOP",
     ]
     assert _sasl.candidates(offered, ["USER", "PLAIN"], False, user_ok=True, apop_ok=False) == ["USER", "PLAIN"]
-    # Over TLS PLAIN comes before CRAM-MD5 (issue 19): TLS hides the password already.
+    # Over TLS PLAIN comes before CRAM-MD5: TLS hides the password already.
     assert _sasl.candidates(offered, None, False, user_ok=True, apop_ok=True, tls=True) == [
         "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN", "USER", "CRAM-MD5", "APOP",
     ]

@@ -89,7 +89,7 @@ def refusal(kind: str, mode: str, srv: POP3TestServer, ctx: ssl.SSLContext) -> B
 
 
 def plain_sentence(message: str) -> None:
-    """What issue 11 item 8 asks of every TLS error text: no tuple, no Rust debug text."""
+    """What every TLS error text must be: a sentence, no tuple, no Rust debug text."""
     assert not re.search(r"^\(.*,\)$", message), message
     assert "Other(" not in message and "OtherError" not in message, message
     assert message == message.strip() and len(message.split()) >= 4, message
@@ -354,7 +354,7 @@ def test_context_hostname_checks_common_name_holds(any_kind: str, pop3_server_fa
 
 @pytest.mark.parametrize("case", ["rustls untrusted self-signed", "rustls client certificate missing", "context client certificate missing"])
 def test_tls_error_text_has_no_identifiers(kind: str, case: str, pop3_server_factory: Factory, self_signed: SelfSigned) -> None:
-    """Issue 11 item 8: a plain sentence. Today: 'certificate for 127.0.0.1 was refused
+    """A plain sentence, not what these cases once gave: 'certificate for 127.0.0.1 was refused
     (CaUsedAsEndEntity); ...', 'TLS error with 127.0.0.1: received fatal alert:
     CertificateRequired', 'TLS error with 127.0.0.1: TLSV13_ALERT_CERTIFICATE_REQUIRED'."""
     if case == "rustls untrusted self-signed":
