@@ -19,7 +19,7 @@ HERE = Path(__file__).parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=HERE.parent / "tests")
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=HERE)
 
 
 def test_stub_matches_extension() -> None:
