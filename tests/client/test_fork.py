@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict
 import pytest
 
 import fastpoplib
-from test_session import _wait_child
+from support.processes import wait_child
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -33,7 +33,7 @@ def in_child(action: Callable[[], None]) -> int:
             code = USED if "os.fork()" in str(exc) else WRONG
         finally:
             os._exit(code)
-    return _wait_child(pid, 20)
+    return wait_child(pid, 20)
 
 
 def sync_client(path: str, srv: Any) -> Any:

@@ -28,6 +28,7 @@ import pytest
 
 import fastpoplib
 from support.clients import FAST_KINDS, connect, iterate, logged_in
+from support.processes import wait_child
 from fastpoplib.testing import Fault, Mailbox, Message, POP3TestServer, sample_mailbox
 
 USER, PASSWORD = "user", "password"
@@ -910,20 +911,6 @@ def test_extreme_limits(kind: str, option: str, value: Any, error: type, pop3_se
 # -- asyncio after fork ------------------------------------------------------------------------
 
 
-def _wait_child(pid: int, timeout: float) -> int:
-    """The child's exit code; kills it and fails if it has not exited within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError(f"the forked child did not finish within {timeout} s (killed)")
-        _POLL.wait(0.01)
-
-
 def test_new_session_in_a_forked_child(kind: str, pop3_server: POP3TestServer) -> None:
     expected = (12, total_size(pop3_server.mailbox.snapshot()))
 
@@ -956,7 +943,7 @@ def test_new_session_in_a_forked_child(kind: str, pop3_server: POP3TestServer) -
             code = 2
         finally:
             os._exit(code)
-    assert _wait_child(pid, 10) == 0
+    assert wait_child(pid, 10) == 0
     assert pop3_server.sessions[-1].quit_received
 
 
