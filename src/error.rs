@@ -4,6 +4,7 @@ use std::io;
 
 use thiserror::Error;
 
+use crate::proto::session::Closed;
 use crate::proto::ProtoError;
 
 #[derive(Debug, Error)]
@@ -22,9 +23,6 @@ pub enum Error {
     /// TLS settings that cannot be honoured (bad PEM, unsupported version...).
     #[error("{0}")]
     TlsConfig(String),
-    /// The connection is already closed (by `close()`, `quit()` or an earlier fatal error).
-    #[error("{0}")]
-    NotConnected(String),
     /// Another thread or task is using the same connection right now.
     #[error("this connection is busy with another call (another thread or task); POP3 replies come in order, so wait for that call to finish, or use one connection per thread or task")]
     Busy,
@@ -41,17 +39,22 @@ impl Error {
         }
     }
 
-    /// Whether the byte stream can still be trusted after this error. A `-ERR` reply or a
-    /// rejected argument leaves the session usable; anything else may have left part of a
-    /// response unread, so the connection must be closed rather than desynchronised.
-    pub fn is_fatal(&self) -> bool {
-        !matches!(
-            self,
-            Error::Proto(
-                ProtoError::ServerError(_) | ProtoError::InvalidArgument(_) | ProtoError::Usage(_)
-            ) | Error::Busy
-                | Error::NotConnected(_)
-        )
+    /// The connection is closed: `why` says so.
+    pub fn not_connected(why: &Closed) -> Self {
+        Error::Proto(ProtoError::NotConnected(why.to_string()))
+    }
+
+    /// Why the connection must be closed after this error, `None` if it stays usable: the
+    /// session's one policy ([`ProtoError::is_fatal`]) for its own errors; a call refused
+    /// as busy leaves it usable; any failure of the driver (I/O, timeout, TLS) or a signal
+    /// may have left a reply half-read.
+    pub fn closes(&self) -> Option<Closed> {
+        match self {
+            Error::Proto(err) if !err.is_fatal() => None,
+            Error::Busy => None,
+            Error::Interrupted => Some(Closed::Interrupted),
+            other => Some(Closed::Failed(other.to_string())),
+        }
     }
 }
 

@@ -4,11 +4,12 @@
 //! injected line; the parsers of untrusted greeting and CAPA text never panic.
 
 use _core::proto::capa::parse_capa;
-use _core::proto::command::{encode_line, encode_lines};
+use _core::proto::command::{Command, Secret};
 use _core::proto::greeting::{apop_timestamp, MAX_TIMESTAMP_LEN};
 use _core::proto::response::{
     check_status, BodyDecoder, BodySink, BytesSink, Limits, LineReader, LinesSink, LINE_COST,
 };
+use _core::proto::session::{Collect, Session};
 use _core::proto::ProtoError;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -559,26 +560,36 @@ proptest! {
     ) {
         let forbidden = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
         for arg in &args {
-            let mut out = b"NOOP\r\n".to_vec();
-            match encode_line(arg, &mut out) {
-                Ok(()) => {
-                    prop_assert!(out.ends_with(b"\r\n"));
-                    let line = &out[6..out.len() - 2];
-                    prop_assert_eq!(line, &arg[..]);
-                    prop_assert!(!line.iter().any(forbidden));
+            let commands = [
+                (Command::raw(arg.clone(), None), &b""[..]),
+                (Command::Retr(arg.clone()), b"RETR "),
+                (Command::Pass(Secret::new(arg.clone())), b"PASS "),
+            ];
+            for (command, verb) in commands {
+                let mut out = b"NOOP\r\n".to_vec();
+                match command.encode(&mut out) {
+                    Ok(()) => {
+                        prop_assert!(out.ends_with(b"\r\n"));
+                        let line = &out[6..out.len() - 2];
+                        prop_assert_eq!(line, &[verb, arg.as_slice()].concat()[..]);
+                        prop_assert!(!line.iter().any(forbidden));
+                    }
+                    Err(ProtoError::InvalidArgument(_)) => {
+                        prop_assert!(arg.iter().any(forbidden));
+                        prop_assert_eq!(&out, b"NOOP\r\n");
+                    }
+                    Err(e) => prop_assert!(false, "unexpected {:?}", e),
                 }
-                Err(ProtoError::InvalidArgument(_)) => {
-                    prop_assert!(arg.iter().any(forbidden));
-                    prop_assert_eq!(&out, b"NOOP\r\n");
-                }
-                Err(e) => prop_assert!(false, "unexpected {:?}", e),
             }
         }
-        // A pipelined batch is all or nothing.
-        match encode_lines(&args) {
-            Ok(wire) => prop_assert_eq!(wire, args.iter().flat_map(|a| [a.as_slice(), b"\r\n"].concat()).collect::<Vec<u8>>()),
+        // A pipelined batch is all or nothing: checked whole before anything is queued.
+        let mut session = Session::new(Limits::default());
+        let batch = args.iter().map(|a| Command::Retr(a.clone())).collect();
+        match session.batch(batch, Collect::Lines) {
+            Ok(_) => prop_assert!(!args.iter().flatten().any(forbidden)),
             Err(_) => prop_assert!(args.iter().flatten().any(forbidden)),
         }
+        prop_assert!(session.outgoing().is_empty());
     }
 
     #[test]

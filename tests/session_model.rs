@@ -10,9 +10,10 @@
 use std::collections::{HashSet, VecDeque};
 
 use _core::proto::capa::parse_capa;
+use _core::proto::command::{Command, Shape};
 use _core::proto::response::Limits;
 use _core::proto::session::{
-    Done, Expect, Job, MessageRow, Outcome, Reply, Request, Session, Step,
+    Collect, Done, Expect, Job, MessageRow, Outcome, Reply, Request, Session, Step,
 };
 use _core::proto::ProtoError;
 use proptest::collection::vec;
@@ -292,6 +293,30 @@ enum Kind {
 }
 
 impl Kind {
+    /// `line` as a line written by hand (its marker is an argument no typed command takes),
+    /// read as this kind says.
+    fn request(self, line: Vec<u8>) -> Request {
+        Request::Command {
+            command: self.command(line),
+            collect: self.collect(),
+        }
+    }
+
+    fn command(self, line: Vec<u8>) -> Command {
+        let shape = match self {
+            Kind::Status => Shape::Status,
+            Kind::Lines | Kind::Bytes => Shape::MultiLine,
+        };
+        Command::raw(line, Some(shape))
+    }
+
+    fn collect(self) -> Collect {
+        match self {
+            Kind::Bytes => Collect::Bytes,
+            Kind::Status | Kind::Lines => Collect::Lines,
+        }
+    }
+
     fn expect(self) -> Expect {
         match self {
             Kind::Status => Expect::Status,
@@ -462,13 +487,7 @@ impl Model {
         let line = kind.line(n, pick);
         self.supersede(false);
         let want = expected(self.knobs.answer(&line, 0), kind.expect());
-        let request = Request::Command {
-            line,
-            expect: kind.expect(),
-            secret: false,
-            raw: false,
-        };
-        prop_assert_eq!(self.reply(request)?, want);
+        prop_assert_eq!(self.reply(kind.request(line))?, want);
         Ok(())
     }
 
@@ -482,12 +501,7 @@ impl Model {
                 let want = expected(self.knobs.answer(&line, 0), kind.expect());
                 let mut job = self
                     .session
-                    .start(Request::Command {
-                        line,
-                        expect: kind.expect(),
-                        secret: false,
-                        raw: false,
-                    })
+                    .start(kind.request(line))
                     .expect("a command is allowed");
                 let done = self
                     .server
@@ -508,9 +522,12 @@ impl Model {
                 let mut sent = Vec::new();
                 for (kind, pick) in puts {
                     let line = kind.line(self.marker(), *pick);
-                    let done = self
-                        .server
-                        .run(&mut self.session, Request::Put { line: line.clone() });
+                    let done = self.server.run(
+                        &mut self.session,
+                        Request::Put {
+                            command: Command::raw(line.clone(), None),
+                        },
+                    );
                     prop_assert!(matches!(done, Ok(Done::Sent)), "Put gave {:?}", done);
                     sent.push((*kind, line));
                 }
@@ -566,7 +583,10 @@ impl Model {
                     .collect();
                 let id = self
                     .session
-                    .batch(lines.clone(), kind.expect())
+                    .batch(
+                        lines.iter().map(|l| kind.command(l.clone())).collect(),
+                        kind.collect(),
+                    )
                     .expect("valid lines");
                 self.batches.push(BatchModel {
                     id,
@@ -595,8 +615,12 @@ impl Model {
                 self.supersede(false);
                 let answer = self.knobs.answer(&line, 0);
                 match (
-                    self.server
-                        .run(&mut self.session, Request::StreamOpen { line }),
+                    self.server.run(
+                        &mut self.session,
+                        Request::StreamOpen {
+                            command: Kind::Lines.command(line),
+                        },
+                    ),
                     answer,
                 ) {
                     (Ok(Done::Stream(id, status)), Answer::Multi(want, lines)) => {
@@ -631,9 +655,9 @@ impl Model {
             }
         }
         prop_assert!(
-            self.session.broken().is_none(),
+            self.session.closed().is_none(),
             "the session broke: {:?}",
-            self.session.broken()
+            self.session.closed()
         );
         Ok(())
     }

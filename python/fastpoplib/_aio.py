@@ -47,7 +47,7 @@ from typing import (
 )
 
 from . import _bridge, _core, _flows, _idna, _login, _tls, _trace, _wire
-from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, STATUS, BatchReplies, N, POP3Base, Which, resolve_timeout
+from ._base import MAX_LINE_LENGTH, MAX_RESPONSE_SIZE, POP3_PORT, POP3_SSL_PORT, BatchReplies, N, POP3Base, Which, resolve_timeout
 from ._tls import StrPath
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
 
@@ -292,7 +292,7 @@ class AsyncPOP3(POP3Base):
             self._attach(_core.Connection.external(max_status_line=self._maxline, tls=True, **limits))
             self._conn.timeout = self._options["timeout"]
         try:
-            await self._call("claim", STATUS)
+            await self._call("claim")
         except BaseException:
             self._abort()
             raise
@@ -319,14 +319,14 @@ class AsyncPOP3(POP3Base):
         if self._conn is not None:
             self._conn.timeout = value
 
-    async def _call(self, name: str, *args: Any) -> Any:
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         conn = self._check_open()
         self._bridge.check()
         self._before(conn)
         try:
             if self._driver is not None:
-                return await self._driver.run(getattr(conn, name)(None, 0, *args), self._stls_context)
-            return await self._bridge.call(getattr(conn, name), *args)
+                return await self._driver.run(getattr(conn, name)(None, 0, *args, **kwargs), self._stls_context)
+            return await self._bridge.call(getattr(conn, name), *args, **kwargs)
         finally:
             self._after()
 
@@ -347,14 +347,14 @@ class AsyncPOP3(POP3Base):
                 runner.send(result)
         return runner.value
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> AsyncIterator[Any]:
-        return _Batch(self, numbers, lines, kind, keep_errors)
+    def _batch(self, numbers: List[Any], commands: List[_core.Command], keep_errors: bool = False) -> AsyncIterator[Any]:
+        return _Batch(self, numbers, commands, keep_errors)
 
     async def _collect(self, items: AsyncIterator[Any], finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
         return finish([item async for item in items])
 
-    async def _stream(self, line: bytes, chunk_size: int) -> AsyncIterator[bytes]:
-        _, stream = await self._call("open_stream", line)
+    async def _stream(self, command: _core.Command, chunk_size: int) -> AsyncIterator[bytes]:
+        _, stream = await self._call("open_stream", command)
         conn = self._conn
         try:
             while True:
@@ -448,7 +448,7 @@ class AsyncPOP3(POP3Base):
     def tls_info(self) -> Optional[Tuple[str, str]]:
         """``(protocol version, cipher suite)`` while TLS is active, else ``None``; never
         waits for a call in progress."""
-        if self._conn is None:
+        if self._closed:
             return None
         info: Optional[Tuple[str, str]] = self._driver.tls_info() if self._driver is not None else self._conn.tls_info()
         return info

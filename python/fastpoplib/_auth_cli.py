@@ -9,9 +9,21 @@ import argparse
 import sys
 from typing import Any
 
-from ._retriever import EXIT_AUTH, EXIT_BUSY, EXIT_CONNECTION, EXIT_OK, Account, ConfigError, printable
+from ._retriever import EXIT_AUTH, EXIT_BUSY, EXIT_CONNECTION, EXIT_OK, EXIT_USAGE, Account, ConfigError, printable
 from ._store import LockBusy
-from .oauth2 import Denied, account_state, InvalidGrant, OAuth2ConfigError, OAuth2Error, TokenStore, TokenStoreError, record_from, settings_for, state_line
+from .oauth2 import (
+    Denied,
+    InvalidGrant,
+    OAuth2ConfigError,
+    OAuth2Error,
+    Settings,
+    TokenStore,
+    TokenStoreError,
+    account_state,
+    record_from,
+    settings_for,
+    state_line,
+)
 
 EXTRA = "pip install 'fastpoplib[oauth]'"
 
@@ -54,6 +66,19 @@ def _oauth2_accounts(args: argparse.Namespace, accounts_from: Any) -> list[Accou
     return accounts
 
 
+def _settings(config: str, acct: Account) -> Settings:
+    """The account's OAuth2 settings, or the ConfigError every ``auth`` command (and
+    ``fetch``) gives for a missing or bad ``oauth2_*`` key."""
+    try:
+        return settings_for(acct)
+    except OAuth2ConfigError as exc:
+        raise _config_error(config, acct, exc) from None
+
+
+def _config_error(config: str, acct: Account, exc: OAuth2ConfigError) -> ConfigError:
+    return ConfigError(f"{config}: account {acct.name!r}: {exc}")
+
+
 def _store() -> TokenStore:
     try:
         return TokenStore()
@@ -68,16 +93,17 @@ def cmd_login(args: argparse.Namespace, accounts_from: Any) -> int:
     except ImportError:
         raise ConfigError(f"OAuth2 sign-in needs the oauth extra: {EXTRA}") from None
     store = _store()
+    settings = _settings(args.config, acct)
     try:
         store.check_writable()
-        settings = _grants.discover(settings_for(acct))
+        settings = _grants.discover(settings)
         grant = _grants.browser_login if args.browser else _grants.device_login
         response = grant(settings, lambda text: print("\n".join(map(printable, text.split("\n"))), flush=True))
         record = record_from(settings, response)
         with store.locked(acct.name):
             store.save(acct.name, record)
-    except OAuth2ConfigError as exc:
-        raise ConfigError(f"{args.config}: account {acct.name!r}: {exc}") from None
+    except OAuth2ConfigError as exc:  # from discovery
+        raise _config_error(args.config, acct, exc) from None
     except TokenStoreError as exc:
         raise ConfigError(str(exc)) from None
     except LockBusy as exc:
@@ -94,22 +120,28 @@ def cmd_login(args: argparse.Namespace, accounts_from: Any) -> int:
 
 
 def cmd_status(args: argparse.Namespace, accounts_from: Any) -> int:
+    """Each account's state; exit 2 if an account's settings are unusable (the sentence of
+    ``login`` and ``fetch``, on stderr), else 3 if one must sign in."""
     store = _store()
-    code = EXIT_OK
+    misconfigured = must_sign_in = False
     for acct in _oauth2_accounts(args, accounts_from):
         if acct.auth != "oauth2":
             print(f"{printable(acct.name)}: signs in with a password")
             continue
         try:
+            _settings(args.config, acct)
             record = store.load(acct.name)
+        except ConfigError as exc:  # the other accounts are still shown
+            print(f"fastpoplib: {printable(str(exc))}", file=sys.stderr)
+            misconfigured = True
+            continue
         except TokenStoreError as exc:
             print(f"{printable(acct.name)}: {exc}")
-            code = EXIT_AUTH
+            must_sign_in = True
             continue
-        if record is None or record.failed:
-            code = EXIT_AUTH
+        must_sign_in = must_sign_in or record is None or bool(record.failed)
         print(printable(state_line(acct.name, record)))
-    return code
+    return EXIT_USAGE if misconfigured else EXIT_AUTH if must_sign_in else EXIT_OK
 
 
 def cmd_logout(args: argparse.Namespace, accounts_from: Any) -> int:
@@ -154,6 +186,6 @@ def sign_in_state(acct: Account) -> str | None:
         return None
     try:
         return account_state(acct)
-    except TokenStoreError as exc:
+    except (OAuth2ConfigError, TokenStoreError) as exc:
         return str(exc)
 

@@ -15,7 +15,7 @@ import sys
 from email.message import EmailMessage
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union, overload
 
-from . import _flows, _fork, _login, _secrets, _trace
+from . import _core, _flows, _fork, _login, _secrets, _trace
 from ._types import Capabilities, LongResponse, MessageInfo, SupportsWriteBytes
 from .exceptions import DeleteError, LocalProtocolError, ServerError
 
@@ -43,9 +43,6 @@ def current_maxline() -> int:
     return getattr(sys.modules.get("fastpoplib"), "_MAXLINE", MAXLINE)
 
 
-# Reply kinds of the session's `command` (src/python/connection/mod.rs).
-STATUS, LINES, BYTES = 0, 1, 2
-
 
 def _count(name: str, value: Any, minimum: int = 0) -> int:
     """An int argument as poplib would take it: TypeError for a non-int, ValueError below
@@ -63,13 +60,13 @@ class BatchReplies:
     when this object goes away (``break``, an exception, the end), the session drops what
     is still in flight. Subclasses add ``__next__`` or ``__anext__``."""
 
-    def __init__(self, client: Any, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> None:
+    def __init__(self, client: Any, numbers: List[Any], commands: List[_core.Command], keep_errors: bool = False) -> None:
         self._client = client
         # Hand out a -ERR as the item's reply and go on, rather than raise and stop.
         self._keep_errors = keep_errors
         self._numbers = numbers
         self._conn = client._check_open()
-        self._id = self._conn.batch(lines, kind)
+        self._id = self._conn.batch(commands)
         self._done = False
 
     def _item(self, item: Any) -> Any:
@@ -134,7 +131,6 @@ class POP3Base:
     _tracing = False
     _maxline = MAXLINE
     _label = "pop3"
-    timeout: Optional[float] = None
     auth_mechanism: Optional[str] = None
     # The secrets a flow in progress sent (``_secrets.hidden``), masked in what is shown.
     _secrets: Tuple[bytes, ...] = ()
@@ -157,27 +153,30 @@ class POP3Base:
     def _run(self, flow: _flows.Flow) -> Any:
         raise NotImplementedError
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Operation ``name`` of the Rust connection: its result (blocking) or an awaitable."""
         raise NotImplementedError
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> Any:
-        """A :class:`BatchReplies` iterator (sync or async) over ``lines`` sent as a batch."""
+    def _batch(self, numbers: List[Any], commands: List[_core.Command], keep_errors: bool = False) -> Any:
+        """A :class:`BatchReplies` iterator (sync or async) over ``commands`` sent as a batch."""
         raise NotImplementedError
 
     def _collect(self, items: Any, finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
         """``finish([(number, reply)])`` over a whole batch (or an awaitable of it)."""
         raise NotImplementedError
 
-    def _stream(self, line: bytes, chunk_size: int) -> Any:
-        """The body of ``line``'s reply in chunks (an iterator or an async iterator)."""
+    def _stream(self, command: _core.Command, chunk_size: int) -> Any:
+        """The body of ``command``'s reply in chunks (an iterator or an async iterator)."""
         raise NotImplementedError
 
     def _check_open(self) -> Any:
         if self._conn is None:
             self._attach(self._adopt())
             if self._conn is None:
-                raise LocalProtocolError("the connection is closed; open a new one")
+                # Why the session was closed (by close(), or by an error before it), as the
+                # session says it; a connection never opened has no session.
+                why = None if self._session is None else self._session.closed
+                raise LocalProtocolError(why or "the connection is closed; open a new one")
         return self._conn
 
     def _attach(self, conn: Any) -> None:
@@ -240,14 +239,12 @@ class POP3Base:
 
     def _dispatch(self, op: _flows.Op) -> Any:
         """Starts ``op``: one call into the session."""
-        if isinstance(op, _flows.Short):
-            return self._call("command", op.line, STATUS, op.login, op.secret, op.raw)
-        if isinstance(op, _flows.Long):
-            return self._call("command", op.line, BYTES if op.as_bytes else LINES, False, False, op.raw)
+        if isinstance(op, _flows.Run):
+            return self._call("run", op.command, as_bytes=op.as_bytes)
         if isinstance(op, _flows.Chunk):
             return self._call("chunk", op.stream, op.size)
         if isinstance(op, _flows.OpenStream):
-            return self._call("open_stream", op.line)
+            return self._call("open_stream", op.command)
         if isinstance(op, _flows.Capa):
             return self._call("capa")
         if isinstance(op, _flows.Messages):
@@ -258,6 +255,9 @@ class POP3Base:
 
     def _line(self, line: Union[str, bytes]) -> bytes:
         return _flows.encode(line, self.encoding)
+
+    def _arg(self, value: Any) -> bytes:
+        return _flows.arg(value, self.encoding)
 
     # -- poplib's public API -------------------------------------------------------------------
     # The command methods return ``self._run(flow)``: the reply in ``POP3``, an awaitable in
@@ -286,14 +286,14 @@ class POP3Base:
     def user(self, user: str) -> bytes:
         """USER (RFC 1939 §7): send the user name; returns the ``+OK`` line.
         Raises AuthenticationError on ``-ERR``."""
-        return self._run(_flows.short(self._line(f"USER {user}"), login=True))
+        return self._run(_flows.run(_core.Command.user(self._arg(user))))
 
     def pass_(self, pswd: str) -> bytes:
         """PASS (RFC 1939 §7): send the password (masked in debug output, logs and errors,
         also where the server echoes it); returns
         the ``+OK`` line, after which the session is in the TRANSACTION state. Raises
         AuthenticationError on ``-ERR`` (InUseError when the maildrop is locked)."""
-        return self._run(_secrets.hidden(self, pswd, _flows.short(self._line(f"PASS {pswd}"), login=True)))
+        return self._run(_secrets.hidden(self, pswd, _flows.run(_core.Command.pass_(_flows.secret(pswd, self.encoding)))))
 
     def apop(self, user: str, password: str) -> bytes:
         """APOP (RFC 1939 §7): log in with the MD5 digest of the greeting's timestamp and
@@ -304,7 +304,7 @@ class POP3Base:
     def rpop(self, user: str) -> bytes:
         """RPOP (RFC 1081, obsolete): send ``RPOP user``; returns the ``+OK`` line. Raises
         AuthenticationError on ``-ERR``."""
-        return self._run(_flows.short(self._line(f"RPOP {user}"), login=True))
+        return self._run(_flows.run(_core.Command.rpop(self._arg(user))))
 
     def auth(self, mechanism: str, authobject: _login.AuthObject, initial_response_ok: bool = True) -> bytes:
         """AUTH (RFC 5034): one SASL exchange in the style of ``smtplib.SMTP.auth``:
@@ -368,21 +368,21 @@ class POP3Base:
         one line per message not marked deleted, sizes in octets. With a message number:
         its ``b"+OK number size"`` line (ServerError if there is no such message)."""
         if which is not None:
-            return self._run(_flows.short(self._line(f"LIST {which}")))
-        return self._run(_flows.long(b"LIST"))
+            return self._run(_flows.run(_core.Command.list(self._arg(which))))
+        return self._run(_flows.run(_core.Command.list()))
 
     def retr(self, which: Which) -> LongResponse:
         """RETR (RFC 1939 §5): message ``which`` as ``(resp, lines, octets)``: its lines
         without line ends, dot-unstuffed, and its size in octets as poplib counts it. A large
         message is converted as it arrives (peak memory about poplib's); a reply over
         ``max_response_size`` raises RemoteProtocolError."""
-        return self._run(_flows.long(self._line(f"RETR {which}")))
+        return self._run(_flows.run(_core.Command.retr(self._arg(which))))
 
     def top(self, which: Which, howmuch: int) -> LongResponse:
         """TOP (RFC 1939 §7): the headers of message ``which`` and the first ``howmuch``
         lines of its body, as ``(resp, lines, octets)`` like :meth:`retr`. The server may
         not support TOP (ServerError)."""
-        return self._run(_flows.long(self._line(f"TOP {which} {howmuch}")))
+        return self._run(_flows.run(_core.Command.top(self._arg(which), self._arg(howmuch))))
 
     @overload
     def uidl(self, which: None = None) -> LongResponse: ...
@@ -395,27 +395,27 @@ class POP3Base:
         for each message not marked deleted. With a message number: its
         ``b"+OK number uid"`` line. ServerError if the server has no UIDL."""
         if which is not None:
-            return self._run(_flows.short(self._line(f"UIDL {which}")))
-        return self._run(_flows.long(b"UIDL"))
+            return self._run(_flows.run(_core.Command.uidl(self._arg(which))))
+        return self._run(_flows.run(_core.Command.uidl()))
 
     def dele(self, which: Which) -> bytes:
         """DELE (RFC 1939 §5): mark message ``which`` deleted; returns the ``+OK`` line. The
         server deletes it only at QUIT (:meth:`quit`); RSET or a broken connection keeps it."""
-        return self._run(_flows.short(self._line(f"DELE {which}")))
+        return self._run(_flows.run(_core.Command.dele(self._arg(which))))
 
     def noop(self) -> bytes:
         """NOOP (RFC 1939 §5): does nothing (keeps the session alive); returns ``+OK``."""
-        return self._run(_flows.short(b"NOOP"))
+        return self._run(_flows.run(_core.Command.noop()))
 
     def rset(self) -> bytes:
         """RSET (RFC 1939 §5): unmark every message marked deleted; returns the ``+OK`` line."""
-        return self._run(_flows.short(b"RSET"))
+        return self._run(_flows.run(_core.Command.rset()))
 
     def utf8(self) -> bytes:
         """UTF8 (RFC 6856 §2): switch the session to UTF-8 (user names, passwords and
         replies); returns the ``+OK`` line. Allowed before login only; ServerError if the
         server refuses or lacks it."""
-        return self._run(_flows.short(b"UTF8"))
+        return self._run(_flows.run(_core.Command.utf8()))
 
     @overload
     def lang(self, tag: None = None) -> LongResponse: ...
@@ -428,8 +428,8 @@ class POP3Base:
         server's replies and return the ``+OK`` line; without, list the languages offered
         as ``(resp, [b"tag description", ...], octets)``. ServerError if not supported."""
         if tag is None:
-            return self._run(_flows.long(b"LANG"))
-        return self._run(_flows.short(self._line(f"LANG {tag}")))
+            return self._run(_flows.run(_core.Command.lang()))
+        return self._run(_flows.run(_core.Command.lang(self._arg(tag))))
 
     def capa(self) -> Capabilities:
         """CAPA (RFC 2449): the server's capabilities as ``{name: [arguments]}`` (a dict, equal
@@ -446,17 +446,17 @@ class POP3Base:
         in flight are kept for the iteration. Leaving early (``break``, ``close()``) drops
         the replies still in flight. A ``-ERR`` raises ServerError and ends the iteration.
         ``AsyncPOP3`` returns an async iterator (``async for``), not a coroutine."""
-        return self._each_message("RETR {}", which)
+        return self._each_message(lambda n: _core.Command.retr(self._arg(n)), which)
 
     def top_many(self, which: Iterable[N], howmuch: int) -> Iterator[Tuple[N, LongResponse]]:
         """Like :meth:`retr_many` with ``TOP n howmuch`` (RFC 1939 §7: headers plus
         ``howmuch`` body lines). TypeError/ValueError at once for a bad ``howmuch``."""
-        return self._each_message("TOP {} %d" % _count("howmuch", howmuch), which)
+        lines = b"%d" % _count("howmuch", howmuch)
+        return self._each_message(lambda n: _core.Command.top(self._arg(n), lines), which)
 
-    def _each_message(self, template: str, which: Iterable[Any]) -> Any:
+    def _each_message(self, command: Callable[[Any], _core.Command], which: Iterable[Any]) -> Any:
         numbers = [*which]
-        lines = [self._line(template.format(n)) for n in numbers]
-        return self._batch(numbers, lines, LINES)
+        return self._batch(numbers, [command(n) for n in numbers])
 
     def dele_many(self, which: Iterable[Which]) -> List[bytes]:
         """DELE (RFC 1939 §5) each message, pipelined like :meth:`retr_many`; returns the
@@ -465,13 +465,13 @@ class POP3Base:
         deleted anyway (``deleted``, removed at QUIT) and which were refused (``refused``):
         :meth:`rset` unmarks them all."""
         numbers = [*which]
-        lines = [self._line(f"DELE {n}") for n in numbers]
-        return self._collect(self._batch(numbers, lines, STATUS, keep_errors=True), _deletions)
+        commands = [_core.Command.dele(self._arg(n)) for n in numbers]
+        return self._collect(self._batch(numbers, commands, keep_errors=True), _deletions)
 
     def retr_bytes(self, which: Which) -> bytes:
         """RETR (RFC 1939 §5): the message as one ``bytes``, dot-unstuffed, lines ending in
         CRLF: the form a mail parser or a file wants, without a list of lines."""
-        return self._run(_flows.long_bytes(self._line(f"RETR {which}")))
+        return self._run(_flows.long_bytes(_core.Command.retr(self._arg(which))))
 
     def retr_iter(self, which: Which, chunk_size: int = _flows.CHUNK_SIZE) -> Iterator[bytes]:
         """RETR (RFC 1939 §5), streamed: iterate the message in chunks of about
@@ -482,7 +482,7 @@ class POP3Base:
         ``-ERR``; TypeError/ValueError at once for a bad ``chunk_size``. ``AsyncPOP3``
         returns an async iterator (``async for``), not a coroutine."""
         _count("chunk_size", chunk_size, minimum=1)
-        return self._stream(self._line(f"RETR {which}"), chunk_size)
+        return self._stream(_core.Command.retr(self._arg(which)), chunk_size)
 
     def retr_to(
         self,
@@ -506,26 +506,29 @@ class POP3Base:
     def _save(self, which: Any, dest: Any, progress: Any, chunk_size: int) -> _flows.Flow:
         _count("chunk_size", chunk_size, minimum=1)
         total = (yield from _flows.size_of(which, self.encoding)) if progress is not None else None
-        return (yield from _flows.save(self._line(f"RETR {which}"), dest, progress, total, chunk_size))
+        return (yield from _flows.save(_core.Command.retr(self._arg(which)), dest, progress, total, chunk_size))
 
     def retr_message(self, which: Which) -> EmailMessage:
         """RETR (RFC 1939 §5): the message parsed as an ``email.message.EmailMessage``
         (policy ``email.policy.default``)."""
-        return self._run(_flows.parsed(self._line(f"RETR {which}")))
+        return self._run(_flows.parsed(_core.Command.retr(self._arg(which))))
 
     def top_headers(self, which: Which) -> EmailMessage:
         """TOP n 0 (RFC 1939 §7): the message's headers parsed as an ``EmailMessage``
         (empty body). ServerError if the server has no TOP."""
-        return self._run(_flows.parsed(self._line(f"TOP {which} 0"), headers_only=True))
+        return self._run(_flows.parsed(_core.Command.top(self._arg(which), b"0"), headers_only=True))
 
     def messages(self) -> List[MessageInfo]:
-        """LIST and UIDL (RFC 1939 §5, §7) merged: ``[MessageInfo(number, size, uid)]``, size in
-        octets, ``uid`` None when the server has no UIDL. RemoteProtocolError for a malformed
-        listing."""
+        """LIST and UIDL (RFC 1939 §5, §7) merged: ``[MessageInfo(number, size, uid)]`` in
+        LIST's order, size in octets, ``uid`` None when the server has no UIDL (or gives none
+        for that message). Each row is a sequence that unpacks, compares and hashes as the
+        tuple ``(number, size, uid)``. RemoteProtocolError for a malformed listing line, or a
+        message number that LIST or UIDL gives twice (the error names it); both replies were
+        then read whole, so the connection stays usable."""
         return self._run(_flows.one(_flows.Messages()))
 
     def _shortcmd(self, line: Union[str, bytes]) -> bytes:
-        flow = _flows.one(_flows.Short(self._line(line), raw=True))
+        flow = _flows.run(_core.Command.raw(self._line(line), multiline=False))
         text = line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line
         if text[:5].upper() == "PASS ":
             # poplib's own pass_() is this call: its secret is masked as pass_()'s.
@@ -533,14 +536,20 @@ class POP3Base:
         return self._run(flow)
 
     def _longcmd(self, line: Union[str, bytes]) -> LongResponse:
-        return self._run(_flows.one(_flows.Long(self._line(line), raw=True)))
+        return self._run(_flows.run(_core.Command.raw(self._line(line), multiline=True)))
 
     @property
     def tls_info(self) -> Optional[Tuple[str, str]]:
         """``(protocol version, cipher suite)`` while TLS is active, else ``None``; never
         waits for a call in progress."""
-        return None if self._conn is None else self._conn.tls_info()
+        return None if self._closed else self._conn.tls_info()
+
+    @property
+    def _closed(self) -> bool:
+        """Closed by us, or by the session (an error, a cancel, another thread): the session
+        alone says, never a copy kept here."""
+        return self._conn is None or self._conn.closed is not None
 
     def __repr__(self) -> str:
-        state = "closed" if self._conn is None else ("TLS" if self._tls_up else "plaintext")
+        state = "closed" if self._closed else ("TLS" if self._tls_up else "plaintext")
         return f"<{type(self).__name__} {self.host}:{self.port} {state}>"

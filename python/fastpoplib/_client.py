@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import operator
 import os  # noqa: F401 - resolves StrPath's "os.PathLike[str]" for typing.get_type_hints()
 import socket
 import ssl
@@ -13,12 +15,10 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Type, TypeVar
 
 from . import _core, _flows, _idna, _tls, _trace, _wire
 from ._base import (
-    LINES,
     MAX_LINE_LENGTH,
     MAX_RESPONSE_SIZE,
     POP3_PORT,
     POP3_SSL_PORT,
-    STATUS,
     BatchReplies,
     POP3Base,
     current_maxline,
@@ -77,23 +77,78 @@ class _SocketView:
         return f"<fastpoplib socket fd={self.fileno()} peer={self._conn.peername()}>"
 
 
+def _unsupported(name: str) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise io.UnsupportedOperation(
+            f"POP3.file reads lines through the session only: {name}() is not supported; use readline() or iterate over it"
+        )
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
 class _FileView:
     """Stands in for poplib's ``file`` attribute on every driver: lines are read through the
-    session (the connection's only reader), so a reply read here is never read again."""
+    session (the connection's only reader), so a reply read here is never read again. It
+    reads lines (``readline``, iteration); anything else raises io.UnsupportedOperation."""
 
     def __init__(self, client: "POP3") -> None:
         self._client = client
 
-    def readline(self, size: int = -1) -> bytes:
+    def readline(self, size: Optional[int] = -1) -> bytes:
         """The next line as it arrived, line end included (what poplib's ``_getline``
-        reads); ``size`` is accepted for poplib's ``readline(_MAXLINE + 1)`` and the session's
-        status-line limit applies."""
-        line: bytes = self._client._call("raw_line")
+        reads). With ``size`` >= 0, at most ``size`` bytes of it, as io's ``readline(size)``:
+        the next call goes on with the rest of that line (a command sent in between drops
+        the rest of its reply, line included). Lines are bounded by the session's limits,
+        whatever ``size``: ``fastpoplib._MAXLINE`` for a status line, ``max_line_length``
+        for a body line (RemoteProtocolError beyond)."""
+        size = -1 if size is None else operator.index(size)
+        if size == 0:
+            return b""
+        line: bytes = self._client._call("raw_line", None if size < 0 else size)
         return line
+
+    def __iter__(self) -> "_FileView":
+        return self
+
+    def __next__(self) -> bytes:
+        """The next line, as :meth:`readline` reads it (the server gives no end of file: a
+        loop over the lines of a reply stops at its terminator itself)."""
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        """Nothing to flush: the view only reads."""
 
     def close(self) -> None:
         """Close the connection."""
         self._client.close()
+
+    # What a binary file offers beyond reading lines: refused with a sentence (``readlines()``
+    # too: the server never ends the stream).
+    read = _unsupported("read")
+    read1 = _unsupported("read1")
+    readall = _unsupported("readall")
+    readinto = _unsupported("readinto")
+    readlines = _unsupported("readlines")
+    peek = _unsupported("peek")
+    write = _unsupported("write")
+    writelines = _unsupported("writelines")
+    seek = _unsupported("seek")
+    tell = _unsupported("tell")
+    truncate = _unsupported("truncate")
+    fileno = _unsupported("fileno")
 
 
 class _Batch(BatchReplies):
@@ -126,11 +181,12 @@ class POP3(POP3Base):
     #: ``ssl.SSLSocket``/``socket.socket`` when a ``context`` is used or a subclass brings
     #: its own. None once closed, as in poplib.
     sock: SocketLike
+
     @property
     def file(self) -> Any:
-        """poplib's ``file``: ``readline()`` and ``close()``, read through the session on every
-        driver (a file a subclass assigns is only closed with the connection); None once
-        closed."""
+        """poplib's ``file``: ``readline([size])``, iteration over lines and ``close()``, read
+        through the session on every driver (a file a subclass assigns is only closed with the
+        connection); other file methods raise io.UnsupportedOperation. None once closed."""
         return self.__dict__.get("_file")
 
     @file.setter
@@ -165,7 +221,7 @@ class POP3(POP3Base):
         is ``-ERR``, RemoteProtocolError for a malformed greeting; ValueError for an empty
         host, TypeError/OverflowError for a bad port."""
         super().__init__(host, port)
-        self.timeout: Optional[float] = resolve_timeout(timeout)
+        self.timeout = timeout
         limits = dict(max_status_line=self._maxline, max_line_length=max_line_length, max_response_size=max_response_size)
         context = self._context()
         own_socket = type(self)._create_socket is not POP3._create_socket
@@ -200,6 +256,27 @@ class POP3(POP3Base):
             raise
         _trace.event(logging.INFO, self._label, "connected%s", " (TLS %s, %s)" % self.tls_info if self.tls_info else "")
 
+    @property
+    def timeout(self) -> Optional[float]:
+        """The connection's timeout in seconds (None: none), live: what ``sock.gettimeout()``
+        says on every driver. It bounds each wait for the server (a read, a write, a TLS
+        handshake); assigning it (or ``sock.settimeout()``) applies to the next wait. ``0`` is
+        refused (ValueError). Once closed, the value it had then."""
+        sock = self.__dict__.get("sock")
+        if sock is not None:
+            live: Optional[float] = sock.gettimeout()
+            return live
+        stored: Optional[float] = self.__dict__.get("_timeout")
+        return stored
+
+    @timeout.setter
+    def timeout(self, value: Optional[float]) -> None:
+        value = resolve_timeout(value)
+        self.__dict__["_timeout"] = value
+        sock = self.__dict__.get("sock")
+        if sock is not None:
+            sock.settimeout(value)
+
     def _create_socket(self, timeout: Optional[float]) -> socket.socket:
         """poplib's hook for a subclass that makes its own socket (through a proxy, say): when
         overridden, the socket it returns (plain or ``ssl.SSLSocket``) carries the session,
@@ -226,11 +303,11 @@ class POP3(POP3Base):
             tls=isinstance(sock, ssl.SSLSocket),
         )
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         conn = self._check_open()
         self._before(conn)
         try:
-            result = getattr(conn, name)(None, 0, *args)
+            result = getattr(conn, name)(None, 0, *args, **kwargs)
             if self._driver is not None:
                 result = self._driver.run(result, self._wrap_tls)
             return result
@@ -259,14 +336,14 @@ class POP3(POP3Base):
                 runner.send(result)
         return runner.value
 
-    def _batch(self, numbers: List[Any], lines: List[bytes], kind: int, keep_errors: bool = False) -> Iterator[Any]:
-        return _Batch(self, numbers, lines, kind, keep_errors)
+    def _batch(self, numbers: List[Any], commands: List[_core.Command], keep_errors: bool = False) -> Iterator[Any]:
+        return _Batch(self, numbers, commands, keep_errors)
 
     def _collect(self, items: Iterator[Any], finish: Callable[[List[Tuple[Any, Any]]], Any]) -> Any:
         return finish(list(items))
 
-    def _stream(self, line: bytes, chunk_size: int) -> Iterator[bytes]:
-        _, stream = self._call("open_stream", line)
+    def _stream(self, command: _core.Command, chunk_size: int) -> Iterator[bytes]:
+        _, stream = self._call("open_stream", command)
         conn = self._conn
         try:
             while True:
@@ -279,7 +356,7 @@ class POP3(POP3Base):
 
     # -- poplib's low-level methods, used by real code ---------------------------------------
     def _putline(self, line: bytes) -> None:
-        self._call("put", line)
+        self._call("put", _core.Command.raw(line))
 
     def _putcmd(self, line: str) -> None:
         self._putline(self._line(line))
@@ -297,10 +374,10 @@ class POP3(POP3Base):
         return line[:-1], octets
 
     def _getresp(self) -> bytes:
-        return self._call("claim", STATUS)  # type: ignore[no-any-return]
+        return self._call("claim")  # type: ignore[no-any-return]
 
     def _getlongresp(self) -> LongResponse:
-        return self._call("claim", LINES)  # type: ignore[no-any-return]
+        return self._call("claim", multiline=True)  # type: ignore[no-any-return]
 
     # -- session end ------------------------------------------------------------------------------
     def quit(self) -> bytes:
@@ -319,6 +396,8 @@ class POP3(POP3Base):
         conn, self._conn = self._conn, None
         sock, file = self.__dict__.get("sock"), self.__dict__.pop("_own_file", None)
         self.file = None
+        if sock is not None:
+            self.__dict__["_timeout"] = sock.gettimeout()  # what `timeout` says once closed
         self.sock = None  # type: ignore[assignment]  # None once closed, as in poplib
         if conn is not None:
             conn.close(None, 0)
@@ -381,7 +460,7 @@ class POP3(POP3Base):
     def tls_info(self) -> Optional[Tuple[str, str]]:
         """``(protocol version, cipher suite)`` while TLS is active (e.g. ``("TLSv1.3",
         "TLS_AES_256_GCM_SHA384")``), else ``None``; never waits for a call in progress."""
-        if self._conn is None:
+        if self._closed:
             return None
         info: Optional[Tuple[str, str]] = self._driver.tls_info() if self._driver is not None else self._conn.tls_info()
         return info

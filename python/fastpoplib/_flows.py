@@ -1,7 +1,7 @@
 """The commands that take more than one call into the session, written once as generators and
 run by both the blocking and the asyncio client.
 
-A flow yields operations (:class:`Short`, :class:`Long`...), each one call into the Rust
+A flow yields operations (:class:`Run`, :class:`Capa`...), each one call into the Rust
 session, and receives their results; the client that runs it decides whether the call blocks
 or awaits. The flows hold no protocol state: what is in flight on the connection is known
 only to the session (``src/proto/session/``).
@@ -24,25 +24,14 @@ LongResponse = Tuple[bytes, List[bytes], int]
 
 
 @dataclass(frozen=True)
-class Short:
-    """Send ``line`` and read a status line. ``login``: a bare -ERR is an AuthenticationError;
-    ``secret``: the line is never traced in clear (inside an AUTH exchange, only secret lines
-    may be sent: the session refuses anything else)."""
+class Run:
+    """Send ``command`` (a ``_core.Command``) and read its reply: a status line, or a status
+    line plus a multi-line body (as a list of lines, or as one ``bytes`` with CRLF line ends
+    when ``as_bytes``). The command itself tells the session its reply's shape, whether it
+    is a login step (a bare -ERR is then an AuthenticationError) and what is secret."""
 
-    line: bytes
-    login: bool = False
-    secret: bool = False
-    raw: bool = False
-
-
-@dataclass(frozen=True)
-class Long:
-    """Send ``line`` and read a status line plus a multi-line body (as a list of lines, or as
-    one ``bytes`` with CRLF line ends when ``as_bytes``)."""
-
-    line: bytes
+    command: _core.Command
     as_bytes: bool = False
-    raw: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,10 +53,10 @@ class StartTLS:
 
 @dataclass(frozen=True)
 class OpenStream:
-    """Send ``line`` and read its status: ``(resp, stream id)``; the body is read with
+    """Send ``command`` and read its status: ``(resp, stream id)``; the body is read with
     :class:`Chunk`."""
 
-    line: bytes
+    command: _core.Command
 
 
 @dataclass(frozen=True)
@@ -93,7 +82,7 @@ class Offload:
     call: Callable[[], Any]
 
 
-Op = Union[Short, Long, Capa, Messages, StartTLS, OpenStream, Chunk, DropStream, Offload]
+Op = Union[Run, Capa, Messages, StartTLS, OpenStream, Chunk, DropStream, Offload]
 Flow = Generator[Op, Any, Any]
 
 
@@ -125,22 +114,27 @@ def encode(line: Union[str, bytes], encoding: str = "UTF-8") -> bytes:
     return line if isinstance(line, bytes) else line.encode(encoding)
 
 
-def short(line: bytes, login: bool = False) -> Flow:
-    return (yield Short(line, login))
+def arg(value: Any, encoding: str = "UTF-8") -> bytes:
+    """A command argument formatted as poplib formats it (``'RETR %s' % which``)."""
+    return str(value).encode(encoding)
 
 
-def long(line: bytes) -> Flow:
-    return (yield Long(line))
+def secret(value: str, encoding: str = "UTF-8") -> _core.Secret:
+    return _core.Secret(value.encode(encoding))
 
 
-def long_bytes(line: bytes) -> Flow:
-    _, data, _ = yield Long(line, as_bytes=True)
+def run(command: _core.Command) -> Flow:
+    return (yield Run(command))
+
+
+def long_bytes(command: _core.Command) -> Flow:
+    _, data, _ = yield Run(command, as_bytes=True)
     return data
 
 
-def parsed(line: bytes, headers_only: bool = False) -> Flow:
+def parsed(command: _core.Command, headers_only: bool = False) -> Flow:
     """The reply body parsed as an ``email.message.EmailMessage`` (policy ``default``)."""
-    data = yield from long_bytes(line)
+    data = yield from long_bytes(command)
     parser = email.parser.BytesParser(policy=email.policy.default)
     return parser.parsebytes(data, headersonly=headers_only)
 
@@ -150,7 +144,7 @@ def _malformed(what: str, resp: bytes) -> RemoteProtocolError:
 
 
 def stat(debuglevel: int = 0) -> Flow:
-    resp = yield Short(b"STAT")
+    resp = yield Run(_core.Command.stat())
     parts = resp.split()
     try:
         result = int(parts[1]), int(parts[2])
@@ -165,8 +159,7 @@ def apop(stamp: Optional[bytes], user: str, password: str, encoding: str) -> Flo
     """APOP with the greeting's timestamp ``stamp`` (the session's, None without one)."""
     if stamp is None:
         raise error_proto("-ERR APOP not supported by server")
-    digest = _core.apop_digest(stamp, password.encode(encoding))
-    return (yield Short(encode(f"APOP {user} {digest}", encoding), login=True))
+    return (yield Run(_core.Command.apop(arg(user, encoding), secret(password, encoding), stamp)))
 
 
 def capa() -> Flow:
@@ -211,13 +204,13 @@ CHUNK_SIZE = 1 << 20
 
 
 def save(
-    line: bytes,
+    command: _core.Command,
     dest: Any,
     progress: Optional[Callable[[int, Optional[int]], Any]],
     total: Optional[int],
     chunk_size: int = CHUNK_SIZE,
 ) -> Flow:
-    """Streams the body of ``line``'s reply into ``dest`` (a path, see :mod:`._target_file`,
+    """Streams the body of ``command``'s reply into ``dest`` (a path, see :mod:`._target_file`,
     or a binary file object); calls ``progress(done, total)`` after each chunk; returns the
     bytes written. If writing fails, the session drops the rest of the body, so the connection
     stays usable; a path is left as it was unless the whole message was written."""
@@ -225,7 +218,7 @@ def save(
     out = TargetFile(dest) if own else dest
     complete = False
     try:
-        _, stream = yield OpenStream(line)
+        _, stream = yield OpenStream(command)
         done = 0
         try:
             while True:
@@ -249,7 +242,7 @@ def save(
 
 def size_of(which: Any, encoding: str) -> Flow:
     """The size LIST gives for one message (progress totals)."""
-    resp = yield Short(encode(f"LIST {which}", encoding))
+    resp = yield Run(_core.Command.list(arg(which, encoding)))
     parts = resp.split()
     try:
         return int(parts[2])

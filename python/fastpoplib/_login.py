@@ -1,7 +1,8 @@
 """``auth()`` (one SASL exchange, RFC 5034) and ``login()`` (the choice of methods and the
 fallback between them), as flows run by both clients.
 
-They yield only ``_flows.Short`` and ``_flows.capabilities``. Every way out of an AUTH
+They yield only ``_flows.Run`` (typed commands, secrets as ``_core.Secret``) and
+``_flows.capabilities``. Every way out of an AUTH
 exchange leaves the session in step: after a failure on our side the exchange is cancelled
 with ``*`` and the server's ``-ERR`` read before raising, so the next command is never taken
 as SASL data.
@@ -14,7 +15,8 @@ import binascii
 import logging
 from typing import Any, Callable, List, Optional, Tuple, Union
 
-from . import _flows, _sasl, _secrets, _trace
+from . import _core, _flows, _sasl, _secrets, _trace
+from ._token_retry import first_token, retry_token
 from .exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError, ServerError
 
 AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
@@ -31,7 +33,7 @@ def _b64(data: Union[str, bytes, None]) -> bytes:
 def _cancel() -> _flows.Flow:
     """RFC 5034: ``*`` cancels the exchange; the server answers ``-ERR``."""
     try:
-        yield _flows.Short(b"*", login=True, secret=True)
+        yield _flows.Run(_core.Command.sasl_cancel())
     except ServerError:
         pass
 
@@ -40,7 +42,7 @@ def _quit() -> _flows.Flow:
     """The server failed to prove it knows the password: it may be an impostor, so the
     session ends here and nothing else is sent to it."""
     try:
-        yield _flows.Short(b"QUIT")
+        yield _flows.Run(_core.Command.quit())
     except ServerError:
         pass
 
@@ -65,18 +67,18 @@ def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool =
     name = mechanism.upper()
     if not name.isascii() or not name or " " in name:
         raise ValueError(f"invalid SASL mechanism name {mechanism!r}")
-    auth_line = b"AUTH " + name.encode("ascii")
+    mech = name.encode("ascii")
     first = authobject(None) if initial_response_ok else None
-    line, pending = auth_line, None
+    initial, pending = None, None
     if first is not None:
         response = _b64(first) or b"="  # "=": an empty initial response
-        if len(line) + 1 + len(response) <= _MAX_AUTH_LINE:
-            line += b" " + response
+        if len(b"AUTH ") + len(mech) + 1 + len(response) <= _MAX_AUTH_LINE:
+            initial = _core.Secret(response)
         else:
             pending = response  # too long for the AUTH line: sent after the first "+".
     # One more challenge when the initial response did not go on the AUTH line.
-    allowed = _sasl.rounds(name, authobject) + (line == auth_line)
-    resp = yield _flows.Short(line, login=True, secret=line != auth_line)
+    allowed = _sasl.rounds(name, authobject) + (initial is None)
+    resp = yield _flows.Run(_core.Command.auth(mech, initial))
     answered = 0
     while not resp.startswith(b"+OK"):
         try:
@@ -101,7 +103,7 @@ def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool =
             yield from _cancel()  # a caller's auth object failed: still end in step
             raise
         try:
-            resp = yield _flows.Short(answer, login=True, secret=True)
+            resp = yield _flows.Run(_core.Command.sasl_response(_core.Secret(answer)))
         except AuthenticationError as exc:
             exc.details = getattr(authobject, "details", None)
             raise
@@ -135,9 +137,9 @@ class _PasswordRefused(Exception):
 
 def _attempt(client: Any, method: str, user: str, secret: str, oauth2: bool) -> _flows.Flow:
     if method == "USER":
-        yield _flows.Short(_flows.encode(f"USER {user}", client.encoding), login=True)
+        yield _flows.Run(_core.Command.user(_flows.arg(user, client.encoding)))
         try:
-            return (yield _flows.Short(_flows.encode(f"PASS {secret}", client.encoding), login=True, secret=True))
+            return (yield _flows.Run(_core.Command.pass_(_flows.secret(secret, client.encoding))))
         except AuthenticationError as exc:
             raise _PasswordRefused(exc) from None
     if method == "APOP":
@@ -186,27 +188,16 @@ def login(
         secret = oauth2_token if oauth2_token is not None else password or ""
         flow = _methods(client, user, secret, oauth2_login, wanted, allow_apop)
         return (yield from _secrets.hidden(client, secret, flow))
-    token = yield _flows.Offload(lambda: _token(oauth2))
+    token = yield _flows.Offload(lambda: first_token(oauth2))
     try:
         return (yield from _secrets.hidden(client, token, _methods(client, user, token, True, wanted, allow_apop)))
     except AuthenticationError as exc:
-        invalidate = getattr(oauth2, "invalidate", None)
-        if invalidate is None:
-            raise
-        invalidate(token)
         refused = exc
-    fresh = yield _flows.Offload(lambda: _token(oauth2))
-    if fresh == token:  # nothing new to offer: another attempt would only count as a failure
+    fresh = yield _flows.Offload(lambda: retry_token(oauth2, token))
+    if fresh is None:
         raise refused
     _trace.event(logging.INFO, client._label, "OAuth2 token refused; trying once more with a new one")
     return (yield from _secrets.hidden(client, fresh, _methods(client, user, fresh, True, wanted, allow_apop)))
-
-
-def _token(source: Callable[[], str]) -> str:
-    token = source()
-    if not isinstance(token, str) or not token:
-        raise TypeError(f"the oauth2 token source returned {type(token).__name__}, not a non-empty str")
-    return token
 
 
 def _methods(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -41,7 +42,7 @@ from typing import Any, BinaryIO, Protocol, Union
 
 FILE_MODE, DIR_MODE = 0o600, 0o700  # mail is private: never readable by other local users
 LOCK_POLL = 0.1  # seconds between attempts to take a lock held by someone else
-_counter = 0
+_counter = itertools.count(1)  # next() is atomic: deliveries run in several threads
 
 
 class StoreError(Exception):
@@ -201,11 +202,14 @@ class Receipt:
 class Refusal:
     """The destination did not take the message: nothing of it counts as stored, it stays on
     the server. ``reason`` is a sentence; ``stop`` means the destination is unusable for now
-    (quota, connection lost, a temporary failure): the run stores nothing more."""
+    (quota, connection lost, a temporary failure): the run stores nothing more. ``pause``
+    (with ``stop``): it refuses every message until someone acts (an unknown recipient, a
+    full mailbox), so ``watch`` stops polling the account instead of retrying each interval."""
 
     key: str
     reason: str
     stop: bool = False
+    pause: bool = False
 
 
 Outcome = Union[Receipt, Refusal]
@@ -288,6 +292,8 @@ class Maildir(_LocalStore):
         # Locks and state follow the directory itself, not the spelling of its path (symlinks).
         self.path = path = path.resolve()
         self.unsynced = False  # a rename into new/ may not be on disk yet
+        # The host part of the file names (Maildir protocol: "/" and ":" escaped), once per run.
+        self.host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
         self.sync_lock = threading.Lock()
         try:
             for sub in ("tmp", "new", "cur"):
@@ -299,8 +305,8 @@ class Maildir(_LocalStore):
                 raise StoreError(f"{path / sub} is not a directory, so {path} is no Maildir; give --maildir another path")
         self.state_dir = private_dir(path / ".fastpoplib")
 
-    def begin(self) -> Delivery:
-        return _MaildirDelivery(self, _unique())
+    def begin(self) -> MaildirDelivery:
+        return MaildirDelivery(self, _unique())
 
     def sync(self) -> None:
         """Make every committed delivery's rename durable (fsync ``new/``)."""
@@ -321,13 +327,14 @@ class Maildir(_LocalStore):
 
 
 def _unique() -> str:
-    global _counter
-    _counter += 1
     now = time.time()
-    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{_counter}"
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}"
 
 
-class _MaildirDelivery:
+class MaildirDelivery:
+    """One message on its way into a Maildir: a file in ``tmp/`` until :meth:`commit` renames
+    it into ``new/`` (after an fsync, its own or :meth:`finish`'s)."""
+
     # Its methods run in worker threads; an abort from an interrupted run must wait for a
     # write or commit in progress instead of closing the descriptor under it.
     def __init__(self, maildir: Maildir, unique: str) -> None:
@@ -335,6 +342,7 @@ class _MaildirDelivery:
         self.tmp = self.path / "tmp" / unique
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self.size = 0
+        self.finished = False  # fsynced and closed by finish(): commit only renames it
         self.committed = False
         self.lock = threading.RLock()
 
@@ -352,15 +360,31 @@ class _MaildirDelivery:
         if self.fd < 0:
             raise StoreError("the delivery was aborted")
 
-    def commit(self, key: str) -> list[Outcome]:
-        host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    def finish(self) -> None:
+        """Make the file durable (fsync) and close it ahead of :meth:`commit`, which then only
+        renames it: several threads can fsync a batch's files at once, and a batch does not
+        hold a descriptor per file until its commit. Nothing more can be written."""
         with self.lock:
             self._check()
+            self._sync_and_close()
+            self.finished = True
+
+    def _sync_and_close(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except BaseException:
+            self.abort()
+            raise
+        fd, self.fd = self.fd, -1
+        os.close(fd)
+
+    def commit(self, key: str) -> list[Outcome]:
+        with self.lock:
+            if not self.finished:
+                self._check()
+                self._sync_and_close()
+            final = self.path / "new" / f"{self.unique}_fpl-{key}.{self.maildir.host},S={self.size}"
             try:
-                os.fsync(self.fd)
-                os.close(self.fd)
-                self.fd = -1
-                final = self.path / "new" / f"{self.unique}_fpl-{key}.{host},S={self.size}"
                 with self.maildir.sync_lock:
                     os.rename(self.tmp, final)
                     self.maildir.unsynced = True
@@ -372,11 +396,14 @@ class _MaildirDelivery:
 
     def abort(self) -> None:
         with self.lock:
+            self.finished = False  # a later commit fails (_check)
             if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
+                fd, self.fd = self.fd, -1
+                os.close(fd)
+            if self.committed:
+                return  # the file is in new/ and stays there
             try:
-                os.unlink(self.tmp)  # after a commit the file is in new/ and stays there
+                os.unlink(self.tmp)
             except FileNotFoundError:
                 pass
 
@@ -511,11 +538,14 @@ class Mbox(_LocalStore):
                 os.unlink(self.journal)
         return keys
 
-    def _read_journal(self) -> tuple[int, bytes] | None:
+    def _read_journal(self) -> tuple[int, int, bytes] | None:
+        """The unfinished append: where its bytes begin, where its ``From_`` line begins, and that line."""
         check_private(self.journal, directory=False)
         try:
             data = json.loads(self.journal.read_bytes())
-            return int(data["start"]), str(data["from"]).encode("ascii")
+            start = int(data["start"])
+            # A journal without "at" was written before separators were recorded: at most one newline.
+            return start, int(data.get("at", start + 1)), str(data["from"]).encode("ascii")
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -568,10 +598,10 @@ def _remove_stale_dotlock(lock: str) -> None:
 _FROM_FPL = re.compile(rb"From fpl-(" + _KEY.encode() + rb")-L([0-9]+) ")
 
 
-def _scan_mbox(fd: int, unfinished: tuple[int, bytes] | None) -> tuple[set[str], int | None]:
+def _scan_mbox(fd: int, unfinished: tuple[int, int, bytes] | None) -> tuple[set[str], int | None]:
     """Keys of the fastpoplib messages of the mbox, and the offset to truncate the file to if
-    it ends with the ``unfinished`` append (its start offset and ``From_`` line, from the
-    journal) cut short. That message counts only if at least the body length in its ``From_``
+    it ends with the ``unfinished`` append (from the journal: where its bytes begin, where its
+    ``From_`` line begins, and that line) cut short. That message counts only if at least the body length in its ``From_``
     line follows it; every other one counts as stored whatever its length now (the user's
     edits are theirs). Any line starting with ``From `` ends the previous message (mboxrd
     quotes such lines inside messages)."""
@@ -596,13 +626,14 @@ def _scan_mbox(fd: int, unfinished: tuple[int, bytes] | None) -> tuple[set[str],
             if line.startswith(b"From "):
                 close(offset)
                 found = _FROM_FPL.match(line)
-                ours = unfinished is not None and line == unfinished[1]
+                ours = unfinished is not None and line == unfinished[2]
                 current = (found.group(1).decode(), int(found.group(2)), offset, offset + len(line), ours) if found else None
             offset += len(line)
     if not close(offset) and current is not None and unfinished is not None:
         start = current[2]
-        # Also the newline written before the From_ line when the file did not end with one.
-        return keys, unfinished[0] if unfinished[0] == start - 1 else start
+        # Also the separator written before the From_ line, if the file still has it where
+        # the journal says (the user did not edit what comes before).
+        return keys, unfinished[0] if unfinished[0] < start == unfinished[1] else start
     return keys, None
 
 
@@ -615,7 +646,7 @@ class _MboxDelivery:
         self.carry = b""
         self.length = 0
         self.committed = False
-        self.lock = threading.RLock()  # as _MaildirDelivery's: abort waits for a write or commit
+        self.lock = threading.RLock()  # as MaildirDelivery's: abort waits for a write or commit
 
     def write(self, chunk: bytes) -> None:
         with self.lock:
@@ -650,13 +681,13 @@ class _MboxDelivery:
             from_line = b"From fpl-" + key.encode("ascii") + b"-L%d " % self.length + stamp + b"\n"
             with self.mbox.locked() as fd:
                 start = os.fstat(fd).st_size
-                # Recorded before the first byte: only what this append wrote is ever rolled back.
-                journal = json.dumps({"start": start, "from": from_line.decode("ascii")}).encode()
-                write_atomic(self.mbox.journal, journal)
+                separator = _missing_separator(os.pread(fd, 2, max(0, start - 2)) if start else b"")
+                # Recorded before the first byte: only what this append wrote (the separator
+                # included) is ever rolled back.
+                journal = {"start": start, "at": start + len(separator), "from": from_line.decode("ascii")}
+                write_atomic(self.mbox.journal, json.dumps(journal).encode())
                 try:
-                    if start and os.pread(fd, 1, start - 1) != b"\n":
-                        from_line = b"\n" + from_line
-                    _write_all(fd, from_line)
+                    _write_all(fd, separator + from_line)
                     while chunk := self.spool.read(1 << 20):
                         _write_all(fd, chunk)
                     _write_all(fd, b"\n")
@@ -682,6 +713,15 @@ class _MboxDelivery:
                     os.unlink(self.spool_path)
                 except FileNotFoundError:
                     pass
+
+
+def _missing_separator(tail: bytes) -> bytes:
+    """What to write before a ``From_`` line after an mbox ending in ``tail`` (its last two
+    bytes, empty for an empty file): mboxrd separates messages by a blank line, which a user's
+    edit (a mail reader removing the last newline) may have taken away."""
+    if not tail or tail.endswith(b"\n\n") or tail == b"\n":
+        return b""
+    return b"\n" if tail.endswith(b"\n") else b"\n\n"
 
 
 def _mboxrd(line: bytes) -> bytes:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Protocol, Tuple
+from collections.abc import Sequence
+from typing import Any, Dict, List, Optional, Protocol, Tuple
+
+from ._core import MessageInfo
 
 #: ``(response line, [body lines, without line ends, dot-unstuffed], octets)``: what RETR,
 #: TOP, LIST, UIDL and LANG return, as in poplib (``octets``: the body's size, each line
@@ -43,18 +46,10 @@ class SocketLike(Protocol):
         """Close the socket."""
 
 
-class MessageInfo(NamedTuple):
-    """One message of the maildrop, as :meth:`POP3.messages` returns it.
-
-    ``number``: the message number (RFC 1939 §5 LIST); ``size``: its size in octets as LIST
-    gives it; ``uid``: its UIDL unique-id (RFC 1939 §7), or ``None`` when the server has no
-    UIDL. Unique-ids are kept exactly: decoded as UTF-8 with ``surrogateescape``, so
-    ``uid.encode("utf-8", "surrogateescape")`` gives the server's bytes back.
-    """
-
-    number: int
-    size: int
-    uid: Optional[str]
+# ``MessageInfo``, one row of :meth:`POP3.messages`, is kept natively by the extension (two
+# integers and the unique-id's bytes: less than half a named tuple's memory) and is still the
+# sequence ``(number, size, uid)`` it was.
+Sequence.register(MessageInfo)
 
 
 class Capabilities(Dict[str, List[str]]):

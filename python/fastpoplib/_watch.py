@@ -9,8 +9,9 @@ stalls or fails holds only its own slot (its timeouts end it).
 After each poll ``watch`` decides when to poll again: the account's interval, no sooner than
 the server's LOGIN-DELAY (RFC 2449 §6.5); after a failure that may pass (a connection or TLS
 failure, ``[IN-USE]``, ``[LOGIN-DELAY]``, ``[SYS/TEMP]``, a busy lock) exponentially later, with
-jitter, capped; after one that will not pass by waiting (login refused, a configuration error)
-never again until watch is restarted: the account is reported and paused.
+jitter, capped; after one that will not pass by waiting (login refused, a configuration error,
+a destination that refuses every message: an unknown LMTP recipient, a full mailbox) never
+again until watch is restarted: the account is reported and paused.
 
 Each poll leaves a small status record (last poll, messages fetched, last error, next poll)
 next to the account's state, written atomically, for ``fastpoplib status``.
@@ -33,6 +34,7 @@ from typing import TypeVar
 
 from ._retriever import (
     EXIT_AUTH,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     Account,
     ConfigError,
@@ -42,11 +44,14 @@ from ._retriever import (
     printable,
     state_dir_of,
 )
-from ._store import _name, write_atomic
+from ._retriever.storing import MAILDIR_OPEN_FILES
+from ._store import StoreError, _name, check_private, write_atomic
 
 DEFAULT_CONCURRENCY = 32  # accounts polled at once
 BACKOFF_CAP = 3600.0  # seconds: the longest wait after repeated failures (unless the interval is longer)
-FDS_PER_ACCOUNT = 8  # socket, account lock, state and store files, with room to spare
+# Socket, account lock, state and store files with room to spare, and the Maildir files a batch
+# holds open while they are fsynced.
+FDS_PER_ACCOUNT = 8 + MAILDIR_OPEN_FILES
 FDS_RESERVED = 64  # the interpreter, logging, the thread pool
 
 log = logging.getLogger("fastpoplib.watch")
@@ -101,7 +106,10 @@ class Status:
 
     @classmethod
     def load(cls, path: Path) -> Status | None:
-        """The record at ``path``; None if there is none or it cannot be read."""
+        """The record at ``path``; None if there is none or it is damaged. StoreError (a
+        sentence) if ``path`` is not a regular file of this user's that others cannot write:
+        it would be ignored, or replaced by another user's, without a word."""
+        check_private(path, directory=False)
         try:
             data = json.loads(path.read_bytes())
             return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
@@ -112,10 +120,10 @@ class Status:
         write_atomic(path, json.dumps(asdict(self), indent=0).encode("utf-8"))
 
 
-async def _record(acct: Account, report: Report, started: float, next_poll: float | None, paused: bool) -> None:
-    """Write the account's status record; a failure to write it is logged, never fatal."""
+async def _record(acct: Account, report: Report, started: float, next_poll: float | None, paused: bool) -> str | None:
+    """Write the account's status record; a failure to write it is a warning (returned), never fatal."""
     if not report.state_dir:
-        return  # the store could not be opened: no place for a record (the log says why)
+        return None  # the store could not be opened: no place for a record (the log says why)
     path = Status.path(Path(report.state_dir), acct)
 
     def write() -> None:
@@ -125,7 +133,7 @@ async def _record(acct: Account, report: Report, started: float, next_poll: floa
             last_poll=started,
             fetched=report.fetched,
             total=(previous.total if previous else 0) + report.fetched,
-            last_error=report.error,
+            last_error=report.error if report.error is not None else report.pause,
             next_poll=next_poll,
             paused=paused,
             pid=os.getpid() if next_poll is not None else None,
@@ -133,13 +141,40 @@ async def _record(acct: Account, report: Report, started: float, next_poll: floa
 
     try:
         await asyncio.to_thread(write)
+    except StoreError as exc:
+        return f"cannot write the status record: {exc}"
     except OSError as exc:
-        log.warning("%s: cannot write the status record %s: %s", printable(acct.name), path, exc.strerror or exc)
+        return f"cannot write the status record {path}: {exc.strerror or exc}"
+    return None
 
 
-async def _poll(acct: Account, default_maildir: Path, progress: Progress, slots: asyncio.Semaphore) -> Report:
-    async with slots:
-        return await fetch_account(acct, default_maildir, progress)
+async def _polled(
+    acct: Account, default_maildir: Path, progress: Progress, next_poll: Callable[[Report], float | None]
+) -> Report:
+    """One poll of ``acct``, its status record written after it (``next_poll(report)`` says
+    when the next is planned), also when it is interrupted: the messages an interrupted poll
+    stored count in the totals."""
+    started = time.time()
+    report = Report(acct.name)
+    try:
+        await fetch_account(acct, default_maildir, progress, report)
+    except asyncio.CancelledError:
+        report.fail("interrupted before the poll finished; what was stored is recorded", EXIT_INTERRUPTED)
+        await asyncio.shield(_record(acct, report, started, next_poll=None, paused=False))
+        raise
+    paused = _pause_reason(report) is not None
+    warning = await _record(acct, report, started, next_poll=None if paused else next_poll(report), paused=paused)
+    if warning is not None:
+        report.warnings.append(warning)
+    return report
+
+
+def _pause_reason(report: Report) -> str | None:
+    """Why the account is paused after ``report`` (a failure that waiting will not mend, or a
+    destination refusing every message), or None."""
+    if report.error is not None and report.code in _PAUSING:
+        return report.error
+    return report.pause
 
 
 def _slots(concurrency: int) -> asyncio.Semaphore:
@@ -169,10 +204,7 @@ async def fetch_all(
     """One pass over ``accounts``, at most ``concurrency`` at once; a report per account, in order."""
 
     async def one(acct: Account) -> Report:
-        started = time.time()
-        report = await fetch_account(acct, default_maildir, progress)
-        await _record(acct, report, started, next_poll=None, paused=False)
-        return report
+        return await _polled(acct, default_maildir, progress, lambda _: None)
 
     return await each(accounts, one, concurrency)
 
@@ -193,15 +225,11 @@ async def _keep_polling(acct: Account, default_maildir: Path, slots: asyncio.Sem
     name = printable(acct.name)
     progress = Progress()
     failures = 0
-    while True:
-        started = time.time()
-        report = await _poll(acct, default_maildir, progress, slots)
-        for text in report.warnings + report.problems:
-            log.warning("%s: %s", name, printable(text))
-        if report.error is not None and report.code in _PAUSING:
-            log.error("%s: %s; paused: not polled again until watch is restarted", name, printable(report.error))
-            await _record(acct, report, started, next_poll=None, paused=True)
-            return
+    delay = 0.0
+
+    def plan(report: Report) -> float:
+        """When to poll next after ``report`` (sets ``delay`` and ``failures``)."""
+        nonlocal delay, failures
         if report.error is None:
             failures = 0
             delay = acct.interval
@@ -210,13 +238,24 @@ async def _keep_polling(acct: Account, default_maildir: Path, slots: asyncio.Sem
             delay = backoff(acct.interval, failures)
         if report.login_delay is not None:
             delay = max(delay, float(report.login_delay))  # the server's minimum between logins
+        return time.time() + delay
+
+    while True:
+        async with slots:
+            report = await _polled(acct, default_maildir, progress, plan)
+        why = _pause_reason(report)
+        for text in report.warnings + report.problems:
+            if text != why:  # that one is the ERROR line below
+                log.warning("%s: %s", name, printable(text))
+        if why is not None:
+            log.error("%s: %s; paused: not polled again until watch is restarted", name, printable(why))
+            return
         if report.error is None:
             log.info("%s: %d new message(s), %d bytes; next poll in %.0f s", name, report.fetched, report.bytes, delay)
         else:
             log.warning(
                 "%s: %s; next try in %.0f s (%d failure(s) in a row)", name, printable(report.error), delay, failures
             )
-        await _record(acct, report, started, next_poll=time.time() + delay, paused=False)
         await asyncio.sleep(delay)
 
 
@@ -242,7 +281,10 @@ def status_of(acct: Account, default_maildir: Path) -> Status:
         state_dir = state_dir_of(acct, default_maildir)  # without logging in to an IMAP or LMTP server
     except Exception as exc:  # noqa: BLE001 - shown as the account's error
         return Status(acct.name, last_error=f"the store cannot be opened: {exc}")
-    record = Status.load(Status.path(Path(state_dir), acct)) or Status(acct.name)
+    try:
+        record = Status.load(Status.path(Path(state_dir), acct)) or Status(acct.name)
+    except StoreError as exc:
+        return Status(acct.name, last_error=str(exc))
     record.account = acct.name
     if record.next_poll is not None and record.pid is not None and not _alive(record.pid):
         record.next_poll = None

@@ -80,9 +80,10 @@ def _failed(job: Any, exc: BaseException, host: str, close: Callable[[], None]) 
     """After a failure. An error the session itself gave (a ``-ERR``, a refused request, a
     broken reply) has already ended the job, and the session's one policy decided whether the
     connection stays usable. Anything else (Python's own I/O, a STARTTLS injection seen here,
-    a timeout, Ctrl-C) may have left a reply half-read: ``fail`` closes the session (it does
-    nothing to a job already ended). The socket is closed whenever the session is."""
-    job.fail(type(exc).__name__)
+    a timeout, a cancel, Ctrl-C) may have left a reply half-read: ``fail`` closes the session
+    for that reason, worded as the other drivers word it (it does nothing to a job already
+    ended). The socket is closed whenever the session is."""
+    job.fail(exc)
     if job.closed:
         close()
     return translate(exc, host)

@@ -29,4 +29,23 @@ pub enum ProtoError {
     /// Plaintext bytes arrived after the server's STLS `+OK`: a response-injection attempt.
     #[error("STARTTLS response injection: {0} bytes of plaintext arrived after the STLS +OK; the connection was closed")]
     StlsInjection(usize),
+    /// The connection is closed (the sentence says why: `session::Closed`).
+    #[error("{0}")]
+    NotConnected(String),
+}
+
+impl ProtoError {
+    /// The one policy for which errors leave the connection usable: a `-ERR` reply, a refused
+    /// argument or request (or one made on a connection already closed) leave the byte stream
+    /// in step; anything else may have left part of a reply unread, so the connection must be
+    /// closed rather than desynchronised.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(
+            self,
+            ProtoError::ServerError(_)
+                | ProtoError::InvalidArgument(_)
+                | ProtoError::Usage(_)
+                | ProtoError::NotConnected(_)
+        )
+    }
 }

@@ -54,7 +54,14 @@ pub struct LineReader {
     /// stay cheap) and doubles while reads fill it (bulk transfers get big reads).
     chunk: usize,
     offered: usize,
+    /// Bytes of the line at `pos` already handed out in parts ([`LineReader::next_raw_part`]);
+    /// the line itself stays unread until its last part is taken.
+    handed: usize,
 }
+
+/// A part of a raw line ([`LineReader::next_raw_part`]): its bytes, and the whole line when the
+/// part ends it.
+pub type LinePart = (Vec<u8>, Option<RawLine>);
 
 const MIN_CHUNK: usize = 8 * 1024;
 const MAX_CHUNK: usize = 256 * 1024;
@@ -123,6 +130,7 @@ impl LineReader {
     fn consume(&mut self, n: usize) {
         self.pos += n;
         self.scanned = 0;
+        self.handed = 0;
     }
 
     /// The next complete raw line (terminator included), or `None` if more data is needed.
@@ -154,6 +162,34 @@ impl LineReader {
                 Ok(None)
             }
         }
+    }
+
+    /// io's `readline(max)` over raw lines: at most `max` bytes of the line at the front, from
+    /// where its last part ended, and the whole line when this part ends it (only then is the
+    /// line consumed, so that whoever frames replies sees it whole). The line is bounded by
+    /// `limit` as in [`LineReader::next_raw_line`]; `None` if more data is needed.
+    pub fn next_raw_part(
+        &mut self,
+        limit: usize,
+        what: &'static str,
+        max: usize,
+    ) -> Result<Option<LinePart>, ProtoError> {
+        let handed = self.handed;
+        let data = &self.buf[self.pos..self.filled];
+        let from = self.scanned.min(data.len());
+        let line_len = memchr::memchr(b'\n', &data[from..]).map(|i| from + i + 1);
+        if line_len.unwrap_or(data.len()) > limit {
+            return Err(ProtoError::LineTooLong { what, limit });
+        }
+        if line_len.is_none_or(|len| len - handed > max) && data.len() - handed >= max {
+            let start = self.pos + handed;
+            self.handed += max;
+            return Ok(Some((self.buf[start..start + max].to_vec(), None)));
+        }
+        let Some(raw) = self.next_raw_line(limit, what)? else {
+            return Ok(None);
+        };
+        Ok(Some((self.raw(raw)[handed..].to_vec(), Some(raw))))
     }
 
     /// The bytes of a raw line returned by [`LineReader::next_raw_line`], terminator included.

@@ -2,8 +2,9 @@
 //! (`fuzz/fuzz_targets/session.rs`) and the property tests below run. Built for tests and with
 //! the `testing` feature only.
 
+use super::command::{Command, Secret, Shape};
 use super::response::Limits;
-use super::session::{Expect, Request, Session, Step};
+use super::session::{Closed, Collect, Expect, Request, Session, Step};
 
 /// Small limits, so that random input reaches them.
 pub const LIMITS: Limits = Limits {
@@ -18,8 +19,8 @@ const MAX_REQUESTS: usize = 64;
 /// Plays `data` against a fresh session: each request is chosen by one byte; each read the
 /// session asks for takes one byte for its length (0: the server closes) and that many bytes
 /// as what the server sent. Batches and streams are opened, read and dropped in any order.
-/// Invariants checked: no panic; a step that fails leaves the session broken, and every later
-/// request fails at once.
+/// Invariants checked: no panic; a step that fails with a fatal error leaves the session
+/// closed with that error as the reason, and every later request fails at once with it.
 pub fn drive(data: &[u8]) {
     let mut input = data.iter().copied();
     let mut session = Session::new(LIMITS);
@@ -27,13 +28,29 @@ pub fn drive(data: &[u8]) {
     for _ in 0..MAX_REQUESTS {
         let Some(choice) = input.next() else { return };
         let request = match choice % 16 {
-            0 => command(b"NOOP", Expect::Status),
-            1 => command(b"RETR 1", Expect::Lines),
-            2 => command(b"RETR 2", Expect::Bytes),
-            3 => command(b"PASS secret", Expect::Status),
-            4 => command(b"AUTH PLAIN", Expect::Status),
+            0 => command(Command::Noop, Collect::Lines),
+            1 => command(Command::Retr(b"1".to_vec()), Collect::Lines),
+            2 => command(Command::Retr(b"2".to_vec()), Collect::Bytes),
+            3 if choice & 16 == 0 => {
+                command(Command::Pass(Secret::new(*b"secret")), Collect::Lines)
+            }
+            3 => command(
+                Command::SaslResponse(Secret::new(*b"c2VjcmV0")),
+                Collect::Lines,
+            ),
+            4 if choice & 16 == 0 => command(
+                Command::Auth {
+                    mechanism: b"PLAIN".to_vec(),
+                    initial: None,
+                },
+                Collect::Lines,
+            ),
+            4 => command(
+                Command::raw(b"AUTH PLAIN".to_vec(), Some(Shape::Status)),
+                Collect::Lines,
+            ),
             5 => Request::Put {
-                line: b"RETR 1".to_vec(),
+                command: Command::raw(b"RETR 1".to_vec(), None),
             },
             6 => Request::Claim {
                 expect: if choice & 16 == 0 {
@@ -42,11 +59,13 @@ pub fn drive(data: &[u8]) {
                     Expect::Lines
                 },
             },
-            7 => Request::RawLine,
+            7 => Request::RawLine {
+                max: (choice & 16 != 0).then_some(usize::from(choice >> 5)),
+            },
             8 => Request::Capa,
             9 => Request::Messages,
             10 => Request::StreamOpen {
-                line: b"RETR 3".to_vec(),
+                command: Command::Retr(b"3".to_vec()),
             },
             11 => match streams.last() {
                 Some(&id) => Request::StreamNext {
@@ -56,13 +75,13 @@ pub fn drive(data: &[u8]) {
                 None => continue,
             },
             12 => {
-                let lines = vec![b"DELE 1".to_vec(), b"RETR 1".to_vec()];
-                let expect = if choice & 16 == 0 {
-                    Expect::Status
+                let commands = vec![Command::Dele(b"1".to_vec()), Command::Retr(b"1".to_vec())];
+                let collect = if choice & 16 == 0 {
+                    Collect::Lines
                 } else {
-                    Expect::Lines
+                    Collect::Bytes
                 };
-                if let Ok(id) = session.batch(lines, expect) {
+                if let Ok(id) = session.batch(commands, collect) {
                     batches.push(id);
                 }
                 continue;
@@ -71,6 +90,20 @@ pub fn drive(data: &[u8]) {
                 Some(&id) => Request::BatchNext { id },
                 None => continue,
             },
+            // Rarely, the connection closes it from outside (close(), a cancel): the first
+            // reason stays, and every later request fails with it.
+            14 if choice >= 0xf0 => {
+                let before = session.closed();
+                session.closed_cell().close(Closed::ByCaller);
+                let why = before.unwrap_or(Closed::ByCaller);
+                assert_eq!(session.closed(), Some(why.clone()));
+                let again = session.start(command(Command::Noop, Collect::Lines));
+                assert_eq!(
+                    again.err(),
+                    Some(super::ProtoError::NotConnected(why.to_string()))
+                );
+                continue;
+            }
             14 => {
                 if let Some(id) = batches.pop() {
                     session.drop_batch(id);
@@ -101,27 +134,29 @@ pub fn drive(data: &[u8]) {
                     let n = chunk.len().min(buf.len());
                     buf[..n].copy_from_slice(&chunk[..n]);
                     if session.received(n).is_err() {
-                        assert!(session.broken().is_some());
+                        assert!(session.closed().is_some());
                         break;
                     }
                 }
                 Err(err) => {
-                    assert_eq!(session.broken(), Some(&err));
-                    assert!(session.start(command(b"NOOP", Expect::Status)).is_err());
-                    return;
+                    // The one policy: a fatal error closes the session with it as the reason,
+                    // and every later request fails with that.
+                    if err.is_fatal() {
+                        assert_eq!(session.closed(), Some(Closed::Failed(err.to_string())));
+                        let again = session.start(command(Command::Noop, Collect::Lines));
+                        let closed = session.closed().expect("closed").to_string();
+                        assert_eq!(again.err(), Some(super::ProtoError::NotConnected(closed)));
+                        return;
+                    }
+                    break;
                 }
             }
         }
     }
 }
 
-fn command(line: &[u8], expect: Expect) -> Request {
-    Request::Command {
-        line: line.to_vec(),
-        expect,
-        secret: false,
-        raw: false,
-    }
+fn command(command: Command, collect: Collect) -> Request {
+    Request::Command { command, collect }
 }
 
 #[cfg(test)]

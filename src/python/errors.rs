@@ -48,12 +48,14 @@ impl From<Error> for PyErr {
             Error::Proto(ProtoError::ServerError(line)) => server_error(line, false),
             Error::Proto(ProtoError::InvalidArgument(_)) => InvalidArgumentError::new_err(msg),
             Error::Proto(ProtoError::Usage(_)) => LocalProtocolError::new_err(msg),
-            Error::Proto(ProtoError::Closed) => ConnectionClosedError::new_err(msg),
+            // The server closed the connection, or it was closed: an `error_proto` too, as
+            // poplib-style code expects.
+            Error::Proto(ProtoError::Closed | ProtoError::NotConnected(_)) => {
+                ConnectionClosedError::new_err(msg)
+            }
             Error::Proto(_) => RemoteProtocolError::new_err(msg),
             Error::Timeout(..) => POP3TimeoutError::new_err(msg),
             Error::Io { .. } | Error::Connect(_) => POP3ConnectionError::new_err(msg),
-            // Closed after an earlier error: an `error_proto` too, as poplib-style code expects.
-            Error::NotConnected(_) => ConnectionClosedError::new_err(msg),
             Error::Tls {
                 source: rustls::Error::InvalidCertificate(_),
                 ..

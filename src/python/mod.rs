@@ -2,15 +2,21 @@
 
 #[cfg(feature = "bench-bridges")]
 mod bench;
+mod command;
 mod connection;
 mod errors;
+mod message_info;
 mod reactor;
 mod tls_settings;
 
 #[pyo3::pymodule]
 mod _core {
     #[pymodule_export]
+    use super::command::{PyCommand, PySecret};
+    #[pymodule_export]
     use super::connection::{Connection, PyJob};
+    #[pymodule_export]
+    use super::message_info::MessageInfo;
     #[pymodule_export]
     use super::reactor::{Pending, Reactor};
     #[pymodule_export]
@@ -21,19 +27,6 @@ mod _core {
     use super::bench::{bench_async_runtimes, bench_reactor};
 
     use pyo3::prelude::*;
-
-    /// Hex MD5 of `timestamp || secret` (RFC 1939 APOP).
-    #[pyfunction]
-    fn apop_digest(timestamp: &[u8], secret: &[u8]) -> String {
-        crate::auth::apop::digest(timestamp, secret)
-    }
-
-    /// A copy of a command line fit for logs, secrets masked (`PASS ****`).
-    #[pyfunction]
-    #[pyo3(signature = (line, in_auth_exchange=false))]
-    fn redact(line: &[u8], in_auth_exchange: bool) -> Vec<u8> {
-        crate::proto::command::redact(line, in_auth_exchange)
-    }
 
     /// Whether this extension was built without optimisations (benchmarks refuse to run on it).
     #[pyfunction]

@@ -63,9 +63,9 @@ async fn open_socket(addr: SocketAddr, source: Option<SocketAddr>) -> std::io::R
 }
 
 fn gone() -> Error {
-    Error::NotConnected(
+    Error::Proto(crate::proto::ProtoError::NotConnected(
         "the connection was lost during the TLS handshake; open a new connection".into(),
-    )
+    ))
 }
 
 impl TokioIo {

@@ -245,9 +245,10 @@ def run_exchange(mechanism: str, authobject: object, replies: list) -> tuple:
             return stop.value, sent
         except Exception as exc:
             return exc, sent
-        assert isinstance(op, _flows.Short)
-        sent.append(op.line)
-        reply = {b"*": b"-ERR cancelled", b"QUIT": b"+OK bye"}.get(op.line) or (replies.pop(0) if replies else b"-ERR no")
+        assert isinstance(op, _flows.Run)
+        line = op.command.encode()[:-2]
+        sent.append(line)
+        reply = {b"*": b"-ERR cancelled", b"QUIT": b"+OK bye"}.get(line) or (replies.pop(0) if replies else b"-ERR no")
         error = fastpoplib.AuthenticationError(reply)
         step = partial(flow.throw, error) if reply.startswith(b"-ERR") else partial(flow.send, reply)
 

@@ -9,6 +9,7 @@ import hashlib
 import re
 import ssl
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from .._store import Outcome, Receipt, Refusal
+from .._token_retry import first_token, retry_token
 from .remote import IDLE_CHECK, DestinationError, Journal, Remote, header_fields, log, state_dir_for
 
 BATCH_MESSAGES = 50  # messages per MULTIAPPEND (and per journal write of intents)
@@ -99,15 +101,16 @@ class ImapDestination(Remote):
     """APPEND to one folder of an IMAP server; see the module docstring for how a run killed
     in the middle of an APPEND is repaired.
 
-    ``secret()`` gives ``{"password": ...}`` or ``{"oauth2_token": ...}`` (OAUTHBEARER or
-    XOAUTH2, whichever the server offers); it is asked once connected. ``timeout`` (seconds) bounds every network operation.
+    ``secret()`` gives ``{"password": ...}``, ``{"oauth2_token": ...}`` or ``{"oauth2":
+    source}`` (a token source: a token refused at login is replaced once); OAUTHBEARER or
+    XOAUTH2, whichever the server offers. It is asked once connected. ``timeout`` (seconds) bounds every network operation.
     Raises :class:`DestinationError` when the server cannot be reached or refuses the login.
     """
 
     def __init__(
         self,
         url: ImapURL,
-        secret: Callable[[], dict[str, str]],
+        secret: Callable[[], dict[str, Any]],
         account: str,
         *,
         cafile: str | None = None,
@@ -154,7 +157,7 @@ class ImapDestination(Remote):
     def _fail(self, what: str, exc: BaseException) -> DestinationError:
         return DestinationError(f"the IMAP server {self.url.host}:{self.url.port} {what}: {_text(exc)}")
 
-    def _connect(self, secret: Callable[[], dict[str, str]], cafile: str | None, insecure: bool, timeout: float) -> Any:
+    def _connect(self, secret: Callable[[], dict[str, Any]], cafile: str | None, insecure: bool, timeout: float) -> Any:
         url, errors = self.url, self._errors
         try:
             context = ssl.create_default_context(cafile=cafile)
@@ -190,7 +193,27 @@ class ImapDestination(Remote):
             raise
         return client
 
-    def _login(self, client: Any, secret: dict[str, str]) -> None:
+    def _login(self, client: Any, secret: dict[str, Any]) -> None:
+        source = secret.get("oauth2")
+        if source is None:
+            self._login_with(client, secret)
+            return
+        # A token source (the account's stored sign-in): a token the server refuses early
+        # (expired or revoked there before its announced expiry) is replaced once, as for POP3.
+        token = first_token(source)
+        try:
+            self._login_with(client, {"oauth2_token": token})
+            return
+        except DestinationError as exc:
+            if exc.kind != "auth":
+                raise
+            fresh = retry_token(source, token)  # SignInRequired when the refresh token is refused too
+            if fresh is None:
+                raise
+        log.info("the IMAP server %s refused the OAuth2 token; trying once more with a new one", self.url.host)
+        self._login_with(client, {"oauth2_token": fresh})
+
+    def _login_with(self, client: Any, secret: dict[str, str]) -> None:
         token = secret.get("oauth2_token")
         try:
             if token is None:
@@ -322,11 +345,11 @@ class ImapDestination(Remote):
         if typ == "OK":
             return self._receipts([key for key, _ in batch], text)
         # RFC 3502: a refused MULTIAPPEND appends none of its messages.
-        reason, stop = self._refusal(typ, text)
-        if stop or len(batch) == 1:
+        refused = self._refusal("", typ, text)
+        if refused.stop or len(batch) == 1:
             for key, _ in batch:
                 del self.journal.intents[key]
-            return [Refusal(key, reason, stop) for key, _ in batch]
+            return [replace(refused, key=key) for key, _ in batch]
         # One message the server will not take (too big, a NUL) must not hold up the others,
         # run after run: each goes alone (a MULTIAPPEND of one keeps the bytes exact).
         outcomes: list[Outcome] = []
@@ -357,8 +380,7 @@ class ImapDestination(Remote):
         except self._errors.IMAPClientError as exc:
             # imapclient raises a plain IMAPClientError for a tagged NO: "append failed: TEXT".
             del self.journal.intents[key]
-            reason, stop = self._refusal("NO", str(exc).split("failed: ", 1)[-1].encode())
-            return Refusal(key, reason, stop)
+            return self._refusal(key, "NO", str(exc).split("failed: ", 1)[-1].encode())
         except OSError as exc:
             return self._lost([(key, data)], exc)[0]
         finally:
@@ -379,18 +401,19 @@ class ImapDestination(Remote):
             del self.journal.intents[key]
         return [Receipt(key, detail) for key, detail in zip(keys, details)]
 
-    def _refusal(self, typ: str, text: bytes) -> tuple[str, bool]:
-        """The sentence for a refused APPEND, and whether to stop the run's deliveries (the
-        response codes of RFC 5530 that no other message would get past)."""
+    def _refusal(self, key: str, typ: str, text: bytes) -> Refusal:
+        """The refusal of an APPEND: its sentence, and whether it stops the run's deliveries
+        (the response codes of RFC 5530 that no other message would get past) or, a full
+        mailbox, pauses ``watch`` until someone frees space."""
         shown = text.decode("utf-8", "backslashreplace")
         code = _CODE.match(text)
         name = code.group(1).decode().upper() if code else ""
         said = f"the IMAP server refused APPEND: {typ} {shown}"
         if name == "OVERQUOTA":
-            return f"{said} (the IMAP mailbox is full); it stays on the POP server, free some space and run again", True
+            return Refusal(key, f"{said} (the IMAP mailbox is full); it stays on the POP server, free some space and run again", stop=True, pause=True)
         if name == "TRYCREATE":
-            return f"{said} (the folder {self.folder!r} is gone); it stays on the POP server, run again to create it", True
-        return f"{said}; it stays on the POP server", name in ("SERVERBUG", "UNAVAILABLE", "INUSE")
+            return Refusal(key, f"{said} (the folder {self.folder!r} is gone); it stays on the POP server, run again to create it", stop=True)
+        return Refusal(key, f"{said}; it stays on the POP server", name in ("SERVERBUG", "UNAVAILABLE", "INUSE"))
 
     def _lost(self, batch: list[tuple[str, bytes]], exc: BaseException) -> list[Outcome]:
         # The outcome is unknown: the intents stay, and the next run looks in the folder.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import time
@@ -19,8 +20,10 @@ def lmtp_state_dir(target: str, recipient: str) -> Path:
 
 class LmtpDestination(Remote):
     """Delivery over LMTP (RFC 2033) to one recipient: stored on that recipient's 250 after
-    DATA; a 4xx keeps the message for a later run, a 5xx
-    is a failed message. ``target`` is ``HOST:PORT`` or ``unix:PATH``."""
+    DATA; a 4xx keeps the message for a later run, a 5xx is a failed message. A 5xx that
+    refuses the recipient itself (to RCPT TO, or after DATA with an enhanced status code of
+    RFC 3463 X.1.x, X.2.0-2: unknown, disabled, full) refuses every message: the run stores
+    no more, and ``watch`` pauses the account. ``target`` is ``HOST:PORT`` or ``unix:PATH``."""
 
     def __init__(self, target: str, recipient: str, account: str, *, timeout: float = 60.0) -> None:
         super().__init__(f"lmtp {target} for {recipient}", lmtp_state_dir(target, recipient), account)
@@ -61,8 +64,11 @@ class LmtpDestination(Remote):
             smtp.sendmail(_sender(data), [self.recipient], data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(self.recipient, (0, b""))
-            return [self._refused(key, "RCPT TO", code, text)]
-        except smtplib.SMTPResponseException as exc:  # MAIL FROM refused, or the reply after DATA
+            return [self._refused(key, "RCPT TO", code, text, recipient=True)]
+        except smtplib.SMTPDataError as exc:  # the recipient's reply after DATA
+            recipient = bool(_RECIPIENT_STATUS.match(_smtp_text(exc.smtp_error)))
+            return [self._refused(key, "the message", exc.smtp_code, exc.smtp_error, recipient)]
+        except smtplib.SMTPResponseException as exc:  # MAIL FROM refused: this message's sender
             return [self._refused(key, "the message", exc.smtp_code, exc.smtp_error)]
         except (OSError, smtplib.SMTPException) as exc:
             self._drop()
@@ -78,11 +84,19 @@ class LmtpDestination(Remote):
             ]
         return [Receipt(key, f"LMTP 250 for {self.recipient}")]
 
-    def _refused(self, key: str, what: str, code: int, text: Any) -> Refusal:
+    def _refused(self, key: str, what: str, code: int, text: Any, recipient: bool = False) -> Refusal:
         said = f"{code} {_smtp_text(text)}"
         if 400 <= code < 500:
             # Temporary, maybe for this message only: the others are still tried.
             return Refusal(key, f"the LMTP server answered {said} to {what} (a temporary failure); it stays on the POP server")
+        if recipient and code >= 500:
+            return Refusal(
+                key,
+                f"the LMTP server refused the recipient {self.recipient}: {said}; it stays on the POP server,"
+                " check --lmtp-recipient (and its mailbox) and run again",
+                stop=True,
+                pause=True,
+            )
         return Refusal(key, f"the LMTP server refused {what}: {said}; it stays on the POP server")
 
     def _drop(self) -> None:
@@ -98,6 +112,11 @@ class LmtpDestination(Remote):
                 except (OSError, smtplib.SMTPException):
                     pass
                 self._drop()
+
+
+# RFC 3463 enhanced status codes about the recipient, not the message: X.1.x addressing,
+# X.2.0 mailbox, X.2.1 disabled, X.2.2 full (X.2.3 "too long" is the message's).
+_RECIPIENT_STATUS = re.compile(r"5\.(1\.[0-9]{1,3}|2\.[012])\b")
 
 
 def parse_lmtp_target(target: str) -> tuple[str, Optional[int]]:

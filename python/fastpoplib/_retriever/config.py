@@ -244,13 +244,13 @@ class Account:
             raise ConfigError(_NO_PASSWORD.format(host=self.host))
         return {"password": auth[2]}
 
-    def imap_secret(self) -> dict[str, str]:
+    def imap_secret(self) -> dict[str, Any]:
         """The IMAP destination's ``{"password": ...}`` or ``{"oauth2_token": ...}``; with
-        ``imap_auth = "oauth2"`` a fresh access token from the account's stored sign-in (refreshed
-        when it expires within 5 minutes). Raises SignInRequired when the user must sign in again."""
+        ``imap_auth = "oauth2"`` ``{"oauth2": source}``, the token source of the account's
+        stored sign-in (as :meth:`secret` gives for POP3)."""
         if self.imap_auth == "oauth2":
             try:
-                return {"oauth2_token": token_source(self)()}
+                return {"oauth2": token_source(self)}
             except OAuth2ConfigError as exc:
                 raise ConfigError(f"{self.label}: {exc}") from None
         if self.imap_oauth2_token_command:

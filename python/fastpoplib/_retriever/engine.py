@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -31,6 +31,7 @@ from .._destinations import (
     imap_state_dir,
     lmtp_state_dir,
     mda_state_dir,
+    state_home,
 )
 from .._store import (
     AccountLock,
@@ -42,6 +43,7 @@ from .._store import (
     Refusal,
     State,
     StoreError,
+    check_private,
     digest_key,
     uid_key,
 )
@@ -65,9 +67,13 @@ from .report import (
     describe,
     show_bytes,
 )
+from .storing import store_batch
 
 SAVE_EVERY = 50  # messages between state saves while fetching (always saved before any DELE)
 STREAM_ABOVE = 4 << 20  # LIST size above which a message is streamed to disk, not held in memory
+# Whole messages are stored in batches (see .storing) while the next batch is retrieved: at most
+# two batches in memory, each up to BATCH_BYTES plus one message.
+BATCH_BYTES = 1 << 20
 MAX_SESSIONS = 3  # sessions per account and run: one lost on a broken or stalled message is resumed
 RESUME_WAITS = (0.25, 0.5, 1.0, 2.0)  # seconds between logins refused [IN-USE] on resuming
 PERSISTENT_RUNS = 3  # runs in a row a message fails in before it is reported as failing persistently
@@ -98,6 +104,20 @@ def _store_for(acct: Account, default_maildir: Path) -> Destination:
         return Maildir(path)
     except (OSError, RuntimeError) as exc:  # resolving the path: a symlink loop, a permission
         raise StoreError(f"cannot use {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _check_state_home(acct: Account) -> None:
+    """A destination whose state lives under ``$XDG_STATE_HOME/fastpoplib``: every directory
+    from there down to the state's must be the user's and not writable by others (as the
+    state directory itself), or another user could swap the state, its journal of what was
+    stored, for one of their own. Checked before the destination is opened; StoreError if not."""
+    if not (acct.imap or acct.lmtp or acct.mda):
+        return  # a Maildir's or mbox's state lives beside it
+    home = state_home()
+    state = state_dir_of(acct, home)
+    for directory in reversed(state.parents):
+        if directory == home or home in directory.parents:
+            check_private(directory, directory=True)
 
 
 def state_dir_of(acct: Account, default_maildir: Path) -> Path:
@@ -250,6 +270,12 @@ class _Fetch:
         self.index: dict[str, str] = {}  # digest key -> key the store holds that content under
         # key -> (message, size, digest key): handed to the destination, not settled yet
         self.handed: dict[str, tuple[_Msg, int, str]] = {}
+        self.batch: list[tuple[str, bytes]] = []  # (key, bytes) of whole messages waiting to be stored
+        self.batch_bytes = 0
+        self.on_the_way: set[str] = set()  # digest keys queued or being stored
+        self.storer: asyncio.Future[None] | None = None  # the task storing the batches (store_batches)
+        self.taken = asyncio.Event()  # set when the storer takes the queued batch
+        self.stop_storing = threading.Event()  # set when interrupted: the trip ends after its message
 
     async def run(self, secret: dict[str, Any]) -> None:
         # Read the store before connecting: waiting for another program's mbox locks must not
@@ -417,6 +443,18 @@ class _Fetch:
         return True
 
     async def fetch_small(self, pop: Any, msgs: list[_Msg]) -> None:
+        try:
+            try:
+                await self.retrieve_small(pop, msgs)
+            except (RemoteProtocolError, POP3TimeoutError):
+                await self.drain()  # the messages received whole before the connection broke are stored
+                raise
+            await self.drain()
+        except BaseException:
+            await self.abandon()
+            raise
+
+    async def retrieve_small(self, pop: Any, msgs: list[_Msg]) -> None:
         pending = msgs
         while pending and self.store_error is None:  # each round consumes at least one message
             done = 0
@@ -428,8 +466,8 @@ class _Fetch:
                         m = pending[done]
                         done += 1
                         self.current = pending[done] if done < len(pending) else None
-                        data = b"".join(line + b"\r\n" for line in lines)
-                        if not await self.deliver(m, data):
+                        data = b"\r\n".join(lines) + b"\r\n" if lines else b""  # each line CRLF-ended
+                        if not await self.queue(m, data):
                             return
             except ServerError as exc:
                 m = pending[done]
@@ -437,6 +475,100 @@ class _Fetch:
                 done += 1
             self.current = None
             pending = pending[done:]
+
+    async def queue(self, m: _Msg, data: bytes) -> bool:
+        """Hand a whole message to the store: queued for the storer task, which stores what
+        is queued in one worker-thread trip while the following messages arrive. False once
+        the store failed (fetching stops)."""
+        dkey = digest_key(hashlib.sha256(data).hexdigest(), m.size)
+        if dkey in self.on_the_way:
+            # The same bytes are on their way to the store (the server lists them twice):
+            # their outcome decides whether these are stored.
+            await self.drain()
+        if self.store_error is not None:
+            return False
+        key = m.key or dkey
+        if self.already_held(m, key, dkey, len(data)):
+            return True
+        self.handed[key] = (m, len(data), dkey)
+        self.on_the_way.add(dkey)
+        self.batch.append((key, data))
+        self.batch_bytes += len(data)
+        if self.storer is None or self.storer.done():
+            self.storer_result()
+            self.storer = asyncio.ensure_future(self.store_batches())
+        while self.batch_bytes >= BATCH_BYTES and not self.storer.done():
+            # The store is slower than the server: memory stays bounded.
+            self.taken.clear()
+            taken = asyncio.ensure_future(self.taken.wait())
+            waiting: list[asyncio.Future[Any]] = [self.storer, taken]
+            try:
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                taken.cancel()
+        return self.store_error is None
+
+    async def store_batches(self) -> None:
+        """The storer task: stores what is queued, a batch per worker-thread trip, and settles
+        each batch, until nothing is queued."""
+        while self.batch and self.store_error is None:
+            batch, self.batch, self.batch_bytes = self.batch, [], 0
+            self.taken.set()
+            # Shielded: a trip is never abandoned half-way; abandon() stops it between messages.
+            stored = await asyncio.shield(store_batch(self.store, batch, self.stop_storing))
+            await self.settle(stored.outcomes)
+            self.forget(stored.rest)
+            if stored.error is not None:
+                key, exc = stored.error
+                m = self.handed[key][0]
+                self.forget([key])
+                if not isinstance(exc, OSError):
+                    raise exc
+                self.cannot_store(m, exc)
+        self.forget(key for key, _ in self.batch)  # the store failed: not stored, they stay on the server
+        self.batch, self.batch_bytes = [], 0
+
+    def storer_result(self) -> None:
+        """Raise what made the storer task fail, if it did."""
+        if self.storer is not None and self.storer.done():
+            storer, self.storer = self.storer, None
+            storer.result()
+
+    async def drain(self) -> None:
+        """Wait until everything queued is stored and settled."""
+        if self.storer is not None:
+            await asyncio.shield(self.storer)  # interrupted here, abandon() waits for it
+        self.storer_result()
+
+    async def abandon(self) -> None:
+        """Interrupted: the queued messages are dropped, the batch being stored ends after
+        its current message (its thread finishes that first) and what it stored is settled."""
+        self.forget(key for key, _ in self.batch)
+        self.batch, self.batch_bytes = [], 0
+        if self.storer is not None:
+            self.stop_storing.set()
+            await asyncio.wait([self.storer])
+            if not self.storer.cancelled():
+                self.storer.exception()  # its own failure, if any, gives way to the interruption
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """These keys were not (or no longer are) on their way to the store."""
+        for key in keys:
+            entry = self.handed.pop(key, None)
+            if entry is not None:
+                self.on_the_way.discard(entry[2])
+
+    def already_held(self, m: _Msg, key: str, dkey: str, size: int) -> bool:
+        """Whether the store holds these bytes already (then they are recorded, not stored):
+        stored by a session of this run lost before QUIT, by a run reaching this mailbox by
+        another route (host name, port), or under the UID this message had before the server
+        lost UIDL. Stored once only."""
+        held = self.index.get(dkey) or (dkey if dkey in self.known else None)
+        if held is None:
+            return False
+        self.recorded(m, key, dkey, held)
+        self.progress.advance(size)
+        return True
 
     async def fetch_streamed(self, pop: Any, m: _Msg) -> None:
         """A large message, written to the store chunk by chunk: memory stays bounded."""
@@ -450,43 +582,27 @@ class _Fetch:
         self.current = None
 
     async def deliver(self, m: _Msg, chunks: Any) -> bool:
-        """Store one message, given whole (bytes) or as an async iterator of chunks; False if
-        the store failed (fetching stops, the rest goes on)."""
+        """Store one large message, given as an async iterator of chunks; False if the store
+        failed (fetching stops, the rest goes on)."""
         try:
             delivery = await asyncio.to_thread(self.store.begin)
         except OSError as exc:
             return self.cannot_store(m, exc)
-        whole = chunks if isinstance(chunks, bytes) else None
         digest = hashlib.sha256()
         size = 0
         key = None
         try:
-            if whole is not None:
-                digest.update(whole)
-                size = len(whole)
-            else:
-                async for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    await asyncio.to_thread(delivery.write, chunk)
+            async for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                await asyncio.to_thread(delivery.write, chunk)
             dkey = digest_key(digest.hexdigest(), m.size)
             key = m.key or dkey
-            held = self.index.get(dkey) or (dkey if dkey in self.known else None)
-            if held is not None:
-                # These bytes are stored already: by a session of this run lost before QUIT, by
-                # a run reaching this mailbox by another route (host name, port), or under the
-                # UID this message had before the server lost UIDL. Stored once only.
+            if self.already_held(m, key, dkey, size):
                 await asyncio.to_thread(delivery.abort)
-                self.recorded(m, key, dkey, held)
-                self.progress.advance(size)
                 return True
             self.handed[key] = (m, size, dkey)
-            if whole is not None:
-                # One trip to a worker thread, not two: per message, the hand-offs cost more
-                # than the write itself (bench/bench_fetch_tools.py).
-                outcomes = await asyncio.to_thread(_write_and_commit, delivery, whole, key)
-            else:
-                outcomes = await asyncio.to_thread(delivery.commit, key)
+            outcomes = await asyncio.to_thread(delivery.commit, key)
         except POP3Error:
             await asyncio.to_thread(delivery.abort)
             raise
@@ -514,6 +630,7 @@ class _Fetch:
         added: list[tuple[str, str]] = []
         for outcome in outcomes:
             m, size, dkey = self.handed.pop(outcome.key)
+            self.on_the_way.discard(dkey)
             if isinstance(outcome, Refusal):
                 if not outcome.stop:
                     self.problem(m, outcome.reason, "stored")
@@ -521,11 +638,14 @@ class _Fetch:
                     self.failed.add(m.ident)
                     self.store_error = f"{m.name()} and the rest were not stored: {outcome.reason}"
                     self.report.problems.append(self.store_error)
+                    if outcome.pause:
+                        self.report.pause = self.store_error
                 else:
                     self.failed.add(m.ident)
                 continue
             key = outcome.key
-            log.debug("%s: %s stored: %s", self.acct.name, m.name(), outcome.detail)
+            if log.isEnabledFor(logging.DEBUG):  # m.name() escapes the UID: not for every message unasked
+                log.debug("%s: %s stored: %s", self.acct.name, m.name(), outcome.detail)
             self.recorded(m, key, dkey, key)
             self.index[dkey] = key
             added.append((dkey, key))
@@ -583,12 +703,6 @@ class _Fetch:
         self.store.recorded(keys)
 
 
-def _write_and_commit(delivery: Any, data: bytes, key: str) -> list[Outcome]:
-    delivery.write(data)
-    outcomes: list[Outcome] = delivery.commit(key)
-    return outcomes
-
-
 @asynccontextmanager
 async def _batch(pop: Any, batch: Any) -> AsyncIterator[Any]:
     """Close a batch or stream iterator on every way out. Left early (the store failed), it
@@ -607,8 +721,10 @@ async def _batch(pop: Any, batch: Any) -> AsyncIterator[Any]:
         await batch.aclose()
 
 
-async def fetch_account(acct: Account, default_maildir: Path, progress: Progress) -> Report:
-    report = Report(acct.name)
+async def fetch_account(acct: Account, default_maildir: Path, progress: Progress, report: Report | None = None) -> Report:
+    """One account's run; its outcome in ``report`` (a new one if None), which a caller that
+    passes its own still reads when the run is interrupted (cancelled)."""
+    report = report if report is not None else Report(acct.name)
     step = _Step()
     lock: AccountLock | None = None
     run: _Fetch | None = None
@@ -616,6 +732,7 @@ async def fetch_account(acct: Account, default_maildir: Path, progress: Progress
     cancelled = threading.Event()  # tells lock waits in worker threads to give up
     try:
         step.now = "opening the store"
+        await asyncio.to_thread(_check_state_home, acct)
         store = await asyncio.to_thread(_store_for, acct, default_maildir)
         store.cancelled = cancelled
         report.stored_dir, report.state_dir = str(store.path), str(store.state_dir)

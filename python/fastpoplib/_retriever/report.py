@@ -4,6 +4,7 @@ and :func:`printable` for everything shown that came from a server."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -77,6 +78,7 @@ class Report:
     code: int = EXIT_OK
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # messages that failed (exit code 1)
+    pause: str | None = None  # why watch must stop polling the account: its destination refuses every message
 
     def fail(self, message: str, code: int) -> None:
         self.error, self.code = message, code
@@ -147,7 +149,10 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
             EXIT_CONNECTION,
         )
     if isinstance(exc, (POP3ConnectionError, ConnectionClosedError)):
-        return f"connection failed while {step}: {_library_text(exc)}", EXIT_CONNECTION
+        return (
+            f"connection failed while {step}: {_library_text(exc)}; run the command again (what was stored is kept)",
+            EXIT_CONNECTION,
+        )
     if isinstance(exc, RemoteProtocolError):
         return f"the server sent a malformed reply while {step}: {printable(_library_text(exc))}", EXIT_PARTIAL
     if isinstance(exc, error_proto):
@@ -168,9 +173,13 @@ def describe(exc: BaseException, step: str, acct: Account) -> tuple[str, int]:
 
 def _library_text(exc: BaseException) -> str:
     """The library's message without its advice for Python callers (certificate errors end in
-    "; trust ... with cafile=... or context=..."): the CLI gives its own (``--cafile``)."""
+    "; trust ... with cafile=... or context=...", a lost connection in "; open a new
+    connection"): the CLI gives its own (``--cafile``, run the command again)."""
     text = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-    return text.split("; trust ")[0]
+    return _LIBRARY_ADVICE.sub("", text.split("; trust ")[0])
+
+
+_LIBRARY_ADVICE = re.compile(r"; open a new (connection|one)\b[^;]*$")
 
 
 

@@ -26,15 +26,54 @@ try:
 except ImportError:  # pragma: no cover - depends on the extras installed
     raise ImportError("OAuth2 needs the oauth extra: pip install 'fastpoplib[oauth]'") from None
 
-HTTP_TIMEOUT = 30.0  # seconds per HTTP request to the authorization server
-MAX_METADATA = 64 * 1024  # bytes of discovery document accepted
+HTTP_TIMEOUT = 30.0  # seconds per HTTP request to the authorization server, the whole response included
+MAX_RESPONSE = 1 << 20  # bytes of a response body (token, device, discovery) read at most
 BROWSER_WAIT = 300.0  # seconds to wait for the browser to come back to the loopback redirect
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
+class _Bounded:
+    """An httpx client whose every response is read here, whole but bounded: at most
+    :data:`MAX_RESPONSE` bytes (decoded) within :data:`HTTP_TIMEOUT` seconds from the
+    request, else OAuth2Error. httpx alone would read any length, any time (each read
+    of the socket has its timeout, not the response)."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + HTTP_TIMEOUT
+        request.headers["Accept-Encoding"] = "identity"  # a small compressed body could inflate past the bound
+        kwargs["stream"] = True
+        response = super().send(request, **kwargs)  # type: ignore[misc]
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE:
+                    raise OAuth2Error(
+                        f"{_host(str(request.url))} sent a response over the {MAX_RESPONSE / (1 << 20):g} MiB limit; check the endpoint"
+                    )
+                if time.monotonic() > deadline:
+                    raise OAuth2Error(f"{_host(str(request.url))} did not finish its response within {HTTP_TIMEOUT:g} s; try again later")
+        finally:
+            response.close()
+        # The body is decoded already: the headers that described its transfer go.
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _TRANSFER_HEADERS]
+        return httpx2.Response(response.status_code, headers=headers, content=bytes(body), request=response.request)
+
+
+_TRANSFER_HEADERS = ("content-encoding", "content-length", "transfer-encoding")
+
+
+class _OAuth2Client(_Bounded, OAuth2Client):  # type: ignore[misc,valid-type,unused-ignore]
+    pass
+
+
+class _HTTPClient(_Bounded, httpx2.Client):  # type: ignore[misc,valid-type,unused-ignore]
+    pass
+
+
 def _client(settings: Settings) -> Any:
     secret = settings.client_secret.reveal() if settings.client_secret else None
-    return OAuth2Client(
+    return _OAuth2Client(
         client_id=settings.client_id,
         client_secret=secret,
         token_endpoint_auth_method="client_secret_post" if secret else "none",
@@ -51,6 +90,8 @@ def _what(exc: BaseException, url: str, sent: str = "") -> OAuth2Error:
     the server's error code and description (printable, 200 characters at most): RFC 6749
     §5.2 error words and prose, with the token ``sent`` masked should the server echo it."""
     host = _host(url)
+    if isinstance(exc, OAuth2Error):  # ours already: a bounded read failed
+        return exc
     if isinstance(exc, OAuthError):
         text = str(exc.description or "")
         description = f" ({_printable(_masked(text, sent))})" if text else ""
@@ -85,19 +126,24 @@ def _printable(text: str, limit: int = 200) -> str:
 
 def discover(settings: Settings) -> Settings:
     """``settings`` with endpoints from the issuer's metadata (RFC 8414, then OpenID
-    Connect discovery), where it has an issuer and lacks endpoints."""
+    Connect discovery), where it has an issuer and lacks endpoints. The metadata's
+    ``issuer`` must equal the configured one exactly (RFC 8414 §3.3, OpenID Connect
+    Discovery §4.3), else OAuth2ConfigError and nothing of it is used: another server's
+    metadata would send the grants (and the user) there."""
     if settings.issuer is None or (settings.token_endpoint and (settings.device_endpoint or settings.authorization_endpoint)):
         return settings
-    base = settings.issuer.rstrip("/")
+    issuer = settings.issuer
     last = ""
-    with httpx2.Client(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
-        for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
-            url = base + path
+    with _HTTPClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as http:
+        for url in _metadata_urls(issuer):
             try:
                 resp = http.get(url)
+            except OAuth2Error as exc:  # the bounded read: too long, too slow
+                last = str(exc)
+                continue
             except httpx2.HTTPError as exc:
                 raise _what(exc, url) from None
-            if resp.status_code != 200 or len(resp.content) > MAX_METADATA:
+            if resp.status_code != 200:
                 last = f"HTTP {resp.status_code}"
                 continue
             try:
@@ -105,10 +151,29 @@ def discover(settings: Settings) -> Settings:
             except ValueError:
                 last = "not JSON"
                 continue
-            if isinstance(metadata, dict) and isinstance(metadata.get("token_endpoint"), str):
-                return settings.with_metadata(metadata)
-            last = "no token_endpoint in it"
-    raise OAuth2ConfigError(f"discovery at {base} failed ({last}); set oauth2_token_endpoint and the other endpoints instead")
+            if not isinstance(metadata, dict) or not isinstance(metadata.get("token_endpoint"), str):
+                last = "no token_endpoint in it"
+                continue
+            if metadata.get("issuer") != issuer:
+                said = metadata.get("issuer")
+                shown = repr(_printable(said)) if isinstance(said, str) else "no issuer"
+                raise OAuth2ConfigError(
+                    f"the metadata at {url} names {shown} as its issuer, not {issuer!r} (oauth2_issuer); they must be"
+                    " equal (RFC 8414 §3.3), so nothing of it was used: this may be a mix-up or an attack."
+                    " Check oauth2_issuer (exactly, trailing slash included)"
+                )
+            return settings.with_metadata(metadata)
+    raise OAuth2ConfigError(f"discovery at {issuer} failed ({last}); set oauth2_token_endpoint and the other endpoints instead")
+
+
+def _metadata_urls(issuer: str) -> list[str]:
+    """Where an issuer's metadata may be: RFC 8414 §3.1 inserts the well-known path between
+    the host and the issuer's path; OpenID Connect Discovery §4 appends it. Same URLs for
+    an issuer without a path."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return [f"{origin}/.well-known/oauth-authorization-server{path}", f"{issuer.rstrip('/')}/.well-known/openid-configuration"]
 
 
 def refresh(settings: Settings, refresh_token: str) -> Dict[str, Any]:

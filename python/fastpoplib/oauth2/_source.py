@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import replace
 from typing import Any, Dict, Optional
@@ -19,6 +20,7 @@ REFRESH_MARGIN = 300.0  # seconds: refresh when the access token expires sooner 
 WARN_BEFORE = 14 * 86400  # seconds before a refresh token's known expiry to warn
 DEFAULT_LIFETIME = 3600  # seconds, when a token response has no expires_in
 MAX_LIFETIME = 86400.0  # seconds an access token is trusted at most, whatever the server says
+_VSCHARS = re.compile(r"[\x20-\x7e]*")  # RFC 6749 Appendix A.12, A.17: access-token, refresh-token = 1*VSCHAR
 
 log = logging.getLogger("fastpoplib.oauth2")
 
@@ -40,6 +42,14 @@ def record_from(settings: Settings, response: Dict[str, Any], previous: Optional
     if not isinstance(access, str) or not access:
         raise OAuth2Error("the token response has no access_token")
     refresh = response.get("refresh_token")
+    for field, value in (("access_token", access), ("refresh_token", refresh)):
+        if isinstance(value, str) and not _VSCHARS.fullmatch(value):
+            # Never stored: a CR or LF would end the AUTH line it is sent in (and the
+            # sentence must not show it).
+            raise OAuth2Error(
+                f"the token response's {field} holds characters no token may have (RFC 6749 Appendix A: printable"
+                " ASCII only); nothing was stored; check the token endpoint"
+            )
     refresh_token = Secret(refresh) if isinstance(refresh, str) and refresh else (previous.refresh_token if previous else None)
     try:
         lifetime = float(response.get("expires_in", DEFAULT_LIFETIME))
@@ -185,6 +195,8 @@ def token_source(account: Any, store: Optional[TokenStore] = None) -> TokenSourc
 
 def account_state(account: Any, store: Optional[TokenStore] = None) -> str:
     """:func:`state_text` of a retriever account with ``auth = "oauth2"``, read from the
-    store: for ``fastpoplib status``. Raises TokenStoreError when the store is unreadable."""
+    store: for ``fastpoplib status``. Raises OAuth2ConfigError when its settings are
+    incomplete (as a fetch would), TokenStoreError when the store is unreadable."""
+    settings_for(account)
     return state_text(account.name, (store or TokenStore()).load(account.name))
 

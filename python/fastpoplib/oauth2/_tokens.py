@@ -80,13 +80,20 @@ def state_dir() -> Path:
 
 
 def _keyring() -> Any:
-    """The keyring module when it is installed and its backend can store secrets, else None."""
+    """The keyring module when it is installed and its backend can store secrets, else None;
+    TokenStoreError when the backend the user configured cannot be loaded."""
     try:
         import keyring  # type: ignore[import-not-found,unused-ignore]
         from keyring.backends import fail  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
-    backend = keyring.get_keyring()
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:  # noqa: BLE001 - a configured backend's import or init failed
+        raise TokenStoreError(
+            f"the keyring backend could not be loaded ({type(exc).__name__}); fix the keyring configuration"
+            f" (PYTHON_KEYRING_BACKEND, keyringrc.cfg), or set {STORE_ENV}=file to use a file"
+        ) from None
     if isinstance(backend, fail.Keyring) or getattr(backend, "priority", 0) <= 0:
         return None
     chained = getattr(backend, "backends", None)
@@ -124,20 +131,29 @@ class TokenStore:
                 f"cannot create the token directory {self.directory}: {exc.strerror or exc}; fix it or set XDG_STATE_HOME"
             ) from None
 
+    def _in_keyring(self, what: str, method: str, *args: str) -> Any:
+        """A keyring call; any failure (a locked keyring, no D-Bus session, a refused
+        prompt: each backend raises its own types) as TokenStoreError naming its type."""
+        try:
+            return getattr(self._keyring, method)(KEYRING_SERVICE, *args)
+        except Exception as exc:  # noqa: BLE001
+            raise TokenStoreError(
+                f"the keyring could not be {what} ({type(exc).__name__}: is it locked?); unlock it, or set {STORE_ENV}=file to use a file"
+            ) from None
+
     def check_writable(self) -> None:
         """Raises TokenStoreError now if tokens could not be saved later (before a sign-in
-        the user would otherwise approve for nothing)."""
+        the user would otherwise approve for nothing): a locked keyring refuses reads too."""
         if self._keyring is None:
             self._ensure_dir()
+        else:
+            self._in_keyring("read", "get_password", "")
 
     def load(self, name: str) -> Optional[TokenRecord]:
         """The account's record, or None when it never signed in (or signed out)."""
         if self._keyring is not None:
-            try:
-                text = self._keyring.get_password(KEYRING_SERVICE, name)
-            except Exception as exc:  # noqa: BLE001 - every backend raises its own types
-                raise TokenStoreError(f"the keyring could not be read ({type(exc).__name__}); set {STORE_ENV}=file to use a file") from None
-            return None if text is None else TokenRecord.from_json(text.encode(), "the keyring")
+            text = self._in_keyring("read", "get_password", name)
+            return None if text is None else TokenRecord.from_json(str(text).encode(), "the keyring")
         path = self._path(name)
         try:
             with open(path, "rb") as f:
@@ -155,10 +171,7 @@ class TokenStore:
     def save(self, name: str, record: TokenRecord) -> None:
         """Durably replace the account's record: after this returns, a crash keeps it."""
         if self._keyring is not None:
-            try:
-                self._keyring.set_password(KEYRING_SERVICE, name, record.to_json().decode())
-            except Exception as exc:  # noqa: BLE001
-                raise TokenStoreError(f"the keyring could not be written ({type(exc).__name__}); set {STORE_ENV}=file to use a file") from None
+            self._in_keyring("written", "set_password", name, record.to_json().decode())
             return
         try:
             self._ensure_dir()
@@ -169,9 +182,9 @@ class TokenStore:
     def delete(self, name: str) -> bool:
         """Forget the account's tokens; False when there were none."""
         if self._keyring is not None:
-            if self._keyring.get_password(KEYRING_SERVICE, name) is None:
+            if self._in_keyring("read", "get_password", name) is None:
                 return False
-            self._keyring.delete_password(KEYRING_SERVICE, name)
+            self._in_keyring("written", "delete_password", name)
             return True
         try:
             self._path(name).unlink()

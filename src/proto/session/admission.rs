@@ -5,20 +5,25 @@ use super::*;
 
 impl Session {
     /// Registers a batch of commands run in order, pipelined when the server allows; its
-    /// replies are read with [`Request::BatchNext`]. Nothing is sent yet. Every line is
-    /// checked first, so a bad argument anywhere sends nothing.
-    pub fn batch(&mut self, lines: Vec<Vec<u8>>, expect: Expect) -> Result<u64, ProtoError> {
+    /// replies are read with [`Request::BatchNext`], bodies kept as `collect` says. Nothing
+    /// is sent yet. Every command is checked first, so a bad argument anywhere sends nothing.
+    pub fn batch(&mut self, commands: Vec<Command>, collect: Collect) -> Result<u64, ProtoError> {
         let mut scratch = Vec::new();
-        for line in &lines {
-            encode_line(line, &mut scratch)?;
+        for command in &commands {
+            command.encode(&mut scratch)?;
             scratch.clear();
+            if command.is_login_step() || matches!(command, Command::Stls) {
+                return Err(ProtoError::Usage(
+                    "login and STLS commands cannot be sent in a batch".into(),
+                ));
+            }
         }
         let id = self.fresh_id();
         self.batches.insert(
             id,
             Batch {
-                lines,
-                expect,
+                commands,
+                collect,
                 sent: 0,
                 next: 0,
                 in_flight: VecDeque::new(),
@@ -63,20 +68,32 @@ impl Session {
 
     /// Starts a request: checks it is allowed now and queues what it sends.
     pub fn start(&mut self, request: Request) -> Result<Job, ProtoError> {
-        if let Some(err) = &self.broken {
-            return Err(err.clone());
-        }
-        let response = matches!(
-            request,
-            Request::Command { secret: true, .. }
-                | Request::Command { raw: true, .. }
-                | Request::Put { .. }
-                | Request::Claim { .. }
-        );
-        if self.sasl_open && !response {
+        self.closed.check()?;
+        let answer = match &request {
+            Request::Command { command, .. } => {
+                command.is_sasl_answer() || matches!(command, Command::Raw { .. })
+            }
+            Request::Put { .. } | Request::Claim { .. } => true,
+            _ => false,
+        };
+        if self.sasl_open && !answer {
             return Err(ProtoError::Usage(
                 "an AUTH exchange is in progress: answer the server's challenge or cancel it with \"*\" first".into(),
             ));
+        }
+        if let Request::Command { command, .. } = &request {
+            if command.is_sasl_answer() && !self.sasl_open {
+                return Err(ProtoError::Usage(
+                    "no AUTH exchange is in progress: a SASL response answers a server's challenge"
+                        .into(),
+                ));
+            }
+            if matches!(command, Command::Stls) {
+                return Err(ProtoError::Usage(
+                    "STLS is sent by the STARTTLS request, which also performs the TLS handshake"
+                        .into(),
+                ));
+            }
         }
         if self.facts.state == State::Update {
             return Err(ProtoError::Usage(
@@ -84,18 +101,13 @@ impl Session {
             ));
         }
         let phase = match &request {
-            Request::Command { line, expect, secret, .. } => {
-                let verb = if self.sasl_open { Verb::Sasl } else { classify(line) };
-                let id = self.send(line, *expect, Owner::Caller, verb)?;
-                if *secret && verb != Verb::Sasl {
-                    self.mask_last_trace(line);
-                }
-                Phase::Await(id)
+            Request::Command { command, collect } => {
+                let verb = Verb::of(command, self.sasl_open);
+                Phase::Await(self.send(command, collect.expect(command), Owner::Caller, verb)?)
             }
-            Request::Put { line } => {
-                let expect = inferred(line);
-                let verb = if self.sasl_open { Verb::Sasl } else { classify(line) };
-                self.send(line, expect, Owner::Put, verb)?;
+            Request::Put { command } => {
+                let verb = Verb::of(command, self.sasl_open);
+                self.send(command, framed(command.framing()), Owner::Put, verb)?;
                 Phase::Flush
             }
             Request::Claim { expect } => {
@@ -108,7 +120,7 @@ impl Session {
                 entry.owner = Owner::Caller;
                 Phase::Await(entry.id)
             }
-            Request::RawLine => {
+            Request::RawLine { .. } => {
                 let id = match self.queue.iter_mut().find(|e| matches!(e.owner, Owner::Put | Owner::Raw)) {
                     Some(entry) => {
                         entry.owner = Owner::Raw;
@@ -123,14 +135,17 @@ impl Session {
                 };
                 Phase::RawLine(id)
             }
-            Request::Capa => Phase::Await(self.send(b"CAPA", Expect::Lines, Owner::Caller, Verb::Capa)?),
+            Request::Capa => Phase::Await(self.send(&Command::Capa, Expect::Lines, Owner::Caller, Verb::Capa)?),
             Request::Messages => match self.capabilities().map(|c| c.pipelining) {
-                None => Phase::MessagesCapa(self.send(b"CAPA", Expect::Lines, Owner::Internal, Verb::Capa)?),
+                None => Phase::MessagesCapa(self.send(&Command::Capa, Expect::Lines, Owner::Internal, Verb::Capa)?),
                 Some(pipelining) => self.send_listing(pipelining)?,
             },
-            Request::StreamOpen { line } => {
-                let id = self.send(line, Expect::Stream, Owner::Caller, classify(line))?;
-                Phase::Await(id)
+            Request::StreamOpen { command } => {
+                if command.shape() != Shape::MultiLine || command.is_login_step() {
+                    return Err(ProtoError::Usage("only a multi-line reply can be streamed".into()));
+                }
+                let verb = Verb::of(command, false);
+                Phase::Await(self.send(command, Expect::Stream, Owner::Caller, verb)?)
             }
             Request::StreamNext { max: 0, .. } => {
                 return Err(ProtoError::InvalidArgument("a chunk must be at least 1 byte".into()))
@@ -155,7 +170,7 @@ impl Session {
                     return Err(ProtoError::Usage("this batch is finished or closed".into()));
                 }
                 match self.facts.capabilities {
-                    None => Phase::BatchCapa(self.send(b"CAPA", Expect::Lines, Owner::Internal, Verb::Capa)?),
+                    None => Phase::BatchCapa(self.send(&Command::Capa, Expect::Lines, Owner::Internal, Verb::Capa)?),
                     Some(_) => Phase::Batch,
                 }
             }
@@ -163,7 +178,7 @@ impl Session {
                 if self.facts.tls {
                     return Err(ProtoError::Usage("TLS is already active on this connection".into()));
                 }
-                Phase::Await(self.send(b"STLS", Expect::Status, Owner::Caller, Verb::Stls)?)
+                Phase::Await(self.send(&Command::Stls, Expect::Status, Owner::Caller, Verb::Stls)?)
             }
         };
         Ok(Job {
@@ -175,32 +190,43 @@ impl Session {
     }
 
     pub(super) fn send_listing(&mut self, pipelining: bool) -> Result<Phase, ProtoError> {
-        let list = self.send(b"LIST", Expect::Lines, Owner::Caller, Verb::Other)?;
+        let list = self.send(
+            &Command::List(None),
+            Expect::Lines,
+            Owner::Caller,
+            Verb::Other,
+        )?;
         let uidl = if pipelining {
-            Some(self.send(b"UIDL", Expect::Lines, Owner::Caller, Verb::Other)?)
+            Some(self.send(
+                &Command::Uidl(None),
+                Expect::Lines,
+                Owner::Caller,
+                Verb::Other,
+            )?)
         } else {
             None
         };
         Ok(Phase::MessagesList { list, uidl })
     }
 
-    /// Queues one command line; CR, LF and NUL are refused before anything is queued.
+    /// Queues one command; CR, LF and NUL are refused before anything is queued.
     pub(super) fn send(
         &mut self,
-        line: &[u8],
+        command: &Command,
         expect: Expect,
         owner: Owner,
         verb: Verb,
     ) -> Result<u64, ProtoError> {
-        encode_line(line, &mut self.out)?;
+        command.encode(&mut self.out)?;
+        let in_auth_exchange = verb == Verb::Sasl;
         if let Some(trace) = &mut self.trace {
-            trace.push((true, redact(line, verb == Verb::Sasl)));
-            self.remember_secret(line, verb);
+            trace.push((true, command.traced(in_auth_exchange)));
+            self.remember_secret(command.secret(in_auth_exchange));
         }
-        let framing = if owner == Owner::Put {
-            inferred(line)
-        } else {
-            expect
+        // How the server frames the reply, whatever the caller reads of it.
+        let framing = match (expect, command.framing()) {
+            (Expect::Status, shape) => framed(shape),
+            (expect, _) => expect,
         };
         let id = self.fresh_id();
         let owner = if expect == Expect::Stream {

@@ -11,21 +11,23 @@ impl Session {
             1
         };
         let batch = self.batches.get_mut(&id).expect("batch exists");
-        if batch.next == batch.lines.len() {
+        if batch.next == batch.commands.len() {
             self.batches.remove(&id);
             return Ok(BatchStep::Item(None));
         }
         // Refill once half the window has been answered, so writes stay few and large.
-        if batch.sent < batch.lines.len() && batch.in_flight.len() < window / 2 + 1 {
+        if batch.sent < batch.commands.len() && batch.in_flight.len() < window / 2 + 1 {
             let end = batch
-                .lines
+                .commands
                 .len()
                 .min(batch.sent + window - batch.in_flight.len());
-            let lines: Vec<Vec<u8>> = batch.lines[batch.sent..end].to_vec();
-            let expect = batch.expect;
+            let commands: Vec<Command> = batch.commands[batch.sent..end].to_vec();
+            let collect = batch.collect;
             batch.sent = end;
-            for line in lines {
-                let entry = self.send(&line, expect, Owner::Batch(id), classify(&line))?;
+            for command in commands {
+                let expect = collect.expect(&command);
+                let verb = Verb::of(&command, false);
+                let entry = self.send(&command, expect, Owner::Batch(id), verb)?;
                 self.batches
                     .get_mut(&id)
                     .expect("batch exists")

@@ -16,14 +16,17 @@
 //! This file holds the types and the session's state with its driver-facing surface; the rest
 //! by seam: `admission` (what a request may do, queueing what it sends), `step` (the step
 //! loop), `routing` (decoding the front reply, handing it to its owner, state changes),
-//! `batches`, `streams`, `listings` (LIST/UIDL for `messages()`), `trace`.
+//! `batches`, `streams`, `listings` (LIST/UIDL for `messages()`), `trace`, `closed` (the
+//! connection's error/closed state and the one policy for errors). What a request sends is a
+//! typed [`Command`] (`super::command`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+pub use self::closed::{Closed, ClosedCell};
 use super::capa::parse_capa;
 pub use super::capa::Capabilities;
-use super::command::{encode_line, redact, verb};
+pub use super::command::{Command, Secret, Shape};
 use super::response::{
     check_status, BodyDecoder, BodySink, BytesSink, Limits, LineReader, LinesSink, Segment,
 };
@@ -31,6 +34,7 @@ use super::ProtoError;
 
 mod admission;
 mod batches;
+mod closed;
 mod listings;
 mod routing;
 mod step;
@@ -96,32 +100,48 @@ pub type Outcome = Result<Reply, ProtoError>;
 /// One message of the maildrop as `messages()` returns it: number, size, UIDL unique-id.
 pub type MessageRow = (u64, u64, Option<Vec<u8>>);
 
+/// How a multi-line body is handed to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collect {
+    /// As lines, without their line ends.
+    Lines,
+    /// As one buffer with CRLF line ends.
+    Bytes,
+}
+
+impl Collect {
+    /// What an entry for `command` expects.
+    fn expect(self, command: &Command) -> Expect {
+        match (command.shape(), self) {
+            (Shape::Status, _) => Expect::Status,
+            (Shape::MultiLine, Collect::Lines) => Expect::Lines,
+            (Shape::MultiLine, Collect::Bytes) => Expect::Bytes,
+        }
+    }
+}
+
 /// What a caller asks of the session.
 #[derive(Debug)]
 pub enum Request {
-    /// Send a command line and wait for its reply. `secret`: never traced in clear. Inside an
-    /// AUTH exchange (RFC 5034) a line is a SASL response (traced masked), and only lines
-    /// marked `secret` or `raw` (poplib's `_shortcmd`, for SASL by hand) may be sent there.
-    Command {
-        line: Vec<u8>,
-        expect: Expect,
-        secret: bool,
-        raw: bool,
-    },
+    /// Send `command` and wait for its reply, its body (if any) kept as `collect` says. Inside
+    /// an AUTH exchange (RFC 5034) only a SASL answer or a line written by hand (poplib's
+    /// `_shortcmd`, for SASL by hand) may be sent.
+    Command { command: Command, collect: Collect },
     /// poplib's `_putline`: send only; the reply is claimed later with [`Request::Claim`].
-    Put { line: Vec<u8> },
+    Put { command: Command },
     /// poplib's `_getresp` / `_getlongresp`: the reply to the oldest command sent with `Put`
     /// (or the greeting), read as `expect` says.
     Claim { expect: Expect },
     /// poplib's `_getline`: one line as it arrived (line end included), of the oldest reply
-    /// sent with `Put`, or of whatever comes next.
-    RawLine,
+    /// sent with `Put`, or of whatever comes next. With `max`, io's `readline(max)`: at most
+    /// `max` bytes of it, the next `RawLine` going on from there.
+    RawLine { max: Option<usize> },
     /// CAPA (RFC 2449); the session keeps what it learns.
     Capa,
     /// LIST and UIDL (pipelined when the server allows it), merged.
     Messages,
     /// Send a command whose body is then read with `StreamNext`; done with its status line.
-    StreamOpen { line: Vec<u8> },
+    StreamOpen { command: Command },
     /// The next chunk of about `max` bytes of stream `id`; `None` at its end.
     StreamNext { id: u64, max: usize },
     /// The next reply of batch `id`: `(index, outcome)`, `None` once all are read.
@@ -140,7 +160,7 @@ pub enum Done {
     /// A stream opened: its id and status line.
     Stream(u64, Vec<u8>),
     Chunk(Option<Vec<u8>>),
-    /// `RawLine`: the line with its line end.
+    /// `RawLine`: the line with its line end (or the part of it asked for).
     Line(Vec<u8>),
     Item(Option<(usize, Outcome)>),
     /// `Capa`: what the server advertised, as the session now keeps it.
@@ -217,25 +237,37 @@ enum Verb {
     Other,
 }
 
-fn classify(line: &[u8]) -> Verb {
-    match verb(line).as_str() {
-        "PASS" | "APOP" | "RPOP" => Verb::Login,
-        // `AUTH` alone lists mechanisms (a multi-line reply); `AUTH mech` starts an exchange.
-        "AUTH" if line.len() > 5 => Verb::Auth,
-        "CAPA" => Verb::Capa,
-        "QUIT" => Verb::Quit,
-        "STLS" => Verb::Stls,
-        _ => Verb::Other,
+impl Verb {
+    /// What `command`'s reply may change; inside an AUTH exchange everything sent is SASL.
+    fn of(command: &Command, in_auth_exchange: bool) -> Verb {
+        if in_auth_exchange {
+            return Verb::Sasl;
+        }
+        match command {
+            Command::Pass(_) | Command::Apop { .. } | Command::Rpop(_) => Verb::Login,
+            Command::Auth { .. } => Verb::Auth,
+            Command::Capa => Verb::Capa,
+            Command::Quit => Verb::Quit,
+            Command::Stls => Verb::Stls,
+            Command::Raw { line, .. } => match super::command::verb(line).as_str() {
+                "PASS" | "APOP" | "RPOP" => Verb::Login,
+                // `AUTH` alone lists mechanisms (a multi-line reply); `AUTH mech` starts one.
+                "AUTH" if line.len() > 5 => Verb::Auth,
+                "CAPA" => Verb::Capa,
+                "QUIT" => Verb::Quit,
+                "STLS" => Verb::Stls,
+                _ => Verb::Other,
+            },
+            _ => Verb::Other,
+        }
     }
 }
 
-/// The reply kind a `Put` command gets when nobody claims it.
-fn inferred(line: &[u8]) -> Expect {
-    let has_arg = line.contains(&b' ');
-    match verb(line).as_str() {
-        "RETR" | "TOP" | "CAPA" => Expect::Lines,
-        "LIST" | "UIDL" | "LANG" | "AUTH" if !has_arg => Expect::Lines,
-        _ => Expect::Status,
+/// The expectation of an entry framed as `shape` (a `Put` nobody claimed yet).
+fn framed(shape: Shape) -> Expect {
+    match shape {
+        Shape::Status => Expect::Status,
+        Shape::MultiLine => Expect::Lines,
     }
 }
 
@@ -279,8 +311,8 @@ impl BodySink for Sink {
 
 #[derive(Debug)]
 struct Batch {
-    lines: Vec<Vec<u8>>,
-    expect: Expect,
+    commands: Vec<Command>,
+    collect: Collect,
     sent: usize,
     /// Index of the next reply to hand out.
     next: usize,
@@ -335,6 +367,14 @@ pub struct Job {
     ended_stream: bool,
 }
 
+impl Job {
+    /// The job sends a login step ([`Command::is_login_step`]): a bare `-ERR` to it means
+    /// the credentials were refused.
+    pub fn is_login_step(&self) -> bool {
+        matches!(&self.request, Request::Command { command, .. } if command.is_login_step())
+    }
+}
+
 #[derive(Debug)]
 pub struct Session {
     reader: LineReader,
@@ -352,12 +392,12 @@ pub struct Session {
     facts: Arc<Facts>,
     /// An AUTH exchange awaits the client's next SASL response.
     sasl_open: bool,
-    /// A fatal error: the byte stream can no longer be trusted.
-    broken: Option<ProtoError>,
+    /// Why the connection can no longer be used, shared with the connection ([`closed`]).
+    closed: ClosedCell,
     /// Lines sent and status lines received, secrets masked, when tracing is on.
     trace: Option<Vec<(bool, Vec<u8>)>>,
     /// Secrets recently sent, masked wherever a traced reply repeats them.
-    secrets: Vec<Vec<u8>>,
+    secrets: Vec<Secret>,
 }
 
 enum BatchStep {
@@ -381,7 +421,7 @@ impl Session {
             next_id: 1,
             facts: Arc::default(),
             sasl_open: false,
-            broken: None,
+            closed: ClosedCell::default(),
             trace: None,
             secrets: Vec::new(),
         };
@@ -438,14 +478,28 @@ impl Session {
         }
     }
 
-    /// The error that broke the session, if any.
-    pub fn broken(&self) -> Option<&ProtoError> {
-        self.broken.as_ref()
+    /// Why the connection can no longer be used; `None` while it can.
+    pub fn closed(&self) -> Option<Closed> {
+        self.closed.get()
     }
 
-    /// Marks the session unusable (the driver's I/O failed): later requests get `err`.
-    pub fn break_with(&mut self, err: ProtoError) {
-        self.broken.get_or_insert(err);
+    /// The cell holding [`closed`](Self::closed), for the connection to set what happens
+    /// outside the session (close, cancel, a driver's failure) and to read it at any time.
+    pub fn closed_cell(&self) -> &ClosedCell {
+        &self.closed
+    }
+
+    /// Closes the session for `why` (the first reason stays); every later request fails.
+    pub fn close(&self, why: Closed) {
+        self.closed.close(why);
+    }
+
+    /// Applies the one policy ([`ProtoError::is_fatal`]) to an error a request ended with:
+    /// a fatal one closes the connection with it as the reason.
+    pub fn fail(&self, err: &ProtoError) {
+        if err.is_fatal() {
+            self.close(Closed::Failed(err.to_string()));
+        }
     }
 
     pub fn outgoing(&self) -> &[u8] {
@@ -464,7 +518,7 @@ impl Session {
     pub fn received(&mut self, n: usize) -> Result<(), ProtoError> {
         if n == 0 {
             let err = ProtoError::Closed;
-            self.broken = Some(err.clone());
+            self.fail(&err);
             return Err(err);
         }
         self.reader.commit(n);

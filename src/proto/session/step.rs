@@ -4,15 +4,14 @@ use super::listings::{parse_listing, Pairing};
 use super::*;
 
 impl Session {
-    /// Advances `job`: the I/O it needs next, or its result. A fatal error breaks the session
-    /// (every later request fails with it); a `-ERR` is a normal result.
+    /// Advances `job`: the I/O it needs next, or its result. A fatal error closes the session
+    /// (every later request fails with it); a `-ERR` is a normal result. Closed meanwhile
+    /// (from another thread), the job stops here.
     pub fn step(&mut self, job: &mut Job) -> Result<Step, ProtoError> {
-        if let Some(err) = &self.broken {
-            return Err(err.clone());
-        }
+        self.closed.check()?;
         let result = self.step_inner(job);
         if let Err(err) = &result {
-            self.broken = Some(err.clone());
+            self.fail(err);
         }
         result
     }
@@ -42,11 +41,17 @@ impl Session {
                         } else {
                             (self.limits.max_status_line, "status")
                         };
-                        match self.reader.next_raw_line(limit, what)? {
-                            Some(raw) => {
-                                let line = self.reader.raw(raw).to_vec();
-                                self.raw_line_read(&line);
-                                return Ok(self.finish(job, Done::Line(line)));
+                        let Request::RawLine { max } = job.request else {
+                            unreachable!("raw line phase without a raw line request")
+                        };
+                        let max = max.unwrap_or(usize::MAX);
+                        match self.reader.next_raw_part(limit, what, max)? {
+                            Some((part, whole)) => {
+                                if let Some(raw) = whole {
+                                    let line = self.reader.raw(raw).to_vec();
+                                    self.raw_line_read(&line);
+                                }
+                                return Ok(self.finish(job, Done::Line(part)));
                             }
                             None => false,
                         }
@@ -101,9 +106,12 @@ impl Session {
                             };
                             let uidl = match uidl {
                                 Some(id) => id,
-                                None => {
-                                    self.send(b"UIDL", Expect::Lines, Owner::Caller, Verb::Other)?
-                                }
+                                None => self.send(
+                                    &Command::Uidl(None),
+                                    Expect::Lines,
+                                    Owner::Caller,
+                                    Verb::Other,
+                                )?,
                             };
                             job.phase = Phase::MessagesUidl {
                                 pairing: Pairing::new(rows),
@@ -188,7 +196,7 @@ impl Session {
                 let extra = self.reader.buffered().len();
                 if extra > 0 {
                     let err = ProtoError::StlsInjection(extra);
-                    self.broken = Some(err.clone());
+                    self.fail(&err);
                     return self.finish(job, Done::Reply(Err(err)));
                 }
                 job.phase = Phase::TlsHandshake(status);

@@ -189,31 +189,98 @@ impl Wire {
     }
 }
 
+/// The typed command a test's line stands for (a line written by hand when it is none of
+/// them, or when `expect` reads it in another shape).
+fn typed(line: &[u8], expect: Expect) -> Command {
+    let text = std::str::from_utf8(line).expect("test lines are text");
+    let mut words = text.splitn(2, ' ');
+    let verb = words.next().unwrap_or_default();
+    let arg = words.next().map(|a| a.as_bytes().to_vec());
+    let command = match (verb, arg) {
+        ("USER", Some(a)) => Command::User(a),
+        ("PASS", Some(a)) => Command::Pass(Secret::new(a)),
+        ("STAT", None) => Command::Stat,
+        ("LIST", a) => Command::List(a),
+        ("RETR", Some(a)) => Command::Retr(a),
+        ("DELE", Some(a)) => Command::Dele(a),
+        ("NOOP", None) => Command::Noop,
+        ("RSET", None) => Command::Rset,
+        ("QUIT", None) => Command::Quit,
+        ("UIDL", a) => Command::Uidl(a),
+        ("CAPA", None) => Command::Capa,
+        ("UTF8", None) => Command::Utf8,
+        ("AUTH", Some(a)) => {
+            let mut parts = a.splitn(2, |b| *b == b' ');
+            let mechanism = parts.next().unwrap_or_default().to_vec();
+            let initial = parts.next().map(Secret::new);
+            Command::Auth { mechanism, initial }
+        }
+        _ => return Command::raw(line.to_vec(), Some(shape_of(expect))),
+    };
+    if command.shape() == shape_of(expect) {
+        command
+    } else {
+        Command::raw(line.to_vec(), Some(shape_of(expect)))
+    }
+}
+
+fn shape_of(expect: Expect) -> Shape {
+    match expect {
+        Expect::Status => Shape::Status,
+        _ => Shape::MultiLine,
+    }
+}
+
+fn collect_of(expect: Expect) -> Collect {
+    match expect {
+        Expect::Bytes => Collect::Bytes,
+        _ => Collect::Lines,
+    }
+}
+
 fn cmd(line: &[u8], expect: Expect) -> Request {
     Request::Command {
-        line: line.to_vec(),
-        expect,
-        secret: false,
-        raw: false,
+        command: typed(line, expect),
+        collect: collect_of(expect),
     }
 }
 
 /// poplib's `_shortcmd`: a line sent as is (SASL by hand).
 fn raw(line: &[u8]) -> Request {
     Request::Command {
-        line: line.to_vec(),
-        expect: Expect::Status,
-        secret: false,
-        raw: true,
+        command: Command::raw(line.to_vec(), Some(Shape::Status)),
+        collect: Collect::Lines,
     }
 }
 
+/// A command carrying a secret: AUTH or PASS, else a SASL response (RFC 5034 §4; `*`
+/// cancels).
 fn secret(line: &[u8]) -> Request {
+    let command = match line {
+        b"*" => Command::SaslCancel,
+        _ if matches!(crate::proto::command::verb(line).as_str(), "AUTH" | "PASS") => {
+            typed(line, Expect::Status)
+        }
+        _ => Command::SaslResponse(Secret::new(line)),
+    };
     Request::Command {
-        line: line.to_vec(),
-        expect: Expect::Status,
-        secret: true,
-        raw: false,
+        command,
+        collect: Collect::Lines,
+    }
+}
+
+/// poplib's `_putline`.
+fn put(line: &[u8]) -> Request {
+    Request::Put {
+        command: Command::raw(line.to_vec(), None),
+    }
+}
+
+impl Session {
+    /// A batch of `lines`, read as `expect` says.
+    fn batch_lines(&mut self, lines: Vec<Vec<u8>>, expect: Expect) -> Result<u64, ProtoError> {
+        let commands = lines.iter().map(|line| typed(line, expect)).collect();
+        self.batch(commands, collect_of(expect))
     }
 }
 
@@ -440,7 +507,7 @@ fn err_greeting_is_a_normal_reply() {
         ),
         server_err(b"-ERR [SYS/TEMP] too busy")
     );
-    assert!(session.broken().is_none());
+    assert!(session.closed().is_none());
     wire.serve(b"+OK bye\r\n");
     assert_eq!(
         wire.command(&mut session, b"QUIT", Expect::Status),
@@ -523,7 +590,7 @@ fn command_replies_of_each_kind() {
             b"LIST\r\nRETR 1\r\nRETR 1\r\nRETR 9\r\nRETR 9\r\nRETR 9\r\nNOOP\r\n"
         );
         assert_eq!(session.state(), State::Authorization);
-        assert!(session.broken().is_none());
+        assert!(session.closed().is_none());
     }
 }
 
@@ -537,11 +604,11 @@ fn command_with_cr_lf_or_nul_is_refused_and_sends_nothing() {
             Err(ProtoError::InvalidArgument(_))
         ));
         assert!(matches!(
-            session.start(Request::Put { line: bad.to_vec() }),
+            session.start(put(bad)),
             Err(ProtoError::InvalidArgument(_))
         ));
         assert!(matches!(
-            session.batch(vec![b"NOOP".to_vec(), bad.to_vec()], Expect::Status),
+            session.batch_lines(vec![b"NOOP".to_vec(), bad.to_vec()], Expect::Status),
             Err(ProtoError::InvalidArgument(_))
         ));
     }
@@ -563,7 +630,7 @@ fn abandoned_job_reply_is_dropped() {
         cmd(b"RETR 1", Expect::Lines),
         cmd(b"RETR 1", Expect::Bytes),
         Request::StreamOpen {
-            line: b"RETR 1".to_vec(),
+            command: typed(b"RETR 1", Expect::Lines),
         },
         Request::Capa,
     ] {
@@ -597,18 +664,13 @@ fn abandoned_job_reply_is_dropped() {
 
 fn request_clone(request: &Request) -> Request {
     match request {
-        Request::Command {
-            line,
-            expect,
-            secret,
-            raw,
-        } => Request::Command {
-            line: line.clone(),
-            expect: *expect,
-            secret: *secret,
-            raw: *raw,
+        Request::Command { command, collect } => Request::Command {
+            command: command.clone(),
+            collect: *collect,
         },
-        Request::StreamOpen { line } => Request::StreamOpen { line: line.clone() },
+        Request::StreamOpen { command } => Request::StreamOpen {
+            command: command.clone(),
+        },
         Request::Capa => Request::Capa,
         other => unimplemented!("{other:?}"),
     }
@@ -616,19 +678,19 @@ fn request_clone(request: &Request) -> Request {
 
 /// poplib's `_putcmd("RETR 1"); _getresp()`, then `lines` calls of `_getline()`: the lines read.
 fn retr_claimed_as_status(wire: &mut Wire, session: &mut Session, lines: usize) -> Vec<Vec<u8>> {
-    let put = Request::Put {
-        line: b"RETR 1".to_vec(),
-    };
+    let put = put(b"RETR 1");
     assert!(matches!(wire.run(session, put), Ok(Done::Sent)));
     let claim = Request::Claim {
         expect: Expect::Status,
     };
     assert_eq!(wire.reply(session, claim), status(b"+OK 1"));
     (0..lines)
-        .map(|_| match wire.run(session, Request::RawLine) {
-            Ok(Done::Line(line)) => line,
-            other => panic!("{other:?}"),
-        })
+        .map(
+            |_| match wire.run(session, Request::RawLine { max: None }) {
+                Ok(Done::Line(line)) => line,
+                other => panic!("{other:?}"),
+            },
+        )
         .collect()
 }
 
@@ -659,6 +721,61 @@ fn a_body_left_after_a_status_claim_is_never_another_reply() {
     }
 }
 
+/// io's `readline(max)` through the session: parts of a line, the line framed whole.
+#[test]
+fn raw_lines_read_in_parts_are_framed_whole() {
+    // "..x" arrives stuffed as "...x": a part "." followed by "..x\r\n" must not look like
+    // the terminator to whoever reads on, and a part of a status line is not a status.
+    let body: &[&[u8]] = &[b"Subject: one", b"..x", b"+OK forged"];
+    for split in SPLITS {
+        for max in [1, 2, 3, 7] {
+            for read_parts in [0, 1, 2, 5, 9, 14, 50] {
+                let mut wire = Wire::new(split);
+                let mut session = greeted(&mut wire);
+                wire.serve(&multi(b"+OK 1", body));
+                let put = Request::Put {
+                    command: Command::raw(b"RETR 1".to_vec(), None),
+                };
+                assert!(matches!(wire.run(&mut session, put), Ok(Done::Sent)));
+                let all = multi(b"+OK 1", body);
+                let mut got = Vec::new();
+                for _ in 0..read_parts {
+                    if got.len() == all.len() {
+                        break;
+                    }
+                    match wire.run(&mut session, Request::RawLine { max: Some(max) }) {
+                        Ok(Done::Line(part)) => {
+                            assert!(!part.is_empty() && part.len() <= max, "{part:?}");
+                            got.extend(part);
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                // The whole reply read in parts is the reply as it arrived.
+                assert_eq!(got, all[..got.len()], "{split:?} {max} {read_parts}");
+                // A whole-line read goes on from where the parts ended.
+                if got.len() < all.len() {
+                    let Ok(Done::Line(rest)) =
+                        wire.run(&mut session, Request::RawLine { max: None })
+                    else {
+                        panic!("a line")
+                    };
+                    let end = got.len() + rest.len();
+                    assert_eq!(rest, all[got.len()..end]);
+                    assert!(rest.ends_with(b"\n"));
+                }
+                wire.serve(&multi(b"+OK 2", &[b"two"]));
+                assert_eq!(
+                    wire.command(&mut session, b"RETR 2", Expect::Lines),
+                    lines_of(b"+OK 2", &[b"two"]),
+                    "{split:?} {max} after {read_parts} parts"
+                );
+                assert!(wire.pending.is_empty());
+            }
+        }
+    }
+}
+
 #[test]
 fn put_then_claim() {
     for split in SPLITS {
@@ -669,21 +786,11 @@ fn put_then_claim() {
         wire.serve(&multi(b"+OK follows", &[b"a", b".b"]));
         let reads = wire.reads;
         assert!(matches!(
-            wire.run(
-                &mut session,
-                Request::Put {
-                    line: b"USER bob".to_vec()
-                }
-            ),
+            wire.run(&mut session, put(b"USER bob")),
             Ok(Done::Sent)
         ));
         assert!(matches!(
-            wire.run(
-                &mut session,
-                Request::Put {
-                    line: b"RETR 1".to_vec()
-                }
-            ),
+            wire.run(&mut session, put(b"RETR 1")),
             Ok(Done::Sent)
         ));
         assert_eq!(wire.take_written(), b"USER bob\r\nRETR 1\r\n");
@@ -729,7 +836,7 @@ fn put_never_claimed_is_dropped_not_returned() {
             b"CAPA",
         ] {
             assert!(matches!(
-                wire.run(&mut session, Request::Put { line: put.to_vec() }),
+                wire.run(&mut session, self::put(put)),
                 Ok(Done::Sent)
             ));
         }
@@ -766,12 +873,7 @@ fn put_unclaimed_err_to_a_multiline_command_is_one_line() {
     let mut wire = Wire::new(Split::Random(3));
     let mut session = greeted(&mut wire);
     assert!(matches!(
-        wire.run(
-            &mut session,
-            Request::Put {
-                line: b"RETR 7".to_vec()
-            }
-        ),
+        wire.run(&mut session, put(b"RETR 7")),
         Ok(Done::Sent)
     ));
     wire.serve(b"-ERR no such message\r\n+OK 0 0\r\n");
@@ -786,12 +888,7 @@ fn put_unclaimed_auth_listing_is_dropped_whole() {
     let mut wire = Wire::new(Split::Whole);
     let mut session = greeted(&mut wire);
     assert!(matches!(
-        wire.run(
-            &mut session,
-            Request::Put {
-                line: b"AUTH".to_vec()
-            }
-        ),
+        wire.run(&mut session, put(b"AUTH")),
         Ok(Done::Sent)
     ));
     wire.serve(&multi(b"+OK methods", &[b"PLAIN", b"LOGIN"]));
@@ -931,7 +1028,7 @@ fn batch_without_pipelining_keeps_one_command_in_flight() {
         let mut wire = Wire::new(split);
         let mut session = with_caps(&mut wire, false);
         let id = session
-            .batch(
+            .batch_lines(
                 vec![b"RETR 1".to_vec(), b"RETR 2".to_vec(), b"RETR 3".to_vec()],
                 Expect::Lines,
             )
@@ -967,7 +1064,7 @@ fn batch_with_pipelining_sends_ahead() {
         let mut wire = Wire::new(split);
         let mut session = with_caps(&mut wire, true);
         let id = session
-            .batch(
+            .batch_lines(
                 vec![b"RETR 1".to_vec(), b"RETR 2".to_vec(), b"RETR 3".to_vec()],
                 Expect::Lines,
             )
@@ -1006,7 +1103,7 @@ fn batch_learns_capabilities_first() {
         let mut wire = Wire::new(Split::Random(5));
         let mut session = greeted(&mut wire);
         let id = session
-            .batch(vec![b"DELE 1".to_vec(), b"DELE 2".to_vec()], Expect::Status)
+            .batch_lines(vec![b"DELE 1".to_vec(), b"DELE 2".to_vec()], Expect::Status)
             .unwrap();
         let mut job = session.start(Request::BatchNext { id }).unwrap();
         assert!(matches!(wire.pump(&mut session, &mut job), Pumped::Starved));
@@ -1060,7 +1157,7 @@ fn batch_window_is_bounded_and_refilled() {
         let lines: Vec<Vec<u8>> = (1..=total)
             .map(|n| format!("DELE {n}").into_bytes())
             .collect();
-        let id = session.batch(lines, Expect::Status).unwrap();
+        let id = session.batch_lines(lines, Expect::Status).unwrap();
         let window = if pipelining { WINDOW } else { 1 };
         let mut most_ahead = 0;
         for n in 0..total {
@@ -1108,7 +1205,7 @@ fn command_inside_a_batch_loop_gets_its_own_reply() {
             let mut wire = Wire::answering(split, mailbox(pipelining));
             let mut session = greeted(&mut wire);
             let id = session
-                .batch(
+                .batch_lines(
                     (1..=4).map(|n| format!("RETR {n}").into_bytes()).collect(),
                     Expect::Lines,
                 )
@@ -1155,7 +1252,7 @@ fn batch_dropped_early_drops_its_replies() {
             let mut wire = Wire::answering(split, mailbox(pipelining));
             let mut session = greeted(&mut wire);
             let id = session
-                .batch(
+                .batch_lines(
                     (1..=5).map(|n| format!("RETR {n}").into_bytes()).collect(),
                     Expect::Lines,
                 )
@@ -1197,7 +1294,7 @@ fn batch_dropped_mid_reply() {
         let mut wire = Wire::new(split);
         let mut session = with_caps(&mut wire, true);
         let id = session
-            .batch(vec![b"RETR 1".to_vec(), b"RETR 2".to_vec()], Expect::Bytes)
+            .batch_lines(vec![b"RETR 1".to_vec(), b"RETR 2".to_vec()], Expect::Bytes)
             .unwrap();
         let reply = multi(b"+OK", &[b"line one", b"+OK fake", b"line three"]);
         wire.serve(&reply[..reply.len() / 2]);
@@ -1227,7 +1324,7 @@ fn dropped_batch_replies_are_not_collected() {
     let mut session = greeted_with(&mut wire, limits);
     wire.serve(&multi(b"+OK", &[b"PIPELINING"]));
     let id = session
-        .batch(vec![b"RETR 1".to_vec(), b"RETR 2".to_vec()], Expect::Lines)
+        .batch_lines(vec![b"RETR 1".to_vec(), b"RETR 2".to_vec()], Expect::Lines)
         .unwrap();
     wire.serve(&multi(b"+OK small", &[b"x"]));
     let big: Vec<Vec<u8>> = (0..50)
@@ -1256,7 +1353,7 @@ fn open_stream(wire: &mut Wire, session: &mut Session, line: &[u8]) -> (u64, Vec
     match wire.run(
         session,
         Request::StreamOpen {
-            line: line.to_vec(),
+            command: typed(line, Expect::Lines),
         },
     ) {
         Ok(Done::Stream(id, status)) => (id, status),
@@ -1382,7 +1479,7 @@ fn stream_open_err_is_a_reply() {
         wire.reply(
             &mut session,
             Request::StreamOpen {
-                line: b"RETR 9".to_vec()
+                command: typed(b"RETR 9", Expect::Lines)
             }
         ),
         server_err(b"-ERR no such message")
@@ -1441,7 +1538,7 @@ fn command_mid_stream_supersedes_it() {
                 is_usage(session.start(Request::StreamNext { id, max: 10 })),
                 "a superseded stream cannot resume"
             );
-            assert!(session.broken().is_none());
+            assert!(session.closed().is_none());
             assert!(wire.pending.is_empty());
         }
     }
@@ -1576,7 +1673,7 @@ fn batch_items_read_ahead_do_not_supersede_a_stream() {
         let mut wire = Wire::answering(split, mailbox(true));
         let mut session = greeted(&mut wire);
         let id = session
-            .batch(
+            .batch_lines(
                 (1..=3).map(|n| format!("RETR {n}").into_bytes()).collect(),
                 Expect::Lines,
             )
@@ -1710,7 +1807,7 @@ fn messages_list_err_consumes_the_pipelined_uidl() {
                 b"-ERR [SYS/TEMP] try later".to_vec()
             ))
         );
-        assert!(session.broken().is_none());
+        assert!(session.closed().is_none());
         assert_eq!(
             wire.command(&mut session, b"STAT", Expect::Status),
             status(b"+OK 0 0")
@@ -1875,11 +1972,14 @@ fn stls_plaintext_after_ok_is_an_injection() {
         other => panic!("{other:?}"),
     }
     assert!(!session.tls());
-    assert_eq!(session.broken(), Some(&ProtoError::StlsInjection(14)));
-    assert!(matches!(
-        session.start(cmd(b"NOOP", Expect::Status)),
-        Err(ProtoError::StlsInjection(14))
-    ));
+    assert_eq!(
+        session.closed(),
+        Some(Closed::Failed(ProtoError::StlsInjection(14).to_string()))
+    );
+    assert_eq!(
+        session.start(cmd(b"NOOP", Expect::Status)).unwrap_err(),
+        closed_with(&ProtoError::StlsInjection(14))
+    );
 }
 
 #[test]
@@ -1911,7 +2011,7 @@ fn auth_exchange() {
         );
         // Open: only SASL responses (secret or raw lines) may be sent.
         let batch = session
-            .batch(vec![b"NOOP".to_vec()], Expect::Status)
+            .batch_lines(vec![b"NOOP".to_vec()], Expect::Status)
             .unwrap();
         assert!(is_usage(session.start(cmd(b"NOOP", Expect::Status))));
         assert!(is_usage(session.start(Request::Capa)));
@@ -1919,7 +2019,7 @@ fn auth_exchange() {
         assert!(is_usage(session.start(Request::StartTls)));
         assert!(is_usage(session.start(Request::BatchNext { id: batch })));
         assert!(is_usage(session.start(Request::StreamOpen {
-            line: b"RETR 1".to_vec()
+            command: typed(b"RETR 1", Expect::Lines)
         })));
         assert_eq!(session.outgoing(), b"", "a refused request sends nothing");
         session.drop_batch(batch);
@@ -1966,9 +2066,7 @@ fn auth_exchange_with_put_and_claim() {
     let mut wire = Wire::new(Split::Whole);
     let mut session = greeted(&mut wire);
     wire.serve(b"+ \r\n+OK welcome\r\n");
-    let put = |line: &[u8]| Request::Put {
-        line: line.to_vec(),
-    };
+    let put = |line: &[u8]| put(line);
     let claim = || Request::Claim {
         expect: Expect::Status,
     };
@@ -2047,9 +2145,7 @@ fn quit_moves_to_update_and_refuses_more() {
         );
         assert_eq!(session.state(), State::Update);
         assert!(is_usage(session.start(cmd(b"NOOP", Expect::Status))));
-        assert!(is_usage(session.start(Request::Put {
-            line: b"NOOP".to_vec()
-        })));
+        assert!(is_usage(session.start(put(b"NOOP"))));
         assert!(is_usage(session.start(Request::Messages)));
         assert!(is_usage(session.start(Request::Capa)));
         assert_eq!(session.outgoing(), b"");
@@ -2070,33 +2166,59 @@ fn eof_mid_reply_breaks_the_session() {
         assert!(matches!(wire.pump(&mut session, &mut job), Pumped::Starved));
         let _ = session.read_buf();
         assert_eq!(session.received(0), Err(ProtoError::Closed));
-        assert!(matches!(session.step(&mut job), Err(ProtoError::Closed)));
-        assert_eq!(session.broken(), Some(&ProtoError::Closed));
-        assert!(matches!(
-            session.start(cmd(b"NOOP", Expect::Status)),
-            Err(ProtoError::Closed)
-        ));
-        assert!(matches!(
-            session.start(Request::Claim {
-                expect: Expect::Status
-            }),
-            Err(ProtoError::Closed)
-        ));
+        let gone = closed_with(&ProtoError::Closed);
+        assert_eq!(session.step(&mut job).unwrap_err(), gone);
+        assert_eq!(
+            session.closed(),
+            Some(Closed::Failed(ProtoError::Closed.to_string()))
+        );
+        assert_eq!(
+            session.start(cmd(b"NOOP", Expect::Status)).unwrap_err(),
+            gone
+        );
+        let claim = Request::Claim {
+            expect: Expect::Status,
+        };
+        assert_eq!(session.start(claim).unwrap_err(), gone);
     }
 }
 
+/// What every request gets once `err` closed the session.
+fn closed_with(err: &ProtoError) -> ProtoError {
+    ProtoError::NotConnected(Closed::Failed(err.to_string()).to_string())
+}
+
 #[test]
-fn break_with_keeps_the_first_error() {
-    let mut session = Session::new(Limits::default());
-    session.break_with(ProtoError::Closed);
-    session.break_with(ProtoError::Malformed("later".into()));
-    assert_eq!(session.broken(), Some(&ProtoError::Closed));
-    assert!(matches!(
-        session.start(Request::Claim {
-            expect: Expect::Status
-        }),
-        Err(ProtoError::Closed)
-    ));
+fn closed_keeps_the_first_reason_and_only_fatal_errors_close() {
+    let session = Session::new(Limits::default());
+    // The one policy: a -ERR, a refused argument or request leave the session usable.
+    for usable in [
+        ProtoError::ServerError(b"-ERR no".to_vec()),
+        ProtoError::InvalidArgument("bad".into()),
+        ProtoError::Usage("not now".into()),
+    ] {
+        session.fail(&usable);
+        assert_eq!(session.closed(), None, "{usable:?}");
+    }
+    session.fail(&ProtoError::Closed);
+    session.close(Closed::ByCaller);
+    session.fail(&ProtoError::Malformed("later".into()));
+    assert_eq!(
+        session.closed(),
+        Some(Closed::Failed(ProtoError::Closed.to_string()))
+    );
+    // The connection's cell is the same value: a close from there is seen by the session.
+    let other = Session::new(Limits::default());
+    other.closed_cell().close(Closed::Cancelled);
+    let mut other = other;
+    assert_eq!(
+        other
+            .start(Request::Claim {
+                expect: Expect::Status
+            })
+            .unwrap_err(),
+        ProtoError::NotConnected(Closed::Cancelled.to_string())
+    );
 }
 
 #[test]
@@ -2132,7 +2254,7 @@ fn status_line_too_long() {
                 .unwrap_err(),
             err
         );
-        assert_eq!(session.broken(), Some(&err));
+        assert_eq!(session.closed(), Some(Closed::Failed(err.to_string())));
         let mut wire = Wire::new(split);
         let mut session = greeted_with(&mut wire, limits);
         wire.serve(&[b'+'; 40]);
@@ -2167,10 +2289,10 @@ fn data_line_too_long() {
             .unwrap_err(),
         err
     );
-    assert!(matches!(
-        session.start(cmd(b"NOOP", Expect::Status)),
-        Err(ProtoError::LineTooLong { .. })
-    ));
+    assert_eq!(
+        session.start(cmd(b"NOOP", Expect::Status)).unwrap_err(),
+        closed_with(&err)
+    );
 }
 
 /// `max_response_size` bounds octets plus `LINE_COST` per line for `Lines`, octets alone for `Bytes`.
@@ -2201,7 +2323,7 @@ fn response_too_large_counts_line_cost() {
                     got.unwrap_err(),
                     ProtoError::ResponseTooLarge { limit: max }
                 );
-                assert!(session.broken().is_some());
+                assert!(session.closed().is_some());
             }
         }
     }
@@ -2281,7 +2403,7 @@ fn capa_has_its_own_small_cap() {
                     wire.run(&mut session, Request::Messages)
                 }
                 _ => {
-                    let id = session.batch(vec![], Expect::Status).unwrap();
+                    let id = session.batch_lines(vec![], Expect::Status).unwrap();
                     wire.run(&mut session, Request::BatchNext { id })
                 }
             };
@@ -2317,4 +2439,44 @@ fn a_secret_the_server_echoes_is_masked_in_the_trace() {
         trace.contains(&(false, b"-ERR wrong password ****".to_vec())),
         "{trace:?}"
     );
+}
+
+#[test]
+fn typed_commands_are_admitted_by_what_they_are() {
+    let mut wire = Wire::new(Split::Whole);
+    let mut session = greeted(&mut wire);
+    let request = |command| Request::Command {
+        command,
+        collect: Collect::Lines,
+    };
+    // A SASL answer outside an exchange, STLS without its handshake, a status-line command as
+    // a stream: refused, nothing sent, the session usable.
+    let answer = Command::SaslResponse(Secret::new(*b"c2VjcmV0"));
+    assert!(is_usage(session.start(request(answer))));
+    assert!(is_usage(session.start(request(Command::SaslCancel))));
+    assert!(is_usage(session.start(request(Command::Stls))));
+    assert!(is_usage(session.start(Request::StreamOpen {
+        command: Command::Noop
+    })));
+    assert!(matches!(
+        session.batch(vec![Command::Pass(Secret::new(*b"pw12"))], Collect::Lines),
+        Err(ProtoError::Usage(_))
+    ));
+    assert!(session.outgoing().is_empty());
+    assert_eq!(session.closed(), None);
+    // A login step's -ERR is an ordinary reply the job says is a login step's.
+    wire.serve(b"-ERR no\r\n");
+    let job = session
+        .start(request(Command::User(b"bob".to_vec())))
+        .unwrap();
+    assert!(job.is_login_step());
+    let mut job = job;
+    assert!(matches!(
+        wire.pump(&mut session, &mut job),
+        Pumped::Done(Done::Reply(Err(ProtoError::ServerError(_))))
+    ));
+    assert!(!session
+        .start(request(Command::raw(b"USER bob".to_vec(), None)))
+        .unwrap()
+        .is_login_step());
 }

@@ -1,10 +1,11 @@
-//! Results converted to Python, by kind, in one place: each operation names the converter of
-//! the result it expects ([`Convert`]); the lines or rows of a large body that were converted
-//! while it arrived are continued by [`finish`].
+//! Results converted to Python by kind, in one place ([`convert`]): a status line is `bytes`,
+//! a multi-line reply `(resp, [lines], octets)` or `(resp, data, octets)`, and so on for each
+//! kind of [`Done`]; a `-ERR` is the exception its RESP-CODE (or a login step) calls for. The
+//! lines or rows of a large body that were converted while it arrived are continued by
+//! [`finish`].
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 use pyo3::IntoPyObjectExt;
 
 use crate::error::Error;
@@ -12,9 +13,7 @@ use crate::proto::response::{LinesSink, Segment};
 use crate::proto::session::{Done, MessageRow, Reply};
 use crate::proto::ProtoError;
 use crate::python::errors::server_error;
-
-/// Converts a finished job to Python (on the thread that holds the GIL).
-pub(super) type Convert = fn(Python<'_>, Done, bool) -> PyResult<Py<PyAny>>;
+use crate::python::message_info::MessageInfo;
 
 /// A finished job's result; `early` holds the lines (or `messages()` rows) of its body already
 /// converted while the rest arrived, and the remainder is appended to it.
@@ -22,7 +21,6 @@ pub(super) fn finish(
     py: Python<'_>,
     done: Done,
     early: Option<Py<PyList>>,
-    convert: Convert,
     login: bool,
 ) -> PyResult<Py<PyAny>> {
     match (done, early) {
@@ -100,60 +98,38 @@ fn reply(
     }
 }
 
-pub(super) fn convert_reply(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
+/// A finished job as Python sees it; `login`: the job sent a login step, where a bare
+/// `-ERR` means the credentials were refused (AuthenticationError).
+pub(super) fn convert(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
     match done {
         Done::Reply(outcome) => reply(py, outcome, login),
         Done::Sent => Ok(py.None()),
         Done::Capabilities(caps) => caps.list.into_py_any(py),
-        other => Err(Error::from(ProtoError::Usage(format!(
-            "internal error: unexpected result {other:?}"
-        )))
-        .into()),
+        // `[MessageInfo(number, size, uid)]`; unique-ids are `str` decoded losslessly (UTF-8
+        // with `surrogateescape`: `uid.encode("utf-8", "surrogateescape")` gives the bytes).
+        Done::Messages(rows) => {
+            let list = PyList::empty(py);
+            extend_infos(&list, rows)?;
+            list.into_py_any(py)
+        }
+        // A stream opened: `(resp, stream id)`.
+        Done::Stream(id, status) => (PyBytes::new(py, &status), id).into_py_any(py),
+        Done::Chunk(chunk) => chunk.map(|c| PyBytes::new(py, &c)).into_py_any(py),
+        Done::Line(line) => PyBytes::new(py, &line).into_py_any(py),
+        // A batch item: `(index, reply or ServerError)`, `None` when done.
+        Done::Item(None) => Ok(py.None()),
+        Done::Item(Some((index, Err(ProtoError::ServerError(line))))) => {
+            (index, server_error(line, login).into_value(py)).into_py_any(py)
+        }
+        Done::Item(Some((index, outcome))) => (index, reply(py, outcome, login)?).into_py_any(py),
     }
-}
-
-/// `[(number, size, uid)]`, each a `MessageInfo`; unique-ids are `str` decoded losslessly
-/// (UTF-8 with `surrogateescape`: `uid.encode("utf-8", "surrogateescape")` gives the bytes).
-pub(super) fn convert_messages(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    let Done::Messages(rows) = done else {
-        return convert_reply(py, done, login);
-    };
-    let list = PyList::empty(py);
-    extend_infos(&list, rows)?;
-    list.into_py_any(py)
 }
 
 /// Appends each row to `list` as a `MessageInfo`.
 fn extend_infos(list: &Bound<'_, PyList>, rows: Vec<MessageRow>) -> PyResult<()> {
-    static MESSAGE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    if rows.is_empty() {
-        return Ok(());
-    }
     let py = list.py();
-    let class = MESSAGE_INFO.import(py, "fastpoplib._types", "MessageInfo")?;
-    // `tuple.__new__(MessageInfo, row)`: what the named tuple's own `__new__` does, minus a
-    // Python-level call per row.
-    let new = TUPLE_NEW
-        .get_or_try_init(py, || {
-            py.import("builtins")?
-                .getattr("tuple")?
-                .getattr("__new__")
-                .map(Bound::unbind)
-        })?
-        .bind(py);
-    for (number, size, uid) in rows {
-        let uid = match uid {
-            None => py.None(),
-            Some(bytes) => match std::str::from_utf8(&bytes) {
-                Ok(text) => PyString::new(py, text).into_any().unbind(),
-                Err(_) => PyBytes::new(py, &bytes)
-                    .call_method1("decode", ("utf-8", "surrogateescape"))?
-                    .unbind(),
-            },
-        };
-        let row = PyTuple::new(py, [number.into_py_any(py)?, size.into_py_any(py)?, uid])?;
-        list.append(new.call1((class, row))?)?;
+    for row in rows {
+        list.append(Py::new(py, MessageInfo::from_row(row))?)?;
     }
     Ok(())
 }
@@ -163,38 +139,4 @@ fn py_lines(py: Python<'_>, lines: LinesSink) -> PyResult<Bound<'_, PyList>> {
     let out = PyList::empty(py);
     extend(&out, lines.into_segments())?;
     Ok(out)
-}
-
-pub(super) fn convert_stream(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    let Done::Stream(id, status) = done else {
-        return convert_reply(py, done, login);
-    };
-    (PyBytes::new(py, &status), id).into_py_any(py)
-}
-
-pub(super) fn convert_line(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    match done {
-        Done::Line(line) => PyBytes::new(py, &line).into_py_any(py),
-        other => convert_reply(py, other, login),
-    }
-}
-
-pub(super) fn convert_chunk(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    match done {
-        Done::Chunk(chunk) => chunk.map(|c| PyBytes::new(py, &c)).into_py_any(py),
-        other => convert_reply(py, other, login),
-    }
-}
-
-pub(super) fn convert_item(py: Python<'_>, done: Done, login: bool) -> PyResult<Py<PyAny>> {
-    match done {
-        Done::Item(None) => Ok(py.None()),
-        Done::Item(Some((index, outcome))) => match outcome {
-            Err(ProtoError::ServerError(line)) => {
-                (index, server_error(line, login).into_value(py)).into_py_any(py)
-            }
-            outcome => (index, reply(py, outcome, login)?).into_py_any(py),
-        },
-        other => convert_reply(py, other, login),
-    }
 }

@@ -3,15 +3,17 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use pyo3::exceptions::asyncio::CancelledError;
+use pyo3::exceptions::{PyBaseException, PyKeyboardInterrupt};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use tokio::sync::OwnedMutexGuard;
 
-use super::conversion::{convert_early, finish, Convert};
+use super::conversion::{convert_early, finish};
 use super::run::Core;
 use super::status::Shared;
 use crate::error::{Error, Result};
-use crate::proto::session::{Done, Job};
+use crate::proto::session::{Closed, Done, Job};
 use crate::proto::ProtoError;
 
 /// An operation on a connection whose bytes Python moves (`Io::External`): Python calls
@@ -26,8 +28,6 @@ pub struct PyJob {
 struct JobState {
     core: OwnedMutexGuard<Core>,
     job: Job,
-    convert: Convert,
-    login: bool,
     shared: Arc<Shared>,
     /// The lines of a large body already made Python objects, while waiting for more bytes.
     early: Option<Py<PyList>>,
@@ -41,18 +41,10 @@ const DONE: u8 = 3;
 
 impl PyJob {
     /// A job Python pumps; it holds the session (`core`) locked until it ends.
-    pub(super) fn new(
-        core: OwnedMutexGuard<Core>,
-        job: Job,
-        convert: Convert,
-        login: bool,
-        shared: Arc<Shared>,
-    ) -> Self {
+    pub(super) fn new(core: OwnedMutexGuard<Core>, job: Job, shared: Arc<Shared>) -> Self {
         let state = JobState {
             core,
             job,
-            convert,
-            login,
             shared: shared.clone(),
             early: None,
         };
@@ -74,17 +66,17 @@ impl PyJob {
         result: Result<Done>,
     ) -> PyResult<Py<PyAny>> {
         state.shared.settle(&mut state.core, &result);
+        let login = state.job.is_login_step();
         let JobState {
-            convert,
-            login,
             core,
             early,
+            shared,
             ..
         } = state;
         drop(core);
         match result {
-            Ok(done) => finish(py, done, early, convert, login),
-            Err(err) => Err(err.into()),
+            Ok(done) => finish(py, done, early, login),
+            Err(err) => Err(shared.attributed(err).into()),
         }
     }
 }
@@ -171,7 +163,7 @@ impl PyJob {
     /// Whether the connection is closed (after a fatal error): Python then closes its socket.
     #[getter]
     fn closed(&self) -> bool {
-        self.shared.status().closed.is_some()
+        self.shared.closed.is_closed()
     }
 
     /// The handshake asked for by step 2 succeeded.
@@ -181,18 +173,21 @@ impl PyJob {
         }
     }
 
-    /// Python's I/O failed (`reason` says how): the connection is closed, so a reply left
+    /// Python's side failed with `exc` (its own I/O, a timeout, a task cancelled, Ctrl-C):
+    /// the connection is closed, for the same reason the other drivers give, so a reply left
     /// half-read is never taken for another.
-    fn fail(&self, reason: String) {
+    fn fail(&self, exc: &Bound<'_, PyBaseException>) -> PyResult<()> {
+        let why = if exc.is_instance_of::<CancelledError>() {
+            Closed::Cancelled
+        } else if exc.is_instance_of::<PyKeyboardInterrupt>() {
+            Closed::Interrupted
+        } else {
+            Closed::Failed(exc.get_type().name()?.to_string())
+        };
         if let Some(mut state) = self.state().take() {
-            let err = Error::NotConnected(format!("the connection was closed after an earlier error ({reason}); open a new connection"));
-            state
-                .shared
-                .status()
-                .closed
-                .get_or_insert_with(|| err.to_string());
-            let result: Result<()> = Err(err);
-            state.shared.settle(&mut state.core, &result);
+            state.core.session.close(why);
+            state.shared.settle(&mut state.core, &Ok::<(), Error>(()));
         }
+        Ok(())
     }
 }

@@ -25,16 +25,14 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3::IntoPyObjectExt;
 
-use self::conversion::{
-    convert_chunk, convert_item, convert_line, convert_messages, convert_reply, convert_stream,
-};
 use self::run::{check_signals, raised, Io};
 use self::status::{Handle, Shared};
+use super::command::PyCommand;
 use super::reactor::{runtime, Pending, Reactor};
 use super::tls_settings::TlsSettings;
 use crate::error::{Error, Result};
 use crate::proto::response::Limits;
-use crate::proto::session::{Expect, Facts, Request, Session, State};
+use crate::proto::session::{Closed, Collect, Expect, Facts, Request, Session, State};
 use crate::proto::ProtoError;
 use crate::transport::blocking::BlockingIo;
 use crate::transport::tokio::TokioIo;
@@ -75,17 +73,6 @@ pub fn limits(
         max_line_length,
         max_response_size,
     })
-}
-
-fn expect(kind: u8) -> PyResult<Expect> {
-    match kind {
-        0 => Ok(Expect::Status),
-        1 => Ok(Expect::Lines),
-        2 => Ok(Expect::Bytes),
-        _ => Err(PyValueError::new_err(
-            "reply kind must be 0 (status), 1 (lines) or 2 (bytes)",
-        )),
-    }
 }
 
 fn new_session(limits: Limits, tls: bool) -> Session {
@@ -222,93 +209,82 @@ impl Connection {
                 .into());
             }
         };
-        let mut status = self.shared.status();
-        status.shutdown = None;
+        self.shared.status().shutdown = None;
         match fd {
             Ok(fd) => Ok(i64::from(fd)),
             Err(err) => {
-                status.closed.get_or_insert_with(|| err.to_string());
+                core.session.close(Closed::Failed(err.to_string()));
                 Err(err.into())
             }
         }
     }
 
-    /// Sends `line` and reads its reply: `bytes` (kind 0), `(resp, [lines], octets)` (1) or
-    /// `(resp, data, octets)` (2). `login`: a bare -ERR is an AuthenticationError. `secret`:
-    /// never traced in clear. `raw`: poplib's `_shortcmd`, allowed as a SASL response.
-    #[pyo3(signature = (reactor, op, line, kind, login=false, secret=false, raw=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn command(
+    /// Sends `command` and reads its reply: `bytes` for a status line, `(resp, [lines],
+    /// octets)` for a multi-line reply, or `(resp, data, octets)` with `as_bytes` (the body
+    /// as one `bytes` with CRLF line ends). A `-ERR` raises ServerError (a RESP-CODES
+    /// subclass; AuthenticationError for a bare `-ERR` to a login step).
+    #[pyo3(signature = (reactor, op, command, *, as_bytes=false))]
+    fn run(
         &self,
         py: Python<'_>,
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
-        line: Vec<u8>,
-        kind: u8,
-        login: bool,
-        secret: bool,
-        raw: bool,
+        command: PyRef<'_, PyCommand>,
+        as_bytes: bool,
     ) -> PyResult<Py<PyAny>> {
-        let request = Request::Command {
-            line,
-            expect: expect(kind)?,
-            secret,
-            raw,
+        let collect = if as_bytes {
+            Collect::Bytes
+        } else {
+            Collect::Lines
         };
-        self.execute(py, reactor, op, request, None, login, convert_reply)
+        let request = Request::Command {
+            command: command.command.clone(),
+            collect,
+        };
+        self.execute(py, reactor, op, request, None)
     }
 
-    /// poplib's `_putline`: sends only.
+    /// poplib's `_putline`: sends only; the reply is read later with `claim`.
     fn put(
         &self,
         py: Python<'_>,
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
-        line: Vec<u8>,
+        command: PyRef<'_, PyCommand>,
     ) -> PyResult<Py<PyAny>> {
-        self.execute(
-            py,
-            reactor,
-            op,
-            Request::Put { line },
-            None,
-            false,
-            convert_reply,
-        )
+        let command = command.command.clone();
+        self.execute(py, reactor, op, Request::Put { command }, None)
     }
 
-    /// poplib's `_getresp` (kind 0) / `_getlongresp` (kind 1): the reply to the oldest line
+    /// poplib's `_getresp` / `_getlongresp` (`multiline`): the reply to the oldest command
     /// sent with `put` (or the greeting).
-    #[pyo3(signature = (reactor, op, kind, login=false))]
+    #[pyo3(signature = (reactor, op, *, multiline=false))]
     fn claim(
         &self,
         py: Python<'_>,
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
-        kind: u8,
-        login: bool,
+        multiline: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.execute(
-            py,
-            reactor,
-            op,
-            Request::Claim {
-                expect: expect(kind)?,
-            },
-            None,
-            login,
-            convert_reply,
-        )
+        let expect = if multiline {
+            Expect::Lines
+        } else {
+            Expect::Status
+        };
+        self.execute(py, reactor, op, Request::Claim { expect }, None)
     }
 
-    /// poplib's `_getline`: the next line as it arrived, line end included.
+    /// poplib's `_getline`: the next line as it arrived, line end included; with `max`, at
+    /// most `max` bytes of it (io's `readline(max)`), the next call going on from there.
+    #[pyo3(signature = (reactor, op, max=None))]
     fn raw_line(
         &self,
         py: Python<'_>,
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
+        max: Option<usize>,
     ) -> PyResult<Py<PyAny>> {
-        self.execute(py, reactor, op, Request::RawLine, None, false, convert_line)
+        self.execute(py, reactor, op, Request::RawLine { max }, None)
     }
 
     /// CAPA: `(resp, [lines], octets)`; the session keeps what decides pipelining.
@@ -318,7 +294,7 @@ impl Connection {
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
     ) -> PyResult<Py<PyAny>> {
-        self.execute(py, reactor, op, Request::Capa, None, false, convert_reply)
+        self.execute(py, reactor, op, Request::Capa, None)
     }
 
     /// LIST and UIDL merged: `[MessageInfo]`.
@@ -328,34 +304,20 @@ impl Connection {
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
     ) -> PyResult<Py<PyAny>> {
-        self.execute(
-            py,
-            reactor,
-            op,
-            Request::Messages,
-            None,
-            false,
-            convert_messages,
-        )
+        self.execute(py, reactor, op, Request::Messages, None)
     }
 
-    /// Sends `line`, reads its status: `(resp, stream id)`; the body is read with `chunk`.
+    /// Sends `command` (one with a multi-line reply), reads its status: `(resp, stream id)`;
+    /// the body is read with `chunk`.
     fn open_stream(
         &self,
         py: Python<'_>,
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
-        line: Vec<u8>,
+        command: PyRef<'_, PyCommand>,
     ) -> PyResult<Py<PyAny>> {
-        self.execute(
-            py,
-            reactor,
-            op,
-            Request::StreamOpen { line },
-            None,
-            false,
-            convert_stream,
-        )
+        let command = command.command.clone();
+        self.execute(py, reactor, op, Request::StreamOpen { command }, None)
     }
 
     /// The next chunk (about `size` bytes, CRLF line ends) of stream `id`; `None` at its end.
@@ -387,8 +349,6 @@ impl Connection {
                 max: size as usize,
             },
             None,
-            false,
-            convert_chunk,
         )
     }
 
@@ -397,11 +357,15 @@ impl Connection {
         self.shared.handle_dropped(Handle::Stream(id));
     }
 
-    /// Registers a batch of commands (nothing is sent yet): its id for `batch_next`.
-    fn batch(&self, lines: Vec<Vec<u8>>, kind: u8) -> PyResult<u64> {
-        let expect = expect(kind)?;
+    /// Registers a batch of commands (nothing is sent yet; bodies kept as lines): its id for
+    /// `batch_next`.
+    fn batch(&self, commands: Vec<PyRef<'_, PyCommand>>) -> PyResult<u64> {
+        let commands = commands.iter().map(|c| c.command.clone()).collect();
         let mut core = self.shared.core.try_lock().map_err(|_| Error::Busy)?;
-        Ok(core.session.batch(lines, expect).map_err(Error::from)?)
+        Ok(core
+            .session
+            .batch(commands, Collect::Lines)
+            .map_err(Error::from)?)
     }
 
     /// The next reply of batch `id`: `(index, reply or ServerError)`, `None` when done.
@@ -412,15 +376,7 @@ impl Connection {
         op: u64,
         id: u64,
     ) -> PyResult<Py<PyAny>> {
-        self.execute(
-            py,
-            reactor,
-            op,
-            Request::BatchNext { id },
-            None,
-            false,
-            convert_item,
-        )
+        self.execute(py, reactor, op, Request::BatchNext { id }, None)
     }
 
     /// The batch's iterator is gone: replies still in flight will be read and dropped.
@@ -438,15 +394,7 @@ impl Connection {
         tls: Option<PyRef<'_, TlsSettings>>,
     ) -> PyResult<Py<PyAny>> {
         let config = tls.map(|t| t.config.clone());
-        self.execute(
-            py,
-            reactor,
-            op,
-            Request::StartTls,
-            config,
-            false,
-            convert_reply,
-        )
+        self.execute(py, reactor, op, Request::StartTls, config)
     }
 
     /// Closes the connection; safe to call more than once and from another thread or task:
@@ -457,11 +405,9 @@ impl Connection {
         reactor: Option<&Bound<'_, Reactor>>,
         op: u64,
     ) -> PyResult<Py<PyAny>> {
+        self.shared.closed.close(Closed::ByCaller);
         {
             let mut status = self.shared.status();
-            status
-                .closed
-                .get_or_insert_with(|| "the connection is closed; open a new one".into());
             status.info.fd = -1;
             if let Some(tcp) = status.shutdown.take() {
                 let _ = tcp.shutdown(Shutdown::Both);
@@ -513,6 +459,9 @@ impl Connection {
     /// another thread of the parent held the status at the fork (it never lets go in the
     /// child: waiting would hang every fork).
     fn disown(&self) -> Option<i64> {
+        if !self.shared.closed.try_close(Closed::Inherited) {
+            return None;
+        }
         let mut status = match self.shared.status.try_lock() {
             Ok(status) => status,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -520,7 +469,6 @@ impl Connection {
         };
         status.shutdown = None;
         status.task = None;
-        status.closed = Some("this connection was inherited from the parent process (os.fork()), which still uses it; open a new connection in the child".into());
         Some(std::mem::replace(&mut status.info.fd, -1))
     }
 
@@ -599,18 +547,17 @@ impl Connection {
 
     /// `(protocol, cipher suite)` when TLS is active, else `None`.
     fn tls_info(&self) -> Option<(String, String)> {
-        let status = self.shared.status();
-        status
-            .closed
-            .is_none()
-            .then(|| status.info.tls.clone())
-            .flatten()
+        if self.shared.closed.is_closed() {
+            return None;
+        }
+        self.shared.status().info.tls.clone()
     }
 
-    /// Why the connection is closed, or `None` while it is open.
+    /// Why the connection is closed (the session's one reason, as every later call raises
+    /// it), or `None` while it is open.
     #[getter]
     fn closed(&self) -> Option<String> {
-        self.shared.status().closed.clone()
+        self.shared.closed.get().map(|why| why.to_string())
     }
 
     /// RFC 1939 state: `"AUTHORIZATION"`, `"TRANSACTION"` or `"UPDATE"`, as the last

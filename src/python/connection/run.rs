@@ -10,12 +10,12 @@ use pyo3::IntoPyObjectExt;
 use rustls::ClientConfig;
 use tokio::sync::OwnedMutexGuard;
 
-use super::conversion::{convert_early, finish, Convert};
+use super::conversion::{convert, convert_early, finish};
 use super::job::PyJob;
 use super::status::Shared;
 use super::Connection;
 use crate::error::{Error, Result};
-use crate::proto::session::{Done, Job, Request, Session};
+use crate::proto::session::{Closed, Done, Job, Request, Session};
 use crate::python::reactor::{runtime, Pending, Reactor};
 use crate::transport::blocking::BlockingIo;
 use crate::transport::tokio::TokioIo;
@@ -64,28 +64,26 @@ struct Active {
 impl Drop for Active {
     fn drop(&mut self) {
         if let Some(mut core) = self.core.take() {
-            let reason = {
+            core.session.close(Closed::Cancelled);
+            let why = self.shared.closed.get().unwrap_or(Closed::Cancelled);
+            {
                 let mut status = self.shared.status();
                 status.info.fd = -1;
                 status.task = None;
-                status
-                    .closed
-                    .get_or_insert_with(|| "the connection was closed because an operation was cancelled; open a new connection".into())
-                    .clone()
-            };
+            }
             core.io = Io::Closed;
             drop(core);
             self.done_queue.complete(
                 self.op,
-                Box::new(move |_| Err(Error::NotConnected(reason).into())),
+                Box::new(move |_| Err(Error::not_connected(&why).into())),
             );
         }
     }
 }
 
 impl Connection {
-    /// Runs `request` blocking (no reactor) or on tokio (a reactor: returns a `Pending`).
-    #[allow(clippy::too_many_arguments)]
+    /// Runs `request` blocking (no reactor) or on tokio (a reactor: returns a `Pending`); its
+    /// result is converted by kind ([`convert`]).
     pub(super) fn execute(
         &self,
         py: Python<'_>,
@@ -93,35 +91,33 @@ impl Connection {
         op: u64,
         request: Request,
         tls: Option<Arc<ClientConfig>>,
-        login: bool,
-        convert: Convert,
     ) -> PyResult<Py<PyAny>> {
         let shared = self.shared.clone();
         // Closed (after an error, a cancellation, or by `close()`) is said before busy: a
         // cancelled operation may still be unwinding on tokio for a moment.
-        if let Some(reason) = shared.status().closed.clone() {
-            return Err(Error::NotConnected(reason).into());
-        }
+        shared.closed.check().map_err(Error::from)?;
         if matches!(
             shared.core.try_lock().map(|c| matches!(c.io, Io::External)),
             Ok(true)
         ) {
             let (core, job) = start(&shared, request)?;
-            return PyJob::new(core, job, convert, login, shared).into_py_any(py);
+            return PyJob::new(core, job, shared).into_py_any(py);
         }
         match reactor {
             None => {
                 let (mut core, job) = start(&shared, request)?;
+                let login = job.is_login_step();
                 let result = blocking(py, &mut core, job, tls.as_ref());
                 shared.settle(&mut core, &result);
                 drop(core);
                 match result {
-                    Ok((done, early)) => finish(py, done, early, convert, login),
-                    Err(err) => Err(raised(py, err)),
+                    Ok((done, early)) => finish(py, done, early, login),
+                    Err(err) => Err(raised(py, shared.attributed(err))),
                 }
             }
             Some(reactor) => {
                 let (core, job) = start(&shared, request)?;
+                let login = job.is_login_step();
                 let done_queue = reactor.get().shared.clone();
                 let task_shared = shared.clone();
                 let mut active = Active {
@@ -135,9 +131,7 @@ impl Connection {
                     let Core { session, io } = &mut **core;
                     let result = match io {
                         Io::Tokio(io) => io.run(session, job, tls.as_ref()).await,
-                        _ => Err(Error::NotConnected(
-                            "the connection is closed; open a new one".into(),
-                        )),
+                        _ => Err(Error::not_connected(&Closed::ByCaller)),
                     };
                     task_shared.settle(core, &result);
                     let core = active.core.take();
@@ -160,9 +154,7 @@ impl Connection {
                     // The caller gave up mid-reply: the connection is closed from now on, not
                     // once tokio has unwound the operation.
                     on_abort: Some(Box::new(move || {
-                        cancelled.status().closed.get_or_insert_with(|| {
-                            "the connection was closed because an operation was cancelled; open a new connection".into()
-                        });
+                        cancelled.closed.close(Closed::Cancelled);
                     })),
                 }
                 .into_py_any(py)?)
@@ -179,7 +171,7 @@ fn start(shared: &Arc<Shared>, request: Request) -> Result<(OwnedMutexGuard<Core
         .clone()
         .try_lock_owned()
         .map_err(|_| Error::Busy)?;
-    shared.prepare(&mut core)?;
+    shared.prepare(&mut core);
     let job = core.session.start(request).map_err(Error::from)?;
     Ok((core, job))
 }
@@ -198,9 +190,7 @@ fn blocking(
 ) -> Result<(Done, Option<Py<PyList>>)> {
     let Core { session, io } = core;
     let Io::Blocking(io) = io else {
-        return Err(Error::NotConnected(
-            "the connection is closed; open a new one".into(),
-        ));
+        return Err(Error::not_connected(&Closed::ByCaller));
     };
     let mut early: Option<Py<PyList>> = None;
     let mut failed: Option<PyErr> = None;

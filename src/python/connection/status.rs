@@ -1,7 +1,9 @@
 //! A connection's two locks: the session with its driver ([`Core`], held for a whole
 //! operation) and the [`Status`] (held only for a moment), which accessors such as
-//! `Connection.closed`, `fileno()` or `capabilities` read without waiting for an operation
-//! in progress. `prepare` and `settle` hand state between them around each operation.
+//! `fileno()` or `capabilities` read without waiting for an operation in progress.
+//! `prepare` and `settle` hand state between them around each operation. Whether the
+//! connection is closed, and why, is the session's own [`ClosedCell`], read and set (by
+//! `close()`, a cancel, a fork) without waiting too.
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use super::run::{Core, Io};
 use crate::error::{Error, Result};
-use crate::proto::session::{Facts, Session};
+use crate::proto::session::{ClosedCell, Facts, Session};
 use crate::transport::Info;
 
 /// What may be read while an operation runs: never held across I/O.
@@ -20,8 +22,6 @@ pub(super) struct Status {
     /// value, shared as it was when the last operation ended, never a copy kept apart.
     pub(super) facts: Arc<Facts>,
     pub(super) timeout: Option<Duration>,
-    /// Why the connection is closed, once it is.
-    pub(super) closed: Option<String>,
     /// Lines traced by the session, waiting for Python to print or log them.
     pub(super) trace: Vec<(bool, Vec<u8>)>,
     /// A second handle on a blocking socket, so `close()` can interrupt a stalled read.
@@ -43,6 +43,8 @@ pub(super) enum Handle {
 pub(super) struct Shared {
     pub(super) core: Arc<tokio::sync::Mutex<Core>>,
     pub(super) status: Mutex<Status>,
+    /// The session's closed state (the same cell, not a copy).
+    pub(super) closed: ClosedCell,
     pub(super) tracing: AtomicBool,
 }
 
@@ -58,44 +60,42 @@ impl Shared {
             _ => None,
         };
         let facts = session.facts().clone();
+        let closed = session.closed_cell().clone();
         Arc::new(Shared {
             core: Arc::new(tokio::sync::Mutex::new(Core { session, io })),
             status: Mutex::new(Status {
                 info,
                 facts,
                 timeout,
-                closed: None,
                 trace: Vec::new(),
                 shutdown,
                 task: None,
                 dropped: Vec::new(),
             }),
+            closed,
             tracing: AtomicBool::new(false),
         })
     }
 
     /// Before an operation: apply what changed while the session was not locked.
-    pub(super) fn prepare(&self, core: &mut Core) -> Result<()> {
-        let (dropped, closed) = {
-            let mut status = self.status();
-            (std::mem::take(&mut status.dropped), status.closed.clone())
-        };
+    pub(super) fn prepare(&self, core: &mut Core) {
+        let dropped = std::mem::take(&mut self.status().dropped);
         for handle in dropped {
             match handle {
                 Handle::Batch(id) => core.session.drop_batch(id),
                 Handle::Stream(id) => core.session.drop_stream(id),
             }
         }
-        if let Some(reason) = closed {
-            return Err(Error::NotConnected(reason));
-        }
         core.session.set_trace(self.tracing.load(Ordering::Relaxed));
-        Ok(())
     }
 
-    /// After an operation: publish the new state; a fatal error closes the connection, so a
+    /// After an operation: publish the new state; an error the policy calls fatal
+    /// ([`Error::closes`]) closes the session, and a closed session's socket is closed, so a
     /// stream that may be mid-reply is never read again.
     pub(super) fn settle<T>(&self, core: &mut Core, result: &Result<T>) {
+        if let Some(why) = result.as_ref().err().and_then(Error::closes) {
+            core.session.close(why);
+        }
         let trace = core.session.take_trace();
         let info = core.io.info();
         let mut status = self.status();
@@ -105,15 +105,7 @@ impl Shared {
         if let Some(info) = info {
             status.info = info;
         }
-        if let Err(err) = result {
-            if err.is_fatal() && status.closed.is_none() {
-                status.closed = Some(match err {
-                    Error::Interrupted => "the connection was closed because an operation was interrupted; open a new connection".into(),
-                    other => format!("the connection was closed after an earlier error ({other}); open a new connection"),
-                });
-            }
-        }
-        if status.closed.is_some() {
+        if self.closed.is_closed() {
             status.info.fd = -1;
             status.shutdown = None;
             drop(status);
@@ -121,6 +113,16 @@ impl Shared {
                 b.close();
             }
             core.io = Io::Closed;
+        }
+    }
+
+    /// The error an operation that failed raises: if the connection was closed under it for
+    /// another reason (`close()` from another thread shut the socket it was reading), that
+    /// reason, not the I/O error the close caused.
+    pub(super) fn attributed(&self, err: Error) -> Error {
+        match (self.closed.get(), err.closes()) {
+            (Some(why), Some(own)) if why != own => Error::not_connected(&why),
+            _ => err,
         }
     }
 

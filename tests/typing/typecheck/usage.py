@@ -64,6 +64,8 @@ def blocking_extras(pop: fastpoplib.POP3) -> int:
     infos = pop.messages()
     assert_type(infos, List[fastpoplib.MessageInfo])
     assert_type(infos[0].uid, Optional[str])
+    assert_type(infos[0][0], int)
+    assert_type(infos[0][-1], Optional[str])
     for number, (resp, lines, octets) in pop.retr_many(range(1, 4)):
         assert_type(number, int)
         assert_type(resp, bytes)
