@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, logged_in
+from support.clients import logged_in
 from fastpoplib.testing import Fault
 
 USER, PASSWORD = "user", "password"
@@ -80,7 +80,6 @@ def test_timeout_is_the_live_connection_timeout(driver: str, servers: Dict[str, 
     assert p.timeout == 0.5
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_assigned_timeout_bounds_the_next_wait(kind: str, pop3_server: Any) -> None:
     p = logged_in(kind, pop3_server.host, pop3_server.port, timeout=30)
     client = p.client if kind == "async" else p

@@ -14,7 +14,7 @@ from typing import Any, List, Tuple
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, logged_in
+from support.clients import logged_in
 from fastpoplib import MessageInfo
 from fastpoplib.testing import Fault, Mailbox
 
@@ -25,7 +25,6 @@ def listed(p: Any) -> List[Tuple[int, int, str]]:
     return [(n, size, uids[b"%d" % n].decode()) for n, size in sizes]
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_rows_behave_as_the_tuples_they_stand_for(kind: str, pop3_server: Any) -> None:
     p = logged_in(kind, pop3_server.host, pop3_server.port)
     rows = p.messages()
@@ -50,7 +49,6 @@ def test_rows_behave_as_the_tuples_they_stand_for(kind: str, pop3_server: Any) -
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_row_costs_less_than_poplibs_two_lines(kind: str, pop3_server_factory: Any) -> None:
     """poplib's ``list()`` + ``uidl()`` hold two short ``bytes`` per message (about 110
     bytes with their list slots); a row with a 16-character unique-id held about 200 as a
@@ -67,7 +65,6 @@ def test_a_row_costs_less_than_poplibs_two_lines(kind: str, pop3_server_factory:
     assert [r.uid for r in rows] == ["%016X" % (10**12 + i) for i in range(3)]
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_unique_ids_keep_the_servers_bytes(kind: str, pop3_server: Any) -> None:
     pop3_server.add_fault(Fault.reply(b"+OK\r\n1 caf\xc3\xa9\r\n2 \xff\xfe\r\n.\r\n", on="UIDL"))
     p = logged_in(kind, pop3_server.host, pop3_server.port)
@@ -92,7 +89,6 @@ TWICE = [
 ]
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 @pytest.mark.parametrize("pipelining", [True, False])
 @pytest.mark.parametrize("verb,reply,number", TWICE)
 def test_a_number_given_twice_is_refused_by_name(
@@ -110,7 +106,6 @@ def test_a_number_given_twice_is_refused_by_name(
     p.quit()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_number_given_twice_far_into_a_long_uidl(kind: str, pop3_server: Any) -> None:
     """Rows are converted while a long UIDL arrives: a duplicate found after thousands of
     them still fails the whole call, not a partial list."""

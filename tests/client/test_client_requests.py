@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import fastpoplib
-from clients import FAST_KINDS, connect
+from support.clients import connect
 from fastpoplib import _core
 from fastpoplib.testing import Fault, POP3TestServer
 
@@ -78,7 +78,6 @@ def test_cr_lf_or_nul_in_an_argument_is_refused_with_a_sentence_that_hides_secre
 # -- through the clients ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_an_argument_with_cr_lf_sends_nothing_and_the_connection_goes_on(kind: str, pop3_server: POP3TestServer) -> None:
     pop = login(kind, pop3_server)
     try:
@@ -93,7 +92,6 @@ def test_an_argument_with_cr_lf_sends_nothing_and_the_connection_goes_on(kind: s
         pop.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_shortcmd_and_longcmd_send_lines_as_written(kind: str, pop3_server: POP3TestServer) -> None:
     pop = login(kind, pop3_server)
     try:
@@ -109,7 +107,6 @@ def test_shortcmd_and_longcmd_send_lines_as_written(kind: str, pop3_server: POP3
         pop.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_shortcmd_retr_leaves_its_body_to_itself_not_to_the_next_command(kind: str, pop3_server: POP3TestServer) -> None:
     """``_shortcmd("RETR 1")`` reads the status line; the body that follows is still that
     reply's (the next command drops it), never the reply to the next RETR."""
@@ -134,7 +131,6 @@ def test_putcmd_and_getresp_read_the_reply_of_the_line_written_by_hand(pop3_serv
         pop.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_bare_err_to_a_login_step_is_an_authentication_error(kind: str, pop3_server_factory: Any) -> None:
     server = pop3_server_factory(faults=[Fault.reply(b"-ERR no such user\r\n", on="USER")])
     pop = connect(kind, server.host, server.port)
@@ -145,7 +141,6 @@ def test_a_bare_err_to_a_login_step_is_an_authentication_error(kind: str, pop3_s
         pop.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_password_in_debug_output_is_masked(kind: str, pop3_server: POP3TestServer, capsys: Any) -> None:
     pop = connect(kind, pop3_server.host, pop3_server.port)
     try:
@@ -184,7 +179,6 @@ def _oversized_status(on: str) -> Fault:
 
 
 @pytest.mark.parametrize("via", ["rustls", "context"])
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_after_a_fatal_error_every_accessor_gives_one_reason_and_repr_is_not_tls(
     kind: str, via: str, pop3_server_factory: Any
 ) -> None:
@@ -203,7 +197,6 @@ def test_after_a_fatal_error_every_accessor_gives_one_reason_and_repr_is_not_tls
         pop.close()
 
 
-@pytest.mark.parametrize("kind", FAST_KINDS)
 def test_a_server_closing_mid_reply_closes_the_session_with_that_reason(kind: str, pop3_server: POP3TestServer) -> None:
     pop3_server.add_fault(Fault.disconnect_after(b"+OK\r\nSubject: cut\r\n", on="RETR"))
     pop = login(kind, pop3_server)

@@ -1,4 +1,4 @@
-"""Edges of the retriever's promises found after issue 19 (run for real in subprocesses, as a
+"""Edges of the retriever's promises (run for real in subprocesses, as a
 person runs `fastpoplib`): the state under $XDG_STATE_HOME is checked up from its parents, a
 status record that is not a file is said so, an mbox the user edited keeps its blank line
 between messages, interrupted polls count in the status totals, and the CLI gives CLI advice
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
-from test_retriever_faults import ENV, _message, account, lf, mbox_messages, no_traceback, wait_for
+from support.cli import ENV, _message, account, lf, mbox_messages, no_traceback, wait_for
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

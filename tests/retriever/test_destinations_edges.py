@@ -1,4 +1,4 @@
-"""Destinations at their edges (issue 20), against Dovecot: the IMAP destination's OAuth2
+"""Destinations at their edges, against Dovecot: the IMAP destination's OAuth2
 login refused early (the token expired or was revoked at the server before its announced
 expiry) is retried once with a refreshed token, as the POP3 login does; a destination that
 refuses every message (an unknown LMTP recipient, a full IMAP mailbox) stops the run and
@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from dovecot import PASSWORD, InteropDovecot, _require_dovecot, add_users
+from support.dovecot import PASSWORD, InteropDovecot, _require_dovecot, add_users
 from fastpoplib.testing import POP3TestServer
 from fastpoplib.testing.dovecot import Dovecot
 from test_destinations_imap import bodies, four_kb
-from test_retriever_faults import no_traceback, wait_for
+from support.cli import no_traceback, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
