@@ -4,7 +4,7 @@ flow from ``_flows``), argument checks and the printable state. A subclass suppl
 
 # The command methods return what their flow returns (``_flows`` generators are not typed
 # per command): their annotations are the contract, checked from the outside by
-# tests/typecheck/usage.py and misuse.py.
+# tests/typing/typecheck/usage.py and misuse.py.
 # mypy: disable-error-code="no-any-return"
 
 from __future__ import annotations
