@@ -183,6 +183,9 @@ impl Command {
         let args = self.args();
         for (arg, what, secret) in &args {
             check(arg, what, *secret)?;
+            if TOKENS.contains(what) {
+                check_token(arg, what)?;
+            }
         }
         let verb = self.verb();
         out.extend_from_slice(verb);
@@ -227,7 +230,7 @@ impl Command {
                     "APOP" | "AUTH" => 2,
                     _ => return None,
                 };
-                line.splitn(skip + 1, |b| *b == b' ').nth(skip)
+                line.splitn(skip + 1, u8::is_ascii_whitespace).nth(skip)
             }
             _ => None,
         }
@@ -297,10 +300,39 @@ fn check(arg: &[u8], what: &str, secret: bool) -> Result<(), ProtoError> {
     )))
 }
 
+/// Arguments that are one word: an empty or blank one would be read by the server as no
+/// argument at all, whose reply has another shape (`UIDL ` gets the whole listing), and every
+/// later reply would be taken for the wrong command.
+const TOKENS: [&str; 4] = [
+    "message number",
+    "line count",
+    "SASL mechanism",
+    "language tag",
+];
+
+fn check_token(arg: &[u8], what: &str) -> Result<(), ProtoError> {
+    if arg.is_empty() {
+        return Err(ProtoError::InvalidArgument(format!(
+            "the {what} is empty; give one, e.g. 1"
+        )));
+    }
+    match arg.iter().position(u8::is_ascii_whitespace) {
+        None => Ok(()),
+        Some(pos) => Err(ProtoError::InvalidArgument(format!(
+            "the {what} contains white space at offset {pos}; it must be one word, e.g. 1"
+        ))),
+    }
+}
+
 /// The reply shape a line written by hand gets when its caller does not say (poplib's
 /// `_putline`): multi-line for the commands whose reply is (RFC 1939, 2449, 6856).
 fn inferred(line: &[u8]) -> Shape {
-    let has_arg = line.contains(&b' ');
+    // Servers split words on any white space and ignore it at the end ("UIDL " is UIDL).
+    let has_arg = line
+        .split(u8::is_ascii_whitespace)
+        .filter(|word| !word.is_empty())
+        .nth(1)
+        .is_some();
     match verb(line).as_str() {
         "RETR" | "TOP" | "CAPA" => Shape::MultiLine,
         "LIST" | "UIDL" | "LANG" | "AUTH" if !has_arg => Shape::MultiLine,
@@ -310,7 +342,10 @@ fn inferred(line: &[u8]) -> Shape {
 
 /// The verb of a command line, upper-cased (`b"retr 1"` -> `"RETR"`).
 pub fn verb(line: &[u8]) -> String {
-    let end = line.iter().position(|b| *b == b' ').unwrap_or(line.len());
+    let end = line
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(line.len());
     String::from_utf8_lossy(&line[..end]).to_ascii_uppercase()
 }
 
@@ -331,7 +366,7 @@ pub fn redact(line: &[u8], in_auth_exchange: bool) -> Vec<u8> {
         _ => return line.to_vec(),
     };
     let mut out = Vec::with_capacity(line.len());
-    for (i, word) in line.split(|b| *b == b' ').enumerate() {
+    for (i, word) in line.split(u8::is_ascii_whitespace).enumerate() {
         if i > 0 {
             out.push(b' ');
         }
@@ -547,5 +582,36 @@ mod tests {
     fn verb_is_uppercased() {
         assert_eq!(verb(b"retr 1"), "RETR");
         assert_eq!(verb(b"NOOP"), "NOOP");
+        assert_eq!(verb(b"pass\thunter2"), "PASS");
+    }
+
+    #[test]
+    fn blank_words_do_not_change_the_reply_shape() {
+        // "UIDL " is UIDL without argument to the server: a multi-line reply.
+        for line in [&b"UIDL "[..], b"uidl\t", b"LIST  ", b"RETR 1"] {
+            assert_eq!(inferred(line), Shape::MultiLine, "{line:?}");
+        }
+        assert_eq!(inferred(b"UIDL 1 "), Shape::Status);
+        for n in [&b""[..], b" ", b"\t", b"1 2"] {
+            let err = Command::Uidl(Some(n.to_vec()))
+                .encode(&mut Vec::new())
+                .unwrap_err();
+            assert!(err.to_string().contains("message number"), "{err}");
+        }
+        let err = Command::Top {
+            which: b"1".to_vec(),
+            lines: b"".to_vec(),
+        }
+        .encode(&mut Vec::new())
+        .unwrap_err();
+        assert_eq!(err.to_string(), "the line count is empty; give one, e.g. 1");
+    }
+
+    #[test]
+    fn a_password_after_a_tab_is_masked() {
+        let line = b"PASS\thunter2".to_vec();
+        assert_eq!(redact(&line, false), b"PASS ****".to_vec());
+        let raw = Command::raw(line, None);
+        assert_eq!(raw.secret(false), Some(&b"hunter2"[..]));
     }
 }

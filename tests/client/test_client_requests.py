@@ -92,6 +92,30 @@ def test_an_argument_with_cr_lf_sends_nothing_and_the_connection_goes_on(kind: s
         pop.close()
 
 
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_a_blank_message_number_is_refused_and_replies_stay_in_step(
+    kind: str, blank: str, pop3_server: POP3TestServer
+) -> None:
+    """``uidl("")`` would send ``UIDL `` which the server answers with the whole listing: every
+    later reply would be taken for the wrong command. It is refused before anything is sent,
+    and a hand-written ``UIDL `` is read as the multi-line reply it gets."""
+    pop = login(kind, pop3_server)
+    try:
+        with pytest.raises(fastpoplib.InvalidArgumentError, match="message number"):
+            pop.uidl(blank)
+        with pytest.raises(fastpoplib.InvalidArgumentError, match="message number"):
+            pop.list(blank)
+        stat = pop.stat()
+        assert stat[0] == len(pop3_server.mailbox.snapshot())
+        resp, lines, _ = pop._longcmd("UIDL ")
+        assert resp.startswith(b"+OK") and len(lines) == stat[0]
+        assert pop._shortcmd("UIDL  ").startswith(b"+OK")  # its listing is dropped by the next command
+        assert pop.stat() == stat
+        assert pop.noop().startswith(b"+OK")
+    finally:
+        pop.close()
+
+
 def test_shortcmd_and_longcmd_send_lines_as_written(kind: str, pop3_server: POP3TestServer) -> None:
     pop = login(kind, pop3_server)
     try:
