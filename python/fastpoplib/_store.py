@@ -23,6 +23,7 @@ others. Paths are resolved, so a symlink to the store names the same locks and s
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -127,16 +128,33 @@ def _fsync_dir(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a temporary file (0600), fsync, rename over ``path``, fsync the directory: a
-    reader sees the old content or the new, never a mix."""
+    reader sees the old content or the new, never a mix. OSError (``path`` untouched, the
+    temporary file removed) if the data cannot all be written: a full disk, a file-size limit."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written: near a full disk or a file-size limit a
+    write may take only part of it without an error (the next one then raises)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _poll(attempt: Callable[[], bool], wait: float, busy: str, cancelled: threading.Event) -> None:
@@ -406,12 +424,6 @@ class MaildirDelivery:
                 os.unlink(self.tmp)
             except FileNotFoundError:
                 pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class Mbox(_LocalStore):
@@ -813,7 +825,7 @@ class DigestIndex:
         # messages once more (the store's own keys are fsynced).
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
-            os.write(fd, "".join(f"{digest} {key}\n" for digest, key in entries).encode("ascii"))
+            _write_all(fd, "".join(f"{digest} {key}\n" for digest, key in entries).encode("ascii"))
         finally:
             os.close(fd)
 
