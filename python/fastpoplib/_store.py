@@ -108,6 +108,23 @@ def check_private(path: Path, directory: bool) -> None:
         )
 
 
+def state_home() -> Path:
+    """Where the retriever keeps what has no directory of its own (the state of remote
+    destinations, OAuth2 tokens): ``$XDG_STATE_HOME/fastpoplib``, by default
+    ``~/.local/state/fastpoplib``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "fastpoplib"
+
+
+def check_private_below(home: Path, path: Path) -> None:
+    """:func:`check_private` on every existing directory from ``home`` down to ``path``'s
+    parent (nothing when ``path`` is not under ``home``): a directory others may write there
+    lets them swap what lies below for their own."""
+    for directory in reversed(path.parents):
+        if directory == home or home in directory.parents:
+            check_private(directory, directory=True)
+
+
 def private_dir(path: Path) -> Path:
     """``path`` created (0700) if missing and checked by :func:`check_private`."""
     try:

@@ -464,3 +464,26 @@ def test_source_offering_the_same_token_again_is_not_retried() -> None:
                 pop.login("user", oauth2=source, allow_insecure=True)
         auth_lines = [line for line in pop_server.sessions[0].commands if line.startswith(b"AUTH")]
     assert source.invalidated == ["wrong"] and len(auth_lines) == 1
+
+
+@pytest.mark.parametrize("writable", ["fastpoplib"])
+def test_a_token_directory_below_a_directory_others_may_write_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writable: str
+) -> None:
+    """Another user who may write ``$XDG_STATE_HOME/fastpoplib`` could swap the token
+    directory, and the refresh tokens in it, for their own: loading and saving refuse."""
+    from fastpoplib.oauth2._tokens import TokenRecord, TokenStoreError, state_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    store = TokenStore(backend="file")
+    assert store.directory == state_dir() == tmp_path / "fastpoplib" / "oauth2"
+    record = TokenRecord("client", "https://idp.test/token", Secret("access"), Secret("refresh"), expires_at=1.0)
+    store.save("work", record)
+    assert store.load("work") is not None
+    (tmp_path / writable).chmod(0o777)
+    with pytest.raises(TokenStoreError, match=r"writable by other users \(mode 0777\)"):
+        store.load("work")
+    with pytest.raises(TokenStoreError, match="writable by other users"):
+        store.save("work", record)
+    (tmp_path / writable).chmod(0o700)
+    assert store.load("work") is not None

@@ -24,7 +24,7 @@ extra, and ``import fastpoplib`` does not need it.
 from .imap import ImapDestination, ImapURL, imap_state_dir, internal_date
 from .lmtp import LmtpDestination, lmtp_state_dir, parse_lmtp_target
 from .mda import MdaDestination, mda_state_dir
-from .remote import DestinationError, Journal, state_home
+from .remote import DestinationError, Journal
 
 __all__ = [
     "DestinationError",
@@ -38,5 +38,4 @@ __all__ = [
     "lmtp_state_dir",
     "mda_state_dir",
     "parse_lmtp_target",
-    "state_home",
 ]

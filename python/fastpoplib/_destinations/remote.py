@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
 from typing import Any, Callable
 
-from .._store import Outcome, Receipt, StoreError, make_dirs, write_atomic
+from .._store import Outcome, Receipt, StoreError, make_dirs, state_home, write_atomic
 
 log = logging.getLogger("fastpoplib.retriever")
 
@@ -27,13 +26,6 @@ class DestinationError(StoreError):
     def __init__(self, message: str, kind: str = "connection") -> None:
         super().__init__(message)
         self.kind = kind
-
-
-def state_home() -> Path:
-    """Where destinations without a directory of their own keep the retriever's state and
-    locks: ``$XDG_STATE_HOME/fastpoplib``, by default ``~/.local/state/fastpoplib``."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "fastpoplib"
 
 
 def state_dir_for(kind: str, identity: str) -> Path:

@@ -31,7 +31,6 @@ from .._destinations import (
     imap_state_dir,
     lmtp_state_dir,
     mda_state_dir,
-    state_home,
 )
 from .._store import (
     AccountLock,
@@ -43,8 +42,9 @@ from .._store import (
     Refusal,
     State,
     StoreError,
-    check_private,
+    check_private_below,
     digest_key,
+    state_home,
     uid_key,
 )
 from ..exceptions import (
@@ -114,10 +114,7 @@ def _check_state_home(acct: Account) -> None:
     if not (acct.imap or acct.lmtp or acct.mda):
         return  # a Maildir's or mbox's state lives beside it
     home = state_home()
-    state = state_dir_of(acct, home)
-    for directory in reversed(state.parents):
-        if directory == home or home in directory.parents:
-            check_private(directory, directory=True)
+    check_private_below(home, state_dir_of(acct, home))
 
 
 def state_dir_of(acct: Account, default_maildir: Path) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .._store import AccountLock, LockBusy, make_dirs, write_atomic
+from .._store import AccountLock, LockBusy, StoreError, check_private_below, make_dirs, state_home, write_atomic
 from ._secret import Secret
 
 KEYRING_SERVICE = "fastpoplib-oauth2"
@@ -75,8 +75,7 @@ class TokenRecord:
 
 def state_dir() -> Path:
     """``$XDG_STATE_HOME/fastpoplib/oauth2`` (default ``~/.local/state/fastpoplib/oauth2``)."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "fastpoplib" / "oauth2"
+    return state_home() / "oauth2"
 
 
 def _keyring() -> Any:
@@ -122,7 +121,17 @@ class TokenStore:
     def _path(self, name: str) -> Path:
         return self.directory / (hashlib.sha256(name.encode("utf-8")).hexdigest()[:24] + ".json")
 
+    def _check_parents(self) -> None:
+        """TokenStoreError if a directory above the token directory (from
+        ``$XDG_STATE_HOME/fastpoplib`` down) is writable by others: they could swap the
+        token directory, and the refresh tokens in it, for their own."""
+        try:
+            check_private_below(state_home(), self.directory)
+        except StoreError as exc:
+            raise TokenStoreError(str(exc).replace("the state directory", "the directory")) from None
+
     def _ensure_dir(self) -> None:
+        self._check_parents()
         try:
             make_dirs(self.directory)
             os.chmod(self.directory, 0o700)  # also when it existed with a wider mode
@@ -154,6 +163,7 @@ class TokenStore:
         if self._keyring is not None:
             text = self._in_keyring("read", "get_password", name)
             return None if text is None else TokenRecord.from_json(str(text).encode(), "the keyring")
+        self._check_parents()
         path = self._path(name)
         try:
             with open(path, "rb") as f:
