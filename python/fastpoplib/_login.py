@@ -25,9 +25,12 @@ AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
 _MAX_AUTH_LINE = 255
 
 
+def _raw(data: Union[str, bytes, None]) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else (data or b"")
+
+
 def _b64(data: Union[str, bytes, None]) -> bytes:
-    raw = data.encode("utf-8") if isinstance(data, str) else (data or b"")
-    return base64.b64encode(raw)
+    return base64.b64encode(_raw(data))
 
 
 def _cancel() -> _flows.Flow:
@@ -68,9 +71,18 @@ def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool =
     if not name.isascii() or not name or " " in name:
         raise ValueError(f"invalid SASL mechanism name {mechanism!r}")
     mech = name.encode("ascii")
+    # The responses before base64: a server may echo one decoded (the session masks the
+    # base64 form it sent).
+    sent: List[bytes] = []
+    return (yield from _secrets.masking(sent, _exchange(mech, authobject, initial_response_ok, sent)))
+
+
+def _exchange(mech: bytes, authobject: AuthObject, initial_response_ok: bool, sent: List[bytes]) -> _flows.Flow:
+    name = mech.decode("ascii")
     first = authobject(None) if initial_response_ok else None
     initial, pending = None, None
     if first is not None:
+        sent.append(_raw(first))
         response = _b64(first) or b"="  # "=": an empty initial response
         if len(b"AUTH ") + len(mech) + 1 + len(response) <= _MAX_AUTH_LINE:
             initial = _core.Secret(response)
@@ -88,7 +100,9 @@ def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool =
             if pending is not None:
                 answer, pending = pending, None
             else:
-                answer = _b64(authobject(_challenge(name, authobject, resp)))
+                raw = _raw(authobject(_challenge(name, authobject, resp)))
+                sent.append(raw)
+                answer = _b64(raw)
         except _sasl.MalformedChallenge as exc:
             yield from _cancel()
             raise RemoteProtocolError(str(exc)) from None
