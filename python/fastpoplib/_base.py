@@ -322,7 +322,7 @@ class POP3Base:
         auth object) refuses, RemoteProtocolError for a malformed challenge or too many
         rounds (the exchange is cancelled with ``*`` first, so the session stays usable),
         ValueError for an invalid mechanism name."""
-        return self._run(_login.auth(mechanism, authobject, initial_response_ok))
+        return self._run(_login.auth(self, mechanism, authobject, initial_response_ok))
 
     def login(
         self,

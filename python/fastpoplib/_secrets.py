@@ -5,7 +5,7 @@ the exceptions it raises (their ``__context__`` and ``__cause__`` included, whic
 traceback prints) show ``****`` in its place. What the session itself sends (a password, an
 APOP digest, a SASL response as sent, in base64) it masks in the lines it sends and in every
 status line it reads (``src/proto/command.rs``, ``src/proto/session/trace.rs``); a SASL
-exchange lists here the responses before base64 (``_login.exchange``)."""
+exchange lists here its responses before base64 (``_login.exchange``)."""
 
 from __future__ import annotations
 
@@ -63,24 +63,22 @@ def scrub(exc: BaseException, secrets: Tuple[bytes, ...]) -> None:
         todo += [err.__context__, err.__cause__]
 
 
-def masking(secrets: List[bytes], flow: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-    """Runs ``flow`` with ``secrets`` (a list it may extend as it sends more) masked in its
-    result and in the exceptions it raises."""
-    try:
-        return _redact_value((yield from flow), tuple(secrets))
-    except BaseException as exc:
-        scrub(exc, tuple(secrets))
-        raise
-
-
 def hidden(client: Any, secret: Union[str, bytes, None], flow: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """Runs ``flow`` (which sends ``secret``) with the secret masked wherever the client
-    shows what the server said, the ``+OK`` line it returns included (often printed)."""
-    if not secret:
-        return (yield from flow)
+    shows what the server said, the ``+OK`` line it returns included (often printed). The
+    flow may list more with :func:`add`; they are masked until this returns."""
     previous = client._secrets
-    client._secrets = previous + (secret if isinstance(secret, bytes) else secret.encode("utf-8"),)
+    if secret:
+        add(client, secret if isinstance(secret, bytes) else secret.encode("utf-8"))
     try:
-        return (yield from masking(list(client._secrets), flow))
+        return _redact_value((yield from flow), client._secrets)
+    except BaseException as exc:
+        scrub(exc, client._secrets)
+        raise
     finally:
         client._secrets = previous
+
+
+def add(client: Any, secret: bytes) -> None:
+    """Lists one more secret the flow in progress is about to send."""
+    client._secrets = client._secrets + (secret,)
