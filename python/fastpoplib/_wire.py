@@ -286,7 +286,7 @@ class StreamDriver:
             transport = await loop.start_tls(self.pipe.transport, self.pipe, context or ssl.create_default_context(), server_hostname=self.host)
         except asyncio.CancelledError:
             if expired:
-                raise POP3TimeoutError(f"timed out waiting for the server {self.host} to complete the TLS handshake") from None
+                raise POP3TimeoutError(f"timed out after {timeout:.3f} s waiting for the server {self.host} to complete the TLS handshake") from None
             raise
         finally:
             if timer is not None:
