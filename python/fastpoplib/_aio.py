@@ -107,10 +107,10 @@ class AsyncPOP3(POP3Base):
         async def user(self, user: str) -> bytes:
             """USER (RFC 1939 §7); the ``+OK`` line. AuthenticationError on ``-ERR``. See :meth:`POP3.user`."""
 
-        async def pass_(self, pswd: str) -> bytes:
+        async def pass_(self, pswd: Union[str, bytes]) -> bytes:
             """PASS (RFC 1939 §7); the ``+OK`` line. AuthenticationError on ``-ERR``. See :meth:`POP3.pass_`."""
 
-        async def apop(self, user: str, password: str) -> bytes:
+        async def apop(self, user: str, password: Union[str, bytes]) -> bytes:
             """APOP (RFC 1939 §7); the ``+OK`` line. AuthenticationError on ``-ERR``. See :meth:`POP3.apop`."""
 
         async def rpop(self, user: str) -> bytes:
@@ -285,7 +285,7 @@ class AsyncPOP3(POP3Base):
                     local_addr=_local_addr(self._options["source_address"]),
                 )
             except BaseException as exc:
-                err = _wire.translate(exc, self.host)
+                err = _wire.translate(exc, self.host, self._current_timeout())
                 if err is exc:
                     raise
                 raise err from exc
@@ -452,6 +452,13 @@ class AsyncPOP3(POP3Base):
             return None
         info: Optional[Tuple[str, str]] = self._driver.tls_info() if self._driver is not None else self._conn.tls_info()
         return info
+
+    def _not_opened(self) -> str:
+        name = type(self).__name__
+        return (
+            f"not connected yet: use `pop = await {name}.connect(host, ...)` or "
+            f"`async with {name}(host, ...) as pop:` to open the connection"
+        )
 
     async def __aenter__(self: T) -> T:
         """``async with``: opens the connection if it is not open yet."""

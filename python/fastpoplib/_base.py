@@ -169,14 +169,19 @@ class POP3Base:
         """The body of ``command``'s reply in chunks (an iterator or an async iterator)."""
         raise NotImplementedError
 
+    def _not_opened(self) -> str:
+        """What to do with a client never opened (only an asyncio one can be)."""
+        return "the connection was never opened; open a new one"
+
     def _check_open(self) -> Any:
         if self._conn is None:
             self._attach(self._adopt())
             if self._conn is None:
                 # Why the session was closed (by close(), or by an error before it), as the
                 # session says it; a connection never opened has no session.
-                why = None if self._session is None else self._session.closed
-                raise LocalProtocolError(why or "the connection is closed; open a new one")
+                if self._session is None:
+                    raise LocalProtocolError(self._not_opened())
+                raise LocalProtocolError(self._session.closed or "the connection is closed; open a new one")
         return self._conn
 
     def _attach(self, conn: Any) -> None:
@@ -288,14 +293,16 @@ class POP3Base:
         Raises AuthenticationError on ``-ERR``."""
         return self._run(_flows.run(_core.Command.user(self._arg(user))))
 
-    def pass_(self, pswd: str) -> bytes:
+    def pass_(self, pswd: Union[str, bytes]) -> bytes:
         """PASS (RFC 1939 §7): send the password (masked in debug output, logs and errors,
         also where the server echoes it); returns
         the ``+OK`` line, after which the session is in the TRANSACTION state. Raises
-        AuthenticationError on ``-ERR`` (InUseError when the maildrop is locked)."""
+        AuthenticationError on ``-ERR`` (InUseError when the maildrop is locked). ``pswd``
+        is str (encoded with ``encoding``) or bytes (sent as they are; poplib would send
+        their repr); TypeError for anything else."""
         return self._run(_secrets.hidden(self, pswd, _flows.run(_core.Command.pass_(_flows.secret(pswd, self.encoding)))))
 
-    def apop(self, user: str, password: str) -> bytes:
+    def apop(self, user: str, password: Union[str, bytes]) -> bytes:
         """APOP (RFC 1939 §7): log in with the MD5 digest of the greeting's timestamp and
         ``password`` (the password itself is not sent); returns the ``+OK`` line. Raises
         error_proto if the greeting has no timestamp, AuthenticationError on ``-ERR``."""
@@ -315,7 +322,7 @@ class POP3Base:
         auth object) refuses, RemoteProtocolError for a malformed challenge or too many
         rounds (the exchange is cancelled with ``*`` first, so the session stays usable),
         ValueError for an invalid mechanism name."""
-        return self._run(_login.auth(mechanism, authobject, initial_response_ok))
+        return self._run(_login.auth(self, mechanism, authobject, initial_response_ok))
 
     def login(
         self,
@@ -552,4 +559,6 @@ class POP3Base:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("TLS" if self._tls_up else "plaintext")
+        if self._session is None and self._conn is None:
+            state = "not connected"
         return f"<{type(self).__name__} {self.host}:{self.port} {state}>"

@@ -242,7 +242,7 @@ class POP3(POP3Base):
                     raw = socket.create_connection((host, port), self.timeout, source_address)
                     self.sock = context.wrap_socket(raw, server_hostname=host)
             except BaseException as exc:
-                err = _wire.translate(exc, host)
+                err = _wire.translate(exc, host, self.timeout if isinstance(self.timeout, (int, float)) else None)
                 if err is exc:
                     raise
                 raise err from exc

@@ -119,8 +119,13 @@ def arg(value: Any, encoding: str = "UTF-8") -> bytes:
     return str(value).encode(encoding)
 
 
-def secret(value: str, encoding: str = "UTF-8") -> _core.Secret:
-    return _core.Secret(value.encode(encoding))
+def secret(value: Union[str, bytes], encoding: str = "UTF-8") -> _core.Secret:
+    """A password: bytes as they are, str encoded with ``encoding``; TypeError otherwise."""
+    if isinstance(value, bytes):
+        return _core.Secret(value)
+    if isinstance(value, str):
+        return _core.Secret(value.encode(encoding))
+    raise TypeError(f"a password must be str or bytes, not {type(value).__name__}")
 
 
 def run(command: _core.Command) -> Flow:
@@ -155,7 +160,7 @@ def stat(debuglevel: int = 0) -> Flow:
     return result
 
 
-def apop(stamp: Optional[bytes], user: str, password: str, encoding: str) -> Flow:
+def apop(stamp: Optional[bytes], user: str, password: Union[str, bytes], encoding: str) -> Flow:
     """APOP with the greeting's timestamp ``stamp`` (the session's, None without one)."""
     if stamp is None:
         raise error_proto("-ERR APOP not supported by server")

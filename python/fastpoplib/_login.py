@@ -25,9 +25,12 @@ AuthObject = Callable[[Optional[bytes]], Union[str, bytes, None]]
 _MAX_AUTH_LINE = 255
 
 
+def _raw(data: Union[str, bytes, None]) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else (data or b"")
+
+
 def _b64(data: Union[str, bytes, None]) -> bytes:
-    raw = data.encode("utf-8") if isinstance(data, str) else (data or b"")
-    return base64.b64encode(raw)
+    return base64.b64encode(_raw(data))
 
 
 def _cancel() -> _flows.Flow:
@@ -59,7 +62,7 @@ def _challenge(mechanism: str, authobject: Any, resp: bytes) -> bytes:
         return text
 
 
-def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> _flows.Flow:
+def exchange(client: Any, mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> _flows.Flow:
     """One SASL exchange. Raises AuthenticationError (refused: by the server, or by the auth
     object), RemoteProtocolError (malformed challenge, too many rounds), the typed
     RESP-CODES errors, or :class:`_sasl.ServerNotVerified` (the server did not prove itself;
@@ -68,9 +71,17 @@ def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool =
     if not name.isascii() or not name or " " in name:
         raise ValueError(f"invalid SASL mechanism name {mechanism!r}")
     mech = name.encode("ascii")
+    return (yield from _secrets.hidden(client, None, _exchange(client, mech, authobject, initial_response_ok)))
+
+
+def _exchange(client: Any, mech: bytes, authobject: AuthObject, initial_response_ok: bool) -> _flows.Flow:
+    # Each response is listed before base64 too: a server may echo it decoded (the session
+    # masks the base64 form it sent).
+    name = mech.decode("ascii")
     first = authobject(None) if initial_response_ok else None
     initial, pending = None, None
     if first is not None:
+        _secrets.add(client, _raw(first))
         response = _b64(first) or b"="  # "=": an empty initial response
         if len(b"AUTH ") + len(mech) + 1 + len(response) <= _MAX_AUTH_LINE:
             initial = _core.Secret(response)
@@ -88,7 +99,9 @@ def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool =
             if pending is not None:
                 answer, pending = pending, None
             else:
-                answer = _b64(authobject(_challenge(name, authobject, resp)))
+                raw = _raw(authobject(_challenge(name, authobject, resp)))
+                _secrets.add(client, raw)
+                answer = _b64(raw)
         except _sasl.MalformedChallenge as exc:
             yield from _cancel()
             raise RemoteProtocolError(str(exc)) from None
@@ -117,11 +130,11 @@ def exchange(mechanism: str, authobject: AuthObject, initial_response_ok: bool =
     return resp
 
 
-def auth(mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> _flows.Flow:
+def auth(client: Any, mechanism: str, authobject: AuthObject, initial_response_ok: bool = True) -> _flows.Flow:
     """``auth()``: :func:`exchange` with the server's failure to prove itself raised as an
     AuthenticationError."""
     try:
-        return (yield from exchange(mechanism, authobject, initial_response_ok))
+        return (yield from exchange(client, mechanism, authobject, initial_response_ok))
     except _sasl.ServerNotVerified as exc:
         raise AuthenticationError(f"{exc}; connection closed".encode()) from None
 
@@ -146,7 +159,7 @@ def _attempt(client: Any, method: str, user: str, secret: str, oauth2: bool) -> 
         return (yield from _flows.apop(client._apop_timestamp(), user, secret, client.encoding))
     authobject = _sasl.OAuth2(method, user, secret) if oauth2 else _sasl.for_password(method, user, secret)
     try:
-        return (yield from exchange(method, authobject))
+        return (yield from exchange(client, method, authobject))
     except AuthenticationError as exc:
         if authobject.password_sent:
             raise _PasswordRefused(exc) from None

@@ -2,14 +2,16 @@
 hunter2``, ``+OK welcome, hunter2``), in clear or in base64 (a SASL PLAIN response sent
 back). While a flow that sends one runs, the client lists it here; debug output, logs and
 the exceptions it raises (their ``__context__`` and ``__cause__`` included, which every
-traceback prints) show ``****`` in its place. Lines the client sends are masked by the
-session itself (``src/proto/command.rs``)."""
+traceback prints) show ``****`` in its place. What the session itself sends (a password, an
+APOP digest, a SASL response as sent, in base64) it masks in the lines it sends and in every
+status line it reads (``src/proto/command.rs``, ``src/proto/session/trace.rs``); a SASL
+exchange lists here its responses before base64 (``_login.exchange``)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Generator, Iterable, List, Optional, Set, Tuple
+from typing import Any, Generator, Iterable, List, Optional, Set, Tuple, Union
 
 MASK = b"****"
 # Shorter secrets are not masked: they occur in ordinary words, so masking them would garble
@@ -61,13 +63,13 @@ def scrub(exc: BaseException, secrets: Tuple[bytes, ...]) -> None:
         todo += [err.__context__, err.__cause__]
 
 
-def hidden(client: Any, secret: Optional[str], flow: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+def hidden(client: Any, secret: Union[str, bytes, None], flow: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """Runs ``flow`` (which sends ``secret``) with the secret masked wherever the client
-    shows what the server said, the ``+OK`` line it returns included (often printed)."""
-    if not secret:
-        return (yield from flow)
+    shows what the server said, the ``+OK`` line it returns included (often printed). The
+    flow may list more with :func:`add`; they are masked until this returns."""
     previous = client._secrets
-    client._secrets = previous + (secret.encode("utf-8"),)
+    if secret:
+        add(client, secret if isinstance(secret, bytes) else secret.encode("utf-8"))
     try:
         return _redact_value((yield from flow), client._secrets)
     except BaseException as exc:
@@ -75,3 +77,8 @@ def hidden(client: Any, secret: Optional[str], flow: Generator[Any, Any, Any]) -
         raise
     finally:
         client._secrets = previous
+
+
+def add(client: Any, secret: bytes) -> None:
+    """Lists one more secret the flow in progress is about to send."""
+    client._secrets = client._secrets + (secret,)

@@ -36,8 +36,10 @@ _PLAINTEXT_REPLY = {"WRONG_VERSION_NUMBER"}
 READ_SIZE = 256 * 1024
 
 
-def translate(exc: BaseException, host: str) -> BaseException:
-    """The library's exception for an I/O failure of Python's socket or ssl modules."""
+def translate(exc: BaseException, host: str, timeout: Optional[float] = None) -> BaseException:
+    """The library's exception for an I/O failure of Python's socket or ssl modules;
+    ``timeout`` (seconds, None if unknown) is the wait that ran out, named as the Rust
+    transport names it."""
     if isinstance(exc, POP3Error) or not isinstance(exc, Exception):
         return exc  # ours already, or KeyboardInterrupt and the like
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -61,7 +63,8 @@ def translate(exc: BaseException, host: str) -> BaseException:
             text = f"TLS error with {host}: {exc.reason or exc}"
         return _with_ssl_details(TLSError(text), exc)
     if isinstance(exc, (socket.timeout, asyncio.TimeoutError)):
-        return POP3TimeoutError(f"timed out waiting for the server {host}")
+        waited = f" after {timeout:.3f} s" if timeout is not None else ""
+        return POP3TimeoutError(f"timed out{waited} waiting for the server {host}")
     if isinstance(exc, OSError):
         return POP3ConnectionError(f"connection to {host} failed: {exc.strerror or exc}")
     return exc
@@ -76,17 +79,19 @@ def _with_ssl_details(err: Any, exc: ssl.SSLError) -> BaseException:
     return err
 
 
-def _failed(job: Any, exc: BaseException, host: str, close: Callable[[], None]) -> BaseException:
+def _failed(job: Any, exc: BaseException, host: str, timeout: Optional[float], close: Callable[[], None]) -> BaseException:
     """After a failure. An error the session itself gave (a ``-ERR``, a refused request, a
     broken reply) has already ended the job, and the session's one policy decided whether the
     connection stays usable. Anything else (Python's own I/O, a STARTTLS injection seen here,
     a timeout, a cancel, Ctrl-C) may have left a reply half-read: ``fail`` closes the session
     for that reason, worded as the other drivers word it (it does nothing to a job already
-    ended). The socket is closed whenever the session is."""
-    job.fail(exc)
+    ended), and every later call repeats the error's sentence. The socket is closed whenever
+    the session is."""
+    err = translate(exc, host, timeout)
+    job.fail(err)
     if job.closed:
         close()
-    return translate(exc, host)
+    return err
 
 
 def _injected(count: int) -> RemoteProtocolError:
@@ -117,7 +122,7 @@ class SocketDriver:
                 else:
                     return value
         except BaseException as exc:
-            err = _failed(job, exc, self.host, self._close)
+            err = _failed(job, exc, self.host, self.sock.gettimeout(), self._close)
             if err is exc:
                 raise
             raise err from exc
@@ -253,7 +258,7 @@ class StreamDriver:
                 else:
                     return value
         except BaseException as exc:
-            err = _failed(job, exc, self.host, self.pipe.transport.abort)
+            err = _failed(job, exc, self.host, self.timeout(), self.pipe.transport.abort)
             if err is exc:
                 raise
             raise err from exc
@@ -281,7 +286,7 @@ class StreamDriver:
             transport = await loop.start_tls(self.pipe.transport, self.pipe, context or ssl.create_default_context(), server_hostname=self.host)
         except asyncio.CancelledError:
             if expired:
-                raise POP3TimeoutError(f"timed out waiting for the server {self.host} to complete the TLS handshake") from None
+                raise POP3TimeoutError(f"timed out after {timeout:.3f} s waiting for the server {self.host} to complete the TLS handshake") from None
             raise
         finally:
             if timer is not None:

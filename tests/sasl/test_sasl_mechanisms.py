@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
+import types
 from functools import partial
 
 import pytest
@@ -235,7 +236,7 @@ def run_exchange(mechanism: str, authobject: object, replies: list) -> tuple:
     """Drives the AUTH flow with scripted server replies, as a client would: returns the
     outcome (the reply, or the exception) and the lines sent. ``*`` always gets ``-ERR``
     (RFC 5034), QUIT gets ``+OK``; otherwise the next scripted reply (``-ERR`` when none is left)."""
-    flow = _login.exchange(mechanism, authobject)  # type: ignore[arg-type]
+    flow = _login.exchange(types.SimpleNamespace(_secrets=()), mechanism, authobject)  # type: ignore[arg-type]
     sent: list = []
     step = flow.__next__
     while True:

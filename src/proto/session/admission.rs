@@ -221,8 +221,8 @@ impl Session {
         let in_auth_exchange = verb == Verb::Sasl;
         if let Some(trace) = &mut self.trace {
             trace.push((true, command.traced(in_auth_exchange)));
-            self.remember_secret(command.secret(in_auth_exchange));
         }
+        self.remember_secret(command.secret(in_auth_exchange));
         // How the server frames the reply, whatever the caller reads of it.
         let framing = match (expect, command.framing()) {
             (Expect::Status, shape) => framed(shape),

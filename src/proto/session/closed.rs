@@ -31,10 +31,17 @@ pub enum Closed {
 impl fmt::Display for Closed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Closed::Failed(err) => write!(
-                f,
-                "the connection was closed after an earlier error ({err}); open a new connection"
-            ),
+            Closed::Failed(err) => {
+                // The earlier error may already say what to do: said once.
+                let err = ["; open a new connection", "; open a new one"]
+                    .iter()
+                    .find_map(|advice| err.strip_suffix(advice))
+                    .unwrap_or(err);
+                write!(
+                    f,
+                    "the connection was closed after an earlier error ({err}); open a new connection"
+                )
+            }
             Closed::ByCaller => f.write_str("the connection is closed; open a new one"),
             Closed::Cancelled => f.write_str(
                 "the connection was closed because an operation was cancelled; open a new connection",

@@ -49,7 +49,7 @@ pub const WINDOW: usize = 256;
 /// The entry of the server's greeting, queued before anything is sent.
 const GREETING: u64 = 0;
 
-/// How many recent secrets the trace masks in replies.
+/// How many recent secrets the session masks in the status lines it reads.
 const MAX_SECRETS: usize = 8;
 
 /// Largest CAPA reply accepted: real ones are well under 1 KiB.
@@ -396,7 +396,7 @@ pub struct Session {
     closed: ClosedCell,
     /// Lines sent and status lines received, secrets masked, when tracing is on.
     trace: Option<Vec<(bool, Vec<u8>)>>,
-    /// Secrets recently sent, masked wherever a traced reply repeats them.
+    /// Secrets recently sent, masked wherever a status line repeats them.
     secrets: Vec<Secret>,
 }
 

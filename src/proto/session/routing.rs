@@ -128,15 +128,14 @@ impl Session {
             else {
                 return Ok(None);
             };
-            let line = self.reader.content(raw).to_vec();
+            // A secret sent and echoed back is masked in every status line handed out: the
+            // reply returned, the error raised, the trace.
+            let line = self.masked(self.reader.content(raw));
             if id == GREETING {
                 self.facts_mut().greeting = Some(line.clone());
             }
-            if self.trace.is_some() {
-                let shown = self.masked(&line);
-                if let Some(trace) = &mut self.trace {
-                    trace.push((false, shown));
-                }
+            if let Some(trace) = &mut self.trace {
+                trace.push((false, line.clone()));
             }
             let ok = check_status(&line);
             self.apply(verb, &line, ok.is_ok());

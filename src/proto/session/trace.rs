@@ -15,7 +15,7 @@ impl Session {
         self.trace.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// Remembers what a command sent that must never be traced, not even echoed back by the
+    /// Remembers what a command sent that must never be shown, not even echoed back by the
     /// server ([`Command::secret`]).
     pub(super) fn remember_secret(&mut self, secret: Option<&[u8]>) {
         // Short strings ("*", "=") would mask ordinary text; a few recent secrets suffice.
@@ -28,9 +28,12 @@ impl Session {
         self.secrets.push(Secret::new(secret));
     }
 
-    /// A received line fit for the trace: secrets the server echoes back are masked.
+    /// A received status line with the secrets the server echoes back masked.
     pub(super) fn masked(&self, line: &[u8]) -> Vec<u8> {
         let mut out = line.to_vec();
+        if self.secrets.is_empty() {
+            return out;
+        }
         for secret in &self.secrets {
             let secret = secret.expose();
             while let Some(at) = memchr::memmem::find(&out, secret) {

@@ -182,7 +182,13 @@ impl PyJob {
         } else if exc.is_instance_of::<PyKeyboardInterrupt>() {
             Closed::Interrupted
         } else {
-            Closed::Failed(exc.get_type().name()?.to_string())
+            // Its sentence (the driver translated it), so later calls say what happened.
+            let text = exc.str()?.to_string();
+            Closed::Failed(if text.is_empty() {
+                exc.get_type().name()?.to_string()
+            } else {
+                text
+            })
         };
         if let Some(mut state) = self.state().take() {
             state.core.session.close(why);
