@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, List
@@ -19,7 +21,7 @@ from typing import Any, Callable, List
 import pytest
 
 import fastpoplib
-from fastpoplib.testing import POP3TestServer, TLSCertificates
+from fastpoplib.testing import Fault, POP3TestServer, TLSCertificates
 
 pytest.importorskip("trustme", reason="the TLS test server needs trustme")
 
@@ -193,5 +195,66 @@ def test_given_context_is_the_attribute(pop3_server_factory: Factory) -> None:
     try:
         assert p.context is ctx and p.sock.context is ctx
         short_session(p)
+    finally:
+        p.close()
+
+
+# -- sock.close() from another thread on the Python-socket path ----------------------------------
+
+
+class OwnPlain(fastpoplib.POP3):
+    def _create_socket(self, timeout: Any) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout)
+
+
+def python_socket_client(how: str, factory: Factory, timeout: Any = None) -> Any:
+    """A logged-in client whose socket Python drives; RETR stalls mid-reply for 10 s."""
+    stall = Fault.stall_after(b"+OK\r\nSubject: x\r\n", 10, on="RETR", times=None)
+    if how == "plain subclass":
+        srv = factory(faults=[stall])
+        p = OwnPlain(srv.host, srv.port, timeout=timeout)
+    else:
+        srv = factory(tls="implicit", faults=[stall])
+        kw = dict(context=srv.certificates.client_context()) if how == "context" else dict(cafile=srv.certificates.cafile)
+        p = (fastpoplib.POP3_SSL if how == "context" else type("LogSSL", (SuperSSL,), {"made": []}))(srv.host, srv.port, timeout=timeout, **kw)
+    assert isinstance(p.sock, socket.socket)
+    p.user(USER)
+    p.pass_(PASSWORD)
+    return srv, p
+
+
+@pytest.mark.parametrize("how", ["plain subclass", "context", "ssl subclass"])
+def test_sock_close_from_another_thread_ends_a_stalled_retr(how: str, pop3_server_factory: Factory) -> None:
+    """poplib's watchdog with ``sock.close()`` (no timeout): the RETR ends at once, saying so."""
+    srv, p = python_socket_client(how, pop3_server_factory)
+    session = srv.sessions[-1]
+    sock = p.sock
+
+    def watchdog() -> None:
+        deadline = time.monotonic() + 5
+        while b"RETR 1" not in session.commands and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sock.close()
+
+    closer = threading.Thread(target=watchdog)
+    started = time.monotonic()
+    closer.start()
+    try:
+        with pytest.raises(fastpoplib.ConnectionClosedError) as info:
+            p.retr(1)
+        assert time.monotonic() - started < 3, "sock.close() did not end the RETR"
+        assert str(info.value) == "the connection is closed; open a new one"
+    finally:
+        closer.join(5)
+        p.close()
+
+
+def test_python_socket_read_still_times_out(pop3_server_factory: Factory) -> None:
+    srv, p = python_socket_client("plain subclass", pop3_server_factory, timeout=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(fastpoplib.POP3TimeoutError):
+            p.retr(1)
+        assert 0.9 < time.monotonic() - started < 3
     finally:
         p.close()
