@@ -181,6 +181,7 @@ class POP3(POP3Base):
     #: ``ssl.SSLSocket``/``socket.socket`` when a ``context`` is used or a subclass brings
     #: its own. None once closed, as in poplib.
     sock: SocketLike
+    _source_address: Optional[Tuple[str, int]] = None
 
     @property
     def file(self) -> Any:
@@ -223,10 +224,10 @@ class POP3(POP3Base):
         super().__init__(host, port)
         self.timeout = timeout
         limits = dict(max_status_line=self._maxline, max_line_length=max_line_length, max_response_size=max_response_size)
+        self._source_address = source_address
         context = self._context()
-        own_socket = type(self)._create_socket is not POP3._create_socket
         sys.audit("poplib.connect", self, host, port)
-        if context is None and not own_socket:
+        if context is None and not self._own_socket():
             self._attach(
                 _core.Connection.connect(
                     None, 0, _idna.ascii_host(host), port, timeout=self.timeout, source_address=source_address, tls=self._implicit_tls(), **limits
@@ -235,12 +236,7 @@ class POP3(POP3Base):
             self.sock = _SocketView(self._conn)
         else:
             try:
-                if own_socket:
-                    self.sock = self._create_socket(self.timeout)
-                else:
-                    assert context is not None
-                    raw = socket.create_connection((host, port), self.timeout, source_address)
-                    self.sock = context.wrap_socket(raw, server_hostname=host)
+                self.sock = self._create_socket(self.timeout)
             except BaseException as exc:
                 err = _wire.translate(exc, host, self.timeout if isinstance(self.timeout, (int, float)) else None)
                 if err is exc:
@@ -280,8 +276,14 @@ class POP3(POP3Base):
     def _create_socket(self, timeout: Optional[float]) -> socket.socket:
         """poplib's hook for a subclass that makes its own socket (through a proxy, say): when
         overridden, the socket it returns (plain or ``ssl.SSLSocket``) carries the session,
-        read and written through Python. Not called otherwise."""
-        return socket.create_connection((self.host, self.port), timeout)
+        read and written through Python. Here: a TCP connection to ``host:port`` (from
+        ``source_address`` when given), for ``super()._create_socket(timeout)``."""
+        return socket.create_connection((self.host, self.port), timeout, self._source_address)
+
+    @classmethod
+    def _own_socket(cls) -> bool:
+        """Whether a subclass overrides ``_create_socket`` (its socket is then driven by Python)."""
+        return cls._create_socket not in _STOCK_CREATE_SOCKET
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return None
@@ -505,7 +507,11 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
     there is trusted as is, as OpenSSL does). A ``context`` is used by Python's ``ssl``
     exactly as given, as poplib does (``sock`` is then its ``ssl.SSLSocket``).
     ``keyfile``/``certfile`` (deprecated, as in poplib) select a client certificate.
-    Raises CertificateVerificationError when the certificate is not trusted."""
+    Raises CertificateVerificationError when the certificate is not trusted.
+
+    A subclass overriding ``_create_socket`` (poplib's hook, for logging or a proxy) gets
+    poplib's behaviour: ``super()._create_socket(timeout)`` returns the TCP connection wrapped
+    by ``self.context`` (TLS from the first byte, RFC 8314 §3), driven by Python's ``ssl``."""
 
     def __init__(
         self,
@@ -539,9 +545,17 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
         certificate. ``timeout`` (seconds, bounding the connect, the whole handshake and each
         wait), ``source_address`` and the limits are :class:`POP3`'s.
 
+        ``self.context`` is, as in poplib, always an ``ssl.SSLContext``: the ``context`` given,
+        else a verified one equivalent to these keywords (``ssl.create_default_context()``
+        with ``cafile``/``cadata`` and the client certificate). The default connection is
+        still made by rustls; that context is what a subclass's ``_create_socket`` uses
+        (built at construction then), and otherwise built on first access.
+
         Raises CertificateVerificationError (an ``ssl.SSLCertVerificationError``) when the
         certificate is not trusted or does not match ``host``, TLSError (an
-        ``ssl.SSLError``) for another handshake failure, and what :class:`POP3` raises."""
+        ``ssl.SSLError``) for another handshake failure, and what :class:`POP3` raises;
+        ValueError for ``fingerprint`` in a subclass overriding ``_create_socket`` (an
+        ``ssl.SSLContext`` cannot pin a certificate: trust it with ``cafile=``)."""
         if keyfile is not None or certfile is not None:
             warnings.warn(
                 "keyfile and certfile are deprecated (removed from poplib in 3.12); "
@@ -561,12 +575,48 @@ class POP3_SSL(POP3):  # noqa: N801 - poplib's name
         else:
             self._ssl_context = None
             self._tls = _tls.settings(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile, fingerprint=fingerprint)
+            self._tls_options: Any = dict(cafile=cafile, cadata=cadata, certfile=certfile, keyfile=keyfile, fingerprint=fingerprint)
+            if self._own_socket():
+                self.context = _tls.default_context(**self._tls_options)
         super().__init__(
             host, port, timeout, source_address=source_address, max_line_length=max_line_length, max_response_size=max_response_size
         )
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """poplib's ``context`` (see :meth:`__init__`): the one given, else a verified
+        equivalent of the TLS keywords. ValueError when the connection pins a fingerprint
+        (no ``ssl.SSLContext`` can express that)."""
+        context = self.__dict__.get("_context_attr") or self._ssl_context
+        if context is None:
+            if self._tls_options["fingerprint"] is not None:
+                raise ValueError(
+                    "this connection pins a certificate fingerprint, which fastpoplib's own TLS checks;"
+                    " no ssl.SSLContext can express that: pass context= or cafile= to get one"
+                )
+            context = self.__dict__["_context_attr"] = _tls.default_context(**self._tls_options)
+        return context
+
+    @context.setter
+    def context(self, value: ssl.SSLContext) -> None:
+        self.__dict__["_context_attr"] = _tls.check_context(value)
+
+    def _create_socket(self, timeout: Optional[float]) -> socket.socket:
+        """As poplib's: the TCP connection of :meth:`POP3._create_socket`, wrapped by
+        ``self.context`` for ``host`` (an ``ssl.SSLSocket``, handshake done)."""
+        sock = super()._create_socket(timeout)
+        try:
+            return self.context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
 
     def _implicit_tls(self) -> Optional[_core.TlsSettings]:
         return self._tls
 
     def _context(self) -> Optional[ssl.SSLContext]:
         return self._ssl_context
+
+
+# The ``_create_socket`` methods that keep the default path (rustls unless a context is given).
+_STOCK_CREATE_SOCKET = (POP3._create_socket, POP3_SSL._create_socket)

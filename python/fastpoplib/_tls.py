@@ -108,6 +108,11 @@ def default_context(
             " Python's ssl (a context was used, or a subclass brings its own socket); trust the"
             " certificate with cafile= instead"
         )
+    if isinstance(cadata, bytes):  # PEM here, as rustls takes it; ssl would read bytes as DER
+        try:
+            cadata = cadata.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError("cadata must be PEM certificates (-----BEGIN CERTIFICATE-----), not binary data") from None
     context = ssl.create_default_context(cafile=cafile, cadata=cadata)
     if certfile is not None:
         context.load_cert_chain(certfile, keyfile)

@@ -10,12 +10,15 @@ the only two loops over it."""
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
+import time
 from typing import Any, Callable, List, Optional
 
 from .exceptions import (
     CertificateVerificationError,
+    ConnectionClosedError,
     POP3ConnectionError,
     POP3Error,
     POP3TimeoutError,
@@ -34,6 +37,10 @@ _PLAINTEXT_REPLY = {"WRONG_VERSION_NUMBER"}
 
 # Large reads: the per-call cost of Python I/O is paid per 256 KiB, not per line.
 READ_SIZE = 256 * 1024
+
+# How often a read waiting for the server looks whether another thread closed the socket:
+# close() alone does not wake a thread blocked in recv() on that descriptor.
+CLOSE_CHECK_SECONDS = 0.5
 
 
 def translate(exc: BaseException, host: str, timeout: Optional[float] = None) -> BaseException:
@@ -115,6 +122,7 @@ class SocketDriver:
                 if action == WRITE:
                     self.sock.sendall(value)
                 elif action == READ:
+                    self._wait_readable()
                     job.feed(self.sock.recv(READ_SIZE))
                 elif action == HANDSHAKE:
                     self.sock = wrap(self.sock)
@@ -126,6 +134,28 @@ class SocketDriver:
             if err is exc:
                 raise
             raise err from exc
+
+    def _wait_readable(self) -> None:
+        """Until the socket has something to read, within its timeout (socket.timeout
+        otherwise); ConnectionClosedError once another thread closed it."""
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return  # decrypted bytes already wait in ssl's buffer
+        timeout = sock.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            fd = sock.fileno()
+            if fd < 0:
+                raise ConnectionClosedError("the connection is closed; open a new one")
+            wait = CLOSE_CHECK_SECONDS if deadline is None else min(CLOSE_CHECK_SECONDS, deadline - time.monotonic())
+            if wait <= 0:
+                raise socket.timeout("timed out")
+            try:
+                readable = _readable(fd, wait)
+            except OSError:
+                readable = False  # closed meanwhile: seen at the next turn
+            if readable and sock.fileno() >= 0:
+                return
 
     def _close(self) -> None:
         for step in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
@@ -144,6 +174,16 @@ class SocketDriver:
         if cipher is None or not isinstance(sock, ssl.SSLSocket):
             return None
         return sock.version(), cipher[0]
+
+
+def _readable(fd: int, seconds: float) -> bool:
+    """Whether ``fd`` becomes readable within ``seconds`` (poll() where there is one: select()
+    refuses descriptors above FD_SETSIZE)."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(seconds * 1000))
+    return bool(select.select([fd], [], [], seconds)[0])
 
 
 class _Pipe(asyncio.Protocol):
