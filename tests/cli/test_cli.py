@@ -12,18 +12,7 @@ import time
 from pathlib import Path
 
 from fastpoplib.testing import Fault, POP3TestServer, sample_mailbox
-from support.cli import ENV, account
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fastpoplib", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-        check=False,
-    )
+from support.cli import ENV, account, cli
 
 
 def stored(maildir: Path) -> list[bytes]:
