@@ -62,18 +62,22 @@ T = TypeVar("T")
 _PAUSING = (EXIT_AUTH, EXIT_USAGE)
 
 
-def check_concurrency(value: int) -> int:
-    """``value`` if it is a usable bound (a whole number >= 1 that the file descriptor limit
-    allows), else ConfigError saying what to change."""
+def check_concurrency(value: int, accounts: int | None = None) -> int:
+    """``value`` if it is a usable bound (a whole number >= 1) and the file descriptor limit
+    allows polling ``min(value, accounts)`` accounts at once, else ConfigError saying what to
+    change."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"--concurrency must be a whole number of at least 1, not {value!r}")
+    at_once = value if accounts is None else max(1, min(value, accounts))
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = value * FDS_PER_ACCOUNT + FDS_RESERVED
+    needed = at_once * FDS_PER_ACCOUNT + FDS_RESERVED
     if soft != resource.RLIM_INFINITY and needed > soft:
-        most = max(1, (soft - FDS_RESERVED) // FDS_PER_ACCOUNT)
+        most = (soft - FDS_RESERVED) // FDS_PER_ACCOUNT
+        raise_limit = f"raise the limit to {needed} or more (ulimit -n, LimitNOFILE= in a systemd unit)"
+        advice = f"lower --concurrency to {most} or {raise_limit}" if 1 <= most < at_once else raise_limit
         raise ConfigError(
-            f"--concurrency {value} needs about {needed} file descriptors but this process may open {soft};"
-            f" lower --concurrency to {most} or raise the limit (ulimit -n, LimitNOFILE= in a systemd unit)"
+            f"polling {at_once} account(s) at once needs about {needed} file descriptors but this process"
+            f" may open {soft}; {advice}"
         )
     return value
 
@@ -177,11 +181,11 @@ def _pause_reason(report: Report) -> str | None:
     return report.pause
 
 
-def _slots(concurrency: int) -> asyncio.Semaphore:
+def _slots(concurrency: int, accounts: int) -> asyncio.Semaphore:
     """The bound, and a worker thread per slot: an account blocks a thread while it waits for
     a password command, a lock or the disk, and asyncio's default pool (a few threads per CPU)
     would make the other accounts wait for it. Threads are started only when needed."""
-    check_concurrency(concurrency)
+    concurrency = min(check_concurrency(concurrency, accounts), max(1, accounts))
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="fastpoplib"))
     return asyncio.Semaphore(concurrency)
@@ -189,7 +193,7 @@ def _slots(concurrency: int) -> asyncio.Semaphore:
 
 async def each(accounts: list[Account], job: Callable[[Account], Awaitable[T]], concurrency: int) -> list[T]:
     """``job(account)`` for every account, at most ``concurrency`` at once; results in order."""
-    slots = _slots(concurrency)
+    slots = _slots(concurrency, len(accounts))
 
     async def one(acct: Account) -> T:
         async with slots:
@@ -215,7 +219,7 @@ async def watch(accounts: list[Account], default_maildir: Path, concurrency: int
     not stored) and saves the state, as an interrupted ``fetch`` does. Never returns: with
     every account paused it waits to be stopped, so that a service manager restarting it does
     not retry a refused login in a loop."""
-    slots = _slots(concurrency)
+    slots = _slots(concurrency, len(accounts))
     await asyncio.gather(*(_keep_polling(a, default_maildir, slots) for a in accounts))
     log.error("every account is paused; fix the errors above, then restart watch")
     await asyncio.Event().wait()

@@ -91,6 +91,12 @@ def accounts_from(args: argparse.Namespace) -> list[Account]:
             accounts.append(Account(**merged))
         except ConfigError as exc:
             raise ConfigError(f"{args.config}: account {label}: {exc}") from None
+    seen: set[str] = set()
+    for acct in accounts:
+        if acct.name in seen:
+            # Status records, OAuth2 tokens and --account pick accounts by name.
+            raise ConfigError(f"{args.config}: two accounts are named {acct.name!r}; give each [[account]] its own name")
+        seen.add(acct.name)
     if args.account:
         names = {a.name for a in accounts}
         missing = [n for n in args.account if n not in names]
@@ -167,7 +173,7 @@ def _run(coro: Awaitable[T], stop_on: tuple[signal.Signals, ...] = (signal.SIGIN
 
 
 def run_fetch(accounts: list[Account], maildir: Path, quiet: bool, concurrency: int = _watch.DEFAULT_CONCURRENCY) -> int:
-    _watch.check_concurrency(concurrency)
+    _watch.check_concurrency(concurrency, len(accounts))
     progress = _progress(quiet)
     started = time.monotonic()
     try:
@@ -217,7 +223,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_OK))
     accounts = accounts_from(args)
     _ask_passwords(accounts)
-    _watch.check_concurrency(args.concurrency)
+    _watch.check_concurrency(args.concurrency, len(accounts))
     log = logging.getLogger("fastpoplib.watch")
     if not args.verbose:  # a service: one line per account and poll for the journal, and warnings
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
@@ -253,7 +259,7 @@ async def _list_all(
 def cmd_ls(args: argparse.Namespace) -> int:
     accounts = accounts_from(args)
     _ask_passwords(accounts)
-    results = _run(_list_all(accounts, _watch.check_concurrency(args.concurrency)))
+    results = _run(_list_all(accounts, _watch.check_concurrency(args.concurrency, len(accounts))))
     if results is None:
         print("fastpoplib: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
