@@ -198,3 +198,14 @@ def test_an_mda_that_hangs_on_one_message_is_killed_with_its_children_and_the_re
         b"Subject: three\r\n\r\nc\r\n",
     ]
     assert not _alive(int(pids.read_text()))
+
+
+def test_a_message_the_destination_refuses_run_after_run_points_at_the_destination(tmp_path: Path) -> None:
+    """The message is fine on the POP server: after three refused runs the advice is about the
+    destination (a full mailbox, a wrong recipient), not to delete it from the server."""
+    with server(sample_mailbox(3)) as srv:
+        for _ in range(3):
+            out = run("fetch", *account(srv), "--mda", "sh -c 'cat >/dev/null; exit 75'", tmp_path=tmp_path)
+            assert out.returncode == 1, out.stderr
+        assert "runs in a row" in out.stderr and "make room at the destination" in out.stderr, out.stderr
+        assert "webmail" not in out.stderr

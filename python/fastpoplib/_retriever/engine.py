@@ -421,9 +421,15 @@ class _Fetch:
         if m.key is not None:  # counted across runs only with a UID: a number changes
             runs = self.state.failures[m.key] = self.state.failures.get(m.key, 0) + 1
         if runs >= PERSISTENT_RUNS:
+            # A message the destination refuses is fine on the server: the cure is there.
+            cure = (
+                "read or delete it with another client (webmail)"
+                if what == "fetched"
+                else "make room at the destination or fix what it refuses (quota, recipient, size)"
+            )
             self.report.problems.append(
                 f"{m.name()} has failed in {runs} runs in a row ({why}); the rest of the mailbox is fetched,"
-                " this message is tried again each run: read or delete it with another client (webmail)"
+                f" this message is tried again each run: {cure}"
             )
         else:
             self.report.problems.append(f"{m.name()} not {what}: {why}; it is tried again next run")
