@@ -143,6 +143,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+TMP_MAX_AGE = 36 * 3600  # seconds: a Maildir tmp/ file untouched this long is a crash's leftover
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a temporary file (0600), fsync, rename over ``path``, fsync the directory: a
     reader sees the old content or the new, never a mix. OSError (``path`` untouched, the
@@ -339,6 +342,23 @@ class Maildir(_LocalStore):
             if not (path / sub).is_dir():
                 raise StoreError(f"{path / sub} is not a directory, so {path} is no Maildir; give --maildir another path")
         self.state_dir = private_dir(path / ".fastpoplib")
+        self._clean_tmp()
+
+    def _clean_tmp(self) -> None:
+        """Remove files in ``tmp/`` untouched for 36 hours, as the Maildir protocol asks of
+        deliverers: what a killed run (ours or another program's) left there is never renamed."""
+        cutoff = time.time() - TMP_MAX_AGE
+        try:
+            entries = list(os.scandir(self.path / "tmp"))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and max(st.st_mtime, st.st_atime) < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                pass  # removed meanwhile, or not ours to remove: it only costs space
 
     def begin(self) -> MaildirDelivery:
         return MaildirDelivery(self, _unique())

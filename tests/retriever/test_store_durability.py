@@ -1,17 +1,21 @@
-"""A state file is replaced whole or not at all, also when the disk fills up or a file-size
-limit (RLIMIT_FSIZE) stops a write part way: a state saved cut short would be read as damaged,
-rebuilt from what the store still holds, and every message the user had moved away fetched
-again."""
+"""What the stores leave behind when things go wrong. A state file is replaced whole or not at
+all, also when the disk fills up or a file-size limit (RLIMIT_FSIZE) stops a write part way: a
+state saved cut short would be read as damaged, rebuilt from what the store still holds, and
+every message the user had moved away fetched again. A killed run's partial files in a
+Maildir's tmp/ are removed once they are 36 hours old."""
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from fastpoplib._store import Maildir
 from support.cli import account, cli
 
 LIMIT = 40 * 1024  # bytes any file of the child process may grow to
@@ -46,7 +50,7 @@ def test_fetch_whose_state_cannot_be_saved_fails_and_stores_nothing_twice(tmp_pa
     assert first.returncode != 0 and "File too large" in first.stderr, first.stdout + first.stderr
     for state in (maildir / ".fastpoplib").glob("*.json"):
         json.loads(state.read_bytes())  # never a state cut short
-    assert 0 < len(list((maildir / "new").iterdir())) < 2000
+    assert list((maildir / "new").iterdir())  # messages were stored before the state outgrew the limit
     second = cli("fetch", *account(srv), "--maildir", str(maildir))
     assert second.returncode == 0, second.stderr
     subjects = [p.read_bytes().split(b"\r\n", 1)[0] for p in (maildir / "new").iterdir()]
@@ -56,3 +60,19 @@ def test_fetch_whose_state_cannot_be_saved_fails_and_stores_nothing_twice(tmp_pa
     third = cli("fetch", *account(srv), "--maildir", str(maildir))
     assert third.returncode == 0, third.stderr
     assert list((maildir / "new").iterdir()) == []
+
+
+def test_opening_a_maildir_removes_only_tmp_files_left_36_hours_ago(tmp_path: Path) -> None:
+    """A killed run leaves its partial files in tmp/ (never renamed, so nothing is lost): the
+    Maildir protocol has deliverers remove those untouched for 36 hours."""
+    Maildir(tmp_path / "m")
+    tmp = tmp_path / "m" / "tmp"
+    old, fresh, folder = tmp / "old.eml", tmp / "fresh.eml", tmp / "a-directory"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"being written")
+    folder.mkdir()
+    long_ago = time.time() - 37 * 3600
+    os.utime(old, (long_ago, long_ago))
+    os.utime(folder, (long_ago, long_ago))
+    Maildir(tmp_path / "m")
+    assert sorted(p.name for p in tmp.iterdir()) == ["a-directory", "fresh.eml"]
