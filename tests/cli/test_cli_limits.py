@@ -36,3 +36,12 @@ def test_two_accounts_with_one_name_are_refused(tmp_path: Path) -> None:
     )
     out = cli("fetch", "--config", str(config), "--maildir", str(tmp_path / "m"))
     assert out.returncode == 2 and "two accounts are named 'one'" in out.stderr, out.stderr
+
+
+def test_accounts_at_once_over_the_limit_are_told_the_concurrency_that_fits(tmp_path: Path) -> None:
+    config = tmp_path / "accounts.toml"
+    config.write_text("".join(f'[[account]]\nname = "a{i}"\nhost = "127.0.0.1"\nuser = "u{i}"\n\n' for i in range(3)))
+    # One account needs about 88 descriptors, two about 112 (FDS_RESERVED + FDS_PER_ACCOUNT each).
+    out = cli("fetch", "--config", str(config), "--maildir", str(tmp_path / "m"), preexec_fn=lambda: _limit(100))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "polling 3 account(s) at once" in out.stderr and "lower --concurrency to 1" in out.stderr, out.stderr

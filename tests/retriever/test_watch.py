@@ -200,8 +200,9 @@ def test_bad_concurrency_and_interval_are_usage_errors(tmp_path: Path) -> None:
             out = cli(*args, "--config", config)
             assert out.returncode == 2, out
             assert ("--concurrency must be" in out.stderr) or ("interval (--interval) must be greater than 0" in out.stderr)
+        # The bound is on accounts at once: one account needs one slot, however high the bound.
         out = cli("fetch", "--config", config, "--concurrency", "100000000")
-        assert out.returncode == 2 and "lower --concurrency" in out.stderr, out.stderr
+        assert out.returncode == 0, out.stderr
 
 
 def test_status_of_a_config_never_polled_and_after_fetch(tmp_path: Path) -> None:
