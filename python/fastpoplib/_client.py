@@ -238,7 +238,7 @@ class POP3(POP3Base):
             try:
                 self.sock = self._create_socket(self.timeout)
             except BaseException as exc:
-                err = _wire.translate(exc, host, self.timeout if isinstance(self.timeout, (int, float)) else None)
+                err = _wire.translate(exc, host, self.timeout)
                 if err is exc:
                     raise
                 raise err from exc
